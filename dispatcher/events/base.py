@@ -1,0 +1,69 @@
+"""What every platform's event model provides to the enqueue client."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import TYPE_CHECKING, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from dispatcher.settings import Destination
+
+
+FUTURE_SKEW_MS = 5 * 60 * 1000  # platforms tolerate small clock differences, not more
+
+
+def now_ms() -> int:
+    """Wall-clock epoch milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
+class PlatformEvent(BaseModel):
+    """Base of the platform models: strict, aliased like the platform's JSON, no extras."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, str_strip_whitespace=True)
+
+    platform: ClassVar[str]
+    event_id_field: ClassVar[str]  # the platform's JSON name of the deduplication id
+
+    def happened_at_ms(self) -> int:
+        """When the conversion happened, epoch milliseconds (bounds the retry budget)."""
+        raise NotImplementedError
+
+    def given_event_id(self) -> str | None:
+        """The caller's event id, if any."""
+        raise NotImplementedError
+
+    def policy_errors(self, destination: Destination) -> list[tuple[str, str]]:
+        """Fields this destination's settings forbid, as (field, message) pairs."""
+        return []
+
+    def to_payload(self) -> tuple[str, bytes]:
+        """The event as the platform's JSON element, and its event id.
+
+        When the caller gave no id, the id is derived from the event's content, so a
+        producer that sends the same event twice gets the same id and the platform
+        deduplicates it.
+        """
+        body = self.model_dump_json(by_alias=True, exclude_none=True).encode()
+        event_id = self.given_event_id()
+        if event_id is not None:
+            return event_id, body
+        event_id = hashlib.sha256(body).hexdigest()[:32]
+        tail = b"," if len(body) > 2 else b""
+        return event_id, body[
+            :-1
+        ] + tail + f'"{self.event_id_field}":{json.dumps(event_id)}}}'.encode()
+
+
+def check_event_time(at_ms: int, window_ms: int) -> int:
+    """Return `at_ms` if it lies in [now - window, now + skew], else raise ValueError."""
+    now = now_ms()
+    if at_ms > now + FUTURE_SKEW_MS:
+        raise ValueError("is in the future")
+    if at_ms < now - window_ms:
+        raise ValueError(f"is older than the platform's {window_ms // 86_400_000}-day window")
+    return at_ms

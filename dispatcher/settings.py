@@ -1,0 +1,183 @@
+"""Settings: defaults here, overridden by a TOML file, overridden by environment variables.
+
+Precedence (highest first): keyword arguments, `CONVDISP_*` environment variables
+(nested with `__`, e.g. `CONVDISP_LINKEDIN__RATE_PER_MIN=600`), the TOML file named by
+`CONVDISP_CONFIG` (default `config/dispatcher.toml` when it exists), then these defaults.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from dispatcher.errors import ConfigurationError
+
+Platform = Literal["linkedin"]
+PLATFORMS: tuple[Platform, ...] = ("linkedin",)
+DAY_S = 86_400.0
+_DESTINATION_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+
+
+class PlatformSettings(BaseModel):
+    """Delivery knobs every platform has; each platform subclass sets its own defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str
+    batch_size: int = Field(gt=0)
+    max_wait_s: float = Field(default=1.0, ge=0, description="Longest a partial batch waits.")
+    rate_per_min: float = Field(gt=0, description="Calls per minute per rate-limit scope.")
+    burst: int = Field(default=1, ge=1, description="Calls a scope may make back to back.")
+    timeout_s: float = Field(default=30.0, gt=0)
+    max_backlog: int = Field(default=2_000_000, gt=0, description="Per destination.")
+    acceptance_window_s: float = Field(gt=0, description="How old an event the platform takes.")
+    max_retry_age_s: float = Field(default=7 * DAY_S, gt=0)
+    max_attempts: int = Field(default=25, gt=0)
+    backoff_base_s: float = Field(default=1.0, gt=0)
+    backoff_cap_s: float = Field(default=600.0, gt=0)
+
+
+class LinkedInSettings(PlatformSettings):
+    """LinkedIn Conversions API; the rate limit is per member access token (seed 003)."""
+
+    base_url: str = "https://api.linkedin.com"
+    version: str = Field(default="202505", pattern=r"^\d{6}$")
+    batch_size: int = Field(default=5000, gt=0, le=5000)
+    rate_per_min: float = Field(default=300, gt=0)
+    acceptance_window_s: float = Field(default=90 * DAY_S, gt=0)
+
+
+class Destination(BaseModel):
+    """One place events go: a platform plus the credentials and account it is sent with.
+
+    A token is given inline (`token`, for development) or, better, by the name of the
+    environment variable that holds it (`token_env`), read when a request is built.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    platform: Platform
+    token: SecretStr | None = None
+    token_env: str | None = None
+    allow_plain_user_info: bool = Field(
+        default=False,
+        description="LinkedIn matches userInfo names in plain text, so accepting them stores "
+        "names unhashed in Redis: off unless you opt in.",
+    )
+
+    @model_validator(mode="after")
+    def _one_credential_source(self) -> Destination:
+        if (self.token is None) == (self.token_env is None):
+            raise ValueError("give exactly one of token or token_env")
+        return self
+
+    def secret(self) -> str:
+        """The access token, unwrapped; only request builders call this."""
+        if self.token is not None:
+            return self.token.get_secret_value()
+        assert self.token_env is not None
+        value = os.environ.get(self.token_env, "")
+        if not value:
+            raise ConfigurationError(f"environment variable {self.token_env} is empty or unset")
+        return value
+
+    def fingerprint(self) -> str:
+        """A short one-way digest of the token: names rate-limit scopes, detects rotation."""
+        return hashlib.sha256(self.secret().encode()).hexdigest()[:16]
+
+
+def _config_file() -> Path | None:
+    named = os.environ.get("CONVDISP_CONFIG")
+    if named:
+        return Path(named)
+    default = Path("config/dispatcher.toml")
+    return default if default.exists() else None
+
+
+class Settings(BaseSettings):
+    """Everything the producer and the workers read; see the README's reference table."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CONVDISP_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    redis_url: str = "redis://localhost:6379/0"
+    lease_s: float = Field(
+        default=60.0, gt=0, description="How long one drain may hold a destination."
+    )
+    task_time_limit_s: float = Field(default=50.0, gt=0)
+    sweep_interval_s: float = Field(default=1.0, gt=0)
+    max_limiter_wait_s: float = Field(
+        default=10.0, gt=0, description="Longer waits are rescheduled instead of slept."
+    )
+    clock_skew_s: float = Field(default=300.0, ge=0, description="Tolerated future timestamps.")
+    linkedin: LinkedInSettings = LinkedInSettings()
+    destinations: dict[str, Destination] = Field(default_factory=dict)
+
+    @field_validator("destinations")
+    @classmethod
+    def _ids_are_key_safe(cls, value: dict[str, Destination]) -> dict[str, Destination]:
+        for name in value:
+            if not _DESTINATION_ID.match(name):
+                raise ValueError(f"destination id {name!r} must match {_DESTINATION_ID.pattern}")
+        return value
+
+    @model_validator(mode="after")
+    def _lease_outlives_task(self) -> Settings:
+        if self.task_time_limit_s >= self.lease_s:
+            raise ValueError("task_time_limit_s must be shorter than lease_s")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources = [init_settings, env_settings]
+        path = _config_file()
+        if path is not None:
+            if not path.exists():
+                raise ConfigurationError(f"CONVDISP_CONFIG names {path}, which does not exist")
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    def platform(self, name: str) -> PlatformSettings:
+        """The settings table of one platform."""
+        table: PlatformSettings = getattr(self, name)
+        return table
+
+    def destination(self, name: str) -> Destination:
+        """A configured destination, or a `ConfigurationError` naming the known ones."""
+        try:
+            return self.destinations[name]
+        except KeyError:
+            known = ", ".join(sorted(self.destinations)) or "none"
+            raise ConfigurationError(
+                f"unknown destination {name!r} (configured: {known})"
+            ) from None
+
+    def queue(self, platform: str) -> str:
+        """The Celery queue a platform's workers consume."""
+        return f"convdispatch.{platform}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

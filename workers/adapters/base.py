@@ -1,0 +1,116 @@
+"""The adapter interface and the HTTP facts shared by every platform."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from enum import StrEnum
+from typing import Protocol
+
+import httpx
+
+from dispatcher.settings import Destination, PlatformSettings
+
+EXCERPT_CHARS = 500
+
+
+class Verdict(StrEnum):
+    """What happened to one event of a batch."""
+
+    DELIVERED = "delivered"  # the platform took it: acknowledge
+    RESEND = "resend"  # refused only because another event failed the batch: resend now
+    RETRY = "retry"  # throttling, outage, timeout: back off, then resend
+    REJECTED = "rejected"  # the platform will never take it: dead-letter with the reason
+    AUTH = "auth"  # credentials or permissions are bad: pause the destination
+
+
+@dataclass(frozen=True)
+class EventResult:
+    """The verdict on one event, with the platform's reason when it is not delivered."""
+
+    verdict: Verdict
+    reason: str = ""
+
+
+@dataclass
+class Outcome:
+    """The verdicts on one batch, in request order, plus what the response said overall."""
+
+    results: list[EventResult]
+    status: int | None = None
+    excerpt: str = ""
+    retry_after_s: float | None = None
+    throttled: bool = False  # the whole rate-limit scope must wait, not only this batch
+    warnings: list[str] = field(default_factory=list)
+
+    @classmethod
+    def every(cls, n: int, verdict: Verdict, reason: str = "", **kw: object) -> Outcome:
+        """The same verdict for all `n` events."""
+        return cls([EventResult(verdict, reason)] * n, **kw)  # type: ignore[arg-type]
+
+
+class Adapter(Protocol):
+    """A platform: how to call it and how to read its answer."""
+
+    platform: str
+
+    def scope(self, destination: Destination) -> str:
+        """The rate-limit scope this destination's calls count against."""
+        ...
+
+    def build_request(
+        self, destination: Destination, table: PlatformSettings, payloads: list[bytes]
+    ) -> httpx.Request:
+        """One request delivering `payloads` (each one event's stored JSON)."""
+        ...
+
+    def parse_response(self, response: httpx.Response, n: int) -> Outcome:
+        """Verdicts on the `n` events of the request that got `response`."""
+        ...
+
+
+def retry_after_s(response: httpx.Response, now_s: float | None = None) -> float | None:
+    """`Retry-After` as seconds from now, from either delta-seconds or an HTTP date."""
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now_s is None else now_s))
+
+
+def excerpt(response: httpx.Response) -> str:
+    """The start of a response body, for dead letters and logs."""
+    return response.text[:EXCERPT_CHARS]
+
+
+def common_outcome(response: httpx.Response, n: int) -> Outcome | None:
+    """Verdicts every platform shares (throttling, outages, auth); None if none applies."""
+    status, kw = (
+        response.status_code,
+        {"status": response.status_code, "excerpt": excerpt(response)},
+    )
+    if status == 429:
+        wait = retry_after_s(response)
+        return Outcome.every(
+            n, Verdict.RETRY, "throttled (429)", retry_after_s=wait, throttled=True, **kw
+        )
+    if status in (408, 425) or status >= 500:
+        wait = retry_after_s(response)
+        return Outcome.every(
+            n, Verdict.RETRY, f"platform unavailable ({status})", retry_after_s=wait, **kw
+        )
+    if status in (401, 403):
+        return Outcome.every(n, Verdict.AUTH, f"credentials refused ({status})", **kw)
+    return None
+
+
+def transport_outcome(error: httpx.HTTPError, n: int) -> Outcome:
+    """A timeout or connection failure: nothing is known, so every event is retried."""
+    return Outcome.every(n, Verdict.RETRY, f"{type(error).__name__} talking to the platform")

@@ -1,0 +1,131 @@
+"""LinkedIn Conversions API: `BATCH_CREATE` on /rest/conversionEvents.
+
+Docs: seed 003 (https://learn.microsoft.com/linkedin/marketing/integrations/ads-reporting/conversions-api),
+pinned by the `linkedin.version` setting (`LinkedIn-Version` header, YYYYMM).
+Batch size: up to 5000 events. Rate-limit scope: the member access token.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import httpx
+
+from dispatcher.settings import Destination, LinkedInSettings, PlatformSettings
+from workers.adapters.base import (
+    EventResult,
+    Outcome,
+    Verdict,
+    common_outcome,
+    excerpt,
+)
+
+_INDEX_GROUP = re.compile(r"Index: (\d+), ")
+_BATCH_INDEX = re.compile(r"\{([^{}]*?batchIndex=(\d+)[^{}]*)\}")
+_INDICES = re.compile(r"indices \[([\d,\s]+)\]")
+
+
+class LinkedInAdapter:
+    """Builds `BATCH_CREATE` calls and reads LinkedIn's per-element answers."""
+
+    platform = "linkedin"
+
+    def scope(self, destination: Destination) -> str:
+        return destination.fingerprint()  # LinkedIn limits calls per member access token
+
+    def build_request(
+        self, destination: Destination, table: PlatformSettings, payloads: list[bytes]
+    ) -> httpx.Request:
+        assert isinstance(table, LinkedInSettings)
+        return httpx.Request(
+            "POST",
+            f"{table.base_url.rstrip('/')}/rest/conversionEvents",
+            headers={
+                "Authorization": f"Bearer {destination.secret()}",
+                "LinkedIn-Version": table.version,
+                "X-Restli-Protocol-Version": "2.0.0",
+                "X-RestLi-Method": "BATCH_CREATE",
+                "Content-Type": "application/json",
+            },
+            content=b'{"elements":[' + b",".join(payloads) + b"]}",
+        )
+
+    def parse_response(self, response: httpx.Response, n: int) -> Outcome:
+        status = response.status_code
+        if status in (200, 201):
+            return _batch_results(response, n)
+        body = _json(response)
+        if status == 401:
+            code = body.get("serviceErrorCode")
+            why = "access token revoked" if code == 65601 else "access token invalid or expired"
+            return Outcome.every(
+                n, Verdict.AUTH, f"{why} (401)", status=401, excerpt=excerpt(response)
+            )
+        if status == 426:
+            reason = "LinkedIn-Version is sunset: raise linkedin.version (426)"
+            return Outcome.every(n, Verdict.AUTH, reason, status=426, excerpt=excerpt(response))
+        shared = common_outcome(response, n)
+        if shared is not None:
+            return shared
+        return _validation_failure(str(body.get("message") or response.text), status, n, response)
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _batch_results(response: httpx.Response, n: int) -> Outcome:
+    elements = _json(response).get("elements")
+    if not isinstance(elements, list) or len(elements) != n:
+        # 201 (single create) or an answer without per-element detail: the call was accepted.
+        return Outcome.every(n, Verdict.DELIVERED, status=response.status_code)
+    results = []
+    for element in elements:
+        code = element.get("status", 201) if isinstance(element, dict) else 201
+        if code in (200, 201):
+            results.append(EventResult(Verdict.DELIVERED))
+        else:
+            error = element.get("error", {}) if isinstance(element, dict) else {}
+            message = error.get("message", "") if isinstance(error, dict) else ""
+            results.append(EventResult(Verdict.REJECTED, f"element status {code}: {message}"))
+    return Outcome(results, status=response.status_code, excerpt=excerpt(response))
+
+
+def element_errors(message: str) -> dict[int, str]:
+    """LinkedIn's messages naming bad elements, by index (all three observed formats)."""
+    found: dict[int, str] = {}
+    marks = list(_INDEX_GROUP.finditer(message))
+    for mark, following in zip(marks, [*marks[1:], None], strict=True):
+        end = following.start() if following else len(message)
+        text = message[mark.end() : end].strip()
+        index = int(mark.group(1))
+        found[index] = f"{found[index]}\n{text}" if index in found else text
+    for match in _BATCH_INDEX.finditer(message):
+        index = int(match.group(2))
+        found[index] = f"{found[index]}; {match.group(1)}" if index in found else match.group(1)
+    for match in _INDICES.finditer(message):
+        for index in (int(i) for i in match.group(1).replace(",", " ").split()):
+            found.setdefault(index, message)
+    return found
+
+
+def _validation_failure(message: str, status: int, n: int, response: httpx.Response) -> Outcome:
+    """A 400/422: reject exactly the named elements; resend the others, which were fine."""
+    bad = {i: m for i, m in element_errors(message).items() if 0 <= i < n}
+    kw: dict[str, Any] = {"status": status, "excerpt": excerpt(response)}
+    if not bad:
+        # Nothing names an element: the whole call is refused as sent (documented choice).
+        return Outcome.every(n, Verdict.REJECTED, f"{status}: {message}"[:1000], **kw)
+    results = [
+        EventResult(Verdict.REJECTED, f"{status}: {bad[i]}"[:1000])
+        if i in bad
+        else EventResult(Verdict.RESEND)
+        for i in range(n)
+    ]
+    return Outcome(results, **kw)

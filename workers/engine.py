@@ -1,0 +1,320 @@
+"""The delivery engine: drain one batch of one destination, then record every verdict.
+
+Order of a drain: lease -> pause/backoff check -> take a batch (pending entries first,
+then new ones once a full batch or `max_wait_s` is reached) -> drop expired events to
+dead letters -> wait for a token -> call the platform -> acknowledge, dead-letter,
+back off or pause. An entry leaves its stream only when it is acknowledged by the
+platform or written to the dead-letter stream in the same transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import httpx
+import redis
+
+from dispatcher import keys
+from dispatcher.settings import Destination, PlatformSettings, Settings
+from dispatcher.storage import lua
+from workers.adapters import ADAPTERS, Adapter, Outcome, Verdict
+from workers.adapters.base import transport_outcome
+from workers.limiter import TokenBucket
+
+log = logging.getLogger(__name__)
+Entry = tuple[bytes, dict[bytes, bytes]]
+
+
+@dataclass
+class DrainReport:
+    """What one drain did; returned by the task, so Flower shows it."""
+
+    destination: str
+    status: str  # sent | idle | waiting | busy | paused | backing-off
+    sent: int = 0
+    delivered: int = 0
+    dead: int = 0
+    retry: int = 0
+    resend: int = 0
+    http_status: int | None = None
+    next_in_s: float | None = None  # when to drain again; 0 = at once
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict for the task result."""
+        return {k: v for k, v in self.__dict__.items() if v not in (None, {}, 0) or k == "sent"}
+
+
+def entry_ms(entry_id: bytes) -> int:
+    """The epoch ms a stream entry was added (the first half of its id)."""
+    return int(entry_id.split(b"-", 1)[0])
+
+
+class Engine:
+    """Drains destinations. One per worker process; `clock` and `sleep` are injectable."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: redis.Redis,
+        http: httpx.Client,
+        *,
+        consumer: str | None = None,
+        adapters: dict[str, Adapter] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings, self.redis, self.http = settings, client, http
+        self.consumer = consumer or f"worker-{uuid.uuid4().hex[:8]}"
+        self.adapters = adapters or ADAPTERS
+        self.sleep = sleep
+        self.rng = rng or random.Random()
+
+    def now_ms(self) -> int:
+        """Redis's clock, which also stamps stream ids, in epoch ms."""
+        seconds, micros = self.redis.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    def drain(self, name: str) -> DrainReport:
+        """Deliver at most one batch of `name` while holding its lease."""
+        self.redis.delete(keys.kick(name), keys.kick_now(name))
+        token = uuid.uuid4().hex
+        lease_ms = int(self.settings.lease_s * 1000)
+        if not self.redis.set(keys.lease(name), token, nx=True, px=lease_ms):
+            return DrainReport(name, "busy")
+        try:
+            return self._drain_locked(name)
+        finally:
+            self.redis.eval(lua("workers", "release.lua"), 1, keys.lease(name), token)
+
+    def _drain_locked(self, name: str) -> DrainReport:
+        dest = self.settings.destination(name)
+        table = self.settings.platform(dest.platform)
+        adapter = self.adapters[dest.platform]
+        paused = self._paused(name, dest)
+        if paused is not None:
+            return paused
+        now = self.now_ms()
+        next_at = int(self.redis.hget(keys.state(name), "next_at_ms") or 0)
+        if next_at > now:
+            return DrainReport(name, "backing-off", next_in_s=(next_at - now) / 1000)
+        entries, wait_ms = self._take(name, table, now)
+        if not entries:
+            status = "waiting" if wait_ms else "idle"
+            return DrainReport(name, status, next_in_s=wait_ms / 1000 if wait_ms else None)
+        report = DrainReport(name, "sent")
+        entries = self._drop_expired(name, dest, table, entries, now, report)
+        if not entries:
+            report.next_in_s = 0.0
+            return report
+        bucket = TokenBucket(
+            self.redis, dest.platform, adapter.scope(dest), table.rate_per_min, table.burst
+        )
+        wait_s = bucket.acquire()
+        while wait_s > 0:
+            if wait_s > self.settings.max_limiter_wait_s:
+                # Leave the batch pending; the next drain claims it first.
+                return DrainReport(name, "waiting", next_in_s=wait_s)
+            self.sleep(wait_s)
+            wait_s = bucket.acquire()
+        outcome = self._call(adapter, dest, table, entries)
+        self._apply(name, dest, table, bucket, entries, outcome, report)
+        return report
+
+    def _paused(self, name: str, dest: Destination) -> DrainReport | None:
+        paused, fingerprint = cast(
+            list[bytes | None], self.redis.hmget(keys.state(name), "paused", "paused_fp")
+        )
+        if not paused:
+            return None
+        if fingerprint and bytes(fingerprint).decode() != dest.fingerprint():
+            log.warning("destination %s: credentials changed, resuming", name)
+            self.redis.hdel(keys.state(name), "paused", "paused_fp", "pause_reason")
+            return None
+        return DrainReport(name, "paused")
+
+    def _take(self, name: str, table: PlatformSettings, now: int) -> tuple[list[Entry], int]:
+        """Pending entries first (retries, a dead worker's batch), then new ones when ready."""
+        stream, size = keys.stream(name), table.batch_size
+        taken: list[Entry] = []
+        cursor: bytes | str = "0-0"
+        while len(taken) < size:
+            reply = self.redis.xautoclaim(
+                stream, keys.GROUP, self.consumer, 0, cursor, count=size - len(taken)
+            )
+            cursor, claimed = cast(tuple[bytes, list[Entry]], tuple(reply[:2]))
+            taken += [e for e in claimed if e[1] is not None]
+            if cursor in (b"0-0", "0-0"):
+                break
+        if not taken:
+            backlog = self.redis.xlen(stream)
+            if backlog == 0:
+                return [], 0
+            if backlog < size:
+                oldest = cast(list[Entry], self.redis.xrange(stream, "-", "+", count=1))
+                waited_ms = now - entry_ms(oldest[0][0]) if oldest else 0
+                max_wait_ms = int(table.max_wait_s * 1000)
+                if waited_ms < max_wait_ms:
+                    return [], max_wait_ms - waited_ms
+        if len(taken) < size:
+            fresh = self.redis.xreadgroup(
+                keys.GROUP, self.consumer, {stream: ">"}, count=size - len(taken)
+            )
+            for _, entries in cast(list[tuple[bytes, list[Entry]]], fresh or []):
+                taken += entries
+        return taken, 0
+
+    def _deadline_ms(self, table: PlatformSettings, entry: Entry) -> int:
+        happened = int(entry[1][b"t"])
+        return min(
+            happened + int(table.acceptance_window_s * 1000),
+            entry_ms(entry[0]) + int(table.max_retry_age_s * 1000),
+        )
+
+    def _drop_expired(
+        self,
+        name: str,
+        dest: Destination,
+        table: PlatformSettings,
+        entries: list[Entry],
+        now: int,
+        report: DrainReport,
+    ) -> list[Entry]:
+        expired = [e for e in entries if self._deadline_ms(table, e) <= now]
+        if expired:
+            reason = "expired: past the platform's acceptance window or max_retry_age_s"
+            self._dead_letter(name, dest, [(e, reason) for e in expired], None, "")
+            report.dead += len(expired)
+        return [e for e in entries if self._deadline_ms(table, e) > now]
+
+    def _call(
+        self, adapter: Adapter, dest: Destination, table: PlatformSettings, entries: list[Entry]
+    ) -> Outcome:
+        request = adapter.build_request(dest, table, [fields[b"p"] for _, fields in entries])
+        try:
+            response = self.http.send(request)
+        except httpx.HTTPError as exc:  # the one place transport errors are translated
+            return transport_outcome(exc, len(entries))
+        return adapter.parse_response(response, len(entries))
+
+    def _apply(
+        self,
+        name: str,
+        dest: Destination,
+        table: PlatformSettings,
+        bucket: TokenBucket,
+        entries: list[Entry],
+        outcome: Outcome,
+        report: DrainReport,
+    ) -> None:
+        report.sent, report.http_status = len(entries), outcome.status
+        by_verdict: dict[Verdict, list[tuple[Entry, str]]] = {v: [] for v in Verdict}
+        for entry, result in zip(entries, outcome.results, strict=True):
+            by_verdict[result.verdict].append((entry, result.reason))
+        for warning in outcome.warnings:
+            log.warning("destination %s: platform warning: %s", name, warning)
+        delivered = [e[0] for e, _ in by_verdict[Verdict.DELIVERED]]
+        if delivered:
+            self._ack(name, delivered)
+            self.redis.hset(keys.state(name), "failures", 0)
+        self._dead_letter(name, dest, by_verdict[Verdict.REJECTED], outcome.status, outcome.excerpt)
+        report.delivered, report.resend = len(delivered), len(by_verdict[Verdict.RESEND])
+        report.dead += len(by_verdict[Verdict.REJECTED])
+        if by_verdict[Verdict.AUTH]:
+            reason = by_verdict[Verdict.AUTH][0][1]
+            self.redis.hset(
+                keys.state(name),
+                mapping={"paused": 1, "paused_fp": dest.fingerprint(), "pause_reason": reason},
+            )
+            log.error("destination %s paused: %s", name, reason)
+            report.status = "paused"
+            return
+        if by_verdict[Verdict.RETRY]:
+            self._back_off(name, dest, table, bucket, by_verdict[Verdict.RETRY], outcome, report)
+            return
+        report.next_in_s = 0.0  # more may be waiting: drain again at once
+
+    def _back_off(
+        self,
+        name: str,
+        dest: Destination,
+        table: PlatformSettings,
+        bucket: TokenBucket,
+        failed: list[tuple[Entry, str]],
+        outcome: Outcome,
+        report: DrainReport,
+    ) -> None:
+        failures = int(self.redis.hincrby(keys.state(name), "failures", 1))
+        ceiling = min(table.backoff_cap_s, table.backoff_base_s * 2 ** (failures - 1))
+        delay_s = max(self.rng.uniform(0, ceiling), outcome.retry_after_s or 0.0)
+        now = self.now_ms()
+        resume_ms = now + int(delay_s * 1000)
+        if outcome.throttled:
+            bucket.block_until(resume_ms)
+        pipe = self.redis.pipeline(transaction=False)
+        for entry, _ in failed:
+            pipe.hincrby(keys.attempts(name), entry[0], 1)
+        attempts = pipe.execute()
+        reason = failed[0][1]
+        give_up = [
+            (entry, f"gave up after {n} attempts: {reason}")
+            for (entry, _), n in zip(failed, attempts, strict=True)
+            if n >= table.max_attempts or self._deadline_ms(table, entry) <= resume_ms
+        ]
+        self._dead_letter(name, dest, give_up, outcome.status, outcome.excerpt)
+        self.redis.hset(keys.state(name), mapping={"next_at_ms": resume_ms, "last_error": reason})
+        log.warning("destination %s: %s; retrying in %.1fs", name, reason, delay_s)
+        report.status, report.retry = "backing-off", len(failed) - len(give_up)
+        report.dead += len(give_up)
+        report.next_in_s = delay_s
+
+    def _ack(self, name: str, ids: list[bytes]) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.xack(keys.stream(name), keys.GROUP, *ids)
+        pipe.xdel(keys.stream(name), *ids)
+        pipe.hdel(keys.attempts(name), *ids)
+        pipe.hincrby(keys.state(name), "delivered", len(ids))
+        pipe.execute()
+
+    def _dead_letter(
+        self,
+        name: str,
+        dest: Destination,
+        rows: list[tuple[Entry, str]],
+        status: int | None,
+        body_excerpt: str,
+    ) -> None:
+        """Move entries to the platform's dead-letter stream and off their own, atomically."""
+        if not rows:
+            return
+        ids = [entry[0] for entry, _ in rows]
+        attempts = self.redis.hmget(keys.attempts(name), ids)
+        now = self.now_ms()
+        pipe = self.redis.pipeline(transaction=True)
+        for ((_entry_id, fields), reason), tries in zip(rows, attempts, strict=True):
+            pipe.xadd(
+                keys.deadletters(dest.platform),
+                {
+                    "d": name,
+                    "e": fields[b"e"],
+                    "p": fields[b"p"],
+                    "t": fields[b"t"],
+                    "reason": reason,
+                    "status": "" if status is None else status,
+                    "excerpt": body_excerpt,
+                    "attempts": int(tries or 0) + 1,
+                    "at": now,
+                },
+            )
+        pipe.xack(keys.stream(name), keys.GROUP, *ids)
+        pipe.xdel(keys.stream(name), *ids)
+        pipe.hdel(keys.attempts(name), *ids)
+        pipe.hincrby(keys.state(name), "dead", len(ids))
+        pipe.execute()
+        log.warning("destination %s: %d event(s) dead-lettered: %s", name, len(ids), rows[0][1])

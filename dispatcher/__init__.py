@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Literal
 
 from dispatcher.client import BulkReceipt, Dispatcher, EventInput, Receipt
+from dispatcher.control import Control, DestinationStatus
 from dispatcher.deadletters import DeadLetter, DeadLetters
 from dispatcher.errors import (
     BackpressureError,
@@ -76,11 +77,13 @@ __all__ = [
     "BackpressureError",
     "BulkReceipt",
     "ConfigurationError",
+    "Control",
     "ConversionUser",
     "ConversionValue",
     "DeadLetter",
     "DeadLetters",
     "Destination",
+    "DestinationStatus",
     "Dispatcher",
     "DispatcherError",
     "FieldError",

@@ -223,6 +223,7 @@ class Engine:
         if delivered:
             self._ack(name, delivered)
             self.redis.hset(keys.state(name), "failures", 0)
+            self.redis.hdel(keys.state(name), "last_error")
         self._dead_letter(name, dest, by_verdict[Verdict.REJECTED], outcome.status, outcome.excerpt)
         report.delivered, report.resend = len(delivered), len(by_verdict[Verdict.RESEND])
         report.dead += len(by_verdict[Verdict.REJECTED])

@@ -101,8 +101,8 @@ def element_errors(message: str) -> dict[int, str]:
     """LinkedIn's messages naming bad elements, by index (all three observed formats)."""
     found: dict[int, str] = {}
     marks = list(_INDEX_GROUP.finditer(message))
-    for mark, following in zip(marks, [*marks[1:], None], strict=True):
-        end = following.start() if following else len(message)
+    ends = [m.start() for m in marks[1:]] + [len(message)] if marks else []
+    for mark, end in zip(marks, ends, strict=True):
         text = message[mark.end() : end].strip()
         index = int(mark.group(1))
         found[index] = f"{found[index]}\n{text}" if index in found else text

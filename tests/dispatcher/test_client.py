@@ -1,0 +1,198 @@
+"""The producer API against a real Redis: validation, hashing, atomicity, backpressure."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from typing import Any
+
+import pytest
+import redis
+
+from dispatcher import (
+    BackpressureError,
+    Destination,
+    Dispatcher,
+    InvalidEventError,
+    LinkedInConversionEvent,
+    Settings,
+    keys,
+)
+from dispatcher.settings import LinkedInSettings
+
+NOW_MS = int(time.time() * 1000)
+
+
+def event(i: int = 0, **overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "conversion": "urn:lla:llaPartnerConversion:123",
+        "conversionHappenedAt": NOW_MS - 60_000,
+        "conversionValue": {"currencyCode": "USD", "amount": "50.0"},
+        "user": {"userIds": [{"idType": "SHA256_EMAIL", "idValue": f"Buyer{i}@Example.com"}]},
+    }
+    body.update(overrides)
+    return body
+
+
+def stored(client: redis.Redis, destination: str = "li-main") -> list[dict[str, Any]]:
+    return [json.loads(f[b"p"]) for _, f in client.xrange(keys.stream(destination))]
+
+
+def test_enqueue_stores_the_hashed_event_and_returns_a_receipt(
+    dispatcher: Dispatcher, redis_client: redis.Redis
+) -> None:
+    # Given a LinkedIn event with a raw email
+    # When it is enqueued
+    receipt = dispatcher.enqueue(event(), "li-main")
+    # Then Redis holds the hashed email, never the raw one, under the receipt's event id
+    (entry,) = stored(redis_client)
+    digest = hashlib.sha256(b"buyer0@example.com").hexdigest()
+    assert entry["user"]["userIds"][0]["idValue"] == digest
+    assert b"Example.com" not in b"".join(
+        redis_client.xrange(keys.stream("li-main"))[0][1].values()
+    )
+    assert entry["eventId"] == receipt.event_id
+    assert receipt.destination == "li-main"
+
+
+def test_event_id_is_deterministic_so_producer_retries_deduplicate(
+    dispatcher: Dispatcher,
+) -> None:
+    first = dispatcher.enqueue(event(), "li-main")
+    second = dispatcher.enqueue(event(), "li-main")
+    other = dispatcher.enqueue(event(1), "li-main")
+    assert first.event_id == second.event_id != other.event_id
+
+
+def test_a_caller_event_id_is_kept(dispatcher: Dispatcher, redis_client: redis.Redis) -> None:
+    receipt = dispatcher.enqueue(event(eventId="order-42"), "li-main")
+    assert receipt.event_id == "order-42"
+    assert stored(redis_client)[0]["eventId"] == "order-42"
+
+
+def test_a_model_instance_is_accepted_and_the_destination_inferred(
+    dispatcher: Dispatcher, redis_client: redis.Redis
+) -> None:
+    model = LinkedInConversionEvent.model_validate(event())
+    receipt = dispatcher.enqueue(model)
+    assert receipt.destination == "li-main"
+    assert len(stored(redis_client)) == 1
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"conversion": "urn:li:conversion:1"}, "conversion"),
+        ({"conversionHappenedAt": NOW_MS - 91 * 86_400_000}, "conversionHappenedAt"),
+        ({"conversionHappenedAt": NOW_MS + 3_600_000}, "conversionHappenedAt"),
+        ({"conversionValue": {"currencyCode": "USD"}}, "conversionValue.amount"),
+        ({"user": {"userIds": []}}, "user"),
+        ({"user": {"userIds": [{"idType": "SHA256_EMAIL", "idValue": "nope"}]}}, "user.userIds.0"),
+        ({"user": {"userIds": [{"idType": "PHONE", "idValue": "1"}]}}, "user.userIds.0.idType"),
+        ({"colour": "red"}, "colour"),
+    ],
+)
+def test_invalid_input_names_the_field_and_writes_nothing(
+    dispatcher: Dispatcher, redis_client: redis.Redis, overrides: dict[str, Any], field: str
+) -> None:
+    # Given an event that breaks one of LinkedIn's rules
+    # When it is enqueued
+    with pytest.raises(InvalidEventError) as caught:
+        dispatcher.enqueue(event(**overrides), "li-main")
+    # Then the error names the field, and Redis holds nothing at all
+    assert any(f.startswith(field) for f in caught.value.fields), caught.value.fields
+    assert field in str(caught.value)
+    assert redis_client.dbsize() == 0
+
+
+def test_bulk_with_one_invalid_event_raises_listing_it_and_writes_nothing(
+    dispatcher: Dispatcher, redis_client: redis.Redis
+) -> None:
+    events = [event(i) for i in range(10)]
+    events[7] = event(7, conversion="bad")
+    with pytest.raises(InvalidEventError) as caught:
+        dispatcher.enqueue_many(events, "li-main")
+    assert [(e.index, e.field) for e in caught.value.errors] == [(7, "conversion")]
+    assert redis_client.dbsize() == 0
+
+
+def test_bulk_skip_mode_stores_the_valid_and_reports_the_invalid(
+    dispatcher: Dispatcher, redis_client: redis.Redis
+) -> None:
+    events = [event(i) for i in range(5)]
+    events[2] = event(2, conversion="bad")
+    result = dispatcher.enqueue_many(events, "li-main", on_invalid="skip")
+    assert len(result.receipts) == 4
+    assert [e.index for e in result.rejected] == [2]
+    assert len(stored(redis_client)) == 4
+
+
+def test_user_info_names_need_an_explicit_opt_in(
+    dispatcher: Dispatcher, redis_client: redis.Redis
+) -> None:
+    user = {"userIds": [], "userInfo": {"firstName": "Mike", "lastName": "Smith"}}
+    with pytest.raises(InvalidEventError, match="allow_plain_user_info"):
+        dispatcher.enqueue(event(user=user), "li-main")
+    assert redis_client.dbsize() == 0
+
+
+def test_backpressure_refuses_the_whole_call_when_the_cap_would_be_passed(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    # Given a destination whose backlog cap is 5 and which already holds 4
+    capped = settings.model_copy(
+        update={"linkedin": LinkedInSettings(base_url="http://127.0.0.1:9", max_backlog=5)}
+    )
+    d = Dispatcher(capped)
+    d.enqueue_many([event(i) for i in range(4)], "li-main")
+    # When 2 more arrive
+    with pytest.raises(BackpressureError, match="li-main"):
+        d.enqueue_many([event(i) for i in range(4, 6)], "li-main")
+    # Then none of them was written
+    assert len(stored(redis_client)) == 4
+
+
+def test_a_full_batch_requests_an_immediate_drain_and_a_partial_one_a_delayed_drain(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    small = settings.model_copy(
+        update={"linkedin": LinkedInSettings(base_url="http://127.0.0.1:9", batch_size=3)}
+    )
+    d = Dispatcher(small)
+    d.enqueue(event(0), "li-main")
+    assert redis_client.exists(keys.kick("li-main"))
+    assert not redis_client.exists(keys.kick_now("li-main"))
+    d.enqueue_many([event(1), event(2)], "li-main")
+    assert redis_client.exists(keys.kick_now("li-main"))
+    # Two drain messages wait on the platform's queue, carrying only the destination id
+    messages = redis_client.lrange("convdispatch.linkedin", 0, -1)
+    assert len(messages) == 2
+    assert all(b"token-main" not in m and b"Buyer" not in m for m in messages)
+
+
+def test_the_async_twins_store_the_same_way(settings: Settings, redis_client: redis.Redis) -> None:
+    async def main() -> None:
+        d = Dispatcher(settings)
+        one = await d.aenqueue(event(0), "li-main")
+        many = await d.aenqueue_many([event(1), event(2)], "li-main")
+        await d.aclose()
+        assert one.destination == "li-main"
+        assert len(many.receipts) == 2
+
+    asyncio.run(main())
+    assert len(stored(redis_client)) == 3
+
+
+def test_unknown_destination_is_a_configuration_error(dispatcher: Dispatcher) -> None:
+    from dispatcher import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="li-main"):
+        dispatcher.enqueue(event(), "nowhere")
+
+
+def test_tokens_never_show_in_settings_repr(settings: Settings) -> None:
+    assert "token-main" not in repr(settings)
+    assert "token-main" not in str(settings.destinations["li-main"])
+    assert isinstance(settings.destinations["li-main"], Destination)

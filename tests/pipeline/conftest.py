@@ -1,0 +1,117 @@
+"""A real stack per test module: sandbox and Celery worker processes on the session's Redis."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from dispatcher import Control, DeadLetters, Dispatcher, Settings, keys
+from workers.processes import (
+    Processes,
+    beat_command,
+    free_port,
+    sandbox_command,
+    wait_for_http,
+    worker_command,
+)
+
+
+@dataclass
+class Sandbox:
+    """Drives a sandbox process through its control API."""
+
+    url: str
+
+    def control(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        response = httpx.post(f"{self.url}/_sandbox/{path}", json=body or {}, timeout=10)
+        response.raise_for_status()
+        return response.json() if response.content else None
+
+    def get(self, path: str) -> Any:
+        response = httpx.get(f"{self.url}/_sandbox/{path}", timeout=30)
+        response.raise_for_status()
+        return response.json()
+
+    def event_ids(self) -> list[str]:
+        return [e["eventId"] for e in self.get("events?fields=eventId")]
+
+    def calls(self) -> list[dict[str, Any]]:
+        return list(self.get("calls"))
+
+
+@dataclass
+class Stack:
+    """What a pipeline test drives: the producer, the sandbox, the worker processes."""
+
+    settings: Settings
+    dispatcher: Dispatcher
+    sandbox: Sandbox
+    procs: Processes
+    redis: redis.Redis
+
+    @property
+    def control(self) -> Control:
+        return Control(self.dispatcher)
+
+    @property
+    def dead(self) -> DeadLetters:
+        return DeadLetters(self.dispatcher)
+
+    def backlog(self, destination: str) -> int:
+        return int(self.redis.xlen(keys.stream(destination)))
+
+    def start_worker(self, name: str) -> None:
+        self.procs.start(name, worker_command(["linkedin"], concurrency=1, name=name))
+        self.procs.wait_for_log(name, " ready.")
+
+
+def start_stack(
+    tmp_path: Path, redis_url: str, config: dict[str, Any], workers: int = 2
+) -> Iterator[Stack]:
+    """Start a sandbox, `workers` Celery workers and beat, configured by `config`."""
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    port = free_port()
+    sandbox_url = f"http://127.0.0.1:{port}"
+    linkedin = {"base_url": sandbox_url, **config.pop("linkedin", {})}
+    values = {"redis_url": redis_url, "linkedin": linkedin, **config}
+    env = {
+        f"CONVDISP_{k.upper()}": v if isinstance(v, str) else json.dumps(v)
+        for k, v in values.items()
+    }
+    env["CONVDISP_CONFIG"] = str(tmp_path / "none.toml")
+    (tmp_path / "none.toml").write_text("")
+    procs = Processes(tmp_path / "logs", env)
+    settings = Settings(**values)
+    stack = Stack(settings, Dispatcher(settings), Sandbox(sandbox_url), procs, client)
+    try:
+        procs.start("sandbox", sandbox_command("linkedin", port))
+        wait_for_http(f"{sandbox_url}/_sandbox/calls")
+        procs.start("beat", beat_command(tmp_path / "beat-schedule"))
+        for i in range(workers):
+            procs.start(
+                f"worker{i}", worker_command(["linkedin"], concurrency=1, name=f"worker{i}")
+            )
+        for i in range(workers):
+            procs.wait_for_log(f"worker{i}", " ready.")
+        yield stack
+    finally:
+        procs.stop()
+        stack.dispatcher.close()
+        client.close()
+
+
+@pytest.fixture
+def fresh(request: pytest.FixtureRequest) -> None:
+    """Reset the module's stack between tests: sandbox records and faults, Redis keys."""
+    stack: Stack = request.getfixturevalue("stack")
+    stack.sandbox.control("reset")
+    for key in stack.redis.scan_iter(f"{keys.PREFIX}:*"):
+        stack.redis.delete(key)

@@ -1,0 +1,177 @@
+"""The pipeline end to end: real Redis, real Celery worker processes, the LinkedIn sandbox."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dispatcher import keys
+from dispatcher.client import Plan
+from tests.conftest import wait_for
+from tests.pipeline.conftest import Stack, start_stack
+from tests.pipeline.events import linkedin, many
+
+pytestmark = [pytest.mark.pipeline, pytest.mark.usefixtures("fresh")]
+
+CONFIG = {
+    "lease_s": 5.0,
+    "task_time_limit_s": 4.0,
+    "sweep_interval_s": 0.5,
+    "linkedin": {
+        "max_wait_s": 0.3,
+        "rate_per_min": 60_000,
+        "backoff_base_s": 0.2,
+        "timeout_s": 3.0,
+    },
+    "destinations": {
+        "li-a": {"platform": "linkedin", "token": "token-a"},
+        "li-b": {"platform": "linkedin", "token": "token-b"},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Stack]:
+    yield from start_stack(
+        tmp_path_factory.mktemp("delivery"), redis_url, json.loads(json.dumps(CONFIG))
+    )
+
+
+def accepted_batches(stack: Stack) -> list[int]:
+    return [c["n_events"] for c in stack.sandbox.get("received?summary=1")["calls"]]
+
+
+def test_10001_events_arrive_as_5000_5000_and_1(stack: Stack) -> None:
+    # Given 10,001 events enqueued at once
+    stack.dispatcher.enqueue_many(many(10_001), "li-a")
+    # When the workers drain them
+    wait_for(lambda: sum(accepted_batches(stack)) >= 10_001, 60, "10,001 events to arrive")
+    # Then the sandbox took two full batches and one of one, each event exactly once
+    assert sorted(accepted_batches(stack)) == [1, 5000, 5000]
+    ids = Counter(stack.sandbox.event_ids())
+    assert len(ids) == 10_001
+    assert set(ids.values()) == {1}
+    assert stack.backlog("li-a") == 0
+
+
+def test_one_invalid_element_is_dead_lettered_and_the_other_4999_delivered(stack: Stack) -> None:
+    # Given a batch of 5000 whose element 1234 LinkedIn refuses (a bad email hash that an
+    # older producer let through), written straight to the stream
+    rows = []
+    for i in range(5000):
+        body = linkedin(i, "batch")
+        if i == 1234:
+            body["user"]["userIds"][0]["idValue"] = "not-a-sha256"
+        rows.append((body["eventId"], json.dumps(body).encode(), body["conversionHappenedAt"]))
+    stack.dispatcher.store(Plan(groups={"li-a": rows}))
+    # When it is delivered
+    wait_for(lambda: stack.dead.count("linkedin") == 1 and stack.backlog("li-a") == 0, 60, "drain")
+    # Then exactly element 1234 is a dead letter, with LinkedIn's reason, and the rest arrived
+    (letter,) = stack.dead.list("linkedin")
+    assert letter.event_id == "batch-1234"
+    assert letter.status == 400
+    assert "batchIndex=1234" in letter.reason
+    delivered = stack.sandbox.event_ids()
+    assert len(delivered) == 4999
+    assert "batch-1234" not in delivered
+    assert set(delivered) == {f"batch-{i}" for i in range(5000)} - {"batch-1234"}
+
+
+def test_a_dead_letter_replayed_is_delivered(stack: Stack) -> None:
+    # Given an event LinkedIn refused once (injected), now sitting in the dead-letter stream
+    message = "Validation failed because [{field=x, batchIndex=0, type=T, message=refused}]"
+    stack.sandbox.control("faults", {"status": 400, "body": {"message": message, "status": 400}})
+    stack.dispatcher.enqueue(linkedin(1, "replay"), "li-a")
+    wait_for(lambda: stack.dead.count("linkedin") == 1, 30, "the dead letter")
+    assert stack.sandbox.event_ids() == []
+    # When an operator replays it
+    assert stack.dead.replay("linkedin") == 1
+    # Then it is delivered with its original event id and leaves the dead-letter stream
+    wait_for(lambda: stack.sandbox.event_ids() == ["replay-1"], 30, "the replayed event")
+    assert stack.dead.count("linkedin") == 0
+
+
+def test_401_pauses_the_destination_without_losing_events_until_resumed(stack: Stack) -> None:
+    # Given LinkedIn revokes destination li-b's token
+    stack.sandbox.control("config", {"revoked_tokens": ["token-b"]})
+    stack.dispatcher.enqueue_many(many(20, "paused"), "li-b")
+    # When a worker tries to deliver
+    wait_for(lambda: stack.control.status("li-b").paused, 30, "li-b to pause")
+    # Then li-b is paused with the reason, nothing was accepted, and all 20 events wait
+    status = stack.control.status("li-b")
+    assert "revoked" in status.pause_reason
+    assert status.backlog == 20
+    assert stack.sandbox.event_ids() == []
+    # And when the token works again and an operator resumes, all 20 arrive
+    stack.sandbox.control("config", {"revoked_tokens": []})
+    stack.control.resume("li-b")
+    wait_for(lambda: len(stack.sandbox.event_ids()) == 20, 30, "the 20 events")
+    assert stack.backlog("li-b") == 0
+
+
+def test_503s_back_off_and_then_succeed(stack: Stack) -> None:
+    # Given LinkedIn answers 503 three times
+    stack.sandbox.control("faults", {"status": 503, "count": 3})
+    # When 5 events are enqueued
+    stack.dispatcher.enqueue_many(many(5, "outage"), "li-a")
+    # Then after three refused calls one call delivers all 5, and nothing is dead-lettered
+    wait_for(lambda: len(stack.sandbox.event_ids()) == 5, 30, "delivery after the outage")
+    statuses = [c["status"] for c in stack.sandbox.calls()]
+    assert statuses == [503, 503, 503, 200]
+    assert stack.dead.count("linkedin") == 0
+    assert stack.redis.hget(keys.state("li-a"), "failures") == b"0"
+
+
+def test_a_timeout_is_retried(stack: Stack) -> None:
+    # Given LinkedIn hangs longer than the client's 3 s timeout once
+    stack.sandbox.control("faults", {"status": 0, "delay_s": 4.0})
+    stack.dispatcher.enqueue(linkedin(1, "slow"), "li-a")
+    # Then the event still arrives, and nothing is dead-lettered
+    wait_for(lambda: "slow-1" in stack.sandbox.event_ids(), 30, "delivery after a timeout")
+    assert stack.dead.count("linkedin") == 0
+
+
+def test_a_worker_killed_mid_batch_loses_nothing(stack: Stack) -> None:
+    # Given LinkedIn answers slowly, so a batch is in flight for 2 s
+    stack.sandbox.control("config", {"latency_s": 2.0})
+    stack.dispatcher.enqueue_many(many(50, "killed"), "li-a")
+
+    # When the pool process holding the batch is killed with SIGKILL
+    def holder() -> str | None:
+        consumers = stack.redis.xinfo_consumers(keys.stream("li-a"), keys.GROUP)
+        busy = [
+            c["name"].decode() if isinstance(c["name"], bytes) else c["name"]
+            for c in consumers
+            if c["pending"]
+        ]
+        return busy[0] if busy else None
+
+    consumer = wait_for(holder, 30, "a batch in flight")
+    os.kill(int(str(consumer).rsplit("-", 1)[1]), signal.SIGKILL)
+    stack.sandbox.control("config", {"latency_s": 0.0})
+    # Then every event is still delivered (at least once: the killed call may have landed)
+    wait_for(
+        lambda: set(stack.sandbox.event_ids()) >= {f"killed-{i}" for i in range(50)},
+        60,
+        "redelivery",
+    )
+    wait_for(lambda: stack.backlog("li-a") == 0, 30, "the stream to empty")
+    assert stack.dead.count("linkedin") == 0
+
+
+def test_tasks_carry_no_event_data_or_secrets(stack: Stack, tmp_path: Path) -> None:
+    # Given a delivery has run
+    stack.dispatcher.enqueue_many(many(3, "secret"), "li-a")
+    wait_for(lambda: len(stack.sandbox.event_ids()) == 3, 30, "delivery")
+    # Then no worker log mentions a token, an email or an event id
+    for name in ("worker0", "worker1", "beat"):
+        log = stack.procs.log(name)
+        assert "token-a" not in log
+        assert "user1@example.com" not in log
+        assert "secret-1" not in log

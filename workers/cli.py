@@ -1,0 +1,89 @@
+"""`convdispatch`: run the embedded stack, inspect destinations, handle dead letters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dispatcher import Control, DeadLetters
+
+app = typer.Typer(help="Asynchronous, queue-based conversion dispatcher.", no_args_is_help=True)
+dead = typer.Typer(help="List, replay and purge dead letters.", no_args_is_help=True)
+app.add_typer(dead, name="dead")
+console = Console()
+
+
+@app.command()
+def up(
+    load: Annotated[int, typer.Option(help="Sample events to enqueue.")] = 20_000,
+    var: Annotated[Path, typer.Option(help="Where Redis data and logs go.")] = Path("var/embedded"),
+    redis_port: int = 6390,
+    flower_port: int = 5555,
+    exit_when_done: Annotated[bool, typer.Option(help="Stop once the load is delivered.")] = False,
+) -> None:
+    """Run everything on this machine (embedded Redis, sandboxes, workers, beat, Flower)."""
+    from workers.embedded import Options, run
+
+    options = Options(load, var, redis_port, flower_port, exit_when_done)
+    raise typer.Exit(run(options, console))
+
+
+@app.command()
+def status(destination: Annotated[list[str] | None, typer.Argument()] = None) -> None:
+    """Backlog, in-flight, delivered, dead and pause state of destinations."""
+    control = Control()
+    names = destination or list(control.dispatcher.settings.destinations)
+    table = Table()
+    for column in ("destination", "platform", "backlog", "in flight", "delivered", "dead", "state"):
+        table.add_column(column)
+    for name in names:
+        s = control.status(name)
+        state = f"paused: {s.pause_reason}" if s.paused else (s.last_error or "ok")
+        table.add_row(
+            name, s.platform, str(s.backlog), str(s.in_flight), str(s.delivered), str(s.dead), state
+        )
+    console.print(table)
+
+
+@app.command()
+def pause(destination: str, reason: str = "paused by operator") -> None:
+    """Stop delivering to a destination; its events keep waiting."""
+    Control().pause(destination, reason)
+
+
+@app.command()
+def resume(destination: str) -> None:
+    """Deliver again to a paused destination."""
+    Control().resume(destination)
+
+
+@dead.command("list")
+def dead_list(platform: str, destination: str | None = None, limit: int = 50) -> None:
+    """Show dead letters, oldest first."""
+    table = Table()
+    for column in ("id", "destination", "event id", "attempts", "status", "reason"):
+        table.add_column(column)
+    for letter in DeadLetters().list(platform, destination, limit):
+        table.add_row(
+            letter.id, letter.destination, letter.event_id, str(letter.attempts),
+            str(letter.status or ""), letter.reason[:120],
+        )  # fmt: skip
+    console.print(table)
+
+
+@dead.command("replay")
+def dead_replay(
+    platform: str, ids: list[str] | None = None, destination: str | None = None
+) -> None:
+    """Send dead letters again (all, one destination's, or the given ids)."""
+    console.print(f"replayed {DeadLetters().replay(platform, ids or None, destination)}")
+
+
+@dead.command("purge")
+def dead_purge(platform: str, ids: list[str] | None = None, destination: str | None = None) -> None:
+    """Delete dead letters for good."""
+    console.print(f"purged {DeadLetters().purge(platform, ids or None, destination)}")

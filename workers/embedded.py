@@ -1,0 +1,126 @@
+"""`convdispatch up`: the whole stack on one machine, no Docker, no system Redis.
+
+Starts an embedded redis-server (unless CONVDISP_REDIS_URL names one), the sandboxes,
+one Celery worker per platform queue, beat and Flower; enqueues a sample load; shows
+delivery progress; prints a summary; and stops everything on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from dispatcher import Control, DeadLetters, DestinationStatus, Dispatcher, Settings
+from dispatcher.settings import PLATFORMS
+from workers import demo
+from workers.processes import (
+    Processes,
+    beat_command,
+    flower_command,
+    redis_command,
+    sandbox_command,
+    wait_for_redis,
+    worker_command,
+)
+
+CONFIG = Path(__file__).resolve().parent.parent / "config" / "embedded.toml"
+SANDBOX_PORTS = {"linkedin": 8701}
+
+
+@dataclass
+class Options:
+    """What `convdispatch up` was asked to do."""
+
+    load: int = 20_000
+    var: Path = Path("var/embedded")
+    redis_port: int = 6390
+    flower_port: int = 5555
+    exit_when_done: bool = False
+
+
+def run(opts: Options, console: Console) -> int:
+    """Run the stack until Ctrl-C (or until the load is delivered, with exit_when_done)."""
+    env = {"CONVDISP_CONFIG": os.environ.get("CONVDISP_CONFIG", str(CONFIG))}
+    procs = Processes(opts.var / "logs", env)
+    try:
+        if "CONVDISP_REDIS_URL" not in os.environ:
+            (opts.var / "redis").mkdir(parents=True, exist_ok=True)
+            procs.start("redis", redis_command(opts.redis_port, (opts.var / "redis").resolve()))
+            env["CONVDISP_REDIS_URL"] = f"redis://127.0.0.1:{opts.redis_port}/0"
+        os.environ.update(env)
+        settings = Settings()
+        wait_for_redis(settings.redis_url)
+        console.print(f"[green]redis[/] {settings.redis_url} (AOF in {opts.var / 'redis'})")
+        for platform in PLATFORMS:
+            procs.start(f"sandbox-{platform}", sandbox_command(platform, SANDBOX_PORTS[platform]))
+            procs.start(f"worker-{platform}", worker_command([platform], 2, name=platform))
+        procs.start("beat", beat_command(opts.var / "celerybeat-schedule"))
+        procs.start("flower", flower_command(opts.flower_port))
+        for platform in PLATFORMS:
+            procs.wait_for_log(f"worker-{platform}", " ready.")
+        console.print(f"[green]workers ready[/]; Flower: http://127.0.0.1:{opts.flower_port}")
+        return _deliver(settings, opts, console)
+    except KeyboardInterrupt:
+        console.print("\n[yellow]stopping[/] (events not yet delivered stay in Redis)")
+        return 130
+    finally:
+        procs.stop()
+        console.print("[green]stopped[/]: redis, sandboxes, workers, beat, flower")
+
+
+def _deliver(settings: Settings, opts: Options, console: Console) -> int:
+    dispatcher = Dispatcher(settings)
+    control, dead = Control(dispatcher), DeadLetters(dispatcher)
+    names = list(settings.destinations)
+    events = demo.linkedin_events(opts.load, seed=int(time.time()))
+    started = time.monotonic()
+    for i in range(0, len(events), 5000):
+        dispatcher.enqueue_many(events[i : i + 5000], names[0])
+    console.print(f"enqueued {len(events)} events in {time.monotonic() - started:.2f}s")
+    with Live(console=console, refresh_per_second=4) as live:
+        while True:
+            statuses = [control.status(n) for n in names]
+            live.update(_table(statuses, time.monotonic() - started))
+            if all(s.backlog == 0 for s in statuses):
+                break
+            time.sleep(0.25)
+    elapsed = time.monotonic() - started
+    delivered = sum(control.status(n).delivered for n in names)
+    dead_count = sum(dead.count(p) for p in PLATFORMS)
+    accepted = _sandbox_total("linkedin")
+    console.print(
+        f"[bold]summary[/]: {delivered} delivered, {dead_count} dead-lettered, "
+        f"sandbox accepted {accepted}, {elapsed:.1f}s ({delivered / elapsed:,.0f} events/s)"
+    )
+    console.print(f"Flower: http://127.0.0.1:{opts.flower_port}  -  Ctrl-C to stop")
+    if opts.exit_when_done:
+        return 0 if delivered + dead_count >= opts.load else 1
+    while True:
+        time.sleep(3600)
+
+
+def _table(statuses: list[DestinationStatus], elapsed_s: float) -> Table:
+    table = Table(title=f"delivery progress ({elapsed_s:.1f}s)")
+    for column in ("destination", "backlog", "in flight", "delivered", "dead", "state"):
+        table.add_column(column)
+    for s in statuses:
+        state = f"paused: {s.pause_reason}" if s.paused else (s.last_error or "ok")
+        table.add_row(
+            s.destination, str(s.backlog), str(s.in_flight), str(s.delivered), str(s.dead), state
+        )
+    return table
+
+
+def _sandbox_total(platform: str) -> int:
+    url = f"http://127.0.0.1:{SANDBOX_PORTS[platform]}/_sandbox/received?summary=1"
+    try:
+        return int(httpx.get(url, timeout=5).json().get("total_events", 0))
+    except (httpx.HTTPError, ValueError):
+        return -1

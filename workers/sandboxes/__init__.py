@@ -1,0 +1,1 @@
+"""Local HTTP servers that imitate each ad platform."""

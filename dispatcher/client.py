@@ -23,7 +23,7 @@ from dispatcher.errors import (
     FieldError,
     InvalidEventError,
 )
-from dispatcher.events import MODELS, PlatformEvent
+from dispatcher.events import PlatformEvent, model_for
 from dispatcher.settings import Settings, get_settings
 from dispatcher.storage import aconnect, connect, lua, translate_redis_errors
 
@@ -188,7 +188,7 @@ class Dispatcher:
             name = self._resolve(None, destination)
             platform = self.settings.destination(name).platform
             try:
-                model = MODELS[platform].model_validate(raw)
+                model = model_for(platform).model_validate(raw)
             except ValidationError as exc:
                 raise InvalidEventError(field_errors(exc, index)) from None
         dest = self.settings.destination(name)

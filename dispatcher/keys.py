@@ -54,3 +54,28 @@ def bucket(platform: str, scope: str) -> str:
 def blocked(platform: str, scope: str) -> str:
     """Epoch ms before which nobody may call the platform for this scope (after a 429)."""
     return f"{PREFIX}:blocked:{platform}:{scope}"
+
+
+def in_flight(platform: str, scope: str) -> str:
+    """Sorted set of calls in flight for a scope (holder -> expiry ms), for concurrency caps."""
+    return f"{PREFIX}:inflight:{platform}:{scope}"
+
+
+def job(platform: str, job_id: str) -> str:
+    """Hash: a platform's background job (Yandex upload, vNative import) and its state."""
+    return f"{PREFIX}:job:{platform}:{job_id}"
+
+
+def job_events(platform: str, job_id: str) -> str:
+    """List of the job's events (JSON), kept until the job finishes, to dead-letter on failure."""
+    return f"{PREFIX}:jobevents:{platform}:{job_id}"
+
+
+def open_jobs(platform: str) -> str:
+    """Sorted set: unfinished job id -> when to look at it next (epoch ms)."""
+    return f"{PREFIX}:openjobs:{platform}"
+
+
+def jobs_index(platform: str) -> str:
+    """Sorted set: every recorded job id -> when it was submitted (epoch ms)."""
+    return f"{PREFIX}:jobs:{platform}"

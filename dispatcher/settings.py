@@ -24,8 +24,8 @@ from pydantic_settings import (
 
 from dispatcher.errors import ConfigurationError
 
-Platform = Literal["linkedin"]
-PLATFORMS: tuple[Platform, ...] = ("linkedin",)
+Platform = Literal["linkedin", "pinterest", "yandex", "vnative"]
+PLATFORMS: tuple[Platform, ...] = ("linkedin", "pinterest", "yandex", "vnative")
 DAY_S = 86_400.0
 _DESTINATION_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
@@ -40,6 +40,7 @@ class PlatformSettings(BaseModel):
     max_wait_s: float = Field(default=1.0, ge=0, description="Longest a partial batch waits.")
     rate_per_min: float = Field(gt=0, description="Calls per minute per rate-limit scope.")
     burst: int = Field(default=1, ge=1, description="Calls a scope may make back to back.")
+    max_in_flight: int | None = Field(default=None, gt=0, description="Calls at once per scope.")
     timeout_s: float = Field(default=30.0, gt=0)
     max_backlog: int = Field(default=2_000_000, gt=0, description="Per destination.")
     acceptance_window_s: float = Field(gt=0, description="How old an event the platform takes.")
@@ -59,6 +60,42 @@ class LinkedInSettings(PlatformSettings):
     acceptance_window_s: float = Field(default=90 * DAY_S, gt=0)
 
 
+class PinterestSettings(PlatformSettings):
+    """Pinterest Conversions API v5; the rate limit is per ad account (seed 001)."""
+
+    base_url: str = "https://api.pinterest.com"
+    batch_size: int = Field(default=1000, gt=0, le=1000)
+    rate_per_min: float = Field(default=5000, gt=0)
+    burst: int = Field(default=10, ge=1)
+    # Pinterest documents no maximum event age; 7 days matches the retry budget. Unconfirmed.
+    acceptance_window_s: float = Field(default=7 * DAY_S, gt=0)
+
+
+class YandexSettings(PlatformSettings):
+    """Yandex Metrica offline conversions: quotas per user (token) and per IP (seed 002)."""
+
+    base_url: str = "https://api-metrica.yandex.net"
+    batch_size: int = Field(default=10_000, gt=0)
+    rate_per_min: float = Field(default=5000 / 1440, gt=0, description="5,000 requests/day/user")
+    burst: int = Field(default=50, ge=1)
+    ip_rate_per_s: float = Field(default=30, gt=0, description="Requests per second per IP.")
+    max_in_flight: int | None = Field(default=3, gt=0, description="Parallel requests per user.")
+    max_wait_s: float = Field(default=10.0, ge=0)
+    # Conversions link only to visits of the past 21 days; older rows would be dropped.
+    acceptance_window_s: float = Field(default=21 * DAY_S, gt=0)
+    job_poll_interval_s: float = Field(default=30.0, gt=0)
+
+
+class VNativeSettings(PlatformSettings):
+    """vNative (Trackier) conversion import; batch size and rate are undocumented (seed 000)."""
+
+    base_url: str = "https://api.vnative.com"
+    batch_size: int = Field(default=500, gt=0)
+    rate_per_min: float = Field(default=60, gt=0)
+    acceptance_window_s: float = Field(default=30 * DAY_S, gt=0)
+    job_poll_interval_s: float = Field(default=15.0, gt=0)
+
+
 class Destination(BaseModel):
     """One place events go: a platform plus the credentials and account it is sent with.
 
@@ -73,14 +110,25 @@ class Destination(BaseModel):
     token_env: str | None = None
     allow_plain_user_info: bool = Field(
         default=False,
-        description="LinkedIn matches userInfo names in plain text, so accepting them stores "
-        "names unhashed in Redis: off unless you opt in.",
+        description="LinkedIn: userInfo names are matched in plain text, so accepting them "
+        "stores names unhashed in Redis: off unless you opt in.",
     )
+    ad_account_id: str | None = Field(default=None, pattern=r"^\d{1,18}$", description="Pinterest")
+    test: bool = Field(default=False, description="Pinterest: send with ?test=true")
+    counter_id: str | None = Field(default=None, pattern=r"^\d+$", description="Yandex")
+    client_id_type: Literal["CLIENT_ID", "USER_ID", "YCLID", "PURCHASE_ID"] = Field(
+        default="CLIENT_ID", description="Yandex: the identifier column of this counter's uploads"
+    )
+    send_postback: bool = Field(default=False, description="vNative: send_postback")
 
     @model_validator(mode="after")
-    def _one_credential_source(self) -> Destination:
+    def _complete(self) -> Destination:
         if (self.token is None) == (self.token_env is None):
             raise ValueError("give exactly one of token or token_env")
+        if self.platform == "pinterest" and self.ad_account_id is None:
+            raise ValueError("a pinterest destination needs ad_account_id")
+        if self.platform == "yandex" and self.counter_id is None:
+            raise ValueError("a yandex destination needs counter_id")
         return self
 
     def secret(self) -> str:
@@ -124,6 +172,9 @@ class Settings(BaseSettings):
     )
     clock_skew_s: float = Field(default=300.0, ge=0, description="Tolerated future timestamps.")
     linkedin: LinkedInSettings = LinkedInSettings()
+    pinterest: PinterestSettings = PinterestSettings()
+    yandex: YandexSettings = YandexSettings()
+    vnative: VNativeSettings = VNativeSettings()
     destinations: dict[str, Destination] = Field(default_factory=dict)
 
     @field_validator("destinations")

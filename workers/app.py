@@ -44,5 +44,15 @@ app.conf.update(
             },
         }
         for platform in PLATFORMS
+    }
+    | {
+        f"track-{platform}": {
+            "task": "convdispatch.track",
+            "schedule": min(poll_s, 10.0),
+            "args": (platform,),
+            "options": {"queue": settings.queue(platform), "expires": min(poll_s, 10.0) * 5},
+        }
+        for platform in PLATFORMS
+        if (poll_s := getattr(settings.platform(platform), "job_poll_interval_s", None))
     },
 )

@@ -9,6 +9,7 @@ platform or written to the dead-letter stream in the same transaction.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import time
@@ -23,9 +24,10 @@ import redis
 from dispatcher import keys
 from dispatcher.settings import Destination, PlatformSettings, Settings
 from dispatcher.storage import lua
-from workers.adapters import ADAPTERS, Adapter, Outcome, Verdict
+from workers import jobs
+from workers.adapters import Adapter, JobAdapter, Outcome, Verdict, adapter_for
 from workers.adapters.base import transport_outcome
-from workers.limiter import TokenBucket
+from workers.limiter import InFlight, Limiter
 
 log = logging.getLogger(__name__)
 Entry = tuple[bytes, dict[bytes, bytes]]
@@ -51,6 +53,11 @@ class DrainReport:
         return {k: v for k, v in self.__dict__.items() if v not in (None, {}, 0) or k == "sent"}
 
 
+def batch_id_of(entries: list[Entry]) -> str:
+    """A stable id for a batch: the same entries resent give the same id (letters, digits)."""
+    return hashlib.sha256(b",".join(e[0] for e in entries)).hexdigest()[:24]
+
+
 def entry_ms(entry_id: bytes) -> int:
     """The epoch ms a stream entry was added (the first half of its id)."""
     return int(entry_id.split(b"-", 1)[0])
@@ -66,13 +73,11 @@ class Engine:
         http: httpx.Client,
         *,
         consumer: str | None = None,
-        adapters: dict[str, Adapter] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
     ) -> None:
         self.settings, self.redis, self.http = settings, client, http
         self.consumer = consumer or f"worker-{uuid.uuid4().hex[:8]}"
-        self.adapters = adapters or ADAPTERS
         self.sleep = sleep
         self.rng = rng or random.Random()
 
@@ -96,7 +101,7 @@ class Engine:
     def _drain_locked(self, name: str) -> DrainReport:
         dest = self.settings.destination(name)
         table = self.settings.platform(dest.platform)
-        adapter = self.adapters[dest.platform]
+        adapter = adapter_for(dest.platform)
         paused = self._paused(name, dest)
         if paused is not None:
             return paused
@@ -113,19 +118,72 @@ class Engine:
         if not entries:
             report.next_in_s = 0.0
             return report
-        bucket = TokenBucket(
-            self.redis, dest.platform, adapter.scope(dest), table.rate_per_min, table.burst
-        )
-        wait_s = bucket.acquire()
+        limits = adapter.limits(dest, table)
+        limiter = Limiter(self.redis, limits)
+        wait_s = limiter.acquire()
         while wait_s > 0:
             if wait_s > self.settings.max_limiter_wait_s:
                 # Leave the batch pending; the next drain claims it first.
                 return DrainReport(name, "waiting", next_in_s=wait_s)
             self.sleep(wait_s)
-            wait_s = bucket.acquire()
-        outcome = self._call(adapter, dest, table, entries)
-        self._apply(name, dest, table, bucket, entries, outcome, report)
+            wait_s = limiter.acquire()
+        batch_id = batch_id_of(entries)
+        if self._reached_already(name, adapter, dest, table, entries, batch_id, report):
+            return report
+        slots = None
+        if table.max_in_flight is not None:
+            hold_ms = int(self.settings.lease_s * 1000)
+            slots = InFlight(
+                self.redis, dest.platform, limits[0].scope, table.max_in_flight, hold_ms
+            )
+            if not slots.acquire(self.consumer):
+                return DrainReport(name, "waiting", next_in_s=0.2)
+        # Marked before sending: if we die before reading the answer, the next drain knows
+        # the outcome of this batch is unknown (see `_reached_already`).
+        self.redis.hset(keys.state(name), "sending", batch_id)
+        try:
+            outcome, maybe_sent = self._call(adapter, dest, table, entries, batch_id)
+        finally:
+            if slots is not None:
+                slots.release(self.consumer)
+        if not maybe_sent:
+            self.redis.hdel(keys.state(name), "sending")
+        self._apply(name, dest, table, limiter, entries, outcome, report, batch_id)
         return report
+
+    def _reached_already(
+        self,
+        name: str,
+        adapter: Adapter,
+        dest: Destination,
+        table: PlatformSettings,
+        entries: list[Entry],
+        batch_id: str,
+        report: DrainReport,
+    ) -> bool:
+        """After an unknown outcome, ask platforms that cannot deduplicate whether this
+        very batch arrived before sending it again; True if it did (and is now acked)."""
+        sending = cast(bytes | None, self.redis.hget(keys.state(name), "sending"))
+        if sending is None or sending.decode() != batch_id:
+            return False
+        if not isinstance(adapter, JobAdapter):
+            return False
+        request = adapter.lookup_request(dest, table, batch_id)
+        if request is None:
+            return False
+        try:
+            job_id = adapter.parse_lookup(self.http.send(request), batch_id)
+        except httpx.HTTPError:
+            return False  # still unknown: resending is the lesser risk than losing it
+        self.redis.hdel(keys.state(name), "sending")
+        if job_id is None:
+            return False
+        log.warning(
+            "destination %s: batch %s had reached the platform as job %s", name, batch_id, job_id
+        )
+        outcome = Outcome.every(len(entries), Verdict.DELIVERED, job_id=job_id, job_state="found")
+        self._apply(name, dest, table, None, entries, outcome, report, batch_id)
+        return True
 
     def _paused(self, name: str, dest: Destination) -> DrainReport | None:
         paused, fingerprint = cast(
@@ -194,24 +252,33 @@ class Engine:
         return [e for e in entries if self._deadline_ms(table, e) > now]
 
     def _call(
-        self, adapter: Adapter, dest: Destination, table: PlatformSettings, entries: list[Entry]
-    ) -> Outcome:
-        request = adapter.build_request(dest, table, [fields[b"p"] for _, fields in entries])
+        self,
+        adapter: Adapter,
+        dest: Destination,
+        table: PlatformSettings,
+        entries: list[Entry],
+        batch_id: str,
+    ) -> tuple[Outcome, bool]:
+        """The platform's verdicts, and whether the request may have reached it unanswered."""
+        payloads = [fields[b"p"] for _, fields in entries]
+        request = adapter.build_request(dest, table, payloads, batch_id)
         try:
             response = self.http.send(request)
         except httpx.HTTPError as exc:  # the one place transport errors are translated
-            return transport_outcome(exc, len(entries))
-        return adapter.parse_response(response, len(entries))
+            never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+            return transport_outcome(exc, len(entries)), not never_sent
+        return adapter.parse_response(response, len(entries)), False
 
     def _apply(
         self,
         name: str,
         dest: Destination,
         table: PlatformSettings,
-        bucket: TokenBucket,
+        limiter: Limiter | None,
         entries: list[Entry],
         outcome: Outcome,
         report: DrainReport,
+        batch_id: str,
     ) -> None:
         report.sent, report.http_status = len(entries), outcome.status
         by_verdict: dict[Verdict, list[tuple[Entry, str]]] = {v: [] for v in Verdict}
@@ -220,6 +287,13 @@ class Engine:
         for warning in outcome.warnings:
             log.warning("destination %s: platform warning: %s", name, warning)
         delivered = [e[0] for e, _ in by_verdict[Verdict.DELIVERED]]
+        if outcome.job_id is not None:
+            poll_s = float(getattr(table, "job_poll_interval_s", 30.0))
+            rows = [e for e, _ in by_verdict[Verdict.DELIVERED]]
+            jobs.record(
+                self.redis, dest.platform, name, outcome.job_id, batch_id, rows,
+                outcome.job_state, outcome.job_detail, self.now_ms(), poll_s,
+            )  # fmt: skip
         if delivered:
             self._ack(name, delivered)
             self.redis.hset(keys.state(name), "failures", 0)
@@ -237,7 +311,7 @@ class Engine:
             report.status = "paused"
             return
         if by_verdict[Verdict.RETRY]:
-            self._back_off(name, dest, table, bucket, by_verdict[Verdict.RETRY], outcome, report)
+            self._back_off(name, dest, table, limiter, by_verdict[Verdict.RETRY], outcome, report)
             return
         report.next_in_s = 0.0  # more may be waiting: drain again at once
 
@@ -246,7 +320,7 @@ class Engine:
         name: str,
         dest: Destination,
         table: PlatformSettings,
-        bucket: TokenBucket,
+        limiter: Limiter | None,
         failed: list[tuple[Entry, str]],
         outcome: Outcome,
         report: DrainReport,
@@ -256,8 +330,8 @@ class Engine:
         delay_s = max(self.rng.uniform(0, ceiling), outcome.retry_after_s or 0.0)
         now = self.now_ms()
         resume_ms = now + int(delay_s * 1000)
-        if outcome.throttled:
-            bucket.block_until(resume_ms)
+        if outcome.throttled and limiter is not None:
+            limiter.block_until(resume_ms, outcome.block_scopes)
         pipe = self.redis.pipeline(transaction=False)
         for entry, _ in failed:
             pipe.hincrby(keys.attempts(name), entry[0], 1)

@@ -1,26 +1,33 @@
--- Take one call from a token bucket shared by every worker, on Redis's clock.
+-- Take one call from every token bucket of a request, all or none, on Redis's clock.
 --
--- KEYS[1] bucket hash {tokens, ts_ms}, KEYS[2] blocked-until key (epoch ms, set after a 429)
--- ARGV[1] refill rate in tokens per second, ARGV[2] capacity (burst)
--- Returns 0 when the call may go now, else the milliseconds to wait before asking again.
+-- KEYS, per bucket i: bucket hash {tokens, ts}, blocked-until key (epoch ms, set after a 429)
+-- ARGV, per bucket i: refill rate in tokens per second, capacity (burst)
+-- Returns 0 when the call may go now (one token taken from each bucket), else the
+-- milliseconds to wait before asking again (nothing taken).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local blocked = tonumber(redis.call('GET', KEYS[2]) or '0')
-if blocked > now then
-  return blocked - now
-end
-local rate = tonumber(ARGV[1]) / 1000
-local capacity = tonumber(ARGV[2])
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local tokens = tonumber(state[1]) or capacity
-local ts = tonumber(state[2]) or now
-tokens = math.min(capacity, tokens + math.max(0, now - ts) * rate)
+local count = #KEYS / 2
 local wait = 0
-if tokens >= 1 then
-  tokens = tokens - 1
-else
-  wait = math.ceil((1 - tokens) / rate)
+local levels = {}
+for i = 1, count do
+  local blocked = tonumber(redis.call('GET', KEYS[2 * i]) or '0')
+  if blocked - now > wait then wait = blocked - now end
+  local rate = tonumber(ARGV[2 * i - 1]) / 1000
+  local capacity = tonumber(ARGV[2 * i])
+  local state = redis.call('HMGET', KEYS[2 * i - 1], 'tokens', 'ts')
+  local tokens = tonumber(state[1]) or capacity
+  local ts = tonumber(state[2]) or now
+  tokens = math.min(capacity, tokens + math.max(0, now - ts) * rate)
+  if tokens < 1 then
+    local need = math.ceil((1 - tokens) / rate)
+    if need > wait then wait = need end
+  end
+  levels[i] = {tokens, rate, capacity}
 end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
-redis.call('PEXPIRE', KEYS[1], math.ceil(capacity / rate) + 60000)
+for i = 1, count do
+  local tokens, rate, capacity = levels[i][1], levels[i][2], levels[i][3]
+  if wait == 0 then tokens = tokens - 1 end
+  redis.call('HSET', KEYS[2 * i - 1], 'tokens', tostring(tokens), 'ts', tostring(now))
+  redis.call('PEXPIRE', KEYS[2 * i - 1], math.ceil(capacity / rate) + 60000)
+end
 return wait

@@ -1,11 +1,16 @@
-"""A token bucket per rate-limit scope, kept in Redis and shared by every worker process.
+"""Rate limits kept in Redis and shared by every worker process on every host.
 
-The bucket lives in one Lua script that reads Redis's own clock (`TIME`), so workers on
-hosts with skewed clocks still share one budget. A 429 blocks the whole scope for
-every worker until its retry time (`block_until`).
+A request may count against several scopes at once (Yandex: the user's daily quota and
+the host's per-second quota), so one Lua script takes a token from every bucket, or
+from none. Scripts read Redis's own clock (`TIME`), so workers with skewed clocks share
+one budget. A 429 blocks a scope for every worker until its retry time (`block_until`).
+A platform that also caps calls in flight gets a counting semaphore (`InFlight`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import redis
 
@@ -13,24 +18,67 @@ from dispatcher import keys
 from dispatcher.storage import lua
 
 
-class TokenBucket:
-    """The calls one scope (an access token, an ad account, a user) may make."""
+@dataclass(frozen=True)
+class Limit:
+    """One scope's budget: `rate_per_min` calls per minute, `burst` back to back."""
 
-    def __init__(
-        self, client: redis.Redis, platform: str, scope: str, rate_per_min: float, burst: int
-    ) -> None:
+    platform: str
+    scope: str  # e.g. "token:<fingerprint>", "account:123", "ip"
+    rate_per_min: float
+    burst: int = 1
+
+
+class Limiter:
+    """All the budgets one request counts against."""
+
+    def __init__(self, client: redis.Redis, limits: Sequence[Limit]) -> None:
         self.client = client
-        self.keys = [keys.bucket(platform, scope), keys.blocked(platform, scope)]
-        self.rate_per_s = rate_per_min / 60.0
-        self.burst = burst
+        self.limits = list(limits)
+        self.keys = [
+            key
+            for limit in self.limits
+            for key in (
+                keys.bucket(limit.platform, limit.scope),
+                keys.blocked(limit.platform, limit.scope),
+            )
+        ]
+        self.args = [
+            a for limit in self.limits for a in (repr(limit.rate_per_min / 60.0), limit.burst)
+        ]
 
     def acquire(self) -> float:
-        """Take one call; returns 0.0 if it may go now, else seconds to wait and ask again."""
+        """Take one call from every scope; 0.0 if it may go now, else seconds to wait."""
         wait_ms = self.client.eval(
-            lua("workers", "limiter.lua"), 2, *self.keys, repr(self.rate_per_s), self.burst
+            lua("workers", "limiter.lua"), len(self.keys), *self.keys, *self.args
         )
         return int(wait_ms) / 1000.0
 
-    def block_until(self, until_ms: int) -> None:
-        """Stop every worker from calling for this scope until `until_ms` (epoch ms)."""
-        self.client.eval(lua("workers", "block.lua"), 1, self.keys[1], until_ms)
+    def block_until(self, until_ms: int, scopes: Sequence[str] | None = None) -> None:
+        """Stop every worker calling for these scopes (default: all) until `until_ms`."""
+        for limit in self.limits:
+            if scopes is None or limit.scope.split(":", 1)[0] in scopes or limit.scope in scopes:
+                key = keys.blocked(limit.platform, limit.scope)
+                self.client.eval(lua("workers", "block.lua"), 1, key, until_ms)
+
+
+class InFlight:
+    """At most `limit` calls in flight for one scope, across all workers."""
+
+    def __init__(
+        self, client: redis.Redis, platform: str, scope: str, limit: int, hold_ms: int
+    ) -> None:
+        self.client, self.limit, self.hold_ms = client, limit, hold_ms
+        self.key = keys.in_flight(platform, scope)
+
+    def acquire(self, holder: str) -> bool:
+        """Take a slot for `holder`; False when all are taken."""
+        script = lua("workers", "semaphore.lua")
+        return bool(
+            self.client.eval(script, 1, self.key, "acquire", self.limit, holder, self.hold_ms)
+        )
+
+    def release(self, holder: str) -> None:
+        """Give the slot back."""
+        self.client.eval(
+            lua("workers", "semaphore.lua"), 1, self.key, "release", self.limit, holder, 0
+        )

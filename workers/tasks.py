@@ -11,7 +11,9 @@ from celery.utils.log import get_task_logger
 
 from dispatcher import keys
 from dispatcher.client import DRAIN_TASK, KICK_GRACE_MS
+from dispatcher.settings import PLATFORMS
 from dispatcher.storage import connect
+from workers import jobs
 from workers.app import app, settings
 from workers.engine import Engine
 
@@ -26,7 +28,7 @@ def engine() -> Engine:
     """This process's engine, built after the fork so no socket is shared with a parent."""
     global _engine
     if _engine is None or _engine[0] != os.getpid():
-        timeout = max(settings.platform(p).timeout_s for p in ("linkedin",))
+        timeout = max(settings.platform(p).timeout_s for p in PLATFORMS)
         http = httpx.Client(timeout=timeout, http2=False)
         consumer = f"{socket.gethostname()}-{os.getpid()}"
         _engine = (
@@ -86,3 +88,11 @@ def sweep(platform: str) -> dict[str, int]:
             continue
         kicked += schedule(name, 0)
     return {"destinations": len(names), "kicked": kicked}
+
+
+@app.task(name="convdispatch.track", acks_late=True)
+def track(platform: str) -> dict[str, int]:
+    """Follow `platform`'s background jobs (uploads, imports) that are due for a look."""
+    eng = engine()
+    result: dict[str, int] = jobs.track(settings, eng.redis, eng.http, platform, eng.now_ms())
+    return result

@@ -27,7 +27,9 @@ class PlatformEvent(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, str_strip_whitespace=True)
 
     platform: ClassVar[str]
-    event_id_field: ClassVar[str]  # the platform's JSON name of the deduplication id
+    # The platform's JSON name of its deduplication id; None where the API has none
+    # (the id then lives only beside the payload in Redis, for receipts and dead letters).
+    event_id_field: ClassVar[str | None]
 
     def happened_at_ms(self) -> int:
         """When the conversion happened, epoch milliseconds (bounds the retry budget)."""
@@ -53,6 +55,8 @@ class PlatformEvent(BaseModel):
         if event_id is not None:
             return event_id, body
         event_id = hashlib.sha256(body).hexdigest()[:32]
+        if self.event_id_field is None:
+            return event_id, body
         tail = b"," if len(body) > 2 else b""
         return event_id, body[
             :-1

@@ -135,3 +135,6 @@ class LinkedInConversionEvent(PlatformEvent):
                 )
             ]
         return []
+
+
+EVENT = LinkedInConversionEvent

@@ -67,21 +67,24 @@ class Stack:
     def backlog(self, destination: str) -> int:
         return int(self.redis.xlen(keys.stream(destination)))
 
-    def start_worker(self, name: str) -> None:
-        self.procs.start(name, worker_command(["linkedin"], concurrency=1, name=name))
-        self.procs.wait_for_log(name, " ready.")
-
 
 def start_stack(
-    tmp_path: Path, redis_url: str, config: dict[str, Any], workers: int = 2
+    tmp_path: Path,
+    redis_url: str,
+    config: dict[str, Any],
+    workers: int = 2,
+    platform: str = "linkedin",
 ) -> Iterator[Stack]:
-    """Start a sandbox, `workers` Celery workers and beat, configured by `config`."""
+    """Start `platform`'s sandbox, `workers` Celery workers for its queue and beat.
+
+    `config` holds Settings values; `config[platform]` is merged over the sandbox's URL.
+    """
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
     port = free_port()
     sandbox_url = f"http://127.0.0.1:{port}"
-    linkedin = {"base_url": sandbox_url, **config.pop("linkedin", {})}
-    values = {"redis_url": redis_url, "linkedin": linkedin, **config}
+    table = {"base_url": sandbox_url, **config.pop(platform, {})}
+    values = {"redis_url": redis_url, platform: table, **config}
     env = {
         f"CONVDISP_{k.upper()}": v if isinstance(v, str) else json.dumps(v)
         for k, v in values.items()
@@ -92,7 +95,7 @@ def start_stack(
     settings = Settings(**values)
     stack = Stack(settings, Dispatcher(settings), Sandbox(sandbox_url), procs, client)
     try:
-        procs.start("sandbox", sandbox_command("linkedin", port))
+        procs.start("sandbox", sandbox_command(platform, port))
         wait_for_http(f"{sandbox_url}/_sandbox/calls")
         procs.start("beat", beat_command(tmp_path / "beat-schedule"))
         for i in range(workers):

@@ -6,11 +6,12 @@ import time
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import httpx
 
 from dispatcher.settings import Destination, PlatformSettings
+from workers.limiter import Limit
 
 EXCERPT_CHARS = 500
 
@@ -41,8 +42,12 @@ class Outcome:
     status: int | None = None
     excerpt: str = ""
     retry_after_s: float | None = None
-    throttled: bool = False  # the whole rate-limit scope must wait, not only this batch
+    throttled: bool = False  # the rate-limit scopes must wait, not only this batch
+    block_scopes: list[str] | None = None  # which scope kinds a throttle blocks (None: all)
     warnings: list[str] = field(default_factory=list)
+    job_id: str | None = None  # the platform's background job / upload id, when it has one
+    job_state: str = ""  # the job's state as first reported
+    job_detail: str = ""  # e.g. "line_quantity 9 of source_quantity 10"
 
     @classmethod
     def every(cls, n: int, verdict: Verdict, reason: str = "", **kw: object) -> Outcome:
@@ -55,14 +60,23 @@ class Adapter(Protocol):
 
     platform: str
 
-    def scope(self, destination: Destination) -> str:
-        """The rate-limit scope this destination's calls count against."""
+    def limits(self, destination: Destination, table: PlatformSettings) -> list[Limit]:
+        """The rate-limit scopes a call for this destination counts against; the first
+        one is also the scope of `max_in_flight`."""
         ...
 
     def build_request(
-        self, destination: Destination, table: PlatformSettings, payloads: list[bytes]
+        self,
+        destination: Destination,
+        table: PlatformSettings,
+        payloads: list[bytes],
+        batch_id: str,
     ) -> httpx.Request:
-        """One request delivering `payloads` (each one event's stored JSON)."""
+        """One request delivering `payloads` (each one event's stored JSON).
+
+        `batch_id` is stable across resends of the same batch; platforms without
+        deduplication use it to label the upload (Yandex `comment`).
+        """
         ...
 
     def parse_response(self, response: httpx.Response, n: int) -> Outcome:
@@ -114,3 +128,40 @@ def common_outcome(response: httpx.Response, n: int) -> Outcome | None:
 def transport_outcome(error: httpx.HTTPError, n: int) -> Outcome:
     """A timeout or connection failure: nothing is known, so every event is retried."""
     return Outcome.every(n, Verdict.RETRY, f"{type(error).__name__} talking to the platform")
+
+
+@dataclass(frozen=True)
+class JobState:
+    """What the platform says of a background job (an import, an upload) now."""
+
+    state: str  # the platform's own word: pending, PROCESSED, LINKAGE_FAILURE...
+    finished: bool  # no further change is expected
+    failed: bool  # finished, and the events were not (all) taken
+    detail: str = ""
+
+
+@runtime_checkable
+class JobAdapter(Adapter, Protocol):
+    """A platform whose acceptance starts a background job that must be followed."""
+
+    def job_request(
+        self, destination: Destination, table: PlatformSettings, job_id: str
+    ) -> httpx.Request:
+        """A request for the current state of one job."""
+        ...
+
+    def parse_job(self, response: httpx.Response) -> JobState:
+        """The job's state from the answer to `job_request`."""
+        ...
+
+    def lookup_request(
+        self, destination: Destination, table: PlatformSettings, batch_id: str
+    ) -> httpx.Request | None:
+        """A request listing recent jobs, to learn whether a batch whose outcome was never
+        seen (timeout, crash after sending) already reached the platform; None if the
+        platform offers no way to tell."""
+        ...
+
+    def parse_lookup(self, response: httpx.Response, batch_id: str) -> str | None:
+        """The job id of an earlier send of `batch_id`, or None if there was none."""
+        ...

@@ -21,6 +21,7 @@ from workers.adapters.base import (
     common_outcome,
     excerpt,
 )
+from workers.limiter import Limit
 
 _INDEX_GROUP = re.compile(r"Index: (\d+), ")
 _BATCH_INDEX = re.compile(r"\{([^{}]*?batchIndex=(\d+)[^{}]*)\}")
@@ -32,11 +33,17 @@ class LinkedInAdapter:
 
     platform = "linkedin"
 
-    def scope(self, destination: Destination) -> str:
-        return destination.fingerprint()  # LinkedIn limits calls per member access token
+    def limits(self, destination: Destination, table: PlatformSettings) -> list[Limit]:
+        # LinkedIn limits calls per member access token.
+        token = f"token:{destination.fingerprint()}"
+        return [Limit(self.platform, token, table.rate_per_min, table.burst)]
 
     def build_request(
-        self, destination: Destination, table: PlatformSettings, payloads: list[bytes]
+        self,
+        destination: Destination,
+        table: PlatformSettings,
+        payloads: list[bytes],
+        batch_id: str,
     ) -> httpx.Request:
         assert isinstance(table, LinkedInSettings)
         return httpx.Request(
@@ -129,3 +136,6 @@ def _validation_failure(message: str, status: int, n: int, response: httpx.Respo
         for i in range(n)
     ]
     return Outcome(results, **kw)
+
+
+ADAPTER = LinkedInAdapter()

@@ -1,0 +1,186 @@
+"""Background jobs on the platform's side: record them, follow them, surface failures.
+
+Yandex answers an upload with an upload id and processes it later; vNative answers an
+import with a job id. The engine acknowledges the events once the platform accepted the
+job, records the job here with a copy of its events, and `track` polls it until it
+finishes. A job that fails dead-letters its events with the platform's words, so an
+accepted event is still never lost silently.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, cast
+
+import httpx
+import redis
+
+from dispatcher import keys
+from dispatcher.settings import Settings
+from workers.adapters import JobAdapter, JobState, adapter_for
+from workers.limiter import Limiter
+
+log = logging.getLogger(__name__)
+JOB_TTL_S = 7 * 86_400  # how long a finished job stays visible to operators
+POLL_BATCH = 20
+
+
+@dataclass(frozen=True)
+class Job:
+    """One recorded job."""
+
+    id: str
+    platform: str
+    destination: str
+    batch_id: str
+    events: int
+    state: str
+    finished: bool
+    failed: bool
+    detail: str
+    submitted_at_ms: int
+
+
+def record(
+    client: redis.Redis,
+    platform: str,
+    destination: str,
+    job_id: str,
+    batch_id: str,
+    rows: list[tuple[bytes, dict[bytes, bytes]]],
+    state: str,
+    detail: str,
+    now_ms: int,
+    poll_in_s: float,
+) -> None:
+    """Remember a job the platform accepted, with its events, and schedule its first poll."""
+    events = [
+        json.dumps({"e": f[b"e"].decode(), "t": int(f[b"t"]), "p": f[b"p"].decode()})
+        for _, f in rows
+    ]
+    pipe = client.pipeline(transaction=True)
+    pipe.hset(
+        keys.job(platform, job_id),
+        mapping={
+            "destination": destination,
+            "batch_id": batch_id,
+            "events": len(rows),
+            "state": state,
+            "detail": detail,
+            "submitted_at_ms": now_ms,
+            "finished": 0,
+            "failed": 0,
+        },
+    )
+    if events:
+        pipe.rpush(keys.job_events(platform, job_id), *events)
+    pipe.zadd(keys.open_jobs(platform), {job_id: now_ms + int(poll_in_s * 1000)})
+    pipe.zadd(keys.jobs_index(platform), {job_id: now_ms})
+    pipe.execute()
+
+
+def load(client: redis.Redis, platform: str, job_id: str) -> Job | None:
+    """A recorded job, or None."""
+    raw = cast(dict[bytes, bytes], client.hgetall(keys.job(platform, job_id)))
+    if not raw:
+        return None
+    f = {k.decode(): v.decode() for k, v in raw.items()}
+    return Job(
+        id=job_id,
+        platform=platform,
+        destination=f["destination"],
+        batch_id=f["batch_id"],
+        events=int(f["events"]),
+        state=f["state"],
+        finished=f["finished"] == "1",
+        failed=f["failed"] == "1",
+        detail=f.get("detail", ""),
+        submitted_at_ms=int(f["submitted_at_ms"]),
+    )
+
+
+def recent(client: redis.Redis, platform: str, limit: int = 50) -> list[Job]:
+    """The most recently submitted jobs, newest first."""
+    ids = cast(list[bytes], client.zrevrange(keys.jobs_index(platform), 0, limit - 1))
+    jobs = [load(client, platform, i.decode()) for i in ids]
+    return [j for j in jobs if j is not None]
+
+
+def track(
+    settings: Settings, client: redis.Redis, http: httpx.Client, platform: str, now_ms: int
+) -> dict[str, Any]:
+    """Poll the jobs that are due; finish, fail (dead-letter their events) or reschedule."""
+    adapter = cast(JobAdapter, adapter_for(platform))
+    table = settings.platform(platform)
+    poll_s = float(getattr(table, "job_poll_interval_s", 30.0))
+    due = cast(
+        list[bytes], client.zrangebyscore(keys.open_jobs(platform), "-inf", now_ms, 0, POLL_BATCH)
+    )
+    counts = {"polled": 0, "finished": 0, "failed": 0}
+    for raw_id in due:
+        job = load(client, platform, raw_id.decode())
+        if job is None:
+            client.zrem(keys.open_jobs(platform), raw_id)
+            continue
+        dest = settings.destination(job.destination)
+        if Limiter(client, adapter.limits(dest, table)).acquire() > 0:
+            break  # out of budget: the rest wait for the next round
+        try:
+            state = adapter.parse_job(http.send(adapter.job_request(dest, table, job.id)))
+        except httpx.HTTPError as exc:
+            log.warning("%s job %s: %s while polling", platform, job.id, type(exc).__name__)
+            client.zadd(keys.open_jobs(platform), {job.id: now_ms + int(poll_s * 1000)})
+            continue
+        counts["polled"] += 1
+        _update(client, platform, job, state, now_ms + int(poll_s * 1000))
+        counts["finished"] += state.finished
+        counts["failed"] += state.failed
+    return counts
+
+
+def _update(client: redis.Redis, platform: str, job: Job, state: JobState, next_ms: int) -> None:
+    pipe = client.pipeline(transaction=True)
+    pipe.hset(
+        keys.job(platform, job.id),
+        mapping={
+            "state": state.state,
+            "detail": state.detail or job.detail,
+            "finished": int(state.finished),
+            "failed": int(state.failed),
+        },
+    )
+    if not state.finished:
+        pipe.zadd(keys.open_jobs(platform), {job.id: next_ms})
+        pipe.execute()
+        return
+    pipe.zrem(keys.open_jobs(platform), job.id)
+    pipe.expire(keys.job(platform, job.id), JOB_TTL_S)
+    if state.failed:
+        _dead_letter_events(pipe, client, platform, job, state)
+        log.error(
+            "%s job %s of %s failed: %s %s",
+            platform,
+            job.id,
+            job.destination,
+            state.state,
+            state.detail,
+        )
+    pipe.delete(keys.job_events(platform, job.id))
+    pipe.execute()
+
+
+def _dead_letter_events(
+    pipe: Any, client: redis.Redis, platform: str, job: Job, state: JobState
+) -> None:
+    rows = cast(list[bytes], client.lrange(keys.job_events(platform, job.id), 0, -1))
+    reason = f"{platform} job {job.id} finished {state.state}: {state.detail}"[:1000]
+    for raw in rows:
+        row = json.loads(raw)
+        pipe.xadd(
+            keys.deadletters(platform),
+            {"d": job.destination, "e": row["e"], "p": row["p"], "t": row["t"], "reason": reason,
+             "status": "", "excerpt": state.detail[:500], "attempts": 1, "at": job.submitted_at_ms},
+        )  # fmt: skip
+    pipe.hincrby(keys.state(job.destination), "dead", len(rows))

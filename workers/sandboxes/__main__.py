@@ -1,0 +1,50 @@
+"""Run a platform sandbox in the foreground: `python -m workers.sandboxes linkedin --port 8701`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Callable, Sequence
+
+import tornado.web
+
+from workers.sandboxes import linkedin
+from workers.sandboxes.base import serve
+
+# One line per platform: its name on the command line and the factory of its app.
+APPS: dict[str, Callable[[], tornado.web.Application]] = {
+    "linkedin": linkedin.make_app,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve one sandbox until interrupted; returns the process exit code."""
+    parser = argparse.ArgumentParser(
+        prog="python -m workers.sandboxes",
+        description="Serve a local imitation of an ad platform; control API under /_sandbox/.",
+    )
+    parser.add_argument("platform", choices=sorted(APPS))
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8701, help="0 picks a free port")
+    parser.add_argument(
+        "--no-record-bodies",
+        action="store_true",
+        help="keep only event counts and ids (for benchmarks)",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    server = serve(APPS[args.platform], args.host, args.port)
+    if args.no_record_bodies:
+        server.sandbox.configure({"record_bodies": False}, as_default=True)
+    print(f"{args.platform} sandbox on {server.url} (control API: {server.url}/_sandbox/)")
+    try:
+        server.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -9,10 +9,11 @@ Celery workers to deliver them. Importing this package never imports worker code
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Literal
+from typing import Literal, overload
 
-from dispatcher.client import BulkReceipt, Dispatcher, EventInput, Receipt
+from dispatcher.client import BulkReceipt, Dispatcher, EventInput, FanOutReceipt, Receipt
 from dispatcher.control import Control, DestinationStatus
+from dispatcher.conversion import Conversion
 from dispatcher.deadletters import DeadLetter, DeadLetters
 from dispatcher.errors import (
     BackpressureError,
@@ -43,8 +44,20 @@ def default_dispatcher() -> Dispatcher:
     return _default
 
 
-def enqueue(event: EventInput, destination: str | None = None) -> Receipt:
-    """Validate, hash and store one event with the default dispatcher."""
+@overload
+def enqueue(event: Conversion, destination: None = None) -> FanOutReceipt: ...
+@overload
+def enqueue(event: EventInput, destination: str | None = None) -> Receipt: ...
+def enqueue(
+    event: Conversion | EventInput, destination: str | None = None
+) -> Receipt | FanOutReceipt:
+    """Validate, hash and store one event with the default dispatcher.
+
+    A platform-neutral `Conversion` fans out to every destination routed for its
+    `event` and returns a `FanOutReceipt`; a platform event returns a `Receipt`.
+    """
+    if isinstance(event, Conversion):
+        return default_dispatcher().enqueue_conversion(event)
     return default_dispatcher().enqueue(event, destination)
 
 
@@ -58,8 +71,16 @@ def enqueue_many(
     return default_dispatcher().enqueue_many(events, destination, on_invalid=on_invalid)
 
 
-async def aenqueue(event: EventInput, destination: str | None = None) -> Receipt:
+@overload
+async def aenqueue(event: Conversion, destination: None = None) -> FanOutReceipt: ...
+@overload
+async def aenqueue(event: EventInput, destination: str | None = None) -> Receipt: ...
+async def aenqueue(
+    event: Conversion | EventInput, destination: str | None = None
+) -> Receipt | FanOutReceipt:
     """The asyncio twin of `enqueue`."""
+    if isinstance(event, Conversion):
+        return await default_dispatcher().aenqueue_conversion(event)
     return await default_dispatcher().aenqueue(event, destination)
 
 
@@ -78,6 +99,7 @@ __all__ = [
     "BulkReceipt",
     "ConfigurationError",
     "Control",
+    "Conversion",
     "ConversionUser",
     "ConversionValue",
     "DeadLetter",
@@ -86,6 +108,7 @@ __all__ = [
     "DestinationStatus",
     "Dispatcher",
     "DispatcherError",
+    "FanOutReceipt",
     "FieldError",
     "IdType",
     "InvalidEventError",

@@ -17,6 +17,7 @@ from celery import Celery
 from pydantic import ValidationError
 
 from dispatcher import keys
+from dispatcher.conversion import Conversion, fan_out
 from dispatcher.errors import (
     BackpressureError,
     ConfigurationError,
@@ -46,6 +47,15 @@ class BulkReceipt:
 
     receipts: list[Receipt] = field(default_factory=list)
     rejected: list[FieldError] = field(default_factory=list)
+
+
+@dataclass
+class FanOutReceipt:
+    """What one platform-neutral `Conversion` became: a receipt per destination, and the
+    destinations skipped, each with the reason (missing identifiers, a platform rule)."""
+
+    receipts: list[Receipt] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -80,6 +90,18 @@ class Dispatcher:
         """Validate one event and store it; raises `InvalidEventError` naming bad fields."""
         return self.enqueue_many([event], destination).receipts[0]
 
+    def enqueue_conversion(self, conversion: Conversion) -> FanOutReceipt:
+        """Store one event per destination routed for `conversion.event`, atomically."""
+        plan, skipped = self._plan_conversion(conversion)
+        self.store(plan)
+        return FanOutReceipt(plan.receipts, skipped)
+
+    async def aenqueue_conversion(self, conversion: Conversion) -> FanOutReceipt:
+        """The asyncio twin of `enqueue_conversion`."""
+        plan, skipped = self._plan_conversion(conversion)
+        await self._astore(plan)
+        return FanOutReceipt(plan.receipts, skipped)
+
     def enqueue_many(
         self,
         events: Iterable[EventInput],
@@ -111,15 +133,19 @@ class Dispatcher:
     ) -> BulkReceipt:
         """The asyncio twin of `enqueue_many`."""
         plan = self._plan(events, destination, on_invalid)
-        if plan.groups:
-            keys_, args = self._script_args(plan)
-            with translate_redis_errors(), _backpressure(list(plan.groups)):
-                if self._aredis is None:
-                    self._aredis = aconnect(self.settings.redis_url)
-                script = lua("dispatcher", "enqueue.lua")
-                result = await self._aredis.eval(script, len(keys_), *keys_, *args)
-            await asyncio.to_thread(self._kick, plan, result)
+        await self._astore(plan)
         return BulkReceipt(plan.receipts, plan.rejected)
+
+    async def _astore(self, plan: Plan) -> None:
+        if not plan.groups:
+            return
+        keys_, args = self._script_args(plan)
+        with translate_redis_errors(), _backpressure(list(plan.groups)):
+            if self._aredis is None:
+                self._aredis = aconnect(self.settings.redis_url)
+            script = lua("dispatcher", "enqueue.lua")
+            result = await self._aredis.eval(script, len(keys_), *keys_, *args)
+        await asyncio.to_thread(self._kick, plan, result)
 
     @property
     def redis(self) -> redis.Redis:
@@ -171,15 +197,22 @@ class Dispatcher:
             except InvalidEventError as exc:
                 plan.rejected.extend(exc.errors)
                 continue
-            event_id, payload = model.to_payload()
-            plan.groups.setdefault(name, []).append((event_id, payload, model.happened_at_ms()))
-            plan.receipts.append(Receipt(event_id, name))
+            _add(plan, name, model)
         if plan.rejected and on_invalid == "raise":
             raise InvalidEventError(plan.rejected)
         return plan
 
+    def _plan_conversion(self, conversion: Conversion) -> tuple[Plan, list[tuple[str, str]]]:
+        plan = Plan()
+        events, skipped = fan_out(
+            conversion, self.settings, lambda raw, name: self._validate(raw, name, None)[1]
+        )
+        for name, model in events:
+            _add(plan, name, model)
+        return plan, skipped
+
     def _validate(
-        self, raw: EventInput, destination: str | None, index: int
+        self, raw: EventInput, destination: str | None, index: int | None
     ) -> tuple[str, PlatformEvent]:
         if isinstance(raw, PlatformEvent):
             name = self._resolve(raw.platform, destination)
@@ -230,6 +263,12 @@ class Dispatcher:
             queue=self.settings.queue(platform),
             countdown=countdown_s or None,
         )
+
+
+def _add(plan: Plan, destination: str, model: PlatformEvent) -> None:
+    event_id, payload = model.to_payload()
+    plan.groups.setdefault(destination, []).append((event_id, payload, model.happened_at_ms()))
+    plan.receipts.append(Receipt(event_id, destination))
 
 
 @contextmanager

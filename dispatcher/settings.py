@@ -146,6 +146,26 @@ class Destination(BaseModel):
         return hashlib.sha256(self.secret().encode()).hexdigest()[:16]
 
 
+class Route(BaseModel):
+    """Where one kind of platform-neutral `Conversion` goes, and what it is called there.
+
+    `conversion` is a LinkedIn conversion rule URN, `event_name`/`action_source` are
+    Pinterest's, `target` is a Yandex goal; `sub1`..`sub3` are static vNative sub values.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    event: str = Field(min_length=1, description="The Conversion.event this route takes.")
+    destination: str
+    conversion: str | None = Field(default=None, pattern=r"^urn:lla:llaPartnerConversion:\d+$")
+    event_name: str | None = None
+    action_source: str = "web"
+    target: str | None = None
+    sub1: str | None = None
+    sub2: str | None = None
+    sub3: str | None = None
+
+
 def _config_file() -> Path | None:
     named = os.environ.get("CONVDISP_CONFIG")
     if named:
@@ -176,6 +196,7 @@ class Settings(BaseSettings):
     yandex: YandexSettings = YandexSettings()
     vnative: VNativeSettings = VNativeSettings()
     destinations: dict[str, Destination] = Field(default_factory=dict)
+    routes: list[Route] = Field(default_factory=list)
 
     @field_validator("destinations")
     @classmethod
@@ -186,9 +207,16 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _lease_outlives_task(self) -> Settings:
+    def _consistent(self) -> Settings:
         if self.task_time_limit_s >= self.lease_s:
             raise ValueError("task_time_limit_s must be shorter than lease_s")
+        needs = {"linkedin": "conversion", "yandex": "target"}
+        for i, route in enumerate(self.routes):
+            if route.destination not in self.destinations:
+                raise ValueError(f"routes[{i}]: unknown destination {route.destination!r}")
+            field = needs.get(self.destinations[route.destination].platform)
+            if field and getattr(route, field) is None:
+                raise ValueError(f"routes[{i}] to {route.destination!r} needs {field}")
         return self
 
     @classmethod

@@ -8,7 +8,10 @@ A platform module subclasses `PlatformHandler` for its routes and builds its app
   apply the optional config fields below.
 - `POST /_sandbox/config` (and `GET`): any of `rate_limit`, `rate_window_s`, `latency_s`,
   `revoked_tokens`, `record_bodies`; answers the whole config.
-- `GET /_sandbox/received[?summary=1]`, `GET /_sandbox/calls`, `GET /_sandbox/events[?fields=a,b]`.
+- `GET /_sandbox/received`: accepted calls (never the raw token); with `?summary=1` only
+  `{"calls": [{at_s, token_fingerprint, n_events}], "n_calls", "total_events"}`.
+- `GET /_sandbox/calls`: every platform call with its status; `GET /_sandbox/events`: accepted
+  events in order, `?fields=eventId` keeping only the named top-level fields.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import asyncio
 import hashlib
 import http.client
 import json
+import socket
 import threading
 import time
 from collections import deque
@@ -26,7 +30,6 @@ from typing import Any, cast
 
 import tornado.httpserver
 import tornado.httputil
-import tornado.netutil
 import tornado.web
 
 Json = dict[str, Any]
@@ -261,9 +264,9 @@ class Sandbox:
             self._received.append(record)
         return record
 
-    def log_call(self, token: str, method: str, path: str, status: int) -> None:
-        """Note a call of any outcome in the per-request log."""
-        call = Call(self.clock(), fingerprint(token) if token else "", method, path, status)
+    def log_call(self, at_s: float, token: str, method: str, path: str, status: int) -> None:
+        """Note a call of any outcome, arrived at `at_s`, in the per-request log."""
+        call = Call(at_s, fingerprint(token) if token else "", method, path, status)
         with self._lock:
             self._calls.append(call)
 
@@ -319,6 +322,7 @@ class PlatformHandler(JsonHandler):
     auth_scheme = "Bearer"
     id_field = "id"  # the field naming an event, kept even when bodies are not recorded
     token = ""
+    arrived_s = 0.0
 
     def read_token(self) -> str:
         """The caller's token, or "" if there is none."""
@@ -334,6 +338,7 @@ class PlatformHandler(JsonHandler):
 
     async def prepare(self) -> None:
         self.token, sandbox = self.read_token(), self.sandbox
+        self.arrived_s = sandbox.clock()
         if sandbox.latency_s:
             await asyncio.sleep(sandbox.latency_s)
         fault = sandbox.next_fault()
@@ -356,7 +361,7 @@ class PlatformHandler(JsonHandler):
 
     def on_finish(self) -> None:
         method, path = self.request.method or "", self.request.path
-        self.sandbox.log_call(self.token, method, path, self.get_status())
+        self.sandbox.log_call(self.arrived_s, self.token, method, path, self.get_status())
 
 
 class _Control(JsonHandler):
@@ -377,7 +382,7 @@ class _Control(JsonHandler):
             if self.get_query_argument("summary", "0").lower() in ("1", "true"):
                 rows = [record.to_json(summary=True) for record in records]
                 total = sum(row["n_events"] for row in rows)
-                body = {"received": rows, "n_calls": len(rows), "n_events": total}
+                body = {"calls": rows, "n_calls": len(rows), "total_events": total}
             else:
                 body = [record.to_json() for record in records]
         if body is None:
@@ -428,9 +433,11 @@ class RunningServer:
 
     def __init__(self, app: tornado.web.Application, host: str = "127.0.0.1", port: int = 0):
         self.app = app
-        # Bound here, not in the thread, so "address in use" is raised to the caller.
-        self._sockets = tornado.netutil.bind_sockets(port, host)
-        self.host, self.port = host, int(self._sockets[0].getsockname()[1])
+        # Bound here, not in the thread, so "address in use" reaches the caller; unlike
+        # tornado's bind_sockets, create_server closes the socket when binding fails.
+        self._socket = socket.create_server((host, port))
+        self._socket.setblocking(False)
+        self.host, self.port = host, int(self._socket.getsockname()[1])
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
@@ -469,7 +476,7 @@ class RunningServer:
     async def _serve(self) -> None:
         try:
             server = tornado.httpserver.HTTPServer(self.app)
-            server.add_sockets(self._sockets)
+            server.add_sockets([self._socket])
             self._loop, self._stopping = asyncio.get_running_loop(), asyncio.Event()
         finally:
             self._ready.set()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Iterable
 from typing import Any, cast
 
 import tornado.web
@@ -122,11 +123,10 @@ _ID_TYPES = frozenset(
     {"SHA256_EMAIL", "LINKEDIN_FIRST_PARTY_ADS_TRACKING_UUID", "ACXIOM_ID", "ORACLE_MOAT_ID"}
 )
 _TOP = frozenset({"conversion", "conversionHappenedAt", "conversionValue", "eventId", "user"})
-_TOP_STRINGS = frozenset({"conversion", "eventId"})
 _USER = frozenset({"userIds", "userInfo", "lead", "externalIds"})
-_USER_STRINGS = frozenset({"lead"})
 _USER_ID = frozenset({"idType", "idValue"})
-_USER_INFO = frozenset({"firstName", "lastName", "companyName", "title", "countryCode"})
+_USER_INFO_FIELDS = ("firstName", "lastName", "companyName", "title", "countryCode")
+_USER_INFO = frozenset(_USER_INFO_FIELDS)
 _VALUE = frozenset({"currencyCode", "amount"})
 
 _ACCOUNT = re.compile(r"urn:li:sponsoredAccount:\d+")
@@ -144,20 +144,27 @@ def _not_a(path: str, value: object, kind: str) -> str:
     return f"{path} :: {json.dumps(value)[:80]} is not backed by a {kind}"
 
 
-def _fields(obj: Json, path: str, allowed: frozenset[str], required: tuple[str, ...]) -> list[str]:
-    """Schema errors for unknown and missing fields, as rest.li words them."""
-    errors = [f"{path}/{key} :: {_UNKNOWN}" for key in sorted(obj.keys() - allowed)]
-    return errors + [f"{path}/{key} :: {_REQUIRED}" for key in required if obj.get(key) is None]
+def _fields(
+    obj: Json, path: str, allowed: frozenset[str], required: tuple[str, ...], errors: list[str]
+) -> None:
+    """Add schema errors for unknown and missing fields, as rest.li words them."""
+    if not obj.keys() <= allowed:
+        errors += [f"{path}/{key} :: {_UNKNOWN}" for key in sorted(obj.keys() - allowed)]
+    for key in required:
+        if obj.get(key) is None:
+            errors.append(f"{path}/{key} :: {_REQUIRED}")
 
 
-def _strings(obj: Json, path: str, names: frozenset[str]) -> list[str]:
-    found = names & obj.keys()
-    bad = [name for name in found if obj[name] is not None and not isinstance(obj[name], str)]
-    return [_not_a(f"{path}/{name}", obj[name], "String") for name in bad]
+def _strings(obj: Json, path: str, names: Iterable[str], errors: list[str]) -> None:
+    for name in names:
+        value = obj.get(name)
+        if value is not None and not isinstance(value, str):
+            errors.append(_not_a(f"{path}/{name}", value, "String"))
 
 
 def _check_user(user: Json, errors: list[str], issues: list[str]) -> None:
-    errors += _fields(user, "/user", _USER, ("userIds",)) + _strings(user, "/user", _USER_STRINGS)
+    _fields(user, "/user", _USER, ("userIds",), errors)
+    _strings(user, "/user", ("lead",), errors)
     identified = empty = False
     ids = user.get("userIds")
     if ids is not None and not isinstance(ids, list):
@@ -167,8 +174,8 @@ def _check_user(user: Json, errors: list[str], issues: list[str]) -> None:
         if not isinstance(uid, dict):
             errors.append(_not_a(path, uid, "DataMap"))
             continue
-        errors += _fields(uid, path, _USER_ID, ("idType", "idValue"))
-        errors += _strings(uid, path, _USER_ID)
+        _fields(uid, path, _USER_ID, ("idType", "idValue"), errors)
+        _strings(uid, path, ("idType", "idValue"), errors)
         id_type, value = uid.get("idType"), uid.get("idValue")
         if isinstance(id_type, str) and id_type not in _ID_TYPES:
             errors.append(f"{path}/idType :: {json.dumps(id_type)} is not an enum symbol")
@@ -181,8 +188,8 @@ def _check_user(user: Json, errors: list[str], issues: list[str]) -> None:
                 identified = True
     info = user.get("userInfo")
     if isinstance(info, dict):
-        errors += _fields(info, "/user/userInfo", _USER_INFO, ("firstName", "lastName"))
-        errors += _strings(info, "/user/userInfo", _USER_INFO)
+        _fields(info, "/user/userInfo", _USER_INFO, ("firstName", "lastName"), errors)
+        _strings(info, "/user/userInfo", _USER_INFO_FIELDS, errors)
         first, last = info.get("firstName"), info.get("lastName")
         if isinstance(first, str) and isinstance(last, str):
             named = bool(first.strip() and last.strip())
@@ -206,8 +213,9 @@ def _check(event: object, now_ms: int) -> tuple[list[str], list[str]]:
     """One element's schema errors ("/path :: message") and semantic issues."""
     if not isinstance(event, dict):
         return [_not_a("/", event, "DataMap")], []
-    errors = _fields(event, "", _TOP, ("conversion", "conversionHappenedAt", "user"))
-    errors += _strings(event, "", _TOP_STRINGS)
+    errors: list[str] = []
+    _fields(event, "", _TOP, ("conversion", "conversionHappenedAt", "user"), errors)
+    _strings(event, "", ("conversion", "eventId"), errors)
     issues: list[str] = []
     conversion, at_ms = event.get("conversion"), event.get("conversionHappenedAt")
     if isinstance(conversion, str) and not _CONVERSION.fullmatch(conversion):
@@ -220,8 +228,8 @@ def _check(event: object, now_ms: int) -> tuple[list[str], list[str]]:
         issues.append(_TOO_OLD)
     value = event.get("conversionValue")
     if isinstance(value, dict):
-        errors += _fields(value, "/conversionValue", _VALUE, ("currencyCode", "amount"))
-        errors += _strings(value, "/conversionValue", _VALUE)
+        _fields(value, "/conversionValue", _VALUE, ("currencyCode", "amount"), errors)
+        _strings(value, "/conversionValue", ("currencyCode", "amount"), errors)
         currency, amount = value.get("currencyCode"), value.get("amount")
         bad_currency = isinstance(currency, str) and not _CURRENCY.fullmatch(currency)
         if bad_currency or (isinstance(amount, str) and not _AMOUNT.fullmatch(amount)):

@@ -190,7 +190,6 @@ class Settings(BaseSettings):
     max_limiter_wait_s: float = Field(
         default=10.0, gt=0, description="Longer waits are rescheduled instead of slept."
     )
-    clock_skew_s: float = Field(default=300.0, ge=0, description="Tolerated future timestamps.")
     linkedin: LinkedInSettings = LinkedInSettings()
     pinterest: PinterestSettings = PinterestSettings()
     yandex: YandexSettings = YandexSettings()

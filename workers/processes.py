@@ -98,14 +98,14 @@ class Processes:
     def start(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:
         """Start `command`, its output going to `<logs>/<name>.log`."""
         self.logs.mkdir(parents=True, exist_ok=True)
-        log = (self.logs / f"{name}.log").open("wb")
-        child = subprocess.Popen(
-            command,
-            env={**os.environ, **self.env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C reaches us, and we stop children in order
-        )
+        with (self.logs / f"{name}.log").open("wb") as log:
+            child = subprocess.Popen(
+                command,
+                env={**os.environ, **self.env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches us, and we stop children in order
+            )
         self.children[name] = child
         return child
 

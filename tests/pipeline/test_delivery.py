@@ -13,6 +13,7 @@ import pytest
 
 from dispatcher import keys
 from dispatcher.client import Plan
+from dispatcher.identity import hash_email
 from tests.conftest import wait_for
 from tests.pipeline.conftest import Stack, start_stack
 from tests.pipeline.events import linkedin, many
@@ -66,8 +67,8 @@ def test_one_invalid_element_is_dead_lettered_and_the_other_4999_delivered(stack
     rows = []
     for i in range(5000):
         body = linkedin(i, "batch")
-        if i == 1234:
-            body["user"]["userIds"][0]["idValue"] = "not-a-sha256"
+        user_id = body["user"]["userIds"][0]
+        user_id["idValue"] = "not-a-sha256" if i == 1234 else hash_email(user_id["idValue"])
         rows.append((body["eventId"], json.dumps(body).encode(), body["conversionHappenedAt"]))
     stack.dispatcher.store(Plan(groups={"li-a": rows}))
     # When it is delivered

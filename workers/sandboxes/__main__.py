@@ -5,16 +5,20 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Callable, Sequence
+from importlib import import_module
 
 import tornado.web
 
-from workers.sandboxes import linkedin
+from dispatcher.settings import PLATFORMS
 from workers.sandboxes.base import serve
 
-# One line per platform: its name on the command line and the factory of its app.
-APPS: dict[str, Callable[[], tornado.web.Application]] = {
-    "linkedin": linkedin.make_app,
-}
+
+def app_factory(platform: str) -> Callable[[], tornado.web.Application]:
+    """`workers.sandboxes.<platform>.make_app`, found by convention."""
+    factory: Callable[[], tornado.web.Application] = import_module(
+        f"workers.sandboxes.{platform}"
+    ).make_app
+    return factory
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -23,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m workers.sandboxes",
         description="Serve a local imitation of an ad platform; control API under /_sandbox/.",
     )
-    parser.add_argument("platform", choices=sorted(APPS))
+    parser.add_argument("platform", choices=sorted(PLATFORMS))
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8701, help="0 picks a free port")
     parser.add_argument(
@@ -33,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    server = serve(APPS[args.platform], args.host, args.port)
+    server = serve(app_factory(args.platform), args.host, args.port)
     if args.no_record_bodies:
         server.sandbox.configure({"record_bodies": False}, as_default=True)
     print(f"{args.platform} sandbox on {server.url} (control API: {server.url}/_sandbox/)")

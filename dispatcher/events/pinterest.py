@@ -1,0 +1,351 @@
+"""Pinterest Conversions API v5 events, as `POST /v5/ad_accounts/{id}/events` takes them.
+
+Source: Pinterest's official contract v5.23.0 (shipped as
+`workers/sandboxes/pinterest-v5-conversion-events.openapi.json`) and seed 001. Every field
+of the contract is here with its type and bounds. Stricter than the contract on purpose:
+`user_data` takes no unknown field (a misspelt one would carry raw personal data out
+unhashed), the enums its descriptions list are enforced, and hashed fields must not be empty.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable
+from datetime import date, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import model_validator
+
+from dispatcher.events.base import PlatformEvent, check_event_time
+from dispatcher.identity import hash_email, hash_name, hash_phone, is_sha256, sha256_hex
+
+# The contract names no maximum age; 7 days is PinterestSettings.acceptance_window_s.
+WINDOW_MS = 7 * 86_400_000
+_MS_EPOCH_FLOOR_S = 100_000_000_000  # a "seconds" value above this is milliseconds (year 5138)
+_GENDERS = {"f": "f", "female": "f", "m": "m", "male": "m", "n": "n", "non-binary": "n"}
+_ZIP_PLUS_4 = re.compile(r"^(\d{5})-?\d{4}$")
+_NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
+
+Int = Annotated[int, Field(strict=True)]
+Bool = Annotated[bool, Field(strict=True)]
+
+
+def _kept(raw: str) -> str | None:
+    """A SHA-256 digest given by the caller, lowercased; None for raw values."""
+    value = raw.strip()
+    return value.lower() if is_sha256(value) else None
+
+
+def _phone(raw: str) -> str:
+    # Pinterest: digits only, country code included, "remove ... leading zeros" (00 44 → 44).
+    return _kept(raw) or hash_phone(re.sub(r"\D", "", raw).lstrip("0"))
+
+
+def _gender(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in _GENDERS:
+        raise ValueError("must be f, m or n (female, male, non-binary)")
+    return sha256_hex(_GENDERS[value])
+
+
+def _birth_date(raw: str) -> str:
+    digits = re.sub(r"[-/. ]", "", raw.strip())
+    try:
+        datetime.strptime(digits, "%Y%m%d")
+    except ValueError:
+        raise ValueError("must be a date as YYYYMMDD or YYYY-MM-DD") from None
+    return sha256_hex(digits)
+
+
+def _city(raw: str) -> str:
+    value = "".join(ch for ch in raw.lower() if ch.isalnum())  # "St. Louis" → "stlouis"
+    if not value:
+        raise ValueError("is empty")
+    return sha256_hex(value)
+
+
+def _two_letters(raw: str) -> str:
+    value = raw.strip().lower()
+    if not re.fullmatch(r"[a-z]{2}", value):
+        raise ValueError("must be a two-letter code")
+    return sha256_hex(value)
+
+
+def _zip(raw: str) -> str:
+    value = raw.strip().lower()
+    us = _ZIP_PLUS_4.match(value)  # a US ZIP+4 matches on its first five digits
+    value = us.group(1) if us else re.sub(r"[\s-]", "", value)
+    if not value.isalnum():
+        raise ValueError("must be a postal code of letters and digits")
+    return sha256_hex(value)
+
+
+def _opaque(lower: bool) -> Callable[[str], str]:
+    def normalise(raw: str) -> str:
+        value = raw.strip().lower() if lower else raw.strip()
+        if not value:
+            raise ValueError("is empty")
+        return sha256_hex(value)
+
+    return normalise
+
+
+def _hashed(normalise: Callable[[str], str]) -> BeforeValidator:
+    """One string or a list of them, each normalised and hashed (digests kept as given)."""
+
+    def each(value: object) -> object:
+        if value is None:
+            return None
+        items = [value] if isinstance(value, str | date) else value
+        if not isinstance(items, list | tuple) or not items:
+            raise ValueError("must be a string or a non-empty list of strings")
+        hashed = []
+        for i, item in enumerate(items):
+            if isinstance(item, date):
+                item = item.strftime("%Y%m%d")
+            if not isinstance(item, str):
+                raise ValueError(f"item {i} must be a string")
+            try:
+                hashed.append(_kept(item) or normalise(item))
+            except ValueError as exc:
+                raise ValueError(f"item {i} {exc}") from None
+        return hashed
+
+    return BeforeValidator(each)
+
+
+Hashes = list[str] | None
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, str_strip_whitespace=True)
+
+
+class EventName(StrEnum):
+    """The event names the contract lists (`event_name`)."""
+
+    ADD_PAYMENT_INFO = "add_payment_info"
+    ADD_TO_CART = "add_to_cart"
+    ADD_TO_WISHLIST = "add_to_wishlist"
+    APP_INSTALL = "app_install"
+    CHECKOUT = "checkout"
+    CUSTOM = "custom"
+    INITIATE_CHECKOUT = "initiate_checkout"
+    LEAD = "lead"
+    PAGE_VISIT = "page_visit"
+    SEARCH = "search"
+    SIGNUP = "signup"
+    SUBSCRIBE = "subscribe"
+    VIEW_CATEGORY = "view_category"
+    VIEW_CONTENT = "view_content"
+    WATCH_VIDEO = "watch_video"
+
+
+class ActionSource(StrEnum):
+    """Where the conversion happened (`action_source`)."""
+
+    APP_ANDROID = "app_android"
+    APP_IOS = "app_ios"
+    WEB = "web"
+    OFFLINE = "offline"
+
+
+class UserData(_Part):
+    """Who converted: `em`, `hashed_maids`, or both `client_ip_address` and `client_user_agent`.
+
+    Raw values are normalised as Pinterest specifies and SHA-256 hashed here; each field takes
+    one string or a list, and 64-hex digests pass through unchanged.
+    """
+
+    em: Annotated[Hashes, _hashed(hash_email)] = None
+    ph: Annotated[Hashes, _hashed(_phone)] = None
+    ge: Annotated[Hashes, _hashed(_gender)] = None
+    db: Annotated[Hashes, _hashed(_birth_date)] = None
+    fn: Annotated[Hashes, _hashed(hash_name)] = None
+    ln: Annotated[Hashes, _hashed(hash_name)] = None
+    ct: Annotated[Hashes, _hashed(_city)] = None
+    st: Annotated[Hashes, _hashed(_two_letters)] = None
+    zp: Annotated[Hashes, _hashed(_zip)] = None
+    country: Annotated[Hashes, _hashed(_two_letters)] = None
+    external_id: Annotated[Hashes, _hashed(_opaque(lower=False))] = None  # the advertiser's id
+    hashed_maids: Annotated[Hashes, _hashed(_opaque(lower=True))] = None  # IDFA upper, GAID lower
+    client_ip_address: str | None = None
+    client_user_agent: str | None = Field(default=None, min_length=1)
+    click_id: str | None = None
+    partner_id: str | None = None
+
+    @field_validator("client_ip_address")
+    @classmethod
+    def _ip(cls, value: str | None) -> str | None:
+        return None if value is None else str(ipaddress.ip_address(value))
+
+    @model_validator(mode="after")
+    def _identifiable(self) -> UserData:
+        if not (self.em or self.hashed_maids or (self.client_ip_address and self.client_user_agent)):
+            raise ValueError("needs em, hashed_maids, or both client_ip_address and client_user_agent")
+        return self
+
+
+def _number_str(value: object) -> object:
+    """Pinterest takes amounts as strings it parses into doubles."""
+    if isinstance(value, Decimal | int | float) and not isinstance(value, bool):
+        value = str(value)
+    if isinstance(value, str) and not _NUMBER.match(value.strip()):
+        raise ValueError("must be a decimal number such as 72.39")
+    return value
+
+
+Amount = Annotated[str, BeforeValidator(_number_str)]
+
+
+class Content(_Part):
+    """One product of `custom_data.contents`."""
+
+    id: str | None = None
+    item_brand: str | None = None
+    item_category: str | None = None
+    item_name: str | None = None
+    item_price: Amount | None = None
+    quantity: Int | None = None
+
+
+class CustomData(_Part):
+    """Order details: value, currency, products."""
+
+    content_brand: str | None = None
+    content_category: str | None = None
+    content_ids: list[str] | None = None
+    content_name: str | None = None
+    contents: list[Content] | None = None
+    currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")  # ISO 4217
+    external_measurement_id: str | None = None
+    external_measurement_vendor_id: Int | None = None
+    np: str | None = None
+    num_items: Int | None = None
+    opt_out_type: str | None = None
+    order_id: str | None = None
+    predicted_ltv: Amount | None = None
+    search_string: str | None = None
+    value: Amount | None = None
+
+
+def _text(max_length: int) -> object:
+    return Field(default=None, max_length=max_length)
+
+
+def _count(maximum: int) -> object:
+    return Field(default=None, ge=0, le=maximum, strict=True)
+
+
+class AppInfo(_Part):
+    """The app the event happened in (`app_info`)."""
+
+    app_id: str | None = _text(200)
+    app_name: str | None = _text(200)
+    app_package_name: str | None = _text(200)
+    app_store: str | None = _text(100)
+    app_version: str | None = _text(100)
+    install_time: int | None = _count(2**63 - 1)
+    user_agent: str | None = _text(16384)
+    window_height: int | None = _count(30720)
+    window_width: int | None = _count(30720)
+
+
+class DeviceInfo(_Part):
+    """The device the event happened on (`device_info`)."""
+
+    battery_level: int | None = _count(100)
+    brand: str | None = _text(100)
+    carrier: str | None = _text(100)
+    cpu_cores: int | None = _count(1152)
+    external_storage_free_space: int | None = _count(1048576)
+    external_storage_size: int | None = _count(1048576)
+    form_factor: (
+        Literal["desktop", "laptop", "cellphone", "tablet", "smartwatch", "tv", "vr", "console"]
+        | Literal["other"]
+        | None
+    ) = None
+    kernel_version: str | None = _text(100)
+    languages: list[str] | None = Field(default=None, max_length=100)
+    locale: str | None = _text(35)
+    model: str | None = _text(100)
+    network_type: (
+        Literal["wifi", "cellular_2g", "cellular_3g", "cellular_4g", "cellular_5g"]
+        | Literal["cellular_6g", "ethernet", "unknown"]
+        | None
+    ) = None
+    os_family: Literal["ios", "android", "macos", "windows", "linux", "bsd", "other"] | None = None
+    os_name: str | None = _text(100)
+    os_release_name: str | None = _text(100)
+    os_version: str | None = _text(100)
+    screen_density: int | None = _count(100000)
+    screen_height: int | None = _count(30720)
+    screen_width: int | None = _count(30720)
+    storage_free_space: int | None = _count(1048576)
+    storage_size: int | None = _count(1048576)
+    timezone: str | None = _text(40)
+    timezone_abbr: str | None = _text(5)
+    type: str | None = _text(100)
+
+
+class PinterestConversionEvent(PlatformEvent):
+    """One conversion for a Pinterest ad account.
+
+    `event_time` takes Unix seconds or an aware `datetime` and must lie within the past
+    7 days (not in the future). Without an `event_id` one is derived from the content.
+    """
+
+    platform: ClassVar[str] = "pinterest"
+    event_id_field: ClassVar[str] = "event_id"
+
+    event_name: EventName
+    action_source: ActionSource
+    event_time: Int
+    event_id: str | None = Field(default=None, min_length=1)
+    user_data: UserData
+    custom_data: CustomData | None = None
+    event_source_url: str | None = None
+    opt_out: Bool | None = None
+    partner_name: str | None = None
+    app_id: str | None = None
+    app_name: str | None = None
+    app_version: str | None = None
+    app_info: AppInfo | None = None
+    device_brand: str | None = None
+    device_carrier: str | None = None
+    device_model: str | None = None
+    device_type: str | None = None
+    device_info: DeviceInfo | None = None
+    os_version: str | None = None
+    wifi: Bool | None = None
+    language: str | None = None
+
+    @field_validator("event_time", mode="before")
+    @classmethod
+    def _datetime_to_s(cls, value: object) -> object:
+        if isinstance(value, datetime):
+            if value.tzinfo is None:
+                raise ValueError("datetime must be timezone-aware")
+            return int(value.timestamp())
+        return value
+
+    @field_validator("event_time")
+    @classmethod
+    def _in_window(cls, value: int) -> int:
+        if value > _MS_EPOCH_FLOOR_S:
+            raise ValueError("looks like milliseconds: Pinterest takes Unix seconds")
+        check_event_time(value * 1000, WINDOW_MS)
+        return value
+
+    def happened_at_ms(self) -> int:
+        return self.event_time * 1000
+
+    def given_event_id(self) -> str | None:
+        return self.event_id
+
+
+EVENT = PinterestConversionEvent

@@ -1,0 +1,145 @@
+"""vNative (now Trackier) conversion import, one element of `POST /advertiser/conversion-import`.
+
+Source: seed 000 and PLATFORMS.md. An element is `click_id` (required), optional `sub1` to
+`sub10` and optional `custom_dimensions`; `send_postback` belongs to the whole call and is
+set per destination (`Destination.send_postback`), not per event.
+
+Personal data never reaches Redis raw: the values of custom dimensions named in
+`PERSONAL_DIMENSIONS` are normalised and SHA-256 hashed here (digests pass through).
+
+vNative takes no event time and no deduplication id. The optional `conversion_time`
+is ours: it is never sent, it only bounds how long the event may be retried (the
+platform's `acceptance_window_s`). Without it the time of validation is used.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Any, ClassVar
+
+from pydantic import Field, PlainValidator, PrivateAttr, ValidationError, field_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from dispatcher.events.base import FUTURE_SKEW_MS, PlatformEvent, now_ms
+from dispatcher.identity import hash_email, hash_name, hash_phone
+
+# Dimension names (compared after `dimension_key`) whose values are personal data, and how
+# each is normalised before hashing. The seed's sample sends first_name and last_name.
+PERSONAL_DIMENSIONS: dict[str, Callable[[str], str]] = {
+    "email": hash_email,
+    "email_address": hash_email,
+    "phone": hash_phone,
+    "phone_number": hash_phone,
+    "mobile": hash_phone,
+    "first_name": hash_name,
+    "last_name": hash_name,
+    "name": hash_name,
+    "full_name": hash_name,
+}
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_SEPARATORS = re.compile(r"[\s\-.]+")
+
+
+def dimension_key(name: str) -> str:
+    """A dimension name in the form `PERSONAL_DIMENSIONS` uses: firstName, First-Name and
+    "first name" all become first_name, so no spelling lets personal data through."""
+    return _SEPARATORS.sub("_", _CAMEL.sub("_", name.strip())).lower()
+
+
+def _dimension_value(value: object) -> str | int | float:
+    # bool is an int to Python, but not a string or number to vNative.
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+    raise ValueError("must be a string or a number")
+
+
+DimensionValue = Annotated[str | int | float, PlainValidator(_dimension_value)]
+
+
+def _epoch_ms(value: object) -> object:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("datetime must be timezone-aware")
+        return int(value.timestamp() * 1000)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return int(value * 1000)
+    raise ValueError("must be a timezone-aware datetime or epoch seconds")
+
+
+class VNativeConversion(PlatformEvent):
+    """One conversion to import, keyed by the click vNative recorded.
+
+    `conversion_time` (a timezone-aware `datetime` or epoch seconds) is optional and is not
+    sent; it may not lie in the future.
+    """
+
+    platform: ClassVar[str] = "vnative"
+    event_id_field: ClassVar[str | None] = None
+
+    click_id: str = Field(min_length=1)
+    # The seed's sample shows sub1; Trackier documents sub1 to sub10.
+    sub1: str | None = None
+    sub2: str | None = None
+    sub3: str | None = None
+    sub4: str | None = None
+    sub5: str | None = None
+    sub6: str | None = None
+    sub7: str | None = None
+    sub8: str | None = None
+    sub9: str | None = None
+    sub10: str | None = None
+    custom_dimensions: dict[str, DimensionValue] | None = None
+    conversion_time: int | None = Field(default=None, exclude=True)  # epoch ms, never sent
+    _validated_at_ms: int = PrivateAttr(default_factory=now_ms)
+
+    @field_validator("conversion_time", mode="before")
+    @classmethod
+    def _to_ms(cls, value: object) -> object:
+        return None if value is None else _epoch_ms(value)
+
+    @field_validator("conversion_time")
+    @classmethod
+    def _not_future(cls, value: int | None) -> int | None:
+        if value is not None and value > now_ms() + FUTURE_SKEW_MS:
+            raise ValueError("is in the future (epoch seconds are expected, not milliseconds)")
+        return value
+
+    @field_validator("custom_dimensions")
+    @classmethod
+    def _hash_personal(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        hashed: dict[str, Any] = {}
+        errors: list[InitErrorDetails] = []
+        for name, raw in value.items():
+            hasher = PERSONAL_DIMENSIONS.get(dimension_key(name))
+            try:
+                if not name.strip():
+                    raise ValueError("a dimension name must not be empty")
+                if hasher is None:
+                    hashed[name] = raw
+                elif isinstance(raw, str) or (hasher is hash_phone and isinstance(raw, int)):
+                    hashed[name] = hasher(str(raw))
+                else:
+                    raise ValueError("is personal data and must be a string")
+            except ValueError as exc:
+                error = PydanticCustomError("value_error", "{reason}", {"reason": str(exc)})
+                errors.append(InitErrorDetails(type=error, loc=(name,), input=raw))
+        if errors:
+            # Raised as a ValidationError so each error is located at its dimension.
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        return hashed
+
+    def happened_at_ms(self) -> int:
+        return self.conversion_time if self.conversion_time is not None else self._validated_at_ms
+
+    def given_event_id(self) -> str | None:
+        return None
+
+
+EVENT = VNativeConversion

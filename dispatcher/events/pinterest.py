@@ -15,13 +15,12 @@ from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
-from pydantic import model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from dispatcher.events.base import PlatformEvent, check_event_time
-from dispatcher.identity import hash_email, hash_name, hash_phone, is_sha256, sha256_hex
+from dispatcher.identity import hash_email, hash_name, is_sha256, sha256_hex
 
 # The contract names no maximum age; 7 days is PinterestSettings.acceptance_window_s.
 WINDOW_MS = 7 * 86_400_000
@@ -40,58 +39,51 @@ def _kept(raw: str) -> str | None:
     return value.lower() if is_sha256(value) else None
 
 
-def _phone(raw: str) -> str:
-    # Pinterest: digits only, country code included, "remove ... leading zeros" (00 44 → 44).
-    return _kept(raw) or hash_phone(re.sub(r"\D", "", raw).lstrip("0"))
+def _rule(
+    normal: Callable[[str], str], ok: Callable[[str], object], why: str
+) -> Callable[[str], str]:
+    """Normalise a raw value, refuse it with `why` unless `ok`, and hash it."""
 
-
-def _gender(raw: str) -> str:
-    value = raw.strip().lower()
-    if value not in _GENDERS:
-        raise ValueError("must be f, m or n (female, male, non-binary)")
-    return sha256_hex(_GENDERS[value])
-
-
-def _birth_date(raw: str) -> str:
-    digits = re.sub(r"[-/. ]", "", raw.strip())
-    try:
-        datetime.strptime(digits, "%Y%m%d")
-    except ValueError:
-        raise ValueError("must be a date as YYYYMMDD or YYYY-MM-DD") from None
-    return sha256_hex(digits)
-
-
-def _city(raw: str) -> str:
-    value = "".join(ch for ch in raw.lower() if ch.isalnum())  # "St. Louis" → "stlouis"
-    if not value:
-        raise ValueError("is empty")
-    return sha256_hex(value)
-
-
-def _two_letters(raw: str) -> str:
-    value = raw.strip().lower()
-    if not re.fullmatch(r"[a-z]{2}", value):
-        raise ValueError("must be a two-letter code")
-    return sha256_hex(value)
-
-
-def _zip(raw: str) -> str:
-    value = raw.strip().lower()
-    us = _ZIP_PLUS_4.match(value)  # a US ZIP+4 matches on its first five digits
-    value = us.group(1) if us else re.sub(r"[\s-]", "", value)
-    if not value.isalnum():
-        raise ValueError("must be a postal code of letters and digits")
-    return sha256_hex(value)
-
-
-def _opaque(lower: bool) -> Callable[[str], str]:
-    def normalise(raw: str) -> str:
-        value = raw.strip().lower() if lower else raw.strip()
-        if not value:
-            raise ValueError("is empty")
+    def run(raw: str) -> str:
+        value = normal(raw)
+        if not ok(value):
+            raise ValueError(why)
         return sha256_hex(value)
 
-    return normalise
+    return run
+
+
+def _date_digits(raw: str) -> str:
+    digits = re.sub(r"[-/. ]", "", raw.strip())
+    try:
+        return date.fromisoformat(digits).strftime("%Y%m%d") if len(digits) == 8 else ""
+    except ValueError:  # not a real date, or ISO forms other than YYYYMMDD
+        return ""
+
+
+def _zip_code(raw: str) -> str:
+    value = raw.strip().lower()
+    us = _ZIP_PLUS_4.match(value)  # a US ZIP+4 matches on its first five digits
+    return us.group(1) if us else re.sub(r"[\s-]", "", value)
+
+
+def _lower(raw: str) -> str:
+    return raw.strip().lower()
+
+
+# Pinterest's phone rule: digits only, with country code, "remove ... leading zeros".
+_phone = _rule(
+    lambda v: re.sub(r"\D", "", v).lstrip("0"),
+    lambda v: 7 <= len(v) <= 15,  # E.164 numbers have at most 15 digits
+    "is not a phone number with country code",
+)
+_gender = _rule(lambda v: _GENDERS.get(_lower(v), ""), bool, "must be f, m or n")
+_birth_date = _rule(_date_digits, bool, "must be a date as YYYYMMDD or YYYY-MM-DD")
+_city = _rule(lambda v: "".join(c for c in v.lower() if c.isalnum()), bool, "is empty")
+_two_letters = _rule(_lower, re.compile(r"[a-z]{2}").fullmatch, "must be a two-letter code")
+_postal = _rule(_zip_code, lambda v: v.isalnum(), "must be a postal code of letters and digits")
+_external = _rule(str.strip, bool, "is empty")  # the advertiser's own id: case kept
+_maid = _rule(_lower, bool, "is empty")  # IDFAs come uppercase, GAIDs lowercase
 
 
 def _hashed(normalise: Callable[[str], str]) -> BeforeValidator:
@@ -169,10 +161,10 @@ class UserData(_Part):
     ln: Annotated[Hashes, _hashed(hash_name)] = None
     ct: Annotated[Hashes, _hashed(_city)] = None
     st: Annotated[Hashes, _hashed(_two_letters)] = None
-    zp: Annotated[Hashes, _hashed(_zip)] = None
+    zp: Annotated[Hashes, _hashed(_postal)] = None
     country: Annotated[Hashes, _hashed(_two_letters)] = None
-    external_id: Annotated[Hashes, _hashed(_opaque(lower=False))] = None  # the advertiser's id
-    hashed_maids: Annotated[Hashes, _hashed(_opaque(lower=True))] = None  # IDFA upper, GAID lower
+    external_id: Annotated[Hashes, _hashed(_external)] = None
+    hashed_maids: Annotated[Hashes, _hashed(_maid)] = None
     client_ip_address: str | None = None
     client_user_agent: str | None = Field(default=None, min_length=1)
     click_id: str | None = None
@@ -181,12 +173,18 @@ class UserData(_Part):
     @field_validator("client_ip_address")
     @classmethod
     def _ip(cls, value: str | None) -> str | None:
-        return None if value is None else str(ipaddress.ip_address(value))
+        try:
+            return None if value is None else str(ipaddress.ip_address(value))
+        except ValueError:  # its message would repeat the address
+            raise ValueError("is not an IPv4 or IPv6 address") from None
 
     @model_validator(mode="after")
     def _identifiable(self) -> UserData:
-        if not (self.em or self.hashed_maids or (self.client_ip_address and self.client_user_agent)):
-            raise ValueError("needs em, hashed_maids, or both client_ip_address and client_user_agent")
+        pair = self.client_ip_address and self.client_user_agent
+        if not (self.em or self.hashed_maids or pair):
+            raise ValueError(
+                "needs em, hashed_maids, or both client_ip_address and client_user_agent"
+            )
         return self
 
 
@@ -233,12 +231,17 @@ class CustomData(_Part):
     value: Amount | None = None
 
 
-def _text(max_length: int) -> object:
+def _text(max_length: int) -> Any:
     return Field(default=None, max_length=max_length)
 
 
-def _count(maximum: int) -> object:
+def _count(maximum: int | None = None) -> Any:
     return Field(default=None, ge=0, le=maximum, strict=True)
+
+
+FormFactor = Literal["desktop", "laptop", "cellphone", "tablet", "smartwatch", "tv", "vr"]
+NetworkType = Literal["wifi", "cellular_2g", "cellular_3g", "cellular_4g", "cellular_5g"]
+OsFamily = Literal["ios", "android", "macos", "windows", "linux", "bsd", "other"]
 
 
 class AppInfo(_Part):
@@ -249,7 +252,7 @@ class AppInfo(_Part):
     app_package_name: str | None = _text(200)
     app_store: str | None = _text(100)
     app_version: str | None = _text(100)
-    install_time: int | None = _count(2**63 - 1)
+    install_time: int | None = _count()
     user_agent: str | None = _text(16384)
     window_height: int | None = _count(30720)
     window_width: int | None = _count(30720)
@@ -264,21 +267,13 @@ class DeviceInfo(_Part):
     cpu_cores: int | None = _count(1152)
     external_storage_free_space: int | None = _count(1048576)
     external_storage_size: int | None = _count(1048576)
-    form_factor: (
-        Literal["desktop", "laptop", "cellphone", "tablet", "smartwatch", "tv", "vr", "console"]
-        | Literal["other"]
-        | None
-    ) = None
+    form_factor: FormFactor | Literal["console", "other"] | None = None
     kernel_version: str | None = _text(100)
     languages: list[str] | None = Field(default=None, max_length=100)
     locale: str | None = _text(35)
     model: str | None = _text(100)
-    network_type: (
-        Literal["wifi", "cellular_2g", "cellular_3g", "cellular_4g", "cellular_5g"]
-        | Literal["cellular_6g", "ethernet", "unknown"]
-        | None
-    ) = None
-    os_family: Literal["ios", "android", "macos", "windows", "linux", "bsd", "other"] | None = None
+    network_type: NetworkType | Literal["cellular_6g", "ethernet", "unknown"] | None = None
+    os_family: OsFamily | None = None
     os_name: str | None = _text(100)
     os_release_name: str | None = _text(100)
     os_version: str | None = _text(100)

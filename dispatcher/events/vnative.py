@@ -31,6 +31,7 @@ from dispatcher.identity import hash_email, hash_name, hash_phone
 PERSONAL_DIMENSIONS: dict[str, Callable[[str], str]] = {
     "email": hash_email,
     "email_address": hash_email,
+    "e_mail": hash_email,
     "phone": hash_phone,
     "phone_number": hash_phone,
     "mobile": hash_phone,

@@ -39,8 +39,9 @@ class Sandbox:
         response.raise_for_status()
         return response.json()
 
-    def event_ids(self) -> list[str]:
-        return [e["eventId"] for e in self.get("events?fields=eventId")]
+    def event_ids(self, field: str = "eventId") -> list[str]:
+        """Ids of the accepted events, by the platform's id field."""
+        return [e[field] for e in self.get(f"events?fields={field}")]
 
     def calls(self) -> list[dict[str, Any]]:
         return list(self.get("calls"))
@@ -100,7 +101,7 @@ def start_stack(
         procs.start("beat", beat_command(tmp_path / "beat-schedule"))
         for i in range(workers):
             procs.start(
-                f"worker{i}", worker_command(["linkedin"], concurrency=1, name=f"worker{i}")
+                f"worker{i}", worker_command([platform], concurrency=1, name=f"worker{i}")
             )
         for i in range(workers):
             procs.wait_for_log(f"worker{i}", " ready.")

@@ -24,7 +24,7 @@ def respond(
 
 
 def test_request_is_a_batch_create_with_the_seed_headers() -> None:
-    request = ADAPTER.build_request(DEST, TABLE, [b'{"a":1}', b'{"b":2}'])
+    request = ADAPTER.build_request(DEST, TABLE, [b'{"a":1}', b'{"b":2}'], "batch1")
     assert request.method == "POST"
     assert str(request.url) == "https://li.example/rest/conversionEvents"
     assert request.headers["Authorization"] == "Bearer secret-token"

@@ -1,0 +1,244 @@
+"""The vNative event model, alone and through the producer against a real Redis."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import pytest
+import redis
+from pydantic import ValidationError
+
+from dispatcher import Destination, Dispatcher, InvalidEventError, Settings, keys
+from dispatcher.events import model_for
+from dispatcher.events.vnative import EVENT, VNativeConversion, dimension_key
+
+EMAIL_SHA256 = hashlib.sha256(b"ada@example.com").hexdigest()
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def conversion(**changes: Any) -> dict[str, Any]:
+    """The seed's sample conversion."""
+    body: dict[str, Any] = {
+        "click_id": "5aae975a9b155cccddccefbe",
+        "sub1": "vNative Test Import Using API",
+        "custom_dimensions": {"first_name": "Testing", "last_name": "Last Name"},
+    }
+    return body | changes
+
+
+def errors(body: dict[str, Any]) -> dict[str, str]:
+    """Field path -> message of every validation error."""
+    with pytest.raises(ValidationError) as caught:
+        VNativeConversion.model_validate(body)
+    return {".".join(map(str, e["loc"])): e["msg"] for e in caught.value.errors()}
+
+
+@pytest.fixture
+def producer(redis_url: str, redis_client: redis.Redis) -> Iterator[Dispatcher]:
+    settings = Settings(
+        redis_url=redis_url,
+        destinations={"vn-main": Destination(platform="vnative", token="vn-key")},
+    )
+    d = Dispatcher(settings)
+    yield d
+    d.close()
+
+
+def test_the_module_exposes_the_model_by_convention() -> None:
+    assert model_for("vnative") is EVENT is VNativeConversion
+    assert EVENT.platform == "vnative"
+    assert EVENT.event_id_field is None
+
+
+def test_the_seeds_conversion_becomes_its_json_element_with_names_hashed() -> None:
+    # Given the seed's sample conversion, whose custom dimensions carry names
+    event = VNativeConversion.model_validate(conversion())
+    # When it is turned into the stored payload
+    event_id, payload = event.to_payload()
+    # Then it is the seed's element with the names normalised and hashed, and no id field
+    assert json.loads(payload) == {
+        "click_id": "5aae975a9b155cccddccefbe",
+        "sub1": "vNative Test Import Using API",
+        "custom_dimensions": {"first_name": sha("testing"), "last_name": sha("last name")},
+    }
+    # And its event id is derived from its content, so the same conversion gets the same id
+    assert event_id == VNativeConversion.model_validate(conversion()).to_payload()[0]
+    assert len(event_id) == 32
+
+
+def test_sub1_to_sub10_are_taken_and_sub11_is_not() -> None:
+    subs = {f"sub{i}": f"s{i}" for i in range(1, 11)}
+    payload = json.loads(VNativeConversion.model_validate({"click_id": "c"} | subs).to_payload()[1])
+    assert payload == {"click_id": "c"} | subs
+    assert errors({"click_id": "c", "sub11": "x"}) == {"sub11": "Extra inputs are not permitted"}
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({}, "Field required"),
+        ({"click_id": ""}, "at least 1 character"),
+        ({"click_id": "   "}, "at least 1 character"),
+        ({"click_id": 123}, "valid string"),
+        ({"click_id": None}, "valid string"),
+    ],
+)
+def test_click_id_is_a_required_non_empty_string(body: dict[str, Any], message: str) -> None:
+    found = errors(body)
+    assert list(found) == ["click_id"]
+    assert message in found["click_id"]
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "hashed"),
+    [
+        ("email", "  Ada@Example.COM ", EMAIL_SHA256),
+        ("Email", "ada@example.com", EMAIL_SHA256),
+        ("E-Mail", "ada@example.com", EMAIL_SHA256),
+        ("email_address", "ada@example.com", EMAIL_SHA256),
+        ("phone", "+49 151 1234-5678", sha("4915112345678")),
+        ("phoneNumber", "+49 151 12345678", sha("4915112345678")),
+        ("mobile", 4915112345678, sha("4915112345678")),
+        ("firstName", " Ada ", sha("ada")),
+        ("Last Name", "Lovelace", sha("lovelace")),
+        ("name", "Ada Lovelace", sha("ada lovelace")),
+        ("full_name", "Ada Lovelace", sha("ada lovelace")),
+        ("email", EMAIL_SHA256.upper(), EMAIL_SHA256),
+    ],
+)
+def test_personal_custom_dimensions_are_normalised_and_hashed(
+    name: str, raw: object, hashed: str
+) -> None:
+    event = VNativeConversion.model_validate({"click_id": "c", "custom_dimensions": {name: raw}})
+    # The caller's dimension name is kept: it is the advertiser's dimension in vNative.
+    assert event.custom_dimensions == {name: hashed}
+
+
+def test_other_custom_dimensions_keep_strings_and_numbers_as_given() -> None:
+    dimensions = {"plan": "gold", "items": 3, "basket": 49.9, "coupon": ""}
+    event = VNativeConversion.model_validate({"click_id": "c", "custom_dimensions": dimensions})
+    assert event.custom_dimensions == dimensions
+
+
+def test_dimension_names_are_compared_in_one_spelling() -> None:
+    assert {dimension_key(n) for n in ("firstName", "First-Name", " first name ")} == {"first_name"}
+
+
+def test_bad_custom_dimensions_are_named_one_by_one() -> None:
+    # Given dimensions that are not strings or numbers
+    found = errors(
+        conversion(custom_dimensions={"ok": 1, "flag": True, "nested": {"a": 1}, "none": None})
+    )
+    # Then each bad one is named by its path
+    assert found == {
+        "custom_dimensions.flag": "Value error, must be a string or a number",
+        "custom_dimensions.nested": "Value error, must be a string or a number",
+        "custom_dimensions.none": "Value error, must be a string or a number",
+    }
+    assert (
+        "must be a finite number"
+        in errors(conversion(custom_dimensions={"x": float("inf")}))["custom_dimensions.x"]
+    )
+    assert list(errors(conversion(custom_dimensions=["a"]))) == ["custom_dimensions"]
+
+
+def test_bad_personal_data_is_named_by_its_dimension() -> None:
+    found = errors(
+        conversion(custom_dimensions={"email": "not-an-email", "phone": "12", "name": 5, "": "x"})
+    )
+    assert found == {
+        "custom_dimensions.email": "is not an email address or a SHA-256 hex digest",
+        "custom_dimensions.phone": "is not a phone number with country code or a SHA-256 hex "
+        "digest",
+        "custom_dimensions.name": "is personal data and must be a string",
+        "custom_dimensions.": "a dimension name must not be empty",
+    }
+
+
+def test_conversion_time_bounds_the_retry_budget_and_is_never_sent() -> None:
+    # Given a conversion an hour old, as an aware datetime and as epoch seconds
+    at = datetime.now(UTC) - timedelta(hours=1)
+    as_datetime = VNativeConversion.model_validate(conversion(conversion_time=at))
+    as_seconds = VNativeConversion.model_validate(conversion(conversion_time=at.timestamp()))
+    # Then both report that time in ms, and neither payload carries it
+    assert as_datetime.happened_at_ms() == int(at.timestamp() * 1000)
+    assert abs(as_seconds.happened_at_ms() - int(at.timestamp() * 1000)) <= 1
+    assert as_datetime.to_payload() == VNativeConversion.model_validate(conversion()).to_payload()
+    assert b"conversion_time" not in as_seconds.to_payload()[1]
+
+
+def test_without_conversion_time_the_time_of_validation_is_used() -> None:
+    before_ms = int(time.time() * 1000)
+    event = VNativeConversion.model_validate(conversion())
+    after_ms = int(time.time() * 1000)
+    assert before_ms <= event.happened_at_ms() <= after_ms
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (datetime(2024, 1, 1), "timezone-aware"),
+        (time.time() * 1000, "in the future (epoch seconds are expected, not milliseconds)"),
+        ("2024-01-01T00:00:00Z", "timezone-aware datetime or epoch seconds"),
+        (True, "timezone-aware datetime or epoch seconds"),
+    ],
+)
+def test_bad_conversion_times_are_refused(value: object, message: str) -> None:
+    assert message in errors(conversion(conversion_time=value))["conversion_time"]
+
+
+def test_enqueue_stores_only_hashes_and_the_conversion_time(
+    producer: Dispatcher, redis_client: redis.Redis
+) -> None:
+    # Given a conversion with an email dimension and a conversion time
+    at_s = int(time.time()) - 600
+    body = {"click_id": "c1", "custom_dimensions": {"email": "Ada@Example.com"}}
+    # When it is enqueued
+    receipt = producer.enqueue(body | {"conversion_time": at_s}, "vn-main")
+    # Then Redis holds the hashed email, never the raw one, and the time beside the payload
+    [(_, fields)] = cast(list[Any], redis_client.xrange(keys.stream("vn-main")))
+    assert json.loads(fields[b"p"]) == {
+        "click_id": "c1",
+        "custom_dimensions": {"email": EMAIL_SHA256},
+    }
+    assert b"Ada@Example" not in b"".join(fields.values())
+    assert int(fields[b"t"]) == at_s * 1000
+    assert fields[b"e"].decode() == receipt.event_id
+
+
+def test_invalid_input_is_refused_naming_each_field_and_nothing_is_written(
+    producer: Dispatcher, redis_client: redis.Redis
+) -> None:
+    # Given one good conversion and two bad ones
+    batch = [
+        conversion(),
+        conversion(click_id=""),
+        conversion(custom_dimensions={"email": "nope"}, sub12="x"),
+    ]
+    # When they are enqueued together
+    with pytest.raises(InvalidEventError) as caught:
+        producer.enqueue_many(batch, "vn-main")
+    # Then every bad field is named with its event's index, and nothing was stored
+    assert sorted((e.index, e.field) for e in caught.value.errors) == [
+        (1, "click_id"),
+        (2, "custom_dimensions.email"),
+        (2, "sub12"),
+    ]
+    assert redis_client.xlen(keys.stream("vn-main")) == 0
+
+
+def test_skip_stores_the_valid_ones_and_returns_the_invalid(
+    producer: Dispatcher, redis_client: redis.Redis
+) -> None:
+    result = producer.enqueue_many([conversion(), {"click_id": ""}], "vn-main", on_invalid="skip")
+    assert len(result.receipts) == 1
+    assert [(e.index, e.field) for e in result.rejected] == [(1, "click_id")]
+    assert redis_client.xlen(keys.stream("vn-main")) == 1

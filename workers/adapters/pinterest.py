@@ -1,0 +1,134 @@
+"""Pinterest Conversions API v5: `POST /v5/ad_accounts/{ad_account_id}/events`.
+
+Docs: seed 001 and Pinterest's contract v5.23.0
+(https://developers.pinterest.com/docs/api/v5/events-create).
+Batch size: up to 1000 events. Rate-limit scope: the ad account (5,000 calls/min).
+Results are per event, in request order, from a 200 (`events`) or a 422 (`details.events`).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+from dispatcher.settings import Destination, PlatformSettings
+from workers.adapters.base import EventResult, Outcome, Verdict, common_outcome, excerpt
+from workers.limiter import Limit
+
+MAX_WARNING_INDICES = 10  # a warning names at most this many events (a batch holds 1000)
+
+
+class PinterestAdapter:
+    """Builds Send conversions calls and reads Pinterest's per-event answers."""
+
+    platform = "pinterest"
+
+    def limits(self, destination: Destination, table: PlatformSettings) -> list[Limit]:
+        # Pinterest limits calls per ad account, whichever token makes them (seed 001).
+        account = f"account:{destination.ad_account_id}"
+        return [Limit(self.platform, account, table.rate_per_min, table.burst)]
+
+    def build_request(
+        self,
+        destination: Destination,
+        table: PlatformSettings,
+        payloads: list[bytes],
+        batch_id: str,
+    ) -> httpx.Request:
+        assert destination.ad_account_id is not None  # Destination requires it for pinterest
+        url = f"{table.base_url.rstrip('/')}/v5/ad_accounts/{destination.ad_account_id}/events"
+        return httpx.Request(
+            "POST",
+            url,
+            params={"test": "true"} if destination.test else None,
+            headers={
+                "Authorization": f"Bearer {destination.secret()}",
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+            },
+            # The stored payloads already are the events' JSON: joined, never re-parsed.
+            content=b'{"data":[' + b",".join(payloads) + b"]}",
+        )
+
+    def parse_response(self, response: httpx.Response, n: int) -> Outcome:
+        status, body = response.status_code, _json(response)
+        if status == 200:
+            return _per_event(body.get("events"), n, response)
+        if status == 422:
+            details = body.get("details")
+            events = details.get("events") if isinstance(details, dict) else None
+            return _per_event(events, n, response)
+        message = _message(body, response)
+        kw: dict[str, Any] = {"status": status, "excerpt": excerpt(response)}
+        if status in (401, 403):
+            return Outcome.every(n, Verdict.AUTH, f"{message} ({status})", **kw)
+        shared = common_outcome(response, n)
+        if shared is not None:  # 429 (throttled, Retry-After honoured), 503 (code 4197), 5xx
+            if n:
+                first = shared.results[0]
+                shared.results = [
+                    EventResult(first.verdict, f"{first.reason}: {message}"[:1000])
+                ] * n
+            return shared
+        # 400 (code 4196) and anything else: the request as sent will never be taken.
+        return Outcome.every(n, Verdict.REJECTED, f"{status}: {message}"[:1000], **kw)
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _message(body: dict[str, Any], response: httpx.Response) -> str:
+    """Pinterest's `message` (with its `code`), else the start of the body."""
+    message, code = body.get("message"), body.get("code")
+    if not isinstance(message, str):
+        return response.text[:200]
+    return f"code {code}: {message}" if code is not None else message
+
+
+def _per_event(events: object, n: int, response: httpx.Response) -> Outcome:
+    """Verdicts from Pinterest's `events` array (request order), with its warnings."""
+    status, text = response.status_code, excerpt(response)
+    if not isinstance(events, list) or len(events) != n:
+        if status == 200:  # taken as a whole; Pinterest just did not itemise it
+            return Outcome.every(n, Verdict.DELIVERED, status=200)
+        # Not all were processed and nothing says which: refuse them all, for an operator
+        # to replay (event_id deduplicates the ones that did get through).
+        reason = f"422 without per-event results: {_message(_json(response), response)}"
+        return Outcome.every(n, Verdict.REJECTED, reason[:1000], status=status, excerpt=text)
+    results: list[EventResult] = []
+    warned: dict[str, list[int]] = {}
+    for index, event in enumerate(events):
+        item = event if isinstance(event, dict) else {}
+        warning = item.get("warning_message")
+        if isinstance(warning, str) and warning:
+            warned.setdefault(warning, []).append(index)
+        if item.get("status") == "processed":
+            results.append(EventResult(Verdict.DELIVERED))
+        else:
+            error = item.get("error_message") or f"status {item.get('status')!r}"
+            results.append(EventResult(Verdict.REJECTED, f"{status}: {error}"[:1000]))
+    return Outcome(results, status=status, excerpt=text, warnings=_warnings(warned, n))
+
+
+def _warnings(warned: dict[str, list[int]], n: int) -> list[str]:
+    """One line per distinct warning, naming the events it concerns (logs stay short)."""
+    lines = []
+    for message, indices in warned.items():
+        shown = ", ".join(str(i) for i in indices[:MAX_WARNING_INDICES])
+        more = (
+            f" and {len(indices) - MAX_WARNING_INDICES} more"
+            if len(indices) > MAX_WARNING_INDICES
+            else ""
+        )
+        lines.append(f"{message} (events {shown}{more} of {n})")
+    return lines
+
+
+ADAPTER = PinterestAdapter()

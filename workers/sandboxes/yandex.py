@@ -1,0 +1,298 @@
+"""Yandex Metrica offline conversions, imitated: CSV uploads, upload statuses and quotas.
+
+Under `/management/v1/counter/{counterId}/offline_conversions/`: `POST upload` (multipart field
+`file`), `GET uploading/{id}` (one status step per poll: PREPARED, UPLOADED, EXPORTED, MATCHED,
+then PROCESSED) and `GET uploadings`. Quotas answer 429 in Yandex's error body:
+`quota_parallel_requests` (3 in progress per token), `quota_requests_by_ip` (30/s) and
+`quota_requests_by_uid` (the shared `rate_limit`: 5,000 per token per sliding day, where Yandex
+resets at 00:00 UTC). Invalid rows are dropped; a file without a valid row is refused.
+`GET|POST /_sandbox/yandex/config`: `unknown_goals` (rows naming them are dropped) and
+`linkage_failure` (new uploads end in LINKAGE_FAILURE); GET adds `peak_uploads` and
+`in_flight`, the most uploads and the requests in progress per token fingerprint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import re
+import threading
+from collections import Counter
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import tornado.web
+
+from dispatcher.events.yandex import ID_COLUMNS
+from workers.sandboxes import base
+from workers.sandboxes.base import Sandbox
+
+Json = dict[str, Any]
+DAILY_QUOTA, PER_IP_PER_S, MAX_PARALLEL = 5000, 30, 3
+STEPS = ("PREPARED", "UPLOADED", "EXPORTED", "MATCHED")
+COLUMNS = (*ID_COLUMNS.values(), "Target", "DateTime", "Price", "Currency")
+LIST_WAIT_S = 10.0  # the longest a list waits for uploads still being answered
+_PRICE, _CURRENCY = re.compile(r"^\d+(\.\d+)?$"), re.compile(r"^[A-Z]{3}$")
+_KIND = {base.MISSING_TOKEN: "unauthorized", base.REVOKED_TOKEN: "invalid_token"}
+_KIND[base.THROTTLED] = "quota_requests_by_uid"
+# A bare injected 429 is the per-IP quota: the one a busy integration meets most often.
+_DEFAULT = {400: "invalid_parameter", 401: "unauthorized", 403: "invalid_token", 404: "not_found"}
+_DEFAULT |= {420: "quota_requests_by_ip", 429: "quota_requests_by_ip"}
+_MESSAGES = {  # our wording
+    "quota_requests_by_uid": f"Quota exceeded: {DAILY_QUOTA} requests per day per user",
+    "quota_requests_by_ip": f"Quota exceeded: {PER_IP_PER_S} requests per second per IP",
+    "quota_parallel_requests": f"Quota exceeded: {MAX_PARALLEL} parallel requests per user",
+}
+
+
+def yandex_error(status: int, kind: str = "", message: str = "") -> Json:
+    """Yandex's error body: `{"errors": [{"error_type", "message"}], "code", "message"}`."""
+    kind = kind or _DEFAULT.get(status, "backend_error" if status >= 500 else "error")
+    message = message or _MESSAGES.get(kind, kind.replace("_", " ").capitalize())
+    error = {"error_type": kind, "message": message}
+    return {"errors": [error], "code": status, "message": message}
+
+
+def read_file(
+    data: bytes, client_id_type: str, now_s: float, unknown_goals: frozenset[str]
+) -> tuple[list[Json], int]:
+    """The rows Yandex keeps from an uploaded CSV file, and how many rows the file had.
+
+    Raises:
+        ValueError: The file as a whole is unusable (encoding, columns, no valid row).
+    """
+    try:
+        lines = [line for line in csv.reader(io.StringIO(data.decode("utf-8-sig"))) if line]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ValueError(f"the file is not UTF-8 CSV: {exc}") from None
+    header = [name.strip() for name in lines[0]] if lines else []
+    id_column = ID_COLUMNS[client_id_type]
+    for name in header:
+        if name not in COLUMNS or (name in ID_COLUMNS.values() and name != id_column):
+            raise ValueError(f"column {name!r} does not belong in a {client_id_type} upload")
+    for name in (id_column, "Target", "DateTime"):
+        if name not in header:
+            raise ValueError(f"the header row lacks the required column {name}")
+    kept, problems = [], []
+    for number, line in enumerate(lines[1:], start=2):
+        if len(line) != len(header):
+            problems.append(f"line {number}: {len(line)} cells under {len(header)} columns")
+            continue
+        row = dict(zip(header, (cell.strip() for cell in line), strict=True))
+        problem = _row_problem(row, id_column, now_s, unknown_goals)
+        if problem:
+            problems.append(f"line {number}: {problem}")
+        else:
+            kept.append({name: value for name, value in row.items() if value})
+    if not kept:
+        raise ValueError("no valid rows" + "".join(f"; {p}" for p in problems[:5]))
+    return kept, len(lines) - 1
+
+
+def _row_problem(row: dict[str, str], id_column: str, now_s: float, goals: frozenset[str]) -> str:
+    date_time, price, currency = row["DateTime"], row.get("Price"), row.get("Currency")
+    if not (row[id_column] and row["Target"]):
+        return f"{id_column} or Target is empty"
+    if row["Target"] in goals:
+        return f"unknown goal {row['Target']!r}"
+    if not (date_time.isdigit() and int(date_time) <= now_s):
+        return "DateTime must be Unix seconds, not in the future"
+    if price and not _PRICE.match(price):
+        return "Price must be a decimal with a dot separator"
+    if currency and not _CURRENCY.match(currency):
+        return "Currency must be a three-letter ISO 4217 code"
+    return ""
+
+
+class Metrica:
+    """Uploads, quota counters and switches of one sandbox (thread-safe)."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.lock = threading.Lock()
+        # A second sandbox state serves as the per-IP sliding window (its "token" is the IP).
+        self.per_ip = Sandbox(rate_limit=PER_IP_PER_S, rate_window_s=1.0, clock=clock)
+        self.busy: Counter[tuple[str, str]] = Counter()  # ("token"|"upload", token) -> count
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget uploads, peaks and switches; requests in progress still count."""
+        with self.lock:
+            self.uploads: dict[int, tuple[str, bool, Json]] = {}  # id -> counter, fails, public
+            self.polls: Counter[int] = Counter()
+            self.upload_peaks: Counter[str] = Counter()
+            self.switches: Json = {"unknown_goals": [], "linkage_failure": False}
+        self.per_ip.reset()
+
+    def configure(self, changes: Json) -> None:
+        """Change switches; ValueError names a bad one, and nothing changes."""
+        for name, value in changes.items():
+            goals = isinstance(value, list) and all(isinstance(g, str) for g in value)
+            if not {"unknown_goals": goals, "linkage_failure": isinstance(value, bool)}.get(name):
+                raise ValueError(f"bad switch {name}={value!r}: unknown_goals, linkage_failure")
+        with self.lock:
+            self.switches |= changes
+
+    def enter(self, ip: str, token: str, upload: bool) -> str:
+        """Count a request in; returns the quota it breaks ("" if none, and then it counts)."""
+        if self.per_ip.admit(ip) is not None:
+            return "quota_requests_by_ip"
+        with self.lock:
+            if token and self.busy["token", token] >= MAX_PARALLEL:
+                return "quota_parallel_requests"
+            self.count(token, upload, 1)
+            self.upload_peaks[token] = max(self.upload_peaks[token], self.busy["upload", token])
+        return ""
+
+    def count(self, token: str, upload: bool, by: int) -> None:
+        """Count a request in (+1) or out (-1); hold `lock`."""
+        self.busy["token", token] += by
+        self.busy["upload", token] += by if upload else 0
+
+    def snapshot(self) -> Json:
+        """The switches, plus the peak uploads and the requests in progress per token."""
+        with self.lock:
+            peaks = {base.fingerprint(t): n for t, n in self.upload_peaks.items() if t}
+            now = {base.fingerprint(t): n for (k, t), n in self.busy.items() if k == "token" and t}
+            return {**self.switches, "peak_uploads": peaks, "in_flight": now}
+
+    def add(self, counter: str, uploading: Json) -> Json:
+        """Store an accepted upload under the next id; returns its public object."""
+        with self.lock:
+            public = {"id": 1001 + len(self.uploads), **uploading, "status": STEPS[0]}
+            self.uploads[public["id"]] = (counter, self.switches["linkage_failure"], public)
+        return dict(public)
+
+    def poll(self, counter: str, upload_id: int) -> Json | None:
+        """The upload one status further on, or None if the counter has no such upload."""
+        with self.lock:
+            if self.uploads.get(upload_id, ("",))[0] != counter:
+                return None
+            _, fails, public = self.uploads[upload_id]
+            self.polls[upload_id] += 1
+            last = "LINKAGE_FAILURE" if fails else "PROCESSED"
+            public["status"] = dict(enumerate(STEPS)).get(self.polls[upload_id], last)
+            return dict(public)
+
+    def listing(self, counter: str) -> list[Json]:
+        """The counter's uploads, oldest first."""
+        with self.lock:
+            return [dict(public) for c, _, public in self.uploads.values() if c == counter]
+
+
+class _Metrica(base.PlatformHandler):
+    auth_scheme = "OAuth"
+    counted: tuple[str, bool] | None = None  # (token, is an upload) while counted in
+
+    @property
+    def metrica(self) -> Metrica:
+        return cast(Metrica, self.settings["yandex_metrica"])
+
+    def error_body(self, status: int, reason: str = "") -> Json:
+        return yandex_error(status, _KIND.get(reason, reason))
+
+    def refuse(self, status: int, reason: str, headers: Mapping[str, str] = {}) -> None:
+        # The shared base answers a revoked token 401; Yandex says 403 invalid_token.
+        super().refuse(403 if reason == base.REVOKED_TOKEN else status, reason, headers)
+
+    async def prepare(self) -> None:
+        # Counted before the shared latency and faults, so a held request stays "in progress".
+        token, upload = self.read_token(), self.request.method == "POST"
+        broken = self.metrica.enter(self.request.remote_ip or "", token, upload)
+        if broken:
+            self.token, self.arrived_s = token, self.sandbox.clock()
+            self.refuse(429, broken)
+            return
+        self.counted = (token, upload)
+        await super().prepare()
+
+    def on_finish(self) -> None:
+        if self.counted is not None:
+            with self.metrica.lock:
+                self.metrica.count(*self.counted, -1)
+            self.counted = None
+        super().on_finish()
+
+
+class _Upload(_Metrica):
+    def post(self, counter: str) -> None:
+        kind = self.get_query_argument("client_id_type", "CLIENT_ID") or ""
+        comment = self.get_query_argument("comment", "") or ""
+        files = self.request.files.get("file", [])
+        goals = frozenset(self.metrica.switches["unknown_goals"])
+        if kind not in ID_COLUMNS or len(comment) > 255 or not (comment.isalnum() or not comment):
+            message = f"client_id_type is one of {', '.join(ID_COLUMNS)}; comment <= 255 letters"
+            self.answer(400, yandex_error(400, "invalid_parameter", message + " and digits"))
+            return
+        try:
+            if not files:
+                raise ValueError("the multipart form field 'file' is missing")
+            rows, source = read_file(files[0].body, kind, self.sandbox.clock(), goals)
+        except ValueError as exc:
+            self.answer(400, yandex_error(400, "invalid_uploading", str(exc)))
+            return
+        self.sandbox.accept(self.token, self.request, rows, ID_COLUMNS[kind])
+        created = datetime.fromtimestamp(self.sandbox.clock(), UTC).isoformat(timespec="seconds")
+        uploading = {"create_time": created, "source_quantity": source}
+        uploading |= {"line_quantity": len(rows), "comment": comment, "client_id_type": kind}
+        self.answer(200, {"uploading": self.metrica.add(counter, uploading)})
+
+
+class _Uploading(_Metrica):
+    def get(self, counter: str, upload_id: str) -> None:
+        found = self.metrica.poll(counter, int(upload_id))
+        if found is None:
+            self.answer(404, yandex_error(404, "not_found", f"no upload {upload_id} here"))
+        else:
+            self.answer(200, {"uploading": found})
+
+
+class _Uploadings(_Metrica):
+    async def get(self, counter: str) -> None:
+        # An upload whose body has arrived exists, even while its answer is held (a delay_s
+        # fault): wait for the token's uploads in progress, as Yandex would list them.
+        for _ in range(int(LIST_WAIT_S / 0.01)):
+            if not self.metrica.busy["upload", self.token]:
+                break
+            await asyncio.sleep(0.01)
+        self.answer(200, {"uploadings": self.metrica.listing(counter)})
+
+
+class _Switches(base.JsonHandler):
+    def get(self) -> None:
+        self.answer(200, cast(Metrica, self.settings["yandex_metrica"]).snapshot())
+
+    def post(self) -> None:
+        metrica = cast(Metrica, self.settings["yandex_metrica"])
+        try:
+            changes = json.loads(self.request.body or b"{}")
+            metrica.configure(changes if isinstance(changes, dict) else {"body": changes})
+        except ValueError as exc:
+            self.answer(400, {"status": 400, "message": str(exc)})
+            return
+        self.answer(200, metrica.snapshot())
+
+
+def make_app(sandbox: Sandbox | None = None) -> tornado.web.Application:
+    """The Yandex Metrica sandbox: offline-conversion routes plus the control API.
+
+    Args:
+        sandbox: Shared state; by default a new one allowing 5,000 calls per token per day.
+
+    Returns:
+        The tornado application; serve it with `workers.sandboxes.base.serve`.
+    """
+    if sandbox is None:
+        sandbox = Sandbox(rate_limit=DAILY_QUOTA, rate_window_s=86_400.0)
+    metrica = Metrica(sandbox.clock)
+    sandbox.on_reset.append(metrica.clear)
+    prefix = r"/management/v1/counter/(\d+)/offline_conversions"
+    routes = [
+        (rf"{prefix}/upload", _Upload),
+        (rf"{prefix}/uploading/(\d+)", _Uploading),
+        (rf"{prefix}/uploadings", _Uploadings),
+        (r"/_sandbox/yandex/config", _Switches),
+    ]
+    return base.application(sandbox, routes, yandex_metrica=metrica)

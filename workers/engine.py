@@ -9,7 +9,6 @@ platform or written to the dead-letter stream in the same transaction.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 import time
@@ -28,9 +27,9 @@ from workers import jobs
 from workers.adapters import Adapter, JobAdapter, Outcome, Verdict, adapter_for
 from workers.adapters.base import transport_outcome
 from workers.limiter import InFlight, Limiter
+from workers.streams import DestinationStream, Entry, batch_id_of, deadline_ms
 
 log = logging.getLogger(__name__)
-Entry = tuple[bytes, dict[bytes, bytes]]
 
 
 @dataclass
@@ -51,16 +50,6 @@ class DrainReport:
     def as_dict(self) -> dict[str, Any]:
         """A JSON-safe dict for the task result."""
         return {k: v for k, v in self.__dict__.items() if v not in (None, {}, 0) or k == "sent"}
-
-
-def batch_id_of(entries: list[Entry]) -> str:
-    """A stable id for a batch: the same entries resent give the same id (letters, digits)."""
-    return hashlib.sha256(b",".join(e[0] for e in entries)).hexdigest()[:24]
-
-
-def entry_ms(entry_id: bytes) -> int:
-    """The epoch ms a stream entry was added (the first half of its id)."""
-    return int(entry_id.split(b"-", 1)[0])
 
 
 class Engine:
@@ -109,12 +98,13 @@ class Engine:
         next_at = int(self.redis.hget(keys.state(name), "next_at_ms") or 0)
         if next_at > now:
             return DrainReport(name, "backing-off", next_in_s=(next_at - now) / 1000)
-        entries, wait_ms = self._take(name, table, now)
+        stream = DestinationStream(self.redis, name, dest.platform, self.consumer)
+        entries, wait_ms = stream.take(table.batch_size, table.max_wait_s, now)
         if not entries:
             status = "waiting" if wait_ms else "idle"
             return DrainReport(name, status, next_in_s=wait_ms / 1000 if wait_ms else None)
         report = DrainReport(name, "sent")
-        entries = self._drop_expired(name, dest, table, entries, now, report)
+        entries = self._drop_expired(stream, table, entries, now, report)
         if not entries:
             report.next_in_s = 0.0
             return report
@@ -197,59 +187,20 @@ class Engine:
             return None
         return DrainReport(name, "paused")
 
-    def _take(self, name: str, table: PlatformSettings, now: int) -> tuple[list[Entry], int]:
-        """Pending entries first (retries, a dead worker's batch), then new ones when ready."""
-        stream, size = keys.stream(name), table.batch_size
-        taken: list[Entry] = []
-        cursor: bytes | str = "0-0"
-        while len(taken) < size:
-            reply = self.redis.xautoclaim(
-                stream, keys.GROUP, self.consumer, 0, cursor, count=size - len(taken)
-            )
-            cursor, claimed = cast(tuple[bytes, list[Entry]], tuple(reply[:2]))
-            taken += [e for e in claimed if e[1] is not None]
-            if cursor in (b"0-0", "0-0"):
-                break
-        if not taken:
-            backlog = self.redis.xlen(stream)
-            if backlog == 0:
-                return [], 0
-            if backlog < size:
-                oldest = cast(list[Entry], self.redis.xrange(stream, "-", "+", count=1))
-                waited_ms = now - entry_ms(oldest[0][0]) if oldest else 0
-                max_wait_ms = int(table.max_wait_s * 1000)
-                if waited_ms < max_wait_ms:
-                    return [], max_wait_ms - waited_ms
-        if len(taken) < size:
-            fresh = self.redis.xreadgroup(
-                keys.GROUP, self.consumer, {stream: ">"}, count=size - len(taken)
-            )
-            for _, entries in cast(list[tuple[bytes, list[Entry]]], fresh or []):
-                taken += entries
-        return taken, 0
-
-    def _deadline_ms(self, table: PlatformSettings, entry: Entry) -> int:
-        happened = int(entry[1][b"t"])
-        return min(
-            happened + int(table.acceptance_window_s * 1000),
-            entry_ms(entry[0]) + int(table.max_retry_age_s * 1000),
-        )
-
     def _drop_expired(
         self,
-        name: str,
-        dest: Destination,
+        stream: DestinationStream,
         table: PlatformSettings,
         entries: list[Entry],
         now: int,
         report: DrainReport,
     ) -> list[Entry]:
-        expired = [e for e in entries if self._deadline_ms(table, e) <= now]
+        expired = [e for e in entries if deadline_ms(table, e) <= now]
         if expired:
             reason = "expired: past the platform's acceptance window or max_retry_age_s"
-            self._dead_letter(name, dest, [(e, reason) for e in expired], None, "")
+            stream.dead_letter([(e, reason) for e in expired], None, "", now)
             report.dead += len(expired)
-        return [e for e in entries if self._deadline_ms(table, e) > now]
+        return [e for e in entries if deadline_ms(table, e) > now]
 
     def _call(
         self,
@@ -281,6 +232,7 @@ class Engine:
         batch_id: str,
     ) -> None:
         report.sent, report.http_status = len(entries), outcome.status
+        stream = DestinationStream(self.redis, name, dest.platform, self.consumer)
         by_verdict: dict[Verdict, list[tuple[Entry, str]]] = {v: [] for v in Verdict}
         for entry, result in zip(entries, outcome.results, strict=True):
             by_verdict[result.verdict].append((entry, result.reason))
@@ -295,10 +247,11 @@ class Engine:
                 outcome.job_state, outcome.job_detail, self.now_ms(), poll_s,
             )  # fmt: skip
         if delivered:
-            self._ack(name, delivered)
+            stream.ack(delivered)
             self.redis.hset(keys.state(name), "failures", 0)
             self.redis.hdel(keys.state(name), "last_error")
-        self._dead_letter(name, dest, by_verdict[Verdict.REJECTED], outcome.status, outcome.excerpt)
+        rejected = by_verdict[Verdict.REJECTED]
+        stream.dead_letter(rejected, outcome.status, outcome.excerpt, self.now_ms())
         report.delivered, report.resend = len(delivered), len(by_verdict[Verdict.RESEND])
         report.dead += len(by_verdict[Verdict.REJECTED])
         if by_verdict[Verdict.AUTH]:
@@ -311,20 +264,20 @@ class Engine:
             report.status = "paused"
             return
         if by_verdict[Verdict.RETRY]:
-            self._back_off(name, dest, table, limiter, by_verdict[Verdict.RETRY], outcome, report)
+            self._back_off(stream, table, limiter, by_verdict[Verdict.RETRY], outcome, report)
             return
         report.next_in_s = 0.0  # more may be waiting: drain again at once
 
     def _back_off(
         self,
-        name: str,
-        dest: Destination,
+        stream: DestinationStream,
         table: PlatformSettings,
         limiter: Limiter | None,
         failed: list[tuple[Entry, str]],
         outcome: Outcome,
         report: DrainReport,
     ) -> None:
+        name = stream.name
         failures = int(self.redis.hincrby(keys.state(name), "failures", 1))
         ceiling = min(table.backoff_cap_s, table.backoff_base_s * 2 ** (failures - 1))
         delay_s = max(self.rng.uniform(0, ceiling), outcome.retry_after_s or 0.0)
@@ -332,64 +285,16 @@ class Engine:
         resume_ms = now + int(delay_s * 1000)
         if outcome.throttled and limiter is not None:
             limiter.block_until(resume_ms, outcome.block_scopes)
-        pipe = self.redis.pipeline(transaction=False)
-        for entry, _ in failed:
-            pipe.hincrby(keys.attempts(name), entry[0], 1)
-        attempts = pipe.execute()
+        attempts = stream.count_failure([entry for entry, _ in failed])
         reason = failed[0][1]
         give_up = [
             (entry, f"gave up after {n} attempts: {reason}")
             for (entry, _), n in zip(failed, attempts, strict=True)
-            if n >= table.max_attempts or self._deadline_ms(table, entry) <= resume_ms
+            if n >= table.max_attempts or deadline_ms(table, entry) <= resume_ms
         ]
-        self._dead_letter(name, dest, give_up, outcome.status, outcome.excerpt)
+        stream.dead_letter(give_up, outcome.status, outcome.excerpt, now)
         self.redis.hset(keys.state(name), mapping={"next_at_ms": resume_ms, "last_error": reason})
         log.warning("destination %s: %s; retrying in %.1fs", name, reason, delay_s)
         report.status, report.retry = "backing-off", len(failed) - len(give_up)
         report.dead += len(give_up)
         report.next_in_s = delay_s
-
-    def _ack(self, name: str, ids: list[bytes]) -> None:
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.xack(keys.stream(name), keys.GROUP, *ids)
-        pipe.xdel(keys.stream(name), *ids)
-        pipe.hdel(keys.attempts(name), *ids)
-        pipe.hincrby(keys.state(name), "delivered", len(ids))
-        pipe.execute()
-
-    def _dead_letter(
-        self,
-        name: str,
-        dest: Destination,
-        rows: list[tuple[Entry, str]],
-        status: int | None,
-        body_excerpt: str,
-    ) -> None:
-        """Move entries to the platform's dead-letter stream and off their own, atomically."""
-        if not rows:
-            return
-        ids = [entry[0] for entry, _ in rows]
-        attempts = self.redis.hmget(keys.attempts(name), ids)
-        now = self.now_ms()
-        pipe = self.redis.pipeline(transaction=True)
-        for ((_entry_id, fields), reason), tries in zip(rows, attempts, strict=True):
-            pipe.xadd(
-                keys.deadletters(dest.platform),
-                {
-                    "d": name,
-                    "e": fields[b"e"],
-                    "p": fields[b"p"],
-                    "t": fields[b"t"],
-                    "reason": reason,
-                    "status": "" if status is None else status,
-                    "excerpt": body_excerpt,
-                    "attempts": int(tries or 0) + 1,
-                    "at": now,
-                },
-            )
-        pipe.xack(keys.stream(name), keys.GROUP, *ids)
-        pipe.xdel(keys.stream(name), *ids)
-        pipe.hdel(keys.attempts(name), *ids)
-        pipe.hincrby(keys.state(name), "dead", len(ids))
-        pipe.execute()
-        log.warning("destination %s: %d event(s) dead-lettered: %s", name, len(ids), rows[0][1])

@@ -96,6 +96,18 @@ class Dispatcher:
         self.store(plan)
         return FanOutReceipt(plan.receipts, skipped)
 
+    def enqueue_conversions(self, conversions: Iterable[Conversion]) -> list[FanOutReceipt]:
+        """`enqueue_conversion` for many, in one atomic Redis call (imports, replays)."""
+        plan, out = Plan(), []
+        for conversion in conversions:
+            one, skipped = self._plan_conversion(conversion)
+            for name, rows in one.groups.items():
+                plan.groups.setdefault(name, []).extend(rows)
+            plan.receipts += one.receipts
+            out.append(FanOutReceipt(one.receipts, skipped))
+        self.store(plan)
+        return out
+
     async def aenqueue_conversion(self, conversion: Conversion) -> FanOutReceipt:
         """The asyncio twin of `enqueue_conversion`."""
         plan, skipped = self._plan_conversion(conversion)

@@ -24,11 +24,14 @@ def up(
     redis_port: int = 6390,
     flower_port: int = 5555,
     exit_when_done: Annotated[bool, typer.Option(help="Stop once the load is delivered.")] = False,
+    keep_data: Annotated[
+        bool, typer.Option(help="Keep the embedded Redis's data from an earlier run.")
+    ] = False,
 ) -> None:
     """Run everything on this machine (embedded Redis, sandboxes, workers, beat, Flower)."""
     from workers.embedded import Options, run
 
-    options = Options(load, var, redis_port, flower_port, exit_when_done)
+    options = Options(load, var, redis_port, flower_port, exit_when_done, keep_data)
     raise typer.Exit(run(options, console))
 
 

@@ -1,10 +1,14 @@
-"""Sample conversion events for the embedded run and the benchmark."""
+"""Sample conversions for the embedded run and the benchmark."""
 
 from __future__ import annotations
 
 import random
 import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
+
+from dispatcher import Conversion
 
 
 def linkedin_events(n: int, seed: int = 7, rule: int = 104004) -> list[dict[str, Any]]:
@@ -30,5 +34,28 @@ def linkedin_events(n: int, seed: int = 7, rule: int = 104004) -> list[dict[str,
                 ]
             },
         }
+        for i in range(n)
+    ]
+
+
+def purchases(n: int, seed: int = 7) -> list[Conversion]:
+    """`n` platform-neutral purchases with identifiers for all four platforms."""
+    rng = random.Random(seed)
+    now = datetime.now(UTC)
+    return [
+        Conversion(
+            event="purchase",
+            happened_at=now - timedelta(seconds=rng.randint(1, 3600)),
+            value=Decimal(rng.randint(500, 50_000)) / 100,
+            currency="EUR",
+            event_id=f"order-{seed}-{i}",
+            email=f"Customer{i}@Example.com",
+            li_fat_id=f"fat-{seed}-{i}",
+            epik=f"epik-{seed}-{i}",
+            yandex_client_id=f"{1_700_000_000 + i}.{seed}",
+            vnative_click_id=f"{seed:08x}{i:016x}",
+            ip="203.0.113.7",
+            user_agent="Mozilla/5.0 (demo)",
+        )
         for i in range(n)
     ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,32 +18,34 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from dispatcher import Control, DeadLetters, DestinationStatus, Dispatcher, Settings
+from dispatcher import Control, DeadLetters, DestinationStatus, Dispatcher, Settings, keys
 from dispatcher.settings import PLATFORMS
-from workers import demo
+from workers import demo, jobs
 from workers.processes import (
     Processes,
     beat_command,
     flower_command,
     redis_command,
     sandbox_command,
+    wait_for_http,
     wait_for_redis,
     worker_command,
 )
 
 CONFIG = Path(__file__).resolve().parent.parent / "config" / "embedded.toml"
-SANDBOX_PORTS = {"linkedin": 8701}
+SANDBOX_PORTS = {"linkedin": 8701, "pinterest": 8702, "yandex": 8703, "vnative": 8704}
 
 
 @dataclass
 class Options:
     """What `convdispatch up` was asked to do."""
 
-    load: int = 20_000
+    load: int = 5_000
     var: Path = Path("var/embedded")
     redis_port: int = 6390
     flower_port: int = 5555
     exit_when_done: bool = False
+    keep_data: bool = False
 
 
 def run(opts: Options, console: Console) -> int:
@@ -57,14 +60,19 @@ def run(opts: Options, console: Console) -> int:
         os.environ.update(env)
         settings = Settings()
         wait_for_redis(settings.redis_url)
+        if "redis" in procs.children and not opts.keep_data:
+            # The sandboxes start empty, so jobs and events of an earlier demo would not
+            # match them: the embedded Redis starts empty too (never a Redis you named).
+            Dispatcher(settings).redis.flushdb()
         console.print(f"[green]redis[/] {settings.redis_url} (AOF in {opts.var / 'redis'})")
         for platform in PLATFORMS:
             procs.start(f"sandbox-{platform}", sandbox_command(platform, SANDBOX_PORTS[platform]))
-            procs.start(f"worker-{platform}", worker_command([platform], 2, name=platform))
+            procs.start(f"worker-{platform}", worker_command([platform], 1, name=platform))
         procs.start("beat", beat_command(opts.var / "celerybeat-schedule"))
         procs.start("flower", flower_command(opts.flower_port))
         for platform in PLATFORMS:
             procs.wait_for_log(f"worker-{platform}", " ready.")
+        wait_for_http(f"http://127.0.0.1:{opts.flower_port}/healthcheck", 60)
         console.print(f"[green]workers ready[/]; Flower: http://127.0.0.1:{opts.flower_port}")
         return _deliver(settings, opts, console)
     except KeyboardInterrupt:
@@ -79,29 +87,44 @@ def _deliver(settings: Settings, opts: Options, console: Console) -> int:
     dispatcher = Dispatcher(settings)
     control, dead = Control(dispatcher), DeadLetters(dispatcher)
     names = list(settings.destinations)
-    events = demo.linkedin_events(opts.load, seed=int(time.time()))
+    conversions = demo.purchases(opts.load, seed=int(time.time()) % 100_000)
     started = time.monotonic()
-    for i in range(0, len(events), 5000):
-        dispatcher.enqueue_many(events[i : i + 5000], names[0])
-    console.print(f"enqueued {len(events)} events in {time.monotonic() - started:.2f}s")
+    receipts = 0
+    for i in range(0, len(conversions), 1000):
+        for fanned in dispatcher.enqueue_conversions(conversions[i : i + 1000]):
+            receipts += len(fanned.receipts)
+    console.print(
+        f"enqueued {len(conversions)} purchases as {receipts} platform events "
+        f"in {time.monotonic() - started:.2f}s"
+    )
+    drained_at = None
     with Live(console=console, refresh_per_second=4) as live:
         while True:
             statuses = [control.status(n) for n in names]
             live.update(_table(statuses, time.monotonic() - started))
-            if all(s.backlog == 0 for s in statuses):
+            if drained_at is None and all(s.backlog == 0 for s in statuses):
+                drained_at = time.monotonic()
+            # Yandex uploads and vNative imports finish on the platform's side later.
+            open_jobs = sum(dispatcher.redis.zcard(keys.open_jobs(p)) for p in PLATFORMS)
+            if drained_at is not None and not open_jobs:
                 break
             time.sleep(0.25)
-    elapsed = time.monotonic() - started
+    console.print()
+    elapsed = drained_at - started
     delivered = sum(control.status(n).delivered for n in names)
     dead_count = sum(dead.count(p) for p in PLATFORMS)
-    accepted = _sandbox_total("linkedin")
+    accepted = {p: _sandbox_total(p) for p in PLATFORMS}
     console.print(
-        f"[bold]summary[/]: {delivered} delivered, {dead_count} dead-lettered, "
-        f"sandbox accepted {accepted}, {elapsed:.1f}s ({delivered / elapsed:,.0f} events/s)"
+        f"[bold]summary[/]: {delivered} delivered, {dead_count} dead-lettered in "
+        f"{elapsed:.1f}s ({delivered / elapsed:,.0f} events/s); sandboxes accepted {accepted}"
     )
+    for platform in PLATFORMS:
+        states = Counter(job.state for job in jobs.recent(dispatcher.redis, platform, 1000))
+        if states:
+            console.print(f"{platform} background jobs: {dict(states)}")
     console.print(f"Flower: http://127.0.0.1:{opts.flower_port}  -  Ctrl-C to stop")
     if opts.exit_when_done:
-        return 0 if delivered + dead_count >= opts.load else 1
+        return 0 if delivered + dead_count >= receipts else 1
     while True:
         time.sleep(3600)
 

@@ -18,7 +18,6 @@ import csv
 import io
 import json
 import re
-import threading
 from collections import Counter
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -108,10 +107,13 @@ def _row_problem(row: dict[str, str], id_column: str, now_s: float, goals: froze
 
 
 class Metrica:
-    """Uploads, quota counters and switches of one sandbox (thread-safe)."""
+    """Uploads, quota counters and switches of one sandbox.
+
+    Changed only on the server's event loop, except `clear` (tests may reset the sandbox from
+    their own thread), which swaps in new containers instead of changing the ones in use.
+    """
 
     def __init__(self, clock: Callable[[], float]) -> None:
-        self.lock = threading.Lock()
         # A second sandbox state serves as the per-IP sliding window (its "token" is the IP).
         self.per_ip = Sandbox(rate_limit=PER_IP_PER_S, rate_window_s=1.0, clock=clock)
         self.busy: Counter[tuple[str, str]] = Counter()  # ("token"|"upload", token) -> count
@@ -119,11 +121,10 @@ class Metrica:
 
     def clear(self) -> None:
         """Forget uploads, peaks and switches; requests in progress still count."""
-        with self.lock:
-            self.uploads: dict[int, tuple[str, bool, Json]] = {}  # id -> counter, fails, public
-            self.polls: Counter[int] = Counter()
-            self.upload_peaks: Counter[str] = Counter()
-            self.switches: Json = {"unknown_goals": [], "linkage_failure": False}
+        self.uploads: dict[int, tuple[str, bool, Json]] = {}  # id -> counter, fails, public
+        self.polls: Counter[int] = Counter()
+        self.upload_peaks: Counter[str] = Counter()
+        self.switches: Json = {"unknown_goals": [], "linkage_failure": False}
         self.per_ip.reset()
 
     def configure(self, changes: Json) -> None:
@@ -132,54 +133,44 @@ class Metrica:
             goals = isinstance(value, list) and all(isinstance(g, str) for g in value)
             if not {"unknown_goals": goals, "linkage_failure": isinstance(value, bool)}.get(name):
                 raise ValueError(f"bad switch {name}={value!r}: unknown_goals, linkage_failure")
-        with self.lock:
-            self.switches |= changes
+        self.switches = self.switches | changes
 
     def enter(self, ip: str, token: str, upload: bool) -> str:
         """Count a request in; returns the quota it breaks ("" if none, and then it counts)."""
         if self.per_ip.admit(ip) is not None:
             return "quota_requests_by_ip"
-        with self.lock:
-            if token and self.busy["token", token] >= MAX_PARALLEL:
-                return "quota_parallel_requests"
-            self.count(token, upload, 1)
-            self.upload_peaks[token] = max(self.upload_peaks[token], self.busy["upload", token])
+        if token and self.busy["token", token] >= MAX_PARALLEL:
+            return "quota_parallel_requests"
+        self.count(token, upload, 1)
+        self.upload_peaks[token] = max(self.upload_peaks[token], self.busy["upload", token])
         return ""
 
     def count(self, token: str, upload: bool, by: int) -> None:
-        """Count a request in (+1) or out (-1); hold `lock`."""
+        """Count a request in (+1) or out (-1)."""
         self.busy["token", token] += by
         self.busy["upload", token] += by if upload else 0
 
     def snapshot(self) -> Json:
         """The switches, plus the peak uploads and the requests in progress per token."""
-        with self.lock:
-            peaks = {base.fingerprint(t): n for t, n in self.upload_peaks.items() if t}
-            now = {base.fingerprint(t): n for (k, t), n in self.busy.items() if k == "token" and t}
-            return {**self.switches, "peak_uploads": peaks, "in_flight": now}
+        peaks = {base.fingerprint(t): n for t, n in self.upload_peaks.items() if t}
+        now = {base.fingerprint(t): n for (k, t), n in self.busy.items() if k == "token" and t}
+        return {**self.switches, "peak_uploads": peaks, "in_flight": now}
 
     def add(self, counter: str, uploading: Json) -> Json:
         """Store an accepted upload under the next id; returns its public object."""
-        with self.lock:
-            public = {"id": 1001 + len(self.uploads), **uploading, "status": STEPS[0]}
-            self.uploads[public["id"]] = (counter, self.switches["linkage_failure"], public)
+        public = {"id": 1001 + len(self.uploads), **uploading, "status": STEPS[0]}
+        self.uploads[public["id"]] = (counter, self.switches["linkage_failure"], public)
         return dict(public)
 
     def poll(self, counter: str, upload_id: int) -> Json | None:
         """The upload one status further on, or None if the counter has no such upload."""
-        with self.lock:
-            if self.uploads.get(upload_id, ("",))[0] != counter:
-                return None
-            _, fails, public = self.uploads[upload_id]
-            self.polls[upload_id] += 1
-            last = "LINKAGE_FAILURE" if fails else "PROCESSED"
-            public["status"] = dict(enumerate(STEPS)).get(self.polls[upload_id], last)
-            return dict(public)
-
-    def listing(self, counter: str) -> list[Json]:
-        """The counter's uploads, oldest first."""
-        with self.lock:
-            return [dict(public) for c, _, public in self.uploads.values() if c == counter]
+        if self.uploads.get(upload_id, ("",))[0] != counter:
+            return None
+        _, fails, public = self.uploads[upload_id]
+        self.polls[upload_id] += 1
+        last = "LINKAGE_FAILURE" if fails else "PROCESSED"
+        public["status"] = dict(enumerate(STEPS)).get(self.polls[upload_id], last)
+        return dict(public)
 
 
 class _Metrica(base.PlatformHandler):
@@ -210,8 +201,7 @@ class _Metrica(base.PlatformHandler):
 
     def on_finish(self) -> None:
         if self.counted is not None:
-            with self.metrica.lock:
-                self.metrica.count(*self.counted, -1)
+            self.metrica.count(*self.counted, -1)
             self.counted = None
         super().on_finish()
 
@@ -240,24 +230,23 @@ class _Upload(_Metrica):
         self.answer(200, {"uploading": self.metrica.add(counter, uploading)})
 
 
-class _Uploading(_Metrica):
-    def get(self, counter: str, upload_id: str) -> None:
-        found = self.metrica.poll(counter, int(upload_id))
-        if found is None:
-            self.answer(404, yandex_error(404, "not_found", f"no upload {upload_id} here"))
-        else:
-            self.answer(200, {"uploading": found})
-
-
-class _Uploadings(_Metrica):
-    async def get(self, counter: str) -> None:
+class _Uploads(_Metrica):
+    async def get(self, counter: str, upload_id: str | None) -> None:
+        if upload_id is not None:
+            found = self.metrica.poll(counter, int(upload_id))
+            if found is None:
+                self.answer(404, yandex_error(404, "not_found", f"no upload {upload_id} here"))
+            else:
+                self.answer(200, {"uploading": found})
+            return
         # An upload whose body has arrived exists, even while its answer is held (a delay_s
         # fault): wait for the token's uploads in progress, as Yandex would list them.
         for _ in range(int(LIST_WAIT_S / 0.01)):
             if not self.metrica.busy["upload", self.token]:
                 break
             await asyncio.sleep(0.01)
-        self.answer(200, {"uploadings": self.metrica.listing(counter)})
+        uploads = self.metrica.uploads.values()
+        self.answer(200, {"uploadings": [dict(u) for c, _, u in uploads if c == counter]})
 
 
 class _Switches(base.JsonHandler):
@@ -291,8 +280,7 @@ def make_app(sandbox: Sandbox | None = None) -> tornado.web.Application:
     prefix = r"/management/v1/counter/(\d+)/offline_conversions"
     routes = [
         (rf"{prefix}/upload", _Upload),
-        (rf"{prefix}/uploading/(\d+)", _Uploading),
-        (rf"{prefix}/uploadings", _Uploadings),
+        (rf"{prefix}/uploading(?:s|/(\d+))", _Uploads),
         (r"/_sandbox/yandex/config", _Switches),
     ]
     return base.application(sandbox, routes, yandex_metrica=metrica)

@@ -107,6 +107,7 @@ __all__ = [
     "Destination",
     "DestinationStatus",
     "Dispatcher",
+    "EventInput",
     "DispatcherError",
     "FanOutReceipt",
     "FieldError",

@@ -53,6 +53,24 @@ def status(destination: Annotated[list[str] | None, typer.Argument()] = None) ->
 
 
 @app.command()
+def metrics(port: int = 9108, address: str = "127.0.0.1") -> None:
+    """Serve Prometheus metrics (backlog, delivered, dead, retried, warnings, jobs)."""
+    import time
+
+    from prometheus_client import start_http_server
+
+    from dispatcher import get_settings
+    from dispatcher.storage import connect
+    from workers.metrics import registry
+
+    settings = get_settings()
+    start_http_server(port, address, registry(settings, connect(settings.redis_url)))
+    console.print(f"metrics on http://{address}:{port}/metrics")
+    while True:
+        time.sleep(3600)
+
+
+@app.command()
 def pause(destination: str, reason: str = "paused by operator") -> None:
     """Stop delivering to a destination; its events keep waiting."""
     Control().pause(destination, reason)
@@ -90,3 +108,7 @@ def dead_replay(
 def dead_purge(platform: str, ids: list[str] | None = None, destination: str | None = None) -> None:
     """Delete dead letters for good."""
     console.print(f"purged {DeadLetters().purge(platform, ids or None, destination)}")
+
+
+if __name__ == "__main__":
+    app()

@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 from rich.console import Console
@@ -33,7 +34,6 @@ from workers.processes import (
 )
 
 CONFIG = Path(__file__).resolve().parent.parent / "config" / "embedded.toml"
-SANDBOX_PORTS = {"linkedin": 8701, "pinterest": 8702, "yandex": 8703, "vnative": 8704}
 
 
 @dataclass
@@ -66,7 +66,7 @@ def run(opts: Options, console: Console) -> int:
             Dispatcher(settings).redis.flushdb()
         console.print(f"[green]redis[/] {settings.redis_url} (AOF in {opts.var / 'redis'})")
         for platform in PLATFORMS:
-            procs.start(f"sandbox-{platform}", sandbox_command(platform, SANDBOX_PORTS[platform]))
+            procs.start(f"sandbox-{platform}", sandbox_command(platform, _port(settings, platform)))
             procs.start(f"worker-{platform}", worker_command([platform], 1, name=platform))
         procs.start("beat", beat_command(opts.var / "celerybeat-schedule"))
         procs.start("flower", flower_command(opts.flower_port))
@@ -113,7 +113,7 @@ def _deliver(settings: Settings, opts: Options, console: Console) -> int:
     elapsed = drained_at - started
     delivered = sum(control.status(n).delivered for n in names)
     dead_count = sum(dead.count(p) for p in PLATFORMS)
-    accepted = {p: _sandbox_total(p) for p in PLATFORMS}
+    accepted = {p: _sandbox_total(settings, p) for p in PLATFORMS}
     console.print(
         f"[bold]summary[/]: {delivered} delivered, {dead_count} dead-lettered in "
         f"{elapsed:.1f}s ({delivered / elapsed:,.0f} events/s); sandboxes accepted {accepted}"
@@ -141,8 +141,13 @@ def _table(statuses: list[DestinationStatus], elapsed_s: float) -> Table:
     return table
 
 
-def _sandbox_total(platform: str) -> int:
-    url = f"http://127.0.0.1:{SANDBOX_PORTS[platform]}/_sandbox/received?summary=1"
+def _port(settings: Settings, platform: str) -> int:
+    """The sandbox listens where the settings send the platform's requests."""
+    return urlsplit(settings.platform(platform).base_url).port or 80
+
+
+def _sandbox_total(settings: Settings, platform: str) -> int:
+    url = f"http://127.0.0.1:{_port(settings, platform)}/_sandbox/received?summary=1"
     try:
         return int(httpx.get(url, timeout=5).json().get("total_events", 0))
     except (httpx.HTTPError, ValueError):

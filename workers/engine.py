@@ -238,6 +238,8 @@ class Engine:
             by_verdict[result.verdict].append((entry, result.reason))
         for warning in outcome.warnings:
             log.warning("destination %s: platform warning: %s", name, warning)
+        if outcome.warnings:
+            self.redis.hincrby(keys.state(name), "warnings", len(outcome.warnings))
         delivered = [e[0] for e, _ in by_verdict[Verdict.DELIVERED]]
         if outcome.job_id is not None:
             poll_s = float(getattr(table, "job_poll_interval_s", 30.0))
@@ -296,5 +298,6 @@ class Engine:
         self.redis.hset(keys.state(name), mapping={"next_at_ms": resume_ms, "last_error": reason})
         log.warning("destination %s: %s; retrying in %.1fs", name, reason, delay_s)
         report.status, report.retry = "backing-off", len(failed) - len(give_up)
+        self.redis.hincrby(keys.state(name), "retried", report.retry)
         report.dead += len(give_up)
         report.next_in_s = delay_s

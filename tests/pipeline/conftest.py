@@ -100,9 +100,7 @@ def start_stack(
         wait_for_http(f"{sandbox_url}/_sandbox/calls")
         procs.start("beat", beat_command(tmp_path / "beat-schedule"))
         for i in range(workers):
-            procs.start(
-                f"worker{i}", worker_command([platform], concurrency=1, name=f"worker{i}")
-            )
+            procs.start(f"worker{i}", worker_command([platform], concurrency=1, name=f"worker{i}"))
         for i in range(workers):
             procs.wait_for_log(f"worker{i}", " ready.")
         yield stack

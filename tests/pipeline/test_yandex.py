@@ -171,6 +171,7 @@ def test_a_linkage_failure_dead_letters_the_events_with_the_status(stack: Stack)
     wait_for(lambda: stack.dead.count("yandex") == 2, 30, "2 dead letters")
     # Then both events are dead letters naming the status, though Yandex had accepted them
     letters = stack.dead.list("yandex")
+    assert len(letters) == 2
     assert {letter.event_id for letter in letters} == {r.event_id for r in receipts}
     assert all("LINKAGE_FAILURE" in letter.reason for letter in letters)
     assert {letter.event["ClientId"] for letter in letters} == {"unlinked.0", "unlinked.1"}

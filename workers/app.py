@@ -22,7 +22,7 @@ app.conf.update(
     worker_prefetch_multiplier=1,
     # Shorter than the drain lease, so a lease never outlives the task that holds it.
     task_time_limit=settings.task_time_limit_s,
-    task_soft_time_limit=max(1.0, settings.task_time_limit_s - 5),
+    task_soft_time_limit=settings.task_time_limit_s * 0.8,
     task_ignore_result=True,
     task_serializer="json",
     accept_content=["json"],

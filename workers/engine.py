@@ -26,7 +26,7 @@ from dispatcher.storage import lua
 from workers import jobs
 from workers.adapters import Adapter, JobAdapter, Outcome, Verdict, adapter_for
 from workers.adapters.base import transport_outcome
-from workers.limiter import InFlight, Limiter
+from workers.limiter import Limiter, in_flight, with_timeout
 from workers.streams import DestinationStream, Entry, batch_id_of, deadline_ms
 
 log = logging.getLogger(__name__)
@@ -114,32 +114,40 @@ class Engine:
         while wait_s > 0:
             if wait_s > self.settings.max_limiter_wait_s:
                 # Leave the batch pending; the next drain claims it first.
-                return DrainReport(name, "waiting", next_in_s=wait_s)
+                report.status, report.next_in_s = "waiting", wait_s
+                return report
             self.sleep(wait_s)
             wait_s = limiter.acquire()
+        slots = in_flight(self.redis, dest.platform, limits, table)
+        if not slots.acquire(self.consumer):
+            report.status, report.next_in_s = "waiting", 0.2
+            return report
+        try:
+            self._send(name, adapter, dest, table, limiter, entries, report)
+        finally:
+            slots.release(self.consumer)
+        return report
+
+    def _send(
+        self,
+        name: str,
+        adapter: Adapter,
+        dest: Destination,
+        table: PlatformSettings,
+        limiter: Limiter,
+        entries: list[Entry],
+        report: DrainReport,
+    ) -> None:
         batch_id = batch_id_of(entries)
         if self._reached_already(name, adapter, dest, table, entries, batch_id, report):
-            return report
-        slots = None
-        if table.max_in_flight is not None:
-            hold_ms = int(self.settings.lease_s * 1000)
-            slots = InFlight(
-                self.redis, dest.platform, limits[0].scope, table.max_in_flight, hold_ms
-            )
-            if not slots.acquire(self.consumer):
-                return DrainReport(name, "waiting", next_in_s=0.2)
+            return
         # Marked before sending: if we die before reading the answer, the next drain knows
         # the outcome of this batch is unknown (see `_reached_already`).
         self.redis.hset(keys.state(name), "sending", batch_id)
-        try:
-            outcome, maybe_sent = self._call(adapter, dest, table, entries, batch_id)
-        finally:
-            if slots is not None:
-                slots.release(self.consumer)
+        outcome, maybe_sent = self._call(adapter, dest, table, entries, batch_id)
         if not maybe_sent:
             self.redis.hdel(keys.state(name), "sending")
         self._apply(name, dest, table, limiter, entries, outcome, report, batch_id)
-        return report
 
     def _reached_already(
         self,
@@ -162,7 +170,7 @@ class Engine:
         if request is None:
             return False
         try:
-            job_id = adapter.parse_lookup(self.http.send(request), batch_id)
+            job_id = adapter.parse_lookup(self.http.send(with_timeout(request, table)), batch_id)
         except httpx.HTTPError:
             return False  # still unknown: resending is the lesser risk than losing it
         self.redis.hdel(keys.state(name), "sending")
@@ -212,7 +220,7 @@ class Engine:
     ) -> tuple[Outcome, bool]:
         """The platform's verdicts, and whether the request may have reached it unanswered."""
         payloads = [fields[b"p"] for _, fields in entries]
-        request = adapter.build_request(dest, table, payloads, batch_id)
+        request = with_timeout(adapter.build_request(dest, table, payloads, batch_id), table)
         try:
             response = self.http.send(request)
         except httpx.HTTPError as exc:  # the one place transport errors are translated

@@ -19,8 +19,9 @@ import redis
 
 from dispatcher import keys
 from dispatcher.settings import Settings
+from dispatcher.storage import lua
 from workers.adapters import JobAdapter, JobState, adapter_for
-from workers.limiter import Limiter
+from workers.limiter import Limiter, in_flight, with_timeout
 
 log = logging.getLogger(__name__)
 JOB_TTL_S = 7 * 86_400  # how long a finished job stays visible to operators
@@ -119,20 +120,31 @@ def track(
         list[bytes], client.zrangebyscore(keys.open_jobs(platform), "-inf", now_ms, 0, POLL_BATCH)
     )
     counts = {"polled": 0, "finished": 0, "failed": 0}
+    hold_ms = int(table.timeout_s * 2000)
     for raw_id in due:
-        job = load(client, platform, raw_id.decode())
+        job_id = raw_id.decode()
+        claimed = client.eval(
+            lua("workers", "claim_job.lua"), 1, keys.open_jobs(platform), job_id, now_ms,
+            now_ms + hold_ms,
+        )  # fmt: skip
+        job = load(client, platform, job_id) if claimed else None
         if job is None:
-            client.zrem(keys.open_jobs(platform), raw_id)
             continue
         dest = settings.destination(job.destination)
-        if Limiter(client, adapter.limits(dest, table)).acquire() > 0:
+        limits = adapter.limits(dest, table)
+        slots = in_flight(client, platform, limits, table)
+        if Limiter(client, limits).acquire() > 0 or not slots.acquire(job_id):
+            client.zadd(keys.open_jobs(platform), {job_id: now_ms + 1000})
             break  # out of budget: the rest wait for the next round
         try:
-            state = adapter.parse_job(http.send(adapter.job_request(dest, table, job.id)))
+            request = with_timeout(adapter.job_request(dest, table, job_id), table)
+            state = adapter.parse_job(http.send(request))
         except httpx.HTTPError as exc:
-            log.warning("%s job %s: %s while polling", platform, job.id, type(exc).__name__)
-            client.zadd(keys.open_jobs(platform), {job.id: now_ms + int(poll_s * 1000)})
+            log.warning("%s job %s: %s while polling", platform, job_id, type(exc).__name__)
+            client.zadd(keys.open_jobs(platform), {job_id: now_ms + int(poll_s * 1000)})
             continue
+        finally:
+            slots.release(job_id)
         counts["polled"] += 1
         _update(client, platform, job, state, now_ms + int(poll_s * 1000))
         counts["finished"] += state.finished

@@ -12,9 +12,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import httpx
 import redis
 
 from dispatcher import keys
+from dispatcher.settings import PlatformSettings
 from dispatcher.storage import lua
 
 
@@ -82,3 +84,29 @@ class InFlight:
         self.client.eval(
             lua("workers", "semaphore.lua"), 1, self.key, "release", self.limit, holder, 0
         )
+
+
+class _NoCap:
+    """Stands in for `InFlight` where a platform has no concurrency cap."""
+
+    def acquire(self, holder: str) -> bool:
+        return True
+
+    def release(self, holder: str) -> None:
+        return None
+
+
+def in_flight(
+    client: redis.Redis, platform: str, limits: Sequence[Limit], table: PlatformSettings
+) -> InFlight | _NoCap:
+    """The concurrency cap of the first limit's scope, if the platform has one."""
+    if table.max_in_flight is None:
+        return _NoCap()
+    hold_ms = int(table.timeout_s * 2000)  # a crashed holder frees its slot after this
+    return InFlight(client, platform, limits[0].scope, table.max_in_flight, hold_ms)
+
+
+def with_timeout(request: httpx.Request, table: PlatformSettings) -> httpx.Request:
+    """Give a request its platform's own timeout (the client is shared by all platforms)."""
+    request.extensions["timeout"] = httpx.Timeout(table.timeout_s).as_dict()
+    return request

@@ -46,9 +46,9 @@ class DestinationStream:
         self.key = keys.stream(name)
 
     def take(self, size: int, max_wait_s: float, now: int) -> tuple[list[Entry], int]:
-        """Up to `size` entries: pending ones first (retries, a dead worker's batch), then
-        new ones once a full batch waits or the oldest waited `max_wait_s`. Returns the
-        entries, or none and the milliseconds until the partial batch is due."""
+        """Up to `size` entries: the pending ones if any (a retry, a dead worker's batch),
+        else new ones once a full batch waits or the oldest waited `max_wait_s`. Returns
+        the entries, or none and the milliseconds until the partial batch is due."""
         stream = self.key
         taken: list[Entry] = []
         cursor: bytes | str = "0-0"
@@ -60,22 +60,22 @@ class DestinationStream:
             taken += [e for e in claimed if e[1] is not None]
             if cursor in (b"0-0", "0-0"):
                 break
-        if not taken:
-            backlog = self.redis.xlen(stream)
-            if backlog == 0:
-                return [], 0
-            if backlog < size:
-                oldest = cast(list[Entry], self.redis.xrange(stream, "-", "+", count=1))
-                waited_ms = now - entry_ms(oldest[0][0]) if oldest else 0
-                max_wait_ms = int(max_wait_s * 1000)
-                if waited_ms < max_wait_ms:
-                    return [], max_wait_ms - waited_ms
-        if len(taken) < size:
-            fresh = self.redis.xreadgroup(
-                keys.GROUP, self.consumer, {stream: ">"}, count=size - len(taken)
-            )
-            for _, entries in cast(list[tuple[bytes, list[Entry]]], fresh or []):
-                taken += entries
+        if taken:
+            # A retried batch goes again exactly as it was, so its batch id stays the same
+            # (Yandex's duplicate check after an unknown outcome depends on it).
+            return taken, 0
+        backlog = self.redis.xlen(stream)
+        if backlog == 0:
+            return [], 0
+        if backlog < size:
+            oldest = cast(list[Entry], self.redis.xrange(stream, "-", "+", count=1))
+            waited_ms = now - entry_ms(oldest[0][0]) if oldest else 0
+            max_wait_ms = int(max_wait_s * 1000)
+            if waited_ms < max_wait_ms:
+                return [], max_wait_ms - waited_ms
+        fresh = self.redis.xreadgroup(keys.GROUP, self.consumer, {stream: ">"}, count=size)
+        for _, entries in cast(list[tuple[bytes, list[Entry]]], fresh or []):
+            taken += entries
         return taken, 0
 
     def ack(self, ids: list[bytes]) -> None:

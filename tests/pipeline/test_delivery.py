@@ -133,8 +133,10 @@ def test_a_timeout_is_retried(stack: Stack) -> None:
     # Given LinkedIn hangs longer than the client's 3 s timeout once
     stack.sandbox.control("faults", {"status": 0, "delay_s": 4.0})
     stack.dispatcher.enqueue(linkedin(1, "slow"), "li-a")
-    # Then the event still arrives, and nothing is dead-lettered
+    # Then the client gave up, the event was retried and arrived, and nothing died
     wait_for(lambda: "slow-1" in stack.sandbox.event_ids(), 30, "delivery after a timeout")
+    wait_for(lambda: stack.redis.hget(keys.state("li-a"), "retried"), 10, "the retry count")
+    assert int(stack.redis.hget(keys.state("li-a"), "retried")) == 1
     assert stack.dead.count("linkedin") == 0
 
 

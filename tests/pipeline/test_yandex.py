@@ -13,10 +13,8 @@ import pytest
 
 from dispatcher import InvalidEventError, keys
 from tests.conftest import wait_for
-from tests.pipeline import conftest as pipeline
 from tests.pipeline.conftest import Stack, start_stack
 from workers import jobs
-from workers.processes import worker_command
 from workers.sandboxes.base import fingerprint
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.usefixtures("fresh")]
@@ -56,14 +54,10 @@ CONFIG = {
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Stack]:
-    with pytest.MonkeyPatch.context() as patch:
-        # start_stack starts workers for the linkedin queue whatever `platform` says; until it
-        # passes [platform] itself, point its worker command at the yandex queue.
-        patch.setattr(pipeline, "worker_command", lambda _, **kw: worker_command(["yandex"], **kw))
-        config = json.loads(json.dumps(CONFIG))
-        yield from start_stack(
-            tmp_path_factory.mktemp("yandex"), redis_url, config, WORKERS, platform="yandex"
-        )
+    config = json.loads(json.dumps(CONFIG))
+    yield from start_stack(
+        tmp_path_factory.mktemp("yandex"), redis_url, config, WORKERS, platform="yandex"
+    )
 
 
 @pytest.fixture(autouse=True)

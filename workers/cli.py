@@ -82,6 +82,33 @@ def resume(destination: str) -> None:
     Control().resume(destination)
 
 
+@app.command()
+def jobs(platform: str, limit: int = 20) -> None:
+    """Recent background jobs (Yandex uploads, vNative imports) and what became of them."""
+    from datetime import UTC, datetime
+
+    from dispatcher import get_settings
+    from dispatcher.storage import connect
+    from workers.jobs import recent
+
+    table = Table()
+    for column in ("job", "destination", "submitted", "events", "state", "detail"):
+        table.add_column(column)
+    settings = get_settings()
+    for job in recent(connect(settings.redis_url), platform, limit):
+        submitted = datetime.fromtimestamp(job.submitted_at_ms / 1000, UTC)
+        state = f"[red]{job.state}[/]" if job.failed else job.state
+        table.add_row(
+            job.id,
+            job.destination,
+            f"{submitted:%Y-%m-%d %H:%M:%S}",
+            str(job.events),
+            state,
+            job.detail,
+        )
+    console.print(table)
+
+
 @dead.command("list")
 def dead_list(platform: str, destination: str | None = None, limit: int = 50) -> None:
     """Show dead letters, oldest first."""

@@ -255,7 +255,8 @@ class Dispatcher:
             ttl_ms = int(table.max_wait_s * 1000) + KICK_GRACE_MS
             args += [table.max_backlog, table.batch_size, ttl_ms, len(rows)]
             for event_id, payload, at_ms in rows:
-                args += [payload, event_id, at_ms]
+                # Bytes pass through redis-py's encoder untouched: this loop is the hot path.
+                args += [payload, event_id.encode(), b"%d" % at_ms]
         return keys_, args
 
     def _kick(self, plan: Plan, result: Sequence[Sequence[int]]) -> None:

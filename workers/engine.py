@@ -206,7 +206,7 @@ class Engine:
         expired = [e for e in entries if deadline_ms(table, e) <= now]
         if expired:
             reason = "expired: past the platform's acceptance window or max_retry_age_s"
-            stream.dead_letter([(e, reason) for e in expired], None, "", now)
+            stream.dead_letter([(e, reason) for e in expired], None, "", now, counted=True)
             report.dead += len(expired)
         return [e for e in entries if deadline_ms(table, e) > now]
 
@@ -302,10 +302,14 @@ class Engine:
             for (entry, _), n in zip(failed, attempts, strict=True)
             if n >= table.max_attempts or deadline_ms(table, entry) <= resume_ms
         ]
-        stream.dead_letter(give_up, outcome.status, outcome.excerpt, now)
-        self.redis.hset(keys.state(name), mapping={"next_at_ms": resume_ms, "last_error": reason})
-        log.warning("destination %s: %s; retrying in %.1fs", name, reason, delay_s)
-        report.status, report.retry = "backing-off", len(failed) - len(give_up)
-        self.redis.hincrby(keys.state(name), "retried", report.retry)
+        stream.dead_letter(give_up, outcome.status, outcome.excerpt, now, counted=True)
         report.dead += len(give_up)
-        report.next_in_s = delay_s
+        report.retry = len(failed) - len(give_up)
+        self.redis.hset(keys.state(name), "last_error", reason)
+        if not report.retry:
+            report.next_in_s = 0.0  # nothing of this batch waits; others may
+            return
+        self.redis.hset(keys.state(name), "next_at_ms", resume_ms)
+        self.redis.hincrby(keys.state(name), "retried", report.retry)
+        log.warning("destination %s: %s; retrying in %.1fs", name, reason, delay_s)
+        report.status, report.next_in_s = "backing-off", delay_s

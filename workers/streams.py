@@ -89,9 +89,20 @@ class DestinationStream:
         pipe.execute()
 
     def dead_letter(
-        self, rows: list[tuple[Entry, str]], status: int | None, body_excerpt: str, now: int
+        self,
+        rows: list[tuple[Entry, str]],
+        status: int | None,
+        body_excerpt: str,
+        now: int,
+        *,
+        counted: bool = False,
     ) -> None:
-        """Move entries, each with its reason, to the platform's dead-letter stream."""
+        """Move entries, each with its reason, to the platform's dead-letter stream.
+
+        `counted`: the attempt that ended them is already in their attempt count (a
+        retry budget ran out) or there was none (expired unsent); otherwise the refusing
+        attempt is added.
+        """
         if not rows:
             return
         name = self.name
@@ -109,7 +120,7 @@ class DestinationStream:
                     "reason": reason,
                     "status": "" if status is None else status,
                     "excerpt": body_excerpt,
-                    "attempts": int(tries or 0) + 1,
+                    "attempts": int(tries or 0) + (0 if counted else 1),
                     "at": now,
                 },
             )

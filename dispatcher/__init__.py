@@ -1,6 +1,6 @@
 """Conversion dispatcher: the producer side that application code imports.
 
-    from dispatcher import enqueue, LinkedInConversionEvent
+    from dispatcher import Conversion, enqueue
 
 Validates and hashes events, stores them durably in Redis and asks the platform's
 Celery workers to deliver them. Importing this package never imports worker code.
@@ -28,8 +28,11 @@ from dispatcher.events import (
     ConversionValue,
     IdType,
     LinkedInConversionEvent,
+    PinterestConversionEvent,
     UserId,
     UserInfo,
+    VNativeConversion,
+    YandexOfflineConversion,
 )
 from dispatcher.settings import Destination, Settings, get_settings
 
@@ -107,18 +110,21 @@ __all__ = [
     "Destination",
     "DestinationStatus",
     "Dispatcher",
-    "EventInput",
     "DispatcherError",
+    "EventInput",
     "FanOutReceipt",
     "FieldError",
     "IdType",
     "InvalidEventError",
     "LinkedInConversionEvent",
+    "PinterestConversionEvent",
     "Receipt",
     "Settings",
     "StorageError",
     "UserId",
     "UserInfo",
+    "VNativeConversion",
+    "YandexOfflineConversion",
     "aenqueue",
     "aenqueue_many",
     "default_dispatcher",

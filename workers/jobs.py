@@ -85,7 +85,7 @@ def record(
 def load(client: redis.Redis, platform: str, job_id: str) -> Job | None:
     """A recorded job, or None."""
     raw = cast(dict[bytes, bytes], client.hgetall(keys.job(platform, job_id)))
-    if not raw:
+    if b"destination" not in raw:
         return None
     f = {k.decode(): v.decode() for k, v in raw.items()}
     return Job(
@@ -127,8 +127,11 @@ def track(
             lua("workers", "claim_job.lua"), 1, keys.open_jobs(platform), job_id, now_ms,
             now_ms + hold_ms,
         )  # fmt: skip
-        job = load(client, platform, job_id) if claimed else None
+        if not claimed:
+            continue  # another poller has it
+        job = load(client, platform, job_id)
         if job is None:
+            client.zrem(keys.open_jobs(platform), job_id)
             continue
         dest = settings.destination(job.destination)
         limits = adapter.limits(dest, table)

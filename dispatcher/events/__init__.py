@@ -18,6 +18,9 @@ from dispatcher.events.linkedin import (
     UserId,
     UserInfo,
 )
+from dispatcher.events.pinterest import PinterestConversionEvent
+from dispatcher.events.vnative import VNativeConversion
+from dispatcher.events.yandex import YandexOfflineConversion
 
 
 @cache
@@ -32,8 +35,11 @@ __all__ = [
     "ConversionValue",
     "IdType",
     "LinkedInConversionEvent",
+    "PinterestConversionEvent",
     "PlatformEvent",
     "UserId",
     "UserInfo",
+    "VNativeConversion",
+    "YandexOfflineConversion",
     "model_for",
 ]

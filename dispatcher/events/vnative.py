@@ -36,7 +36,10 @@ PERSONAL_DIMENSIONS: dict[str, Callable[[str], str]] = {
     "phone_number": hash_phone,
     "mobile": hash_phone,
     "first_name": hash_name,
+    "firstname": hash_name,
     "last_name": hash_name,
+    "lastname": hash_name,
+    "surname": hash_name,
     "name": hash_name,
     "full_name": hash_name,
 }
@@ -46,7 +49,7 @@ _SEPARATORS = re.compile(r"[\s\-.]+")
 
 def dimension_key(name: str) -> str:
     """A dimension name in the form `PERSONAL_DIMENSIONS` uses: firstName, First-Name and
-    "first name" all become first_name, so no spelling lets personal data through."""
+    "first name" all become first_name, so the usual spellings of a name are caught."""
     return _SEPARATORS.sub("_", _CAMEL.sub("_", name.strip())).lower()
 
 

@@ -18,18 +18,8 @@ from workers.sandboxes.base import serve
 DEST = Destination(platform="vnative", token="secret-key")
 POSTBACK = Destination(platform="vnative", token="secret-key", send_postback=True)
 TABLE = VNativeSettings(base_url="https://api.trackier.example/", rate_per_min=90, burst=3)
-QUEUED = {
-    "success": True,
-    "data": {
-        "message": "Job has been queued!!",
-        "job": {
-            "type": "import",
-            "state": "pending",
-            "logs": [],
-            "_id": "5c2f5454333446229468a428",
-        },
-    },
-}
+JOB = {"type": "import", "state": "pending", "logs": [], "_id": "5c2f5454333446229468a428"}
+QUEUED = {"success": True, "data": {"message": "Job has been queued!!", "job": JOB}}
 
 
 def respond(
@@ -41,10 +31,6 @@ def respond(
 
 def failure(code: int, message: str = "") -> dict[str, Any]:
     return {"success": False, "error": {"code": code, "message": message}}
-
-
-def verdicts(response: httpx.Response, n: int = 2) -> set[Verdict]:
-    return {r.verdict for r in ADAPTER.parse_response(response, n).results}
 
 
 def test_request_is_the_seeds_import_call_with_the_destinations_send_postback() -> None:
@@ -142,7 +128,7 @@ def test_code_40_honours_retry_after() -> None:
 )
 def test_the_code_is_found_wherever_it_sits(body: dict[str, Any]) -> None:
     assert app_error(body) == (13, "Invalid API Key")
-    assert verdicts(respond(200, body)) == {Verdict.AUTH}
+    assert ADAPTER.parse_response(respond(200, body), 1).results[0].verdict is Verdict.AUTH
 
 
 @pytest.mark.parametrize(
@@ -160,19 +146,14 @@ def test_the_code_is_found_wherever_it_sits(body: dict[str, Any]) -> None:
         (200, Verdict.RETRY, "unrecognised answer (200)"),
     ],
 )
+@pytest.mark.parametrize("body", [b'{"success": false}', b"<html>Error</html>"])
 def test_http_statuses_without_a_code_map_to_verdicts(
-    status: int, verdict: Verdict, said: str
+    status: int, verdict: Verdict, said: str, body: bytes
 ) -> None:
-    outcome = ADAPTER.parse_response(respond(status, {"success": False}), 3)
+    outcome = ADAPTER.parse_response(httpx.Response(status, content=body), 3)
     assert {r.verdict for r in outcome.results} == {verdict}
     assert said in outcome.results[0].reason
     assert outcome.throttled is (status == 429)
-
-
-def test_an_html_error_page_is_read_by_its_status() -> None:
-    response = httpx.Response(502, content=b"<html>Bad gateway</html>")
-    assert verdicts(response) == {Verdict.RETRY}
-    assert verdicts(httpx.Response(404, content=b"<html>Not Found</html>")) == {Verdict.AUTH}
 
 
 def test_the_key_never_appears_in_an_outcome() -> None:
@@ -183,9 +164,8 @@ def test_the_key_never_appears_in_an_outcome() -> None:
 def test_the_adapter_follows_jobs() -> None:
     assert isinstance(ADAPTER, JobAdapter)
     request = ADAPTER.job_request(DEST, TABLE, "5c54/07")
-    assert (request.method, str(request.url)) == (
-        "GET", "https://api.trackier.example/jobs/5c54%2F07",
-    )  # fmt: skip
+    assert request.method == "GET"
+    assert str(request.url) == "https://api.trackier.example/jobs/5c54%2F07"
     assert request.headers["X-Api-Key"] == "secret-key"
 
 
@@ -196,12 +176,18 @@ def job_answer(status: str, *messages: str) -> httpx.Response:
     return respond(200, {"success": True, "data": {"job": job, "logs": logs}})
 
 
-def test_a_completed_job_is_finished_with_its_logs_line() -> None:
+UNFINISHED = [("pending", False, False), ("progress", False, False)]
+
+
+@pytest.mark.parametrize(
+    ("status", "finished", "failed"),
+    [*UNFINISHED, ("completed", True, False), ("failed", True, True)],
+)
+def test_job_states_map_to_finished_and_failed(status: str, finished: bool, failed: bool) -> None:
     line = "Total Processed: 2 | Imported: 0 | Edited: 2 | Errors: 0"
-    state = ADAPTER.parse_job(job_answer("completed", line))
-    assert (state.state, state.finished, state.failed, state.detail) == (
-        "completed", True, False, line,
-    )  # fmt: skip
+    state = ADAPTER.parse_job(job_answer(status, line))
+    assert (state.state, state.detail) == (status, line)
+    assert (state.finished, state.failed) == (finished, failed)
 
 
 def test_a_completed_job_with_errors_says_so_but_fails_nothing() -> None:
@@ -210,18 +196,6 @@ def test_a_completed_job_with_errors_says_so_but_fails_nothing() -> None:
     assert (state.finished, state.failed) == (True, False)
     assert state.detail.startswith(line)
     assert "2 conversion(s) had errors" in state.detail
-
-
-def test_a_failed_job_is_finished_and_failed_with_its_logs() -> None:
-    state = ADAPTER.parse_job(job_answer("failed", "Total Processed: 3 | Errors: 3", "halted"))
-    assert (state.finished, state.failed) == (True, True)
-    assert "Total Processed: 3" in state.detail
-
-
-@pytest.mark.parametrize("status", ["pending", "progress"])
-def test_a_pending_or_running_job_is_not_finished(status: str) -> None:
-    state = ADAPTER.parse_job(job_answer(status))
-    assert (state.state, state.finished, state.failed) == (status, False, False)
 
 
 def test_the_import_answers_job_shape_with_state_and_string_logs_is_read() -> None:
@@ -244,13 +218,11 @@ def test_the_logs_line_with_the_highest_total_is_the_summary() -> None:
     assert job_summary(None) == ""
 
 
-def test_lookup_lists_the_latest_jobs_but_cannot_tie_one_to_a_batch() -> None:
-    # Given vNative's job list holds an import that could be this batch's
-    request = ADAPTER.lookup_request(DEST, TABLE, "batch-1")
-    assert request is not None
-    assert (request.method, str(request.url)) == ("GET", "https://api.trackier.example/jobs")
+def test_no_lookup_is_made_since_no_job_can_be_tied_to_a_batch() -> None:
+    # vNative's jobs carry no label of ours, so the engine cannot ask whether a batch
+    # arrived after a timeout; it resends (the documented double-count risk)
+    assert ADAPTER.lookup_request(DEST, TABLE, "batch-1") is None
     jobs = {"success": True, "data": {"jobs": [{"_id": "j1", "type": "import"}]}}
-    # When it is read, then no job is claimed: jobs carry no label of ours (documented risk)
     assert ADAPTER.parse_lookup(respond(200, jobs), "batch-1") is None
 
 
@@ -264,11 +236,8 @@ def test_a_round_trip_through_the_sandbox() -> None:
             payloads = [b'{"click_id":"c1"}', b'{"click_id":"c2"}']
             response = http.send(ADAPTER.build_request(POSTBACK, table, payloads, "b"))
             outcome = ADAPTER.parse_response(response, 2)
-            assert outcome.job_id is not None
-            states = [
-                ADAPTER.parse_job(http.send(ADAPTER.job_request(POSTBACK, table, outcome.job_id)))
-                for _ in range(2)
-            ]
+            poll = ADAPTER.job_request(POSTBACK, table, str(outcome.job_id))
+            states = [ADAPTER.parse_job(http.send(poll)) for _ in range(2)]
     finally:
         running.stop()
     # Then both are delivered, and the job goes to progress, then completed with its logs

@@ -187,12 +187,12 @@ class VNativeAdapter:
     def lookup_request(
         self, destination: Destination, table: PlatformSettings, batch_id: str
     ) -> httpx.Request | None:
-        url = f"{table.base_url.rstrip('/')}/jobs"  # the latest 50 jobs
-        return httpx.Request("GET", url, headers=_headers(destination))
+        # `GET /jobs` lists the latest 50 jobs, but they carry no label of ours, so none
+        # can be tied to this batch (see the module docstring): "can't tell", and the
+        # engine resends rather than risk losing the batch.
+        return None
 
     def parse_lookup(self, response: httpx.Response, batch_id: str) -> str | None:
-        # Jobs carry no label of ours, so no job can be tied to this batch (see the
-        # module docstring): "can't tell", and the engine resends.
         return None
 
 

@@ -12,7 +12,6 @@ answered alike and recorded with their query but without events.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections.abc import Collection
@@ -165,30 +164,16 @@ class _Events(PlatformHandler):
         # Statuses the contract does not list get its generic Error shape (our wording).
         return _ERRORS.get(status) or super().error_body(status, reason) | {"code": status}
 
-    async def prepare(self) -> None:
-        # The base's order (latency, faults, auth, throttling) with one change: Pinterest
-        # counts calls per ad account (seed 001), where the base counts them per token.
-        self.token, sandbox = self.read_token(), self.sandbox
-        if sandbox.latency_s:
-            await asyncio.sleep(sandbox.latency_s)
-        fault = sandbox.next_fault()
-        if fault is not None:
-            if fault.delay_s:
-                await asyncio.sleep(fault.delay_s)
-            if fault.status:
-                headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
-                body = fault.body if fault.body is not None else self.error_body(fault.status)
-                self.answer(fault.status, body, headers)
-                return
+    def check_target(self) -> tuple[int, Json] | None:
         account = self.path_args[0]
-        if not self.token or self.token in sandbox.revoked_tokens:
-            self.refuse(401, "")
-        elif not _ACCOUNT.fullmatch(account):
-            self.answer(400, {"code": 4196, "message": f"Invalid ad_account_id {account!r}"})
-        elif account in self.denied:
-            self.refuse(403, "")
-        elif sandbox.admit(f"account:{account}") is not None:
-            self.refuse(429, "")
+        if not _ACCOUNT.fullmatch(account):
+            return 400, {"code": 4196, "message": f"Invalid ad_account_id {account!r}"}
+        if account in self.denied:
+            return 403, self.error_body(403)
+        return None
+
+    def rate_key(self) -> str:
+        return f"account:{self.path_args[0]}"  # Pinterest counts calls per ad account (seed 001)
 
     def _invalid(self, detail: str) -> None:
         self.answer(400, {"code": 4196, "message": f"The request was invalid. {detail}"})

@@ -2,7 +2,8 @@
 
 Source: Pinterest's official contract v5.23.0 (shipped as
 `workers/sandboxes/pinterest-v5-conversion-events.openapi.json`) and seed 001. Every field
-of the contract is here with its type and bounds. Stricter than the contract on purpose:
+of the contract is here with its type and bounds (the nested `custom_data`, `app_info` and
+`device_info` objects in `pinterest_parts`). Stricter than the contract on purpose:
 `user_data` takes no unknown field (a misspelt one would carry raw personal data out
 unhashed), the enums its descriptions list are enforced, and hashed fields must not be empty.
 """
@@ -13,23 +14,34 @@ import ipaddress
 import re
 from collections.abc import Callable
 from datetime import date, datetime
-from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, ClassVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from dispatcher.events.base import PlatformEvent, check_event_time
+from dispatcher.events.pinterest_parts import AppInfo, Content, CustomData, DeviceInfo, Int, Part
 from dispatcher.identity import hash_email, hash_name, is_sha256, sha256_hex
+
+__all__ = [
+    "EVENT",
+    "WINDOW_MS",
+    "ActionSource",
+    "AppInfo",
+    "Content",
+    "CustomData",
+    "DeviceInfo",
+    "EventName",
+    "PinterestConversionEvent",
+    "UserData",
+]
 
 # The contract names no maximum age; 7 days is PinterestSettings.acceptance_window_s.
 WINDOW_MS = 7 * 86_400_000
 _MS_EPOCH_FLOOR_S = 100_000_000_000  # a "seconds" value above this is milliseconds (year 5138)
 _GENDERS = {"f": "f", "female": "f", "m": "m", "male": "m", "n": "n", "non-binary": "n"}
 _ZIP_PLUS_4 = re.compile(r"^(\d{5})-?\d{4}$")
-_NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
 
-Int = Annotated[int, Field(strict=True)]
 Bool = Annotated[bool, Field(strict=True)]
 
 
@@ -113,10 +125,6 @@ def _hashed(normalise: Callable[[str], str]) -> BeforeValidator:
 Hashes = list[str] | None
 
 
-class _Part(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, str_strip_whitespace=True)
-
-
 class EventName(StrEnum):
     """The event names the contract lists (`event_name`)."""
 
@@ -146,7 +154,7 @@ class ActionSource(StrEnum):
     OFFLINE = "offline"
 
 
-class UserData(_Part):
+class UserData(Part):
     """Who converted: `em`, `hashed_maids`, or both `client_ip_address` and `client_user_agent`.
 
     Raw values are normalised as Pinterest specifies and SHA-256 hashed here; each field takes
@@ -186,105 +194,6 @@ class UserData(_Part):
                 "needs em, hashed_maids, or both client_ip_address and client_user_agent"
             )
         return self
-
-
-def _number_str(value: object) -> object:
-    """Pinterest takes amounts as strings it parses into doubles."""
-    if isinstance(value, Decimal | int | float) and not isinstance(value, bool):
-        value = str(value)
-    if isinstance(value, str) and not _NUMBER.match(value.strip()):
-        raise ValueError("must be a decimal number such as 72.39")
-    return value
-
-
-Amount = Annotated[str, BeforeValidator(_number_str)]
-
-
-class Content(_Part):
-    """One product of `custom_data.contents`."""
-
-    id: str | None = None
-    item_brand: str | None = None
-    item_category: str | None = None
-    item_name: str | None = None
-    item_price: Amount | None = None
-    quantity: Int | None = None
-
-
-class CustomData(_Part):
-    """Order details: value, currency, products."""
-
-    content_brand: str | None = None
-    content_category: str | None = None
-    content_ids: list[str] | None = None
-    content_name: str | None = None
-    contents: list[Content] | None = None
-    currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")  # ISO 4217
-    external_measurement_id: str | None = None
-    external_measurement_vendor_id: Int | None = None
-    np: str | None = None
-    num_items: Int | None = None
-    opt_out_type: str | None = None
-    order_id: str | None = None
-    predicted_ltv: Amount | None = None
-    search_string: str | None = None
-    value: Amount | None = None
-
-
-def _text(max_length: int) -> Any:
-    return Field(default=None, max_length=max_length)
-
-
-def _count(maximum: int | None = None) -> Any:
-    return Field(default=None, ge=0, le=maximum, strict=True)
-
-
-FormFactor = Literal["desktop", "laptop", "cellphone", "tablet", "smartwatch", "tv", "vr"]
-NetworkType = Literal["wifi", "cellular_2g", "cellular_3g", "cellular_4g", "cellular_5g"]
-OsFamily = Literal["ios", "android", "macos", "windows", "linux", "bsd", "other"]
-
-
-class AppInfo(_Part):
-    """The app the event happened in (`app_info`)."""
-
-    app_id: str | None = _text(200)
-    app_name: str | None = _text(200)
-    app_package_name: str | None = _text(200)
-    app_store: str | None = _text(100)
-    app_version: str | None = _text(100)
-    install_time: int | None = _count()
-    user_agent: str | None = _text(16384)
-    window_height: int | None = _count(30720)
-    window_width: int | None = _count(30720)
-
-
-class DeviceInfo(_Part):
-    """The device the event happened on (`device_info`)."""
-
-    battery_level: int | None = _count(100)
-    brand: str | None = _text(100)
-    carrier: str | None = _text(100)
-    cpu_cores: int | None = _count(1152)
-    external_storage_free_space: int | None = _count(1048576)
-    external_storage_size: int | None = _count(1048576)
-    form_factor: FormFactor | Literal["console", "other"] | None = None
-    kernel_version: str | None = _text(100)
-    languages: list[str] | None = Field(default=None, max_length=100)
-    locale: str | None = _text(35)
-    model: str | None = _text(100)
-    network_type: NetworkType | Literal["cellular_6g", "ethernet", "unknown"] | None = None
-    os_family: OsFamily | None = None
-    os_name: str | None = _text(100)
-    os_release_name: str | None = _text(100)
-    os_version: str | None = _text(100)
-    screen_density: int | None = _count(100000)
-    screen_height: int | None = _count(30720)
-    screen_width: int | None = _count(30720)
-    storage_free_space: int | None = _count(1048576)
-    storage_size: int | None = _count(1048576)
-    timezone: str | None = _text(40)
-    timezone_abbr: str | None = _text(5)
-    type: str | None = _text(100)
 
 
 class PinterestConversionEvent(PlatformEvent):

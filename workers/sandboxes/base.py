@@ -260,6 +260,8 @@ class Sandbox:
         headers = {name.lower(): value for name, value in request.headers.get_all()}
         if "authorization" in headers:
             headers["authorization"] = headers["authorization"].split(" ", 1)[0] + " ***"
+        if "x-api-key" in headers:  # vNative's credential travels in its own header
+            headers["x-api-key"] = "***"
         record = Received(
             at_s=self.clock(),
             token=token,

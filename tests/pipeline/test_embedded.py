@@ -20,7 +20,8 @@ pytestmark = pytest.mark.pipeline
 
 
 def up(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], dict[str, int]]:
-    ports = {"redis": free_port(), "flower": free_port(), **{p: free_port() for p in PLATFORMS}}
+    ports: dict[str, int] = {"redis": free_port(), "flower": free_port()}
+    ports |= {p: free_port() for p in PLATFORMS}
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVDISP_")}
     for platform in PLATFORMS:
         env[f"CONVDISP_{platform.upper()}__BASE_URL"] = f"http://127.0.0.1:{ports[platform]}"

@@ -66,6 +66,6 @@ def test_dead_letters_list_replay_and_purge(
     assert "replayed 1" in cli(settings, tmp_path, "dead", "replay", "linkedin", "--ids", first)
     assert "purged 1" in cli(settings, tmp_path, "dead", "purge", "linkedin")
     # Then the replayed event waits on its stream again and no dead letter is left
-    (entry,) = redis_client.xrange(keys.stream("li-main"))
+    (entry,) = list(redis_client.xrange(keys.stream("li-main")))
     assert entry[1][b"e"] == b"dead-1"
     assert redis_client.xlen(keys.deadletters("linkedin")) == 0

@@ -48,8 +48,13 @@ def test_an_event_past_its_acceptance_window_is_dead_lettered_not_sent(
     old_ms = int(time.time() * 1000) - 91 * 86_400_000
     Dispatcher(fast).store(Plan(groups={"li-main": [("old-1", json.dumps(body).encode(), old_ms)]}))
     sent: list[httpx.Request] = []
+
+    def record(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return ok(request)
+
     # When a worker drains
-    report = engine_for(fast, redis_client, lambda r: sent.append(r) or ok(r)).drain("li-main")
+    report = engine_for(fast, redis_client, record).drain("li-main")
     # Then it is dead-lettered as expired and never sent
     assert sent == []
     assert report.dead == 1

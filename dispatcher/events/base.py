@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from datetime import datetime
 from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -71,3 +72,15 @@ def check_event_time(at_ms: int, window_ms: int) -> int:
     if at_ms < now - window_ms:
         raise ValueError(f"is older than the platform's {window_ms // 86_400_000}-day window")
     return at_ms
+
+
+def aware_to_epoch(value: object, per_second: int = 1) -> object:
+    """An aware datetime as epoch seconds (or ms with `per_second=1000`); else `value`.
+
+    For `mode="before"` validators of the platforms' time fields, which take either.
+    """
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("datetime must be timezone-aware")
+        return int(value.timestamp() * per_second)
+    return value

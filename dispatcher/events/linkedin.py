@@ -6,14 +6,13 @@ Every validation rule LinkedIn applies is applied here, at enqueue time.
 
 from __future__ import annotations
 
-from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from dispatcher.events.base import PlatformEvent, check_event_time
+from dispatcher.events.base import PlatformEvent, aware_to_epoch, check_event_time
 from dispatcher.identity import hash_email
 
 if TYPE_CHECKING:
@@ -108,11 +107,7 @@ class LinkedInConversionEvent(PlatformEvent):
     @field_validator("conversion_happened_at", mode="before")
     @classmethod
     def _datetime_to_ms(cls, value: object) -> object:
-        if isinstance(value, datetime):
-            if value.tzinfo is None:
-                raise ValueError("datetime must be timezone-aware")
-            return int(value.timestamp() * 1000)
-        return value
+        return aware_to_epoch(value, per_second=1000)
 
     @field_validator("conversion_happened_at")
     @classmethod

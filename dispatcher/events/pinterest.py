@@ -13,13 +13,13 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import date
 from enum import StrEnum
 from typing import Annotated, ClassVar
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from dispatcher.events.base import PlatformEvent, check_event_time
+from dispatcher.events.base import PlatformEvent, aware_to_epoch, check_event_time
 from dispatcher.events.pinterest_parts import AppInfo, Content, CustomData, DeviceInfo, Int, Part
 from dispatcher.identity import hash_email, hash_name, is_sha256, sha256_hex
 
@@ -231,11 +231,7 @@ class PinterestConversionEvent(PlatformEvent):
     @field_validator("event_time", mode="before")
     @classmethod
     def _datetime_to_s(cls, value: object) -> object:
-        if isinstance(value, datetime):
-            if value.tzinfo is None:
-                raise ValueError("datetime must be timezone-aware")
-            return int(value.timestamp())
-        return value
+        return aware_to_epoch(value)
 
     @field_validator("event_time")
     @classmethod

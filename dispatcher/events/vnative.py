@@ -23,7 +23,7 @@ from typing import Annotated, Any, ClassVar
 from pydantic import Field, PlainValidator, PrivateAttr, ValidationError, field_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from dispatcher.events.base import FUTURE_SKEW_MS, PlatformEvent, now_ms
+from dispatcher.events.base import FUTURE_SKEW_MS, PlatformEvent, aware_to_epoch, now_ms
 from dispatcher.identity import hash_email, hash_name, hash_phone
 
 # Dimension names (compared after `dimension_key`) whose values are personal data, and how
@@ -67,9 +67,7 @@ DimensionValue = Annotated[str | int | float, PlainValidator(_dimension_value)]
 
 def _epoch_ms(value: object) -> object:
     if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise ValueError("datetime must be timezone-aware")
-        return int(value.timestamp() * 1000)
+        return aware_to_epoch(value, per_second=1000)
     if isinstance(value, int | float) and not isinstance(value, bool):
         return int(value * 1000)
     raise ValueError("must be a timezone-aware datetime or epoch seconds")

@@ -10,14 +10,13 @@ Yandex has no deduplication id; re-uploading a row overwrites its revenue.
 from __future__ import annotations
 
 import time
-from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from dispatcher.events.base import PlatformEvent
+from dispatcher.events.base import PlatformEvent, aware_to_epoch
 
 if TYPE_CHECKING:
     from dispatcher.settings import Destination
@@ -76,11 +75,7 @@ class YandexOfflineConversion(PlatformEvent):
     @field_validator("date_time", mode="before")
     @classmethod
     def _datetime_to_s(cls, value: object) -> object:
-        if isinstance(value, datetime):
-            if value.tzinfo is None:
-                raise ValueError("datetime must be timezone-aware")
-            return int(value.timestamp())
-        return value
+        return aware_to_epoch(value)
 
     @field_validator("date_time")
     @classmethod

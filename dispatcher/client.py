@@ -6,6 +6,7 @@ Nothing here imports worker code: drains are requested by task name over the bro
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from dispatcher.storage import aconnect, connect, lua, translate_redis_errors
 
 DRAIN_TASK = "convdispatch.drain"
 KICK_GRACE_MS = 10_000
+log = logging.getLogger(__name__)
 EventInput = PlatformEvent | Mapping[str, Any]
 
 
@@ -261,9 +263,14 @@ class Dispatcher:
 
     def _kick(self, plan: Plan, result: Sequence[Sequence[int]]) -> None:
         for name, (_, kick) in zip(plan.groups, result, strict=True):
-            if kick:
-                table = self.settings.platform(self.settings.destination(name).platform)
+            if not kick:
+                continue
+            table = self.settings.platform(self.settings.destination(name).platform)
+            try:
                 self.request_drain(name, 0.0 if kick == 2 else table.max_wait_s)
+            except Exception as exc:
+                # The receipt stands: beat's sweep drains the destination within a second.
+                log.warning("could not request a drain of %s: %s", name, type(exc).__name__)
 
     def request_drain(self, destination: str, countdown_s: float = 0.0) -> None:
         """Ask a worker of the destination's platform to drain it (by task name)."""

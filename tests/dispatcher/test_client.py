@@ -196,3 +196,17 @@ def test_tokens_never_show_in_settings_repr(settings: Settings) -> None:
     assert "token-main" not in repr(settings)
     assert "token-main" not in str(settings.destinations["li-main"])
     assert isinstance(settings.destinations["li-main"], Destination)
+
+
+def test_a_failed_drain_request_does_not_undo_the_receipt(
+    dispatcher: Dispatcher, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the broker refuses the drain request after the events were stored
+    def refuse(destination: str, countdown_s: float = 0.0) -> None:
+        raise ConnectionError("broker unavailable")
+
+    monkeypatch.setattr(dispatcher, "request_drain", refuse)
+    # When an event is enqueued, then the receipt stands (beat's sweep will drain it)
+    receipt = dispatcher.enqueue(event(), "li-main")
+    assert receipt.destination == "li-main"
+    assert len(stored(redis_client)) == 1

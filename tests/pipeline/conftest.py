@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from dispatcher import Control, DeadLetters, Dispatcher, Settings, keys
+from tests.conftest import wait_for
 from workers.processes import (
     Processes,
     beat_command,
@@ -112,8 +113,15 @@ def start_stack(
 
 @pytest.fixture
 def fresh(request: pytest.FixtureRequest) -> None:
-    """Reset the module's stack between tests: sandbox records and faults, Redis keys."""
+    """Reset the module's stack between tests: sandbox records and faults, Redis keys.
+
+    Waits first until no drain holds a lease, so a call of the previous test still in
+    flight cannot land in this test's records.
+    """
     stack: Stack = request.getfixturevalue("stack")
+    wait_for(
+        lambda: not any(stack.redis.scan_iter(f"{keys.PREFIX}:lease:*")), 30, "drains to finish"
+    )
     stack.sandbox.control("reset")
     for key in stack.redis.scan_iter(f"{keys.PREFIX}:*"):
         stack.redis.delete(key)

@@ -14,7 +14,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, cast
 
 import httpx
@@ -45,7 +45,6 @@ class DrainReport:
     resend: int = 0
     http_status: int | None = None
     next_in_s: float | None = None  # when to drain again; 0 = at once
-    counts: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-safe dict for the task result."""
@@ -203,12 +202,17 @@ class Engine:
         now: int,
         report: DrainReport,
     ) -> list[Entry]:
-        expired = [e for e in entries if deadline_ms(table, e) <= now]
-        if expired:
-            reason = "expired: past the platform's acceptance window or max_retry_age_s"
-            stream.dead_letter([(e, reason) for e in expired], None, "", now, counted=True)
-            report.dead += len(expired)
-        return [e for e in entries if deadline_ms(table, e) > now]
+        live: list[Entry] = []
+        expired: list[tuple[Entry, str]] = []
+        reason = "expired: past the platform's acceptance window or max_retry_age_s"
+        for entry in entries:
+            if deadline_ms(table, entry) > now:
+                live.append(entry)
+            else:
+                expired.append((entry, reason))
+        stream.dead_letter(expired, None, "", now, counted=True)
+        report.dead += len(expired)
+        return live
 
     def _call(
         self,

@@ -11,7 +11,6 @@ from celery.utils.log import get_task_logger
 
 from dispatcher import keys
 from dispatcher.client import DRAIN_TASK, KICK_GRACE_MS
-from dispatcher.settings import PLATFORMS
 from dispatcher.storage import connect
 from workers import jobs
 from workers.app import app, settings
@@ -28,8 +27,7 @@ def engine() -> Engine:
     """This process's engine, built after the fork so no socket is shared with a parent."""
     global _engine
     if _engine is None or _engine[0] != os.getpid():
-        timeout = max(settings.platform(p).timeout_s for p in PLATFORMS)
-        http = httpx.Client(timeout=timeout, http2=False)
+        http = httpx.Client()  # each request carries its platform's timeout (with_timeout)
         consumer = f"{socket.gethostname()}-{os.getpid()}"
         _engine = (
             os.getpid(),

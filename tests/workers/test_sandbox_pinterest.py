@@ -43,13 +43,6 @@ def server() -> Iterator[RunningServer]:
     running.stop()
 
 
-@pytest.fixture
-def client(server: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=10.0) as http:
-        http.post("/_sandbox/reset").raise_for_status()
-        yield http
-
-
 def event(i: int = 0, **changes: Any) -> dict[str, Any]:
     """A valid event an hour old, identified by a hashed email."""
     return {

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import httpx
 
@@ -97,6 +98,15 @@ def retry_after_s(response: httpx.Response, now_s: float | None = None) -> float
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - (time.time() if now_s is None else now_s))
+
+
+def json_body(response: httpx.Response) -> dict[str, Any]:
+    """The response's JSON object, or {} when it is not one (HTML error pages, empty)."""
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return body if isinstance(body, dict) else {}
 
 
 def excerpt(response: httpx.Response) -> str:

@@ -7,7 +7,6 @@ Batch size: up to 5000 events. Rate-limit scope: the member access token.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -20,6 +19,7 @@ from workers.adapters.base import (
     Verdict,
     common_outcome,
     excerpt,
+    json_body,
 )
 from workers.limiter import Limit
 
@@ -63,7 +63,7 @@ class LinkedInAdapter:
         status = response.status_code
         if status in (200, 201):
             return _batch_results(response, n)
-        body = _json(response)
+        body = json_body(response)
         if status == 401:
             code = body.get("serviceErrorCode")
             why = "access token revoked" if code == 65601 else "access token invalid or expired"
@@ -79,16 +79,8 @@ class LinkedInAdapter:
         return _validation_failure(str(body.get("message") or response.text), status, n, response)
 
 
-def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return {}
-    return body if isinstance(body, dict) else {}
-
-
 def _batch_results(response: httpx.Response, n: int) -> Outcome:
-    elements = _json(response).get("elements")
+    elements = json_body(response).get("elements")
     if not isinstance(elements, list) or len(elements) != n:
         # 201 (single create) or an answer without per-element detail: the call was accepted.
         return Outcome.every(n, Verdict.DELIVERED, status=response.status_code)

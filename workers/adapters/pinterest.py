@@ -8,13 +8,12 @@ Results are per event, in request order, from a 200 (`events`) or a 422 (`detail
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import httpx
 
 from dispatcher.settings import Destination, PlatformSettings
-from workers.adapters.base import EventResult, Outcome, Verdict, common_outcome, excerpt
+from workers.adapters.base import EventResult, Outcome, Verdict, common_outcome, excerpt, json_body
 from workers.limiter import Limit
 
 MAX_WARNING_INDICES = 10  # a warning names at most this many events (a batch holds 1000)
@@ -53,7 +52,7 @@ class PinterestAdapter:
         )
 
     def parse_response(self, response: httpx.Response, n: int) -> Outcome:
-        status, body = response.status_code, _json(response)
+        status, body = response.status_code, json_body(response)
         if status == 200:
             return _per_event(body.get("events"), n, response)
         if status == 422:
@@ -76,14 +75,6 @@ class PinterestAdapter:
         return Outcome.every(n, Verdict.REJECTED, f"{status}: {message}"[:1000], **kw)
 
 
-def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return {}
-    return body if isinstance(body, dict) else {}
-
-
 def _message(body: dict[str, Any], response: httpx.Response) -> str:
     """Pinterest's `message` (with its `code`), else the start of the body."""
     message, code = body.get("message"), body.get("code")
@@ -100,7 +91,7 @@ def _per_event(events: object, n: int, response: httpx.Response) -> Outcome:
             return Outcome.every(n, Verdict.DELIVERED, status=200)
         # Not all were processed and nothing says which: refuse them all, for an operator
         # to replay (event_id deduplicates the ones that did get through).
-        reason = f"422 without per-event results: {_message(_json(response), response)}"
+        reason = f"422 without per-event results: {_message(json_body(response), response)}"
         return Outcome.every(n, Verdict.REJECTED, reason[:1000], status=status, excerpt=text)
     results: list[EventResult] = []
     warned: dict[str, list[int]] = {}

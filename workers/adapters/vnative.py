@@ -36,7 +36,6 @@ pending shows no processed count in `GET /jobs`.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 from urllib.parse import quote
@@ -44,7 +43,7 @@ from urllib.parse import quote
 import httpx
 
 from dispatcher.settings import Destination, PlatformSettings
-from workers.adapters.base import JobState, Outcome, Verdict, excerpt, retry_after_s
+from workers.adapters.base import JobState, Outcome, Verdict, excerpt, json_body, retry_after_s
 from workers.limiter import Limit
 
 _AUTH = {5: "insufficient permission", 12: "unauthorized request", 13: "invalid API key"}
@@ -55,14 +54,6 @@ _REJECTED |= {60: "illegal operation"}
 _RETRY = {50: "system upgrade", 51: "server error"}
 _TOTALS = re.compile(r"Total Processed:\s*(\d+)")
 _ERRORS = re.compile(r"Errors:\s*(\d+)")
-
-
-def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return {}
-    return body if isinstance(body, dict) else {}
 
 
 def _job(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -129,7 +120,7 @@ class VNativeAdapter:
         )
 
     def parse_response(self, response: httpx.Response, n: int) -> Outcome:
-        body, status = _json(response), response.status_code
+        body, status = json_body(response), response.status_code
         kw: dict[str, Any] = {"status": status, "excerpt": excerpt(response)}
         if status in (200, 201) and body.get("success") is True:
             return _queued(body, n, kw)
@@ -165,7 +156,7 @@ class VNativeAdapter:
         return httpx.Request("GET", url, headers=_headers(destination))
 
     def parse_job(self, response: httpx.Response) -> JobState:
-        body = _json(response)
+        body = json_body(response)
         if response.status_code != 200 or body.get("success") is not True:
             code, message = app_error(body)
             said = f" (code {code})" if code else ""

@@ -25,6 +25,7 @@ from workers.adapters.base import (
     Verdict,
     common_outcome,
     excerpt,
+    json_body,
     retry_after_s,
 )
 from workers.limiter import Limit
@@ -66,7 +67,7 @@ class YandexAdapter:
         )
 
     def parse_response(self, response: httpx.Response, n: int) -> Outcome:
-        status, body = response.status_code, _json(response)
+        status, body = response.status_code, json_body(response)
         kw: dict[str, Any] = {"status": status, "excerpt": excerpt(response)}
         if status == 200:
             return _accepted(body, n, kw)
@@ -101,7 +102,7 @@ class YandexAdapter:
         """
         if response.status_code == 404:
             return JobState("NOT_FOUND", True, True, "Yandex no longer knows this upload (404)")
-        uploading = _json(response).get("uploading")
+        uploading = json_body(response).get("uploading")
         if response.status_code != 200 or not isinstance(uploading, dict):
             raise _unknown(response, "polling an upload")
         state = str(uploading.get("status", ""))
@@ -126,7 +127,7 @@ class YandexAdapter:
             httpx.HTTPStatusError: The list could not be read, so the batch's fate is still
                 unknown (the engine must not take that for "never arrived").
         """
-        uploadings = _json(response).get("uploadings")
+        uploadings = json_body(response).get("uploadings")
         if response.status_code != 200 or not isinstance(uploadings, list):
             raise _unknown(response, "listing uploads")
         for uploading in uploadings:
@@ -219,14 +220,6 @@ def _auth(destination: Destination) -> dict[str, str]:
 def _timeout(table: PlatformSettings) -> dict[str, Any]:
     # The workers' shared client has the longest timeout of all platforms; this one's wins.
     return {"timeout": httpx.Timeout(table.timeout_s).as_dict()}
-
-
-def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return {}
-    return body if isinstance(body, dict) else {}
 
 
 def _error(body: dict[str, Any]) -> tuple[str, str]:

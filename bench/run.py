@@ -32,7 +32,6 @@ from dispatcher.settings import PLATFORMS
 from workers import demo
 from workers.processes import (
     Processes,
-    beat_command,
     free_port,
     redis_command,
     sandbox_command,
@@ -110,7 +109,6 @@ class Bench:
         return time.monotonic()
 
     def workers(self, platforms: list[str], concurrency: int) -> None:
-        self.procs.start("beat", beat_command(self.work / "beat-schedule"))
         for platform in platforms:
             name = f"worker-{platform}"
             self.procs.start(name, worker_command([platform], concurrency, name=platform))
@@ -118,7 +116,7 @@ class Bench:
             self.procs.wait_for_log(f"worker-{platform}", " ready.")
 
     def stop_workers(self) -> None:
-        for name in [n for n in self.procs.children if n.startswith(("worker", "beat", "naive"))]:
+        for name in [n for n in self.procs.children if n.startswith(("worker", "naive"))]:
             self.procs.kill(name)
 
 

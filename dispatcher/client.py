@@ -1,20 +1,21 @@
-"""The producer API: validate, hash, and append events to Redis, then nudge a worker.
+"""The producer API: validate, hash, and append events to Redis.
 
-Nothing here imports worker code: drains are requested by task name over the broker.
+The producer talks to Redis only: the enqueue script also makes the destination due in
+its platform's due index, where the workers' schedulers find it (docs/architecture.md).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import redis
 import redis.asyncio
-from celery import Celery
 from pydantic import ValidationError
 
 from dispatcher import keys
@@ -29,9 +30,9 @@ from dispatcher.events import PlatformEvent, model_for
 from dispatcher.settings import Settings, get_settings
 from dispatcher.storage import aconnect, connect, lua, translate_redis_errors
 
-DRAIN_TASK = "convdispatch.drain"
-KICK_GRACE_MS = 10_000
 log = logging.getLogger(__name__)
+AsyncRedis = redis.asyncio.Redis
+MEMORY_CHECK_S = 1.0  # how long a reading of Redis's INFO memory is trusted
 EventInput = PlatformEvent | Mapping[str, Any]
 
 
@@ -84,7 +85,9 @@ class Dispatcher:
         self.settings = settings or get_settings()
         self._redis: redis.Redis | None = None
         self._aredis: redis.asyncio.Redis | None = None
-        self._celery: Celery | None = None
+        self._lock = threading.Lock()
+        self._memory_checked_s = 0.0
+        self._memory_full = False
 
     # -- public API -------------------------------------------------------------------
 
@@ -157,25 +160,29 @@ class Dispatcher:
         with translate_redis_errors(), _backpressure(list(plan.groups)):
             if self._aredis is None:
                 self._aredis = aconnect(self.settings.redis_url)
+            await self._check_memory_async(self._aredis)
             script = lua("dispatcher", "enqueue.lua")
-            result = await self._aredis.eval(script, len(keys_), *keys_, *args)
-        await asyncio.to_thread(self._kick, plan, result)
+            await self._aredis.eval(script, len(keys_), *keys_, *args)
 
     @property
     def redis(self) -> redis.Redis:
         """The synchronous Redis client, connected on first use."""
-        if self._redis is None:
-            self._redis = connect(self.settings.redis_url)
-        return self._redis
+        with self._lock:
+            if self._redis is None:
+                self._redis = connect(self.settings.redis_url)
+            return self._redis
 
     def store(self, plan: Plan) -> None:
-        """Append a validated plan to its streams atomically, then request drains."""
+        """Append a validated plan to its streams atomically; the scheduler takes it from there."""
         if not plan.groups:
             return
         keys_, args = self._script_args(plan)
+        client = self.redis
         with translate_redis_errors(), _backpressure(list(plan.groups)):
-            result = self.redis.eval(lua("dispatcher", "enqueue.lua"), len(keys_), *keys_, *args)
-        self._kick(plan, result)
+            if self._memory_stale():
+                self._memory_seen(client.info("memory"))
+            self._refuse_if_full()
+            client.eval(lua("dispatcher", "enqueue.lua"), len(keys_), *keys_, *args)
 
     def close(self) -> None:
         """Release connections (the asyncio client is closed by `aclose`)."""
@@ -252,37 +259,35 @@ class Dispatcher:
         keys_: list[str] = []
         args: list[Any] = [keys.GROUP, len(plan.groups)]
         for name, rows in plan.groups.items():
-            table = self.settings.platform(self.settings.destination(name).platform)
-            keys_ += [keys.stream(name), keys.kick(name), keys.kick_now(name)]
-            ttl_ms = int(table.max_wait_s * 1000) + KICK_GRACE_MS
-            args += [table.max_backlog, table.batch_size, ttl_ms, len(rows)]
+            platform = self.settings.destination(name).platform
+            table = self.settings.platform(platform)
+            keys_ += [keys.stream(name), keys.state(name), keys.lease(name), keys.due(platform)]
+            max_wait_ms = int(table.max_wait_s * 1000)
+            args += [name, table.max_backlog, table.batch_size, max_wait_ms, len(rows)]
             for event_id, payload, at_ms in rows:
                 # Bytes pass through redis-py's encoder untouched: this loop is the hot path.
                 args += [payload, event_id.encode(), b"%d" % at_ms]
         return keys_, args
 
-    def _kick(self, plan: Plan, result: Sequence[Sequence[int]]) -> None:
-        for name, (_, kick) in zip(plan.groups, result, strict=True):
-            if not kick:
-                continue
-            table = self.settings.platform(self.settings.destination(name).platform)
-            try:
-                self.request_drain(name, 0.0 if kick == 2 else table.max_wait_s)
-            except Exception as exc:
-                # The receipt stands: beat's sweep drains the destination within a second.
-                log.warning("could not request a drain of %s: %s", name, type(exc).__name__)
+    # -- the memory guard: refuse before Redis itself refuses writes ------------------
 
-    def request_drain(self, destination: str, countdown_s: float = 0.0) -> None:
-        """Ask a worker of the destination's platform to drain it (by task name)."""
-        if self._celery is None:
-            self._celery = Celery("convdispatch-producer", broker=self.settings.redis_url)
-        platform = self.settings.destination(destination).platform
-        self._celery.send_task(
-            DRAIN_TASK,
-            args=[destination],
-            queue=self.settings.queue(platform),
-            countdown=countdown_s or None,
-        )
+    def _memory_stale(self) -> bool:
+        return time.monotonic() - self._memory_checked_s > MEMORY_CHECK_S
+
+    def _memory_seen(self, info: Mapping[str, Any]) -> None:
+        limit = int(info.get("maxmemory", 0))
+        used = int(info.get("used_memory", 0))
+        self._memory_full = bool(limit) and used >= limit * self.settings.memory_high_watermark
+        self._memory_checked_s = time.monotonic()
+
+    async def _check_memory_async(self, client: AsyncRedis) -> None:
+        if self._memory_stale():
+            self._memory_seen(await client.info("memory"))
+        self._refuse_if_full()
+
+    def _refuse_if_full(self) -> None:
+        if self._memory_full:
+            raise BackpressureError.memory(self.settings.memory_high_watermark)
 
 
 def _add(plan: Plan, destination: str, model: PlatformEvent) -> None:

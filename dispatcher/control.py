@@ -68,9 +68,9 @@ class Control:
 
     def resume(self, destination: str) -> None:
         """Deliver again (after a pause by an operator or by a 401/403) and drain at once."""
-        self.dispatcher.settings.destination(destination)
+        platform = self.dispatcher.settings.destination(destination).platform
         with translate_redis_errors():
-            self.dispatcher.redis.hdel(
-                keys.state(destination), "paused", "paused_fp", "pause_reason", "next_at_ms"
-            )
-        self.dispatcher.request_drain(destination)
+            pipe = self.dispatcher.redis.pipeline(transaction=True)
+            pipe.hdel(keys.state(destination), "paused", "paused_fp", "pause_reason", "next_at_ms")
+            pipe.zadd(keys.due(platform), {destination: 0})  # due now
+            pipe.execute()

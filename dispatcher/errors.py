@@ -3,7 +3,7 @@
     DispatcherError
     ├── ConfigurationError      settings or a destination are unusable
     ├── InvalidEventError       an event failed validation (also a ValueError)
-    ├── BackpressureError       a destination's backlog is at its cap
+    ├── BackpressureError       a destination's backlog is at its cap, or Redis is nearly full
     └── StorageError            Redis could not be reached or answered with an error
 
 Redis exceptions are translated into `StorageError` once, at the boundary
@@ -54,14 +54,25 @@ class InvalidEventError(DispatcherError, ValueError):
 
 
 class BackpressureError(DispatcherError):
-    """Raised when enqueueing would push a destination's backlog past its cap."""
+    """Raised when enqueueing would push a destination's backlog past its cap, or when
+    Redis's memory is past `memory_high_watermark` of its `maxmemory` (`destination` "*")."""
 
-    def __init__(self, destination: str, backlog: int, cap: int) -> None:
+    def __init__(self, destination: str, backlog: int, cap: int, message: str = "") -> None:
         self.destination, self.backlog, self.cap = destination, backlog, cap
         super().__init__(
-            f"destination {destination!r} holds {backlog} undelivered events and its cap "
+            message
+            or f"destination {destination!r} holds {backlog} undelivered events and its cap "
             f"is {cap}: nothing was enqueued; slow down or raise max_backlog"
         )
+
+    @classmethod
+    def memory(cls, watermark: float) -> BackpressureError:
+        """Redis holds more than `watermark` of its maxmemory."""
+        return cls(
+            "*", 0, 0,
+            f"Redis is past {watermark:.0%} of its maxmemory: nothing was enqueued; "
+            "workers are draining it, retry later",
+        )  # fmt: skip
 
 
 class StorageError(DispatcherError):

@@ -1,8 +1,10 @@
 """Every Redis key name the product uses, built in one place.
 
-All keys share a prefix so an operator can find (and a test can flush) them.
-No key uses a hash tag: one enqueue touches several destinations atomically in a
-single Lua call, so a Redis Cluster is not supported (a single primary with AOF is).
+All keys share a prefix so an operator can find (and a test can flush) them. Every key
+of one destination carries the hash tag `{<destination>}`, so a script that touches one
+destination touches one Redis Cluster slot. The keys shared by several destinations
+(the due index, dead letters, rate-limit scopes, the job index) are named per platform.
+See docs/architecture.md for what each key holds.
 """
 
 from __future__ import annotations
@@ -11,39 +13,43 @@ PREFIX = "convdispatch"
 GROUP = "delivery"  # the consumer group every destination stream is read through
 
 
+def _dest(destination: str, what: str) -> str:
+    return f"{PREFIX}:{{{destination}}}:{what}"
+
+
 def stream(destination: str) -> str:
     """Events waiting for `destination`, read through the consumer group `GROUP`."""
-    return f"{PREFIX}:stream:{destination}"
+    return _dest(destination, "stream")
+
+
+def state(destination: str) -> str:
+    """Hash: pause flag and reason, backoff deadline, consecutive failures, counters."""
+    return _dest(destination, "state")
+
+
+def attempts(destination: str) -> str:
+    """Hash: stream entry id -> counted failed delivery attempts of that event."""
+    return _dest(destination, "attempts")
+
+
+def lease(destination: str) -> str:
+    """The fencing token of the one drain currently holding `destination`."""
+    return _dest(destination, "lease")
+
+
+def sending(destination: str) -> str:
+    """Hash: batch id -> JSON {ids, at} of batches whose outcome is not known yet."""
+    return _dest(destination, "sending")
+
+
+def due(platform: str) -> str:
+    """Sorted set: destination -> when it should be drained next (epoch ms)."""
+    return f"{PREFIX}:due:{platform}"
 
 
 def deadletters(platform: str) -> str:
     """Events a platform refused or that ran out of retries, with the reason."""
     return f"{PREFIX}:dead:{platform}"
-
-
-def lease(destination: str) -> str:
-    """Held by the one worker currently draining `destination`."""
-    return f"{PREFIX}:lease:{destination}"
-
-
-def kick(destination: str) -> str:
-    """Set while a delayed drain task is queued for `destination` (debounces producers)."""
-    return f"{PREFIX}:kick:{destination}"
-
-
-def kick_now(destination: str) -> str:
-    """Set while an immediate drain task is queued for `destination`."""
-    return f"{PREFIX}:kicknow:{destination}"
-
-
-def state(destination: str) -> str:
-    """Hash: pause flag and reason, backoff deadline, consecutive failures, counters."""
-    return f"{PREFIX}:state:{destination}"
-
-
-def attempts(destination: str) -> str:
-    """Hash: stream entry id -> failed delivery attempts of that event."""
-    return f"{PREFIX}:attempts:{destination}"
 
 
 def bucket(platform: str, scope: str) -> str:
@@ -79,3 +85,8 @@ def open_jobs(platform: str) -> str:
 def jobs_index(platform: str) -> str:
     """Sorted set: every recorded job id -> when it was submitted (epoch ms)."""
     return f"{PREFIX}:jobs:{platform}"
+
+
+def tracker(platform: str) -> str:
+    """Held while a job-tracking task of `platform` is queued or running."""
+    return f"{PREFIX}:tracker:{platform}"

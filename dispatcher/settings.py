@@ -48,6 +48,9 @@ class PlatformSettings(BaseModel):
     max_attempts: int = Field(default=25, gt=0)
     backoff_base_s: float = Field(default=1.0, gt=0)
     backoff_cap_s: float = Field(default=600.0, gt=0)
+    max_batches_in_flight: int = Field(
+        default=2, ge=1, description="Batches of one destination in flight at once."
+    )
 
 
 class LinkedInSettings(PlatformSettings):
@@ -84,6 +87,12 @@ class YandexSettings(PlatformSettings):
     # Conversions link only to visits of the past 21 days; older rows would be dropped.
     acceptance_window_s: float = Field(default=21 * DAY_S, gt=0)
     job_poll_interval_s: float = Field(default=30.0, gt=0)
+    job_max_age_s: float = Field(
+        default=2 * DAY_S, gt=0, description="An upload unfinished this long is dead-lettered."
+    )
+    lookup_delay_s: float = Field(
+        default=10.0, ge=0, description="After an unknown outcome, wait this long to list uploads."
+    )
 
 
 class VNativeSettings(PlatformSettings):
@@ -94,6 +103,9 @@ class VNativeSettings(PlatformSettings):
     rate_per_min: float = Field(default=60, gt=0)
     acceptance_window_s: float = Field(default=30 * DAY_S, gt=0)
     job_poll_interval_s: float = Field(default=15.0, gt=0)
+    job_max_age_s: float = Field(
+        default=DAY_S, gt=0, description="An import unfinished this long is dead-lettered."
+    )
 
 
 class Destination(BaseModel):
@@ -182,13 +194,33 @@ class Settings(BaseSettings):
     )
 
     redis_url: str = "redis://localhost:6379/0"
-    lease_s: float = Field(
-        default=60.0, gt=0, description="How long one drain may hold a destination."
+    broker_url: str | None = Field(
+        default=None, description="Celery's broker; default: the event store's redis_url."
     )
-    task_time_limit_s: float = Field(default=50.0, gt=0)
-    sweep_interval_s: float = Field(default=1.0, gt=0)
+    lease_s: float = Field(
+        default=3.0, gt=0, description="A drain's lease, renewed every lease_s/3 while it runs."
+    )
+    task_time_limit_s: float = Field(default=600.0, gt=0, description="Kills a hung drain.")
+    scheduler_tick_s: float = Field(default=0.1, gt=0, description="How often schedulers look.")
+    scheduler_batch: int = Field(default=1000, gt=0, description="Due destinations per look.")
+    dispatch_claim_s: float = Field(
+        default=5.0, gt=0, description="A sent drain task that has not started by then is resent."
+    )
+    drain_group_size: int = Field(default=16, gt=0, description="Destinations per drain task.")
+    drain_max_batches: int = Field(
+        default=20, gt=0, description="Batches per destination per task."
+    )
+    pause_recheck_s: float = Field(
+        default=30.0, gt=0, description="How often a paused destination checks for a new token."
+    )
     max_limiter_wait_s: float = Field(
-        default=10.0, gt=0, description="Longer waits are rescheduled instead of slept."
+        default=2.0, gt=0, description="Longer waits are rescheduled instead of slept."
+    )
+    memory_high_watermark: float = Field(
+        default=0.9, gt=0, le=1, description="Enqueue refuses past this share of maxmemory."
+    )
+    dead_letter_retention_s: float = Field(
+        default=30 * DAY_S, gt=0, description="Dead letters older than this are trimmed."
     )
     linkedin: LinkedInSettings = LinkedInSettings()
     pinterest: PinterestSettings = PinterestSettings()
@@ -207,8 +239,6 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
-        if self.task_time_limit_s >= self.lease_s:
-            raise ValueError("task_time_limit_s must be shorter than lease_s")
         needs = {"linkedin": "conversion", "yandex": "target"}
         for i, route in enumerate(self.routes):
             if route.destination not in self.destinations:
@@ -249,6 +279,11 @@ class Settings(BaseSettings):
             raise ConfigurationError(
                 f"unknown destination {name!r} (configured: {known})"
             ) from None
+
+    @property
+    def broker(self) -> str:
+        """The Celery broker's URL."""
+        return self.broker_url or self.redis_url
 
     def queue(self, platform: str) -> str:
         """The Celery queue a platform's workers consume."""

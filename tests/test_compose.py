@@ -17,12 +17,12 @@ def services() -> dict[str, Any]:
     return dict(loaded["services"])
 
 
-def test_there_is_a_worker_per_platform_queue_plus_beat_and_flower() -> None:
+def test_there_is_a_worker_per_platform_queue_plus_flower_and_no_beat() -> None:
     found = services()
     for platform in PLATFORMS:
         command = found[f"worker-{platform}"]["command"]
         assert command[command.index("-Q") + 1] == f"convdispatch.{platform}"
-    assert "beat" in found["beat"]["command"]
+    assert "beat" not in found  # every worker schedules its own queues
     assert "flower" in found["flower"]["command"]
 
 
@@ -31,6 +31,7 @@ def test_redis_keeps_events_across_restarts() -> None:
     conf = (ROOT / "config" / "redis.conf").read_text()
     assert "appendonly yes" in conf
     assert "maxmemory-policy noeviction" in conf
+    assert "\nmaxmemory " in conf
     assert any("redis.conf" in volume for volume in redis["volumes"])
     assert any(volume.endswith(":/data") for volume in redis["volumes"])
 

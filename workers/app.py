@@ -1,58 +1,60 @@
-"""The Celery app: one queue per platform, late acks, and a beat sweep per platform.
+"""The Celery app: one queue per platform, late acks, and a scheduler in every worker.
 
 Start a platform's workers with
     celery -A workers.app worker -Q convdispatch.linkedin
-and the sweep with
-    celery -A workers.app beat
+No beat is needed: every worker runs a scheduler thread for the queues it consumes
+(workers/scheduler.py).
 """
 
 from __future__ import annotations
 
-from celery import Celery
+from typing import Any
 
-from dispatcher.settings import PLATFORMS, get_settings
+from celery import Celery, bootsteps
+
+from dispatcher.settings import get_settings
+from workers import scheduler
 
 settings = get_settings()
 
-app = Celery("convdispatch", broker=settings.redis_url, include=["workers.tasks"])
+app = Celery("convdispatch", broker=settings.broker, include=["workers.tasks"])
 app.conf.update(
     # A task is acknowledged only after it ran; a worker that dies mid-task hands it back.
+    # Running a drain twice is harmless: the lease makes the second one `busy` or a no-op.
     task_acks_late=True,
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,
-    # Shorter than the drain lease, so a lease never outlives the task that holds it.
     task_time_limit=settings.task_time_limit_s,
-    task_soft_time_limit=settings.task_time_limit_s * 0.8,
     task_ignore_result=True,
     task_serializer="json",
     accept_content=["json"],
-    # Flower needs events; tasks carry only a destination id, so they are safe to show.
+    # Flower needs events; tasks carry only destination ids, so they are safe to show.
     worker_send_task_events=True,
     task_send_sent_event=True,
     task_default_queue="convdispatch.default",
+    task_create_missing_queues=True,
     broker_connection_retry_on_startup=True,
+    broker_connection_retry=True,
+    broker_connection_max_retries=None,
     broker_transport_options={"visibility_timeout": 3600},
-    beat_schedule={
-        f"sweep-{platform}": {
-            "task": "convdispatch.sweep",
-            "schedule": settings.sweep_interval_s,
-            "args": (platform,),
-            # A sweep that waited longer than a few intervals is stale: drop it.
-            "options": {
-                "queue": settings.queue(platform),
-                "expires": settings.sweep_interval_s * 5,
-            },
-        }
-        for platform in PLATFORMS
-    }
-    | {
-        f"track-{platform}": {
-            "task": "convdispatch.track",
-            "schedule": min(poll_s, 10.0),
-            "args": (platform,),
-            "options": {"queue": settings.queue(platform), "expires": min(poll_s, 10.0) * 5},
-        }
-        for platform in PLATFORMS
-        if (poll_s := getattr(settings.platform(platform), "job_poll_interval_s", None))
-    },
 )
+
+
+class SchedulerStep(bootsteps.StartStopStep):
+    """Runs this worker's scheduler thread while the worker runs (main process only)."""
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        self.scheduler: scheduler.Scheduler | None = None
+
+    def start(self, worker: Any) -> None:
+        queues = list(worker.app.amqp.queues.consume_from or worker.app.amqp.queues)
+        self.scheduler = scheduler.for_worker(worker.app, settings, queues)
+        if self.scheduler is not None:
+            self.scheduler.start()
+
+    def stop(self, worker: Any) -> None:
+        if self.scheduler is not None:
+            self.scheduler.stop()
+
+
+app.steps["worker"].add(SchedulerStep)

@@ -28,7 +28,7 @@ def up(
         bool, typer.Option(help="Keep the embedded Redis's data from an earlier run.")
     ] = False,
 ) -> None:
-    """Run everything on this machine (embedded Redis, sandboxes, workers, beat, Flower)."""
+    """Run everything on this machine (embedded Redis, sandboxes, workers, Flower)."""
     from workers.embedded import Options, run
 
     options = Options(load, var, redis_port, flower_port, exit_when_done, keep_data)

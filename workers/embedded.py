@@ -1,7 +1,7 @@
 """`convdispatch up`: the whole stack on one machine, no Docker, no system Redis.
 
 Starts an embedded redis-server (unless CONVDISP_REDIS_URL names one), the sandboxes,
-one Celery worker per platform queue, beat and Flower; enqueues a sample load; shows
+one Celery worker per platform queue and Flower; enqueues a sample load; shows
 delivery progress; prints a summary; and stops everything on Ctrl-C.
 """
 
@@ -24,7 +24,6 @@ from dispatcher.settings import PLATFORMS
 from workers import demo, jobs
 from workers.processes import (
     Processes,
-    beat_command,
     flower_command,
     redis_command,
     sandbox_command,
@@ -68,7 +67,6 @@ def run(opts: Options, console: Console) -> int:
         for platform in PLATFORMS:
             procs.start(f"sandbox-{platform}", sandbox_command(platform, _port(settings, platform)))
             procs.start(f"worker-{platform}", worker_command([platform], 1, name=platform))
-        procs.start("beat", beat_command(opts.var / "celerybeat-schedule"))
         procs.start("flower", flower_command(opts.flower_port))
         for platform in PLATFORMS:
             procs.wait_for_log(f"worker-{platform}", " ready.")
@@ -80,7 +78,7 @@ def run(opts: Options, console: Console) -> int:
         return 130
     finally:
         procs.stop()
-        console.print("[green]stopped[/]: redis, sandboxes, workers, beat, flower")
+        console.print("[green]stopped[/]: redis, sandboxes, workers, flower")
 
 
 def _deliver(settings: Settings, opts: Options, console: Console) -> int:

@@ -1,35 +1,54 @@
-"""The delivery engine: drain one batch of one destination, then record every verdict.
+"""The delivery engine: drain a destination while holding its lease.
 
-Order of a drain: lease -> pause/backoff check -> take a batch (pending entries first,
-then new ones once a full batch or `max_wait_s` is reached) -> drop expired events to
-dead letters -> wait for a token -> call the platform -> acknowledge, dead-letter,
-back off or pause. An entry leaves its stream only when it is acknowledged by the
-platform or written to the dead-letter stream in the same transaction.
+Order of a drain (docs/architecture.md): lease -> pause, backoff and limiter checks ->
+batches whose outcome is unknown (look-up first) -> pending entries (a retry, a dead
+holder's batch) -> new entries, full batches or one due partial batch -> drop expired
+events -> the request path -> the fenced settle script. Up to `max_batches_in_flight`
+batches of one destination are in flight at once.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
+from functools import partial
 from typing import Any, cast
 
 import httpx
 import redis
 
 from dispatcher import keys
-from dispatcher.settings import Destination, PlatformSettings, Settings
-from dispatcher.storage import lua
-from workers import jobs
-from workers.adapters import Adapter, JobAdapter, Outcome, Verdict, adapter_for
-from workers.adapters.base import transport_outcome
-from workers.limiter import Limiter, in_flight, with_timeout
-from workers.streams import DestinationStream, Entry, batch_id_of, deadline_ms
+from dispatcher.settings import Settings
+from workers.adapters import JobAdapter, Outcome, Verdict, adapter_for
+from workers.lease import Lease
+from workers.limiter import Limiter
+from workers.request import Failed, NotSent, RequestPath, Target
+from workers.settle import FencedError, Settlement, mark_sending, settle
+from workers.streams import DestinationStream, Entry, batch_id_of, deadline_ms, entry_ms
 
 log = logging.getLogger(__name__)
+EXPIRED = "expired: past the platform's acceptance window or max_retry_age_s"
+
+
+class DrainStatus(StrEnum):
+    """How a drain of one destination ended."""
+
+    SENT = "sent"  # at least one batch was settled, or none was due yet
+    IDLE = "idle"  # nothing waiting
+    BUSY = "busy"  # another drain holds the lease
+    PAUSED = "paused"  # credentials or configuration need a person
+    BACKING_OFF = "backing-off"  # a retry time has not come
+    WAITING = "waiting"  # for rate tokens, an in-flight slot or a look-up
+    FENCED = "fenced"  # the lease was taken over mid-drain: nothing more was settled
+    UNKNOWN = "unknown-destination"  # no longer configured
 
 
 @dataclass
@@ -37,22 +56,47 @@ class DrainReport:
     """What one drain did; returned by the task, so Flower shows it."""
 
     destination: str
-    status: str  # sent | idle | waiting | busy | paused | backing-off
+    status: DrainStatus = DrainStatus.SENT
+    batches: int = 0
     sent: int = 0
     delivered: int = 0
     dead: int = 0
     retry: int = 0
-    resend: int = 0
     http_status: int | None = None
-    next_in_s: float | None = None  # when to drain again; 0 = at once
+    not_before_ms: int = 0  # the earliest the destination should be drained again
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-safe dict for the task result."""
-        return {k: v for k, v in self.__dict__.items() if v not in (None, {}, 0) or k == "sent"}
+        names = [f.name for f in fields(self) if f.name != "_lock"]
+        out = {k: v for k in names if (v := getattr(self, k)) not in (None, 0)}
+        return out | {"status": str(self.status)}
+
+    def stop(self, status: DrainStatus, not_before_ms: int = 0) -> None:
+        """End the drain with `status`, not to run again before `not_before_ms`."""
+        with self._lock:
+            if self.status in (DrainStatus.SENT, DrainStatus.IDLE):
+                self.status = status
+            self.not_before_ms = max(self.not_before_ms, not_before_ms)
+
+    @property
+    def stopped(self) -> bool:
+        return self.status not in (DrainStatus.SENT, DrainStatus.IDLE)
+
+
+@dataclass
+class _Drain:
+    """One drain in progress: what its batches share."""
+
+    target: Target
+    lease: Lease
+    stream: DestinationStream
+    report: DrainReport
+    failures: int  # consecutive failed calls before this drain
 
 
 class Engine:
-    """Drains destinations. One per worker process; `clock` and `sleep` are injectable."""
+    """Drains destinations. One per worker process; `sleep` and `rng` are injectable."""
 
     def __init__(
         self,
@@ -68,252 +112,307 @@ class Engine:
         self.consumer = consumer or f"worker-{uuid.uuid4().hex[:8]}"
         self.sleep = sleep
         self.rng = rng or random.Random()
+        self.path = RequestPath(client, http, self.consumer, settings.max_limiter_wait_s, sleep)
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="batch")
 
     def now_ms(self) -> int:
         """Redis's clock, which also stamps stream ids, in epoch ms."""
         seconds, micros = self.redis.time()
         return int(seconds) * 1000 + int(micros) // 1000
 
-    def drain(self, name: str) -> DrainReport:
-        """Deliver at most one batch of `name` while holding its lease."""
-        self.redis.delete(keys.kick(name), keys.kick_now(name))
-        token = uuid.uuid4().hex
-        lease_ms = int(self.settings.lease_s * 1000)
-        if not self.redis.set(keys.lease(name), token, nx=True, px=lease_ms):
-            return DrainReport(name, "busy")
-        try:
-            return self._drain_locked(name)
-        finally:
-            self.redis.eval(lua("workers", "release.lua"), 1, keys.lease(name), token)
-
-    def _drain_locked(self, name: str) -> DrainReport:
+    def target(self, name: str) -> Target:
+        """What calls for destination `name` need (raises ConfigurationError if unknown)."""
         dest = self.settings.destination(name)
         table = self.settings.platform(dest.platform)
         adapter = adapter_for(dest.platform)
-        paused = self._paused(name, dest)
-        if paused is not None:
-            return paused
-        now = self.now_ms()
-        next_at = int(self.redis.hget(keys.state(name), "next_at_ms") or 0)
-        if next_at > now:
-            return DrainReport(name, "backing-off", next_in_s=(next_at - now) / 1000)
-        stream = DestinationStream(self.redis, name, dest.platform, self.consumer)
-        entries, wait_ms = stream.take(table.batch_size, table.max_wait_s, now)
-        if not entries:
-            status = "waiting" if wait_ms else "idle"
-            return DrainReport(name, status, next_in_s=wait_ms / 1000 if wait_ms else None)
-        report = DrainReport(name, "sent")
-        entries = self._drop_expired(stream, table, entries, now, report)
-        if not entries:
-            report.next_in_s = 0.0
-            return report
-        limits = adapter.limits(dest, table)
-        limiter = Limiter(self.redis, limits)
-        wait_s = limiter.acquire()
-        while wait_s > 0:
-            if wait_s > self.settings.max_limiter_wait_s:
-                # Leave the batch pending; the next drain claims it first.
-                report.status, report.next_in_s = "waiting", wait_s
-                return report
-            self.sleep(wait_s)
-            wait_s = limiter.acquire()
-        slots = in_flight(self.redis, dest.platform, limits, table)
-        if not slots.acquire(self.consumer):
-            report.status, report.next_in_s = "waiting", 0.2
-            return report
+        return Target(name, dest, table, adapter, adapter.limits(dest, table))
+
+    def drain(self, name: str) -> DrainReport:
+        """Deliver what is due for `name` while holding its lease."""
+        target = self.target(name)
+        lease = Lease(self.redis, self.settings, name, target.destination.platform)
+        if not lease.acquire():
+            return DrainReport(name, DrainStatus.BUSY)
+        report = DrainReport(name)
+        stream = DestinationStream(self.redis, name, self.consumer, lease.ms)
         try:
-            self._send(name, adapter, dest, table, limiter, entries, report)
+            state = cast(dict[bytes, bytes], self.redis.hgetall(keys.state(name)))
+            run = _Drain(target, lease, stream, report, int(state.get(b"failures", 0)))
+            if self._ready(run, state):
+                self._batches(run)
+        except FencedError:
+            report.status = DrainStatus.FENCED
         finally:
-            slots.release(self.consumer)
+            lease.release(target.table, report.not_before_ms)
         return report
 
-    def _send(
-        self,
-        name: str,
-        adapter: Adapter,
-        dest: Destination,
-        table: PlatformSettings,
-        limiter: Limiter,
-        entries: list[Entry],
-        report: DrainReport,
-    ) -> None:
-        batch_id = batch_id_of(entries)
-        if self._reached_already(name, adapter, dest, table, entries, batch_id, report):
-            return
-        # Marked before sending: if we die before reading the answer, the next drain knows
-        # the outcome of this batch is unknown (see `_reached_already`).
-        self.redis.hset(keys.state(name), "sending", batch_id)
-        outcome, maybe_sent = self._call(adapter, dest, table, entries, batch_id)
-        if not maybe_sent:
-            self.redis.hdel(keys.state(name), "sending")
-        self._apply(name, dest, table, limiter, entries, outcome, report, batch_id)
+    # -- before reading anything ---------------------------------------------------------
 
-    def _reached_already(
-        self,
-        name: str,
-        adapter: Adapter,
-        dest: Destination,
-        table: PlatformSettings,
-        entries: list[Entry],
-        batch_id: str,
-        report: DrainReport,
-    ) -> bool:
-        """After an unknown outcome, ask platforms that cannot deduplicate whether this
-        very batch arrived before sending it again; True if it did (and is now acked)."""
-        sending = cast(bytes | None, self.redis.hget(keys.state(name), "sending"))
-        if sending is None or sending.decode() != batch_id:
-            return False
-        if not isinstance(adapter, JobAdapter):
-            return False
-        request = adapter.lookup_request(dest, table, batch_id)
-        if request is None:
-            return False
-        try:
-            job_id = adapter.parse_lookup(self.http.send(with_timeout(request, table)), batch_id)
-        except httpx.HTTPError:
-            return False  # still unknown: resending is the lesser risk than losing it
-        self.redis.hdel(keys.state(name), "sending")
-        if job_id is None:
-            return False
-        log.warning(
-            "destination %s: batch %s had reached the platform as job %s", name, batch_id, job_id
-        )
-        outcome = Outcome.every(len(entries), Verdict.DELIVERED, job_id=job_id, job_state="found")
-        self._apply(name, dest, table, None, entries, outcome, report, batch_id)
-        return True
-
-    def _paused(self, name: str, dest: Destination) -> DrainReport | None:
-        paused, fingerprint = cast(
-            list[bytes | None], self.redis.hmget(keys.state(name), "paused", "paused_fp")
-        )
-        if not paused:
-            return None
-        if fingerprint and bytes(fingerprint).decode() != dest.fingerprint():
-            log.warning("destination %s: credentials changed, resuming", name)
-            self.redis.hdel(keys.state(name), "paused", "paused_fp", "pause_reason")
-            return None
-        return DrainReport(name, "paused")
-
-    def _drop_expired(
-        self,
-        stream: DestinationStream,
-        table: PlatformSettings,
-        entries: list[Entry],
-        now: int,
-        report: DrainReport,
-    ) -> list[Entry]:
-        live: list[Entry] = []
-        expired: list[tuple[Entry, str]] = []
-        reason = "expired: past the platform's acceptance window or max_retry_age_s"
-        for entry in entries:
-            if deadline_ms(table, entry) > now:
-                live.append(entry)
+    def _ready(self, run: _Drain, state: dict[bytes, bytes]) -> bool:
+        """Pause, backoff, limiter and unknown outcomes: may this drain read a batch?"""
+        name, report, target = run.target.name, run.report, run.target
+        if state.get(b"paused"):
+            fingerprint = state.get(b"paused_fp", b"").decode()
+            if not fingerprint or fingerprint != _fingerprint(target):
+                log.warning("destination %s: credentials changed, resuming", name)
+                self.redis.hdel(keys.state(name), "paused", "paused_fp", "pause_reason")
             else:
-                expired.append((entry, reason))
-        stream.dead_letter(expired, None, "", now, counted=True)
-        report.dead += len(expired)
-        return live
+                report.stop(DrainStatus.PAUSED)
+                return False
+        now = self.now_ms()
+        next_at = int(state.get(b"next_at_ms", 0))
+        if next_at > now:
+            report.stop(DrainStatus.BACKING_OFF, next_at)
+            return False
+        wait_s = self.path.wait_s(target)
+        if wait_s > self.settings.max_limiter_wait_s:
+            report.stop(DrainStatus.WAITING, now + int(wait_s * 1000))
+            return False
+        if isinstance(target.adapter, JobAdapter):
+            self._unknown_outcomes(run, now)
+        return not report.stopped
 
-    def _call(
-        self,
-        adapter: Adapter,
-        dest: Destination,
-        table: PlatformSettings,
-        entries: list[Entry],
-        batch_id: str,
-    ) -> tuple[Outcome, bool]:
-        """The platform's verdicts, and whether the request may have reached it unanswered."""
-        payloads = [fields[b"p"] for _, fields in entries]
-        request = with_timeout(adapter.build_request(dest, table, payloads, batch_id), table)
-        try:
-            response = self.http.send(request)
-        except httpx.HTTPError as exc:  # the one place transport errors are translated
-            never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
-            return transport_outcome(exc, len(entries)), not never_sent
-        return adapter.parse_response(response, len(entries)), False
+    def _unknown_outcomes(self, run: _Drain, now: int) -> None:
+        """Batches sent with no answer seen: ask the platform before sending them again."""
+        target = run.target
+        adapter = cast(JobAdapter, target.adapter)
+        marks = cast(dict[bytes, bytes], self.redis.hgetall(keys.sending(target.name)))
+        delay_ms = int(float(getattr(target.table, "lookup_delay_s", 0.0)) * 1000)
+        for raw_id, raw in marks.items():
+            batch_id, record = raw_id.decode(), json.loads(raw)
+            if now < record["at"] + delay_ms:  # give the platform time to list the upload
+                run.report.stop(DrainStatus.WAITING, record["at"] + delay_ms)
+                return
+            request = adapter.lookup_request(target.destination, target.table, batch_id)
+            assert request is not None  # only platforms with a look-up are marked
+            found = self.path.call(
+                target, partial(_same, request), partial(_found, adapter, batch_id=batch_id)
+            )
+            if isinstance(found, NotSent):
+                run.report.stop(DrainStatus.WAITING, now + int(found.wait_s * 1000))
+                return
+            if isinstance(found, Failed):  # still unknown: back off, the entries stay pending
+                self._settle(run, self._back_off(run, [], found.reason, True, None, ""))
+                return
+            entries = run.stream.claim_ids([i.encode() for i in record["ids"]])
+            if found:
+                log.warning(
+                    "%s: batch %s had reached the platform as %s", target.name, batch_id, found
+                )
+                outcome = Outcome.every(
+                    len(entries), Verdict.DELIVERED, job_id=found, job_state="found"
+                )
+                self._settle(run, self._settlement(run, entries, outcome, batch_id, batch_id))
+            elif entries:
+                self._deliver(run, entries, batch_id, marked=True)
+            else:
+                self._settle(run, Settlement(forget_batch=batch_id))
 
-    def _apply(
-        self,
-        name: str,
-        dest: Destination,
-        table: PlatformSettings,
-        limiter: Limiter | None,
-        entries: list[Entry],
-        outcome: Outcome,
-        report: DrainReport,
-        batch_id: str,
+    # -- batches -------------------------------------------------------------------------
+
+    def _batches(self, run: _Drain) -> None:
+        table, report = run.target.table, run.report
+        size, in_flight = table.batch_size, table.max_batches_in_flight
+        futures: list[Future[None]] = []
+        entries, young = run.stream.claim_pending(size)
+        if young:  # a holder that just lost its lease may still be sending those: come back
+            report.not_before_ms = max(report.not_before_ms, self.now_ms() + run.lease.ms)
+        for _ in range(self.settings.drain_max_batches):
+            if report.stopped or run.lease.lost.is_set():
+                break
+            if not entries:
+                entries = run.stream.take_new(size, table.max_wait_s, self.now_ms())
+            if not entries:
+                break
+            full = len(entries) >= size
+            entries = self._drop_expired(run, entries)
+            if entries:
+                futures.append(self._pool.submit(self._deliver, run, entries))
+                report.batches += 1
+            entries = []
+            if len(futures) >= in_flight:
+                done, pending = wait(futures, return_when=FIRST_COMPLETED)
+                for f in done:
+                    f.result()
+                futures = list(pending)
+            if not full:
+                break
+        for f in futures:
+            f.result()
+        if report.batches == 0 and report.dead == 0 and not report.stopped:
+            report.status = DrainStatus.IDLE
+
+    def _drop_expired(self, run: _Drain, entries: list[Entry]) -> list[Entry]:
+        now = self.now_ms()
+        expired = [e for e in entries if deadline_ms(run.target.table, e) <= now]
+        if expired:
+            self._settle(run, Settlement(dead=[(e[0], EXPIRED, False) for e in expired]))
+        return [e for e in entries if deadline_ms(run.target.table, e) > now]
+
+    def _deliver(
+        self, run: _Drain, entries: list[Entry], batch_id: str = "", marked: bool = False
     ) -> None:
-        report.sent, report.http_status = len(entries), outcome.status
-        stream = DestinationStream(self.redis, name, dest.platform, self.consumer)
-        by_verdict: dict[Verdict, list[tuple[Entry, str]]] = {v: [] for v in Verdict}
+        """Send one batch through the request path and settle what came back."""
+        target = run.target
+        adapter, dest, table = target.adapter, target.destination, target.table
+        batch_id = batch_id or batch_id_of(entries)
+        if not marked and _has_lookup(target):
+            record = json.dumps({"ids": [e[0].decode() for e in entries], "at": self.now_ms()})
+            if not mark_sending(self.redis, target.name, run.lease.token, batch_id, record):
+                raise FencedError(target.name)
+            marked = True
+        payloads = [fields[b"p"] for _, fields in entries]
+        n = len(entries)
+        result = self.path.call(
+            target,
+            lambda: adapter.build_request(dest, table, payloads, batch_id),
+            lambda response: _checked(adapter.parse_response(response, n), n),
+        )
+        forget = batch_id if marked else ""
+        if isinstance(result, NotSent):
+            self._settle(
+                run,
+                Settlement(
+                    retry=[e[0] for e in entries], retry_counted=False, forget_batch=forget,
+                    next_at_ms=self.now_ms() + int(result.wait_s * 1000),
+                ),
+            )  # fmt: skip
+            run.report.stop(DrainStatus.WAITING)
+            return
+        if isinstance(result, Failed):
+            keep = result.maybe_sent and not result.pause
+            settlement = self._back_off(
+                run, entries, result.reason, True, None, "" if keep else forget
+            )
+            if result.pause:
+                settlement = Settlement(
+                    retry=[e[0] for e in entries], retry_counted=False, forget_batch=forget,
+                    pause_reason=result.reason, pause_fingerprint=_fingerprint(target),
+                    last_error=result.reason,
+                )  # fmt: skip
+                run.report.stop(DrainStatus.PAUSED)
+            self._settle(run, settlement)
+            return
+        with run.report._lock:
+            run.report.sent += n
+            run.report.http_status = result.status
+        if result.split and n > 1:
+            self._settle(run, Settlement(forget_batch=forget))
+            self._deliver(run, entries[: n // 2])
+            self._deliver(run, entries[n // 2 :])
+            return
+        self._settle(run, self._settlement(run, entries, result, batch_id, forget))
+
+    # -- verdicts to a settlement ---------------------------------------------------------
+
+    def _settlement(
+        self, run: _Drain, entries: list[Entry], outcome: Outcome, batch_id: str, forget: str
+    ) -> Settlement:
+        name, target = run.target.name, run.target
+        by: dict[Verdict, list[tuple[Entry, str]]] = {v: [] for v in Verdict}
         for entry, result in zip(entries, outcome.results, strict=True):
-            by_verdict[result.verdict].append((entry, result.reason))
+            by[result.verdict].append((entry, result.reason))
         for warning in outcome.warnings:
             log.warning("destination %s: platform warning: %s", name, warning)
-        if outcome.warnings:
-            self.redis.hincrby(keys.state(name), "warnings", len(outcome.warnings))
-        delivered = [e[0] for e, _ in by_verdict[Verdict.DELIVERED]]
-        if outcome.job_id is not None:
-            poll_s = float(getattr(table, "job_poll_interval_s", 30.0))
-            rows = [e for e, _ in by_verdict[Verdict.DELIVERED]]
-            jobs.record(
-                self.redis, dest.platform, name, outcome.job_id, batch_id, rows,
-                outcome.job_state, outcome.job_detail, self.now_ms(), poll_s,
-            )  # fmt: skip
-        if delivered:
-            stream.ack(delivered)
-            self.redis.hset(keys.state(name), "failures", 0)
-            self.redis.hdel(keys.state(name), "last_error")
-        rejected = by_verdict[Verdict.REJECTED]
-        stream.dead_letter(rejected, outcome.status, outcome.excerpt, self.now_ms())
-        report.delivered, report.resend = len(delivered), len(by_verdict[Verdict.RESEND])
-        report.dead += len(by_verdict[Verdict.REJECTED])
-        if by_verdict[Verdict.AUTH]:
-            reason = by_verdict[Verdict.AUTH][0][1]
-            self.redis.hset(
-                keys.state(name),
-                mapping={"paused": 1, "paused_fp": dest.fingerprint(), "pause_reason": reason},
-            )
+        retry = by[Verdict.RETRY] + by[Verdict.WAIT]
+        if retry:
+            counted = bool(by[Verdict.RETRY])
+            s = self._back_off(run, [e for e, _ in retry], retry[0][1], counted, outcome, forget)
+        elif by[Verdict.AUTH]:
+            reason = by[Verdict.AUTH][0][1]
             log.error("destination %s paused: %s", name, reason)
-            report.status = "paused"
-            return
-        if by_verdict[Verdict.RETRY]:
-            self._back_off(stream, table, limiter, by_verdict[Verdict.RETRY], outcome, report)
-            return
-        report.next_in_s = 0.0  # more may be waiting: drain again at once
+            s = Settlement(
+                retry=[e[0] for e, _ in by[Verdict.AUTH]], retry_counted=False,
+                pause_reason=reason, pause_fingerprint=_fingerprint(target), last_error=reason,
+                forget_batch=forget,
+            )  # fmt: skip
+            run.report.stop(DrainStatus.PAUSED)
+        else:
+            s = Settlement(forget_batch=forget, failures="reset", retry_counted=False)
+        if by[Verdict.AUTH] and retry:  # both: keep the paused ones too
+            s.retry += [e[0] for e, _ in by[Verdict.AUTH]]
+        s.retry += [e[0] for e, _ in by[Verdict.RESEND] if e[0] not in s.retry]
+        s.acked = [e[0] for e, _ in by[Verdict.DELIVERED]]
+        s.dead += [(e[0], reason, True) for e, reason in by[Verdict.REJECTED]]
+        s.status, s.excerpt, s.warnings = outcome.status, outcome.excerpt, len(outcome.warnings)
+        if outcome.job_id is not None and s.acked:
+            s.job_id, s.job_state, s.job_detail = (
+                outcome.job_id,
+                outcome.job_state,
+                outcome.job_detail,
+            )
+            s.job_poll_s = float(getattr(target.table, "job_poll_interval_s", 30.0))
+            s.job_max_age_s = float(getattr(target.table, "job_max_age_s", 86_400.0))
+        return s
 
     def _back_off(
         self,
-        stream: DestinationStream,
-        table: PlatformSettings,
-        limiter: Limiter | None,
-        failed: list[tuple[Entry, str]],
-        outcome: Outcome,
-        report: DrainReport,
-    ) -> None:
-        name = stream.name
-        failures = int(self.redis.hincrby(keys.state(name), "failures", 1))
-        ceiling = min(table.backoff_cap_s, table.backoff_base_s * 2 ** (failures - 1))
-        delay_s = max(self.rng.uniform(0, ceiling), outcome.retry_after_s or 0.0)
+        run: _Drain,
+        entries: list[Entry],
+        reason: str,
+        counted: bool,
+        outcome: Outcome | None,
+        forget: str,
+    ) -> Settlement:
+        """Retry `entries` later: counted failures back off exponentially with full jitter;
+        throttling waits as long as the platform says, and counts no attempt."""
+        table = run.target.table
+        ceiling = min(table.backoff_cap_s, table.backoff_base_s * 2**run.failures)
+        delay_s = self.rng.uniform(0, ceiling) if counted else min(ceiling, table.backoff_base_s)
+        if outcome is not None and outcome.retry_after_s is not None:
+            delay_s = max(delay_s, outcome.retry_after_s) if counted else outcome.retry_after_s
         now = self.now_ms()
         resume_ms = now + int(delay_s * 1000)
-        if outcome.throttled and limiter is not None:
-            limiter.block_until(resume_ms, outcome.block_scopes)
-        attempts = stream.count_failure([entry for entry, _ in failed])
-        reason = failed[0][1]
-        give_up = [
-            (entry, f"gave up after {n} attempts: {reason}")
-            for (entry, _), n in zip(failed, attempts, strict=True)
-            if n >= table.max_attempts or deadline_ms(table, entry) <= resume_ms
-        ]
-        stream.dead_letter(give_up, outcome.status, outcome.excerpt, now, counted=True)
-        report.dead += len(give_up)
-        report.retry = len(failed) - len(give_up)
-        self.redis.hset(keys.state(name), "last_error", reason)
-        if not report.retry:
-            report.next_in_s = 0.0  # nothing of this batch waits; others may
-            return
-        self.redis.hset(keys.state(name), "next_at_ms", resume_ms)
-        self.redis.hincrby(keys.state(name), "retried", report.retry)
-        log.warning("destination %s: %s; retrying in %.1fs", name, reason, delay_s)
-        report.status, report.next_in_s = "backing-off", delay_s
+        if outcome is not None and outcome.throttled:
+            Limiter(self.redis, run.target.limits).block_until(resume_ms, outcome.block_scopes)
+        over = [e for e in entries if deadline_ms(table, e) <= resume_ms]
+        ended = f"gave up: the time budget ends before the next try: {reason}"
+        log.warning("destination %s: %s; retrying in %.1fs", run.target.name, reason, delay_s)
+        run.report.stop(DrainStatus.BACKING_OFF, resume_ms)
+        return Settlement(
+            retry=[e[0] for e in entries if e not in over], retry_counted=counted,
+            retry_reason=reason, dead=[(e[0], ended, counted) for e in over],
+            next_at_ms=resume_ms, failures="incr" if counted else "", last_error=reason,
+            forget_batch=forget,
+        )  # fmt: skip
+
+    def _settle(self, run: _Drain, s: Settlement) -> None:
+        target = run.target
+        acked, dead = settle(
+            self.redis, self.settings, target.name, target.destination.platform,
+            run.lease.token, self.consumer, s,
+        )  # fmt: skip
+        with run.report._lock:
+            run.report.delivered += acked
+            run.report.dead += dead
+            run.report.retry += len(s.retry)
+
+
+def _fingerprint(target: Target) -> str:
+    try:
+        return target.destination.fingerprint()
+    except Exception:  # an unset token env var: nothing to compare, stay paused
+        return "unset"
+
+
+def _has_lookup(target: Target) -> bool:
+    return isinstance(target.adapter, JobAdapter) and target.adapter.can_look_up
+
+
+def _checked(outcome: Outcome, n: int) -> Outcome:
+    """An adapter's outcome, refused (as an adapter error) unless it judges all `n` events."""
+    if len(outcome.results) != n:
+        raise ValueError(f"the adapter judged {len(outcome.results)} of {n} events")
+    return outcome
+
+
+def _same(request: httpx.Request) -> httpx.Request:
+    return request
+
+
+def _found(adapter: JobAdapter, response: httpx.Response, batch_id: str) -> str:
+    """The job id of an earlier send of `batch_id`, or "" when the listing shows none."""
+    return adapter.parse_lookup(response, batch_id) or ""
+
+
+__all__ = ["DrainReport", "DrainStatus", "Engine", "entry_ms"]

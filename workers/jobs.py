@@ -1,10 +1,11 @@
 """Background jobs on the platform's side: record them, follow them, surface failures.
 
 Yandex answers an upload with an upload id and processes it later; vNative answers an
-import with a job id. The engine acknowledges the events once the platform accepted the
-job, records the job here with a copy of its events, and `track` polls it until it
-finishes. A job that fails dead-letters its events with the platform's words, so an
-accepted event is still never lost silently.
+import with a job id. The settle script acknowledges the events once the platform accepted
+the job and records the job with a copy of its events; `track` polls it until it
+finishes, or dead-letters its events once it is older than `job_max_age_s`. A job that
+fails dead-letters its events with the platform's words, so an accepted event is still
+never lost silently.
 """
 
 from __future__ import annotations
@@ -12,20 +13,20 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, cast
 
-import httpx
 import redis
 
 from dispatcher import keys
 from dispatcher.settings import Settings
 from dispatcher.storage import lua
 from workers.adapters import JobAdapter, JobState, adapter_for
-from workers.limiter import Limiter, in_flight, with_timeout
+from workers.request import Failed, NotSent, RequestPath, Target
 
 log = logging.getLogger(__name__)
 JOB_TTL_S = 7 * 86_400  # how long a finished job stays visible to operators
-POLL_BATCH = 20
+POLL_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -42,44 +43,6 @@ class Job:
     failed: bool
     detail: str
     submitted_at_ms: int
-
-
-def record(
-    client: redis.Redis,
-    platform: str,
-    destination: str,
-    job_id: str,
-    batch_id: str,
-    rows: list[tuple[bytes, dict[bytes, bytes]]],
-    state: str,
-    detail: str,
-    now_ms: int,
-    poll_in_s: float,
-) -> None:
-    """Remember a job the platform accepted, with its events, and schedule its first poll."""
-    events = [
-        json.dumps({"e": f[b"e"].decode(), "t": int(f[b"t"]), "p": f[b"p"].decode()})
-        for _, f in rows
-    ]
-    pipe = client.pipeline(transaction=True)
-    pipe.hset(
-        keys.job(platform, job_id),
-        mapping={
-            "destination": destination,
-            "batch_id": batch_id,
-            "events": len(rows),
-            "state": state,
-            "detail": detail,
-            "submitted_at_ms": now_ms,
-            "finished": 0,
-            "failed": 0,
-        },
-    )
-    if events:
-        pipe.rpush(keys.job_events(platform, job_id), *events)
-    pipe.zadd(keys.open_jobs(platform), {job_id: now_ms + int(poll_in_s * 1000)})
-    pipe.zadd(keys.jobs_index(platform), {job_id: now_ms})
-    pipe.execute()
 
 
 def load(client: redis.Redis, platform: str, job_id: str) -> Job | None:
@@ -110,16 +73,18 @@ def recent(client: redis.Redis, platform: str, limit: int = 50) -> list[Job]:
 
 
 def track(
-    settings: Settings, client: redis.Redis, http: httpx.Client, platform: str, now_ms: int
-) -> dict[str, Any]:
-    """Poll the jobs that are due; finish, fail (dead-letter their events) or reschedule."""
+    settings: Settings, client: redis.Redis, path: RequestPath, platform: str, now_ms: int
+) -> dict[str, int]:
+    """Poll the jobs that are due; finish, fail (dead-letter their events), expire or
+    reschedule each. A job whose poll cannot be made now waits; the others go on."""
     adapter = cast(JobAdapter, adapter_for(platform))
     table = settings.platform(platform)
-    poll_s = float(getattr(table, "job_poll_interval_s", 30.0))
+    poll_ms = int(float(getattr(table, "job_poll_interval_s", 30.0)) * 1000)
+    max_age_ms = int(float(getattr(table, "job_max_age_s", 86_400.0)) * 1000)
     due = cast(
         list[bytes], client.zrangebyscore(keys.open_jobs(platform), "-inf", now_ms, 0, POLL_BATCH)
     )
-    counts = {"polled": 0, "finished": 0, "failed": 0}
+    counts = {"polled": 0, "finished": 0, "failed": 0, "expired": 0, "waiting": 0}
     hold_ms = int(table.timeout_s * 2000)
     for raw_id in due:
         job_id = raw_id.decode()
@@ -130,26 +95,29 @@ def track(
         if not claimed:
             continue  # another poller has it
         job = load(client, platform, job_id)
-        if job is None:
+        if job is None or job.destination not in settings.destinations:
             client.zrem(keys.open_jobs(platform), job_id)
             continue
-        dest = settings.destination(job.destination)
-        limits = adapter.limits(dest, table)
-        slots = in_flight(client, platform, limits, table)
-        if Limiter(client, limits).acquire() > 0 or not slots.acquire(job_id):
-            client.zadd(keys.open_jobs(platform), {job_id: now_ms + 1000})
-            break  # out of budget: the rest wait for the next round
-        try:
-            request = with_timeout(adapter.job_request(dest, table, job_id), table)
-            state = adapter.parse_job(http.send(request))
-        except httpx.HTTPError as exc:
-            log.warning("%s job %s: %s while polling", platform, job_id, type(exc).__name__)
-            client.zadd(keys.open_jobs(platform), {job_id: now_ms + int(poll_s * 1000)})
+        if now_ms - job.submitted_at_ms > max_age_ms:
+            detail = f"never finished within job_max_age_s (last state {job.state})"
+            _update(client, platform, job, JobState("EXPIRED", True, True, detail), 0)
+            counts["expired"] += 1
             continue
-        finally:
-            slots.release(job_id)
+        dest = settings.destination(job.destination)
+        target = Target(job.destination, dest, table, adapter, adapter.limits(dest, table))
+        state = path.call(
+            target,
+            partial(adapter.job_request, dest, table, job_id),
+            adapter.parse_job,
+            holder=f"job-{job_id}",
+        )
+        if isinstance(state, NotSent | Failed):
+            wait_ms = int(state.wait_s * 1000) if isinstance(state, NotSent) else poll_ms
+            client.zadd(keys.open_jobs(platform), {job_id: now_ms + max(wait_ms, 200)})
+            counts["waiting"] += 1
+            continue
         counts["polled"] += 1
-        _update(client, platform, job, state, now_ms + int(poll_s * 1000))
+        _update(client, platform, job, state, now_ms + poll_ms)
         counts["finished"] += state.finished
         counts["failed"] += state.failed
     return counts

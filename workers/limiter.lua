@@ -1,9 +1,15 @@
 -- Take one call from every token bucket of a request, all or none, on Redis's clock.
 --
 -- KEYS, per bucket i: bucket hash {tokens, ts}, blocked-until key (epoch ms, set after a 429)
--- ARGV, per bucket i: refill rate in tokens per second, capacity (burst)
+-- ARGV, per bucket i: refill rate in tokens per second, capacity (burst); then optionally
+-- 'peek': only say how long a call would wait, take nothing and write nothing.
 -- Returns 0 when the call may go now (one token taken from each bucket), else the
 -- milliseconds to wait before asking again (nothing taken).
+local peek = ARGV[#KEYS + 1] == 'peek'
+if not peek then
+  -- A first write that frees or keeps memory lets the script run on a full Redis.
+  redis.call('PEXPIRE', KEYS[1], 3600000)
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local count = #KEYS / 2
@@ -24,6 +30,7 @@ for i = 1, count do
   end
   levels[i] = {tokens, rate, capacity}
 end
+if peek then return wait end
 for i = 1, count do
   local tokens, rate, capacity = levels[i][1], levels[i][2], levels[i][3]
   if wait == 0 then tokens = tokens - 1 end

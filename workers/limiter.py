@@ -55,6 +55,12 @@ class Limiter:
         )
         return int(wait_ms) / 1000.0
 
+    def peek(self) -> float:
+        """Seconds until a call could take its tokens (0.0: now); takes nothing."""
+        script = lua("workers", "limiter.lua")
+        wait_ms = self.client.eval(script, len(self.keys), *self.keys, *self.args, "peek")
+        return int(wait_ms) / 1000.0
+
     def block_until(self, until_ms: int, scopes: Sequence[str] | None = None) -> None:
         """Stop every worker calling for these scopes (default: all) until `until_ms`."""
         for limit in self.limits:

@@ -1,4 +1,4 @@
-"""Start the stack's processes: Redis, a sandbox, Celery workers, beat and Flower.
+"""Start the stack's processes: Redis, a sandbox, Celery workers and Flower.
 
 Used by the embedded run and by the pipeline tests, so both start exactly the same
 commands an operator would.
@@ -66,14 +66,6 @@ def worker_command(
     ]  # fmt: skip
 
 
-def beat_command(schedule: Path) -> list[str]:
-    """Celery beat, which sends each platform's sweep every `sweep_interval_s`."""
-    return [
-        sys.executable, "-m", "celery", "-A", "workers.app", "beat",
-        "--loglevel", "INFO", "-s", str(schedule),
-    ]  # fmt: skip
-
-
 def flower_command(port: int) -> list[str]:
     """Flower on loopback."""
     return [
@@ -84,7 +76,7 @@ def flower_command(port: int) -> list[str]:
 
 def sandbox_command(platform: str, port: int) -> list[str]:
     """A platform sandbox in its own process."""
-    return [sys.executable, "-m", "workers.sandboxes", platform, "--port", str(port)]
+    return [sys.executable, "-m", "sandboxes", platform, "--port", str(port)]
 
 
 @dataclass

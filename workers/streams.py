@@ -1,22 +1,20 @@
-"""One destination's stream, read through the consumer group: take, acknowledge, dead-letter.
+"""One destination's stream, read through the consumer group: what a drain takes next.
 
-An entry leaves its stream only when it is acknowledged (the platform took it) or moved
-to the platform's dead-letter stream, each in one MULTI/EXEC transaction.
+Entries leave the stream only in the settle script (workers/settle.lua).
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
-from typing import cast
+from typing import Any, cast
 
 import redis
 
 from dispatcher import keys
 from dispatcher.settings import PlatformSettings
 
-log = logging.getLogger(__name__)
 Entry = tuple[bytes, dict[bytes, bytes]]
+IDLE_CONSUMER_MS = 3_600_000  # a consumer idle this long with nothing pending is gone
 
 
 def batch_id_of(entries: list[Entry]) -> str:
@@ -39,101 +37,69 @@ def deadline_ms(table: PlatformSettings, entry: Entry) -> int:
 
 
 class DestinationStream:
-    """The events waiting for one destination."""
+    """The events waiting for one destination, as seen by one consumer (a worker process)."""
 
-    def __init__(self, client: redis.Redis, name: str, platform: str, consumer: str) -> None:
-        self.redis, self.name, self.platform, self.consumer = client, name, platform, consumer
+    def __init__(self, client: redis.Redis, name: str, consumer: str, lease_ms: int) -> None:
+        self.redis, self.name, self.consumer, self.lease_ms = client, name, consumer, lease_ms
         self.key = keys.stream(name)
 
-    def take(self, size: int, max_wait_s: float, now: int) -> tuple[list[Entry], int]:
-        """Up to `size` entries: the pending ones if any (a retry, a dead worker's batch),
-        else new ones once a full batch waits or the oldest waited `max_wait_s`. Returns
-        the entries, or none and the milliseconds until the partial batch is due."""
-        stream = self.key
+    def claim_pending(self, size: int) -> tuple[list[Entry], bool]:
+        """Up to `size` pending entries idle for at least a lease (a retry, a dead holder's
+        batch), and whether younger pending entries were left (a holder just gone)."""
         taken: list[Entry] = []
         cursor: bytes | str = "0-0"
         while len(taken) < size:
             reply = self.redis.xautoclaim(
-                stream, keys.GROUP, self.consumer, 0, cursor, count=size - len(taken)
+                self.key, keys.GROUP, self.consumer, self.lease_ms, cursor, count=size - len(taken)
             )
             cursor, claimed = cast(tuple[bytes, list[Entry]], tuple(reply[:2]))
             taken += [e for e in claimed if e[1] is not None]
             if cursor in (b"0-0", "0-0"):
                 break
         if taken:
-            # A retried batch goes again exactly as it was, so its batch id stays the same
-            # (Yandex's duplicate check after an unknown outcome depends on it).
-            return taken, 0
-        backlog = self.redis.xlen(stream)
-        if backlog == 0:
-            return [], 0
-        if backlog < size:
-            oldest = cast(list[Entry], self.redis.xrange(stream, "-", "+", count=1))
-            waited_ms = now - entry_ms(oldest[0][0]) if oldest else 0
-            max_wait_ms = int(max_wait_s * 1000)
-            if waited_ms < max_wait_ms:
-                return [], max_wait_ms - waited_ms
-        fresh = self.redis.xreadgroup(keys.GROUP, self.consumer, {stream: ">"}, count=size)
-        for _, entries in cast(list[tuple[bytes, list[Entry]]], fresh or []):
-            taken += entries
-        return taken, 0
+            self._forget_idle_consumers()
+            return taken, False
+        pending = self.redis.xpending(self.key, keys.GROUP)
+        return [], int(pending["pending"]) > 0
 
-    def ack(self, ids: list[bytes]) -> None:
-        """The platform took these: forget them."""
-        name = self.name
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.xack(keys.stream(name), keys.GROUP, *ids)
-        pipe.xdel(keys.stream(name), *ids)
-        pipe.hdel(keys.attempts(name), *ids)
-        pipe.hincrby(keys.state(name), "delivered", len(ids))
-        pipe.execute()
+    def _forget_idle_consumers(self) -> None:
+        """Remove consumers (dead workers) that hold nothing and were idle for an hour."""
+        for consumer in self.redis.xinfo_consumers(self.key, keys.GROUP):
+            name = consumer["name"]
+            name = name.decode() if isinstance(name, bytes) else name
+            if (
+                name != self.consumer
+                and not consumer["pending"]
+                and consumer["idle"] > IDLE_CONSUMER_MS
+            ):
+                self.redis.xgroup_delconsumer(self.key, keys.GROUP, name)
 
-    def dead_letter(
-        self,
-        rows: list[tuple[Entry, str]],
-        status: int | None,
-        body_excerpt: str,
-        now: int,
-        *,
-        counted: bool = False,
-    ) -> None:
-        """Move entries, each with its reason, to the platform's dead-letter stream.
+    def claim_ids(self, ids: list[bytes]) -> list[Entry]:
+        """The entries `ids` that are still pending, claimed whatever their idle time (an
+        unknown outcome's batch: its sender's lease ran out long ago)."""
+        claimed = cast(
+            list[Entry], self.redis.xclaim(self.key, keys.GROUP, self.consumer, 0, list[Any](ids))
+        )
+        return [e for e in claimed if e[1] is not None]
 
-        `counted`: the attempt that ended them is already in their attempt count (a
-        retry budget ran out) or there was none (expired unsent); otherwise the refusing
-        attempt is added.
-        """
-        if not rows:
-            return
-        name = self.name
-        ids = [entry[0] for entry, _ in rows]
-        attempts = self.redis.hmget(keys.attempts(name), ids)
-        pipe = self.redis.pipeline(transaction=True)
-        for ((_entry_id, fields), reason), tries in zip(rows, attempts, strict=True):
-            pipe.xadd(
-                keys.deadletters(self.platform),
-                {
-                    "d": name,
-                    "e": fields[b"e"],
-                    "p": fields[b"p"],
-                    "t": fields[b"t"],
-                    "reason": reason,
-                    "status": "" if status is None else status,
-                    "excerpt": body_excerpt,
-                    "attempts": int(tries or 0) + (0 if counted else 1),
-                    "at": now,
-                },
-            )
-        pipe.xack(keys.stream(name), keys.GROUP, *ids)
-        pipe.xdel(keys.stream(name), *ids)
-        pipe.hdel(keys.attempts(name), *ids)
-        pipe.hincrby(keys.state(name), "dead", len(ids))
-        pipe.execute()
-        log.warning("destination %s: %d event(s) dead-lettered: %s", name, len(ids), rows[0][1])
-
-    def count_failure(self, entries: list[Entry]) -> list[int]:
-        """Add one failed attempt to each entry; returns their attempt counts."""
+    def take_new(self, size: int, max_wait_s: float, now: int) -> list[Entry]:
+        """Up to `size` entries never read yet: a full batch, or fewer once the oldest of
+        them waited `max_wait_s`."""
         pipe = self.redis.pipeline(transaction=False)
-        for entry in entries:
-            pipe.hincrby(keys.attempts(self.name), entry[0], 1)
-        return [int(n) for n in pipe.execute()]
+        pipe.xlen(self.key)
+        pipe.xpending(self.key, keys.GROUP)
+        pipe.xinfo_groups(self.key)
+        length, pending, groups = pipe.execute()
+        fresh = int(length) - int(pending["pending"])
+        if fresh <= 0:
+            return []
+        if fresh < size:
+            last = next(g["last-delivered-id"] for g in groups if g["name"] == keys.GROUP.encode())
+            oldest = cast(list[Entry], self.redis.xrange(self.key, b"(" + last, "+", count=1))
+            if oldest and now - entry_ms(oldest[0][0]) < int(max_wait_s * 1000):
+                return []
+        reply = self.redis.xreadgroup(keys.GROUP, self.consumer, {self.key: ">"}, count=size)
+        taken: list[Entry] = []
+        for _, entries in cast(list[tuple[bytes, list[Entry]]], reply or []):
+            taken += entries
+        return taken

@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from typing import Any
 
 import httpx
-from celery.utils.log import get_task_logger
 
 from dispatcher import keys
-from dispatcher.client import DRAIN_TASK, KICK_GRACE_MS
+from dispatcher.errors import ConfigurationError
+from dispatcher.settings import PLATFORMS
 from dispatcher.storage import connect
 from workers import jobs
 from workers.app import app, settings
-from workers.engine import Engine
+from workers.engine import DrainStatus, Engine
+from workers.scheduler import DRAIN_TASK, TRACK_TASK
 
-log = get_task_logger(__name__)
+log = logging.getLogger(__name__)
 _engine: tuple[int, Engine] | None = None
-# Follow-ups further away than this wait in Redis (state next_at_ms) for the beat sweep,
-# never in long Celery countdowns that would outlive the broker's visibility timeout.
-MAX_COUNTDOWN_S = 30.0
 
 
 def engine() -> Engine:
@@ -36,61 +35,29 @@ def engine() -> Engine:
     return _engine[1]
 
 
-def schedule(destination: str, in_s: float) -> bool:
-    """Queue a drain of `destination` in `in_s` seconds unless one is already queued."""
-    if in_s > MAX_COUNTDOWN_S:
-        return False
-    key = keys.kick_now(destination) if in_s == 0 else keys.kick(destination)
-    ttl_ms = int(in_s * 1000) + KICK_GRACE_MS
-    if not engine().redis.set(key, 1, nx=True, px=ttl_ms):
-        return False
-    platform = settings.destination(destination).platform
-    options: dict[str, Any] = {"queue": settings.queue(platform)}
-    if in_s:
-        options["countdown"] = in_s
-    drain.apply_async(args=(destination,), **options)
-    return True
-
-
 @app.task(name=DRAIN_TASK, acks_late=True)
-def drain(destination: str) -> dict[str, Any]:
-    """Deliver one batch of `destination`, then queue the next drain if one is due."""
-    report = engine().drain(destination)
-    if report.next_in_s is not None:
-        schedule(destination, report.next_in_s)
-    return report.as_dict()
-
-
-@app.task(name="convdispatch.sweep", acks_late=True)
-def sweep(platform: str) -> dict[str, int]:
-    """Queue a drain for every destination of `platform` that has work and no drain.
-
-    This is the guarantee behind the producers' triggers: a lost trigger, a dead
-    worker's batch or an expired backoff is picked up within one sweep interval.
-    """
-    eng = engine()
-    now = eng.now_ms()
-    kicked = 0
-    names = [n for n, d in settings.destinations.items() if d.platform == platform]
-    pipe = eng.redis.pipeline(transaction=False)
+def drain(destinations: list[str] | str) -> list[dict[str, Any]]:
+    """Drain each of `destinations` (ids of one platform) while holding its lease."""
+    names = [destinations] if isinstance(destinations, str) else destinations
+    reports = []
     for name in names:
-        pipe.xlen(keys.stream(name))
-        pipe.exists(keys.lease(name))
-        pipe.hmget(keys.state(name), "paused", "paused_fp", "next_at_ms")
-    replies = pipe.execute()
-    for i, name in enumerate(names):
-        backlog, leased, (paused, paused_fp, next_at) = replies[3 * i : 3 * i + 3]
-        if not backlog or leased or int(next_at or 0) > now:
-            continue
-        if paused and paused_fp.decode() == settings.destination(name).fingerprint():
-            continue
-        kicked += schedule(name, 0)
-    return {"destinations": len(names), "kicked": kicked}
+        try:
+            reports.append(engine().drain(name).as_dict())
+        except ConfigurationError:
+            # No longer configured: stop scheduling it. Its events stay (see `orphans`).
+            for platform in PLATFORMS:
+                engine().redis.zrem(keys.due(platform), name)
+            log.warning("destination %s is not configured: no longer scheduled", name)
+            reports.append({"destination": name, "status": str(DrainStatus.UNKNOWN)})
+    return reports
 
 
-@app.task(name="convdispatch.track", acks_late=True)
+@app.task(name=TRACK_TASK, acks_late=True)
 def track(platform: str) -> dict[str, int]:
     """Follow `platform`'s background jobs (uploads, imports) that are due for a look."""
     eng = engine()
-    result: dict[str, int] = jobs.track(settings, eng.redis, eng.http, platform, eng.now_ms())
+    try:
+        result: dict[str, int] = jobs.track(settings, eng.redis, eng.path, platform, eng.now_ms())
+    finally:
+        eng.redis.delete(keys.tracker(platform))
     return result

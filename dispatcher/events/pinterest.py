@@ -1,7 +1,7 @@
 """Pinterest Conversions API v5 events, as `POST /v5/ad_accounts/{id}/events` takes them.
 
 Source: Pinterest's official contract v5.23.0 (shipped as
-`workers/sandboxes/pinterest-v5-conversion-events.openapi.json`) and seed 001. Every field
+`sandboxes/pinterest-v5-conversion-events.openapi.json`) and seed 001. Every field
 of the contract is here with its type and bounds (the nested `custom_data`, `app_info` and
 `device_info` objects in `pinterest_parts`). Stricter than the contract on purpose:
 `user_data` takes no unknown field (a misspelt one would carry raw personal data out

@@ -154,22 +154,40 @@ def test_backpressure_refuses_the_whole_call_when_the_cap_would_be_passed(
     assert len(stored(redis_client)) == 4
 
 
-def test_a_full_batch_requests_an_immediate_drain_and_a_partial_one_a_delayed_drain(
+def test_a_full_batch_is_due_now_and_a_partial_one_when_its_oldest_waited_max_wait(
     settings: Settings, redis_client: redis.Redis
 ) -> None:
     small = settings.model_copy(
-        update={"linkedin": LinkedInSettings(base_url="http://127.0.0.1:9", batch_size=3)}
+        update={
+            "linkedin": LinkedInSettings(base_url="http://127.0.0.1:9", batch_size=3, max_wait_s=60)
+        }
     )
     d = Dispatcher(small)
+    # Given one event: due when it has waited max_wait_s
     d.enqueue(event(0), "li-main")
-    assert redis_client.exists(keys.kick("li-main"))
-    assert not redis_client.exists(keys.kick_now("li-main"))
+    first_id = redis_client.xrange(keys.stream("li-main"))[0][0]
+    first_ms = int(first_id.split(b"-")[0])
+    assert redis_client.zscore(keys.due("linkedin"), "li-main") == first_ms + 60_000
+    # When two more make a full batch, then it is due now (not later than Redis's clock)
     d.enqueue_many([event(1), event(2)], "li-main")
-    assert redis_client.exists(keys.kick_now("li-main"))
-    # Two drain messages wait on the platform's queue, carrying only the destination id
-    messages = redis_client.lrange("convdispatch.linkedin", 0, -1)
-    assert len(messages) == 2
-    assert all(b"token-main" not in m and b"Buyer" not in m for m in messages)
+    seconds, micros = redis_client.time()
+    assert redis_client.zscore(keys.due("linkedin"), "li-main") <= seconds * 1000 + micros / 1000
+    # And the producer sent nothing to any broker queue: it writes to Redis only
+    assert not redis_client.exists("convdispatch.linkedin")
+
+
+def test_a_leased_or_paused_destination_keeps_its_due_time(
+    dispatcher: Dispatcher, redis_client: redis.Redis
+) -> None:
+    # Given a drain holds the lease (its release will write the due time)
+    redis_client.set(keys.lease("li-main"), "holder")
+    dispatcher.enqueue(event(0), "li-main")
+    assert redis_client.zscore(keys.due("linkedin"), "li-main") is None
+    # And a paused destination stays out of the index until resumed
+    redis_client.delete(keys.lease("li-main"))
+    redis_client.hset(keys.state("li-main"), "paused", 1)
+    dispatcher.enqueue(event(1), "li-main")
+    assert redis_client.zscore(keys.due("linkedin"), "li-main") is None
 
 
 def test_the_async_twins_store_the_same_way(settings: Settings, redis_client: redis.Redis) -> None:
@@ -198,15 +216,16 @@ def test_tokens_never_show_in_settings_repr(settings: Settings) -> None:
     assert isinstance(settings.destinations["li-main"], Destination)
 
 
-def test_a_failed_drain_request_does_not_undo_the_receipt(
-    dispatcher: Dispatcher, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+def test_enqueue_refuses_past_the_memory_watermark_and_writes_nothing(
+    dispatcher: Dispatcher, redis_client: redis.Redis
 ) -> None:
-    # Given the broker refuses the drain request after the events were stored
-    def refuse(destination: str, countdown_s: float = 0.0) -> None:
-        raise ConnectionError("broker unavailable")
-
-    monkeypatch.setattr(dispatcher, "request_drain", refuse)
-    # When an event is enqueued, then the receipt stands (beat's sweep will drain it)
-    receipt = dispatcher.enqueue(event(), "li-main")
-    assert receipt.destination == "li-main"
-    assert len(stored(redis_client)) == 1
+    # Given Redis is past 90 % of its maxmemory
+    used = int(redis_client.info("memory")["used_memory"])
+    redis_client.config_set("maxmemory", int(used / 0.95))
+    try:
+        # When an event is enqueued, then it is refused before Redis would refuse it
+        with pytest.raises(BackpressureError, match="maxmemory"):
+            dispatcher.enqueue(event(), "li-main")
+        assert stored(redis_client) == []
+    finally:
+        redis_client.config_set("maxmemory", 0)

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from dispatcher import Destination, Dispatcher, InvalidEventError, Settings, keys
 from dispatcher.events.pinterest import ActionSource, EventName, PinterestConversionEvent
-from workers.sandboxes.pinterest import check_event, contract_errors, listed
+from sandboxes.pinterest import check_event, contract_errors, listed
 
 NOW_S = int(time.time())
 DIGEST = hashlib.sha256(b"already hashed").hexdigest()

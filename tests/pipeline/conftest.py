@@ -16,7 +16,6 @@ from dispatcher import Control, DeadLetters, Dispatcher, Settings, keys
 from tests.conftest import wait_for
 from workers.processes import (
     Processes,
-    beat_command,
     free_port,
     sandbox_command,
     wait_for_http,
@@ -77,7 +76,7 @@ def start_stack(
     workers: int = 2,
     platform: str = "linkedin",
 ) -> Iterator[Stack]:
-    """Start `platform`'s sandbox, `workers` Celery workers for its queue and beat.
+    """Start `platform`'s sandbox and `workers` Celery workers for its queue (no beat).
 
     `config` holds Settings values; `config[platform]` is merged over the sandbox's URL.
     """
@@ -99,7 +98,6 @@ def start_stack(
     try:
         procs.start("sandbox", sandbox_command(platform, port))
         wait_for_http(f"{sandbox_url}/_sandbox/calls")
-        procs.start("beat", beat_command(tmp_path / "beat-schedule"))
         for i in range(workers):
             procs.start(f"worker{i}", worker_command([platform], concurrency=1, name=f"worker{i}"))
         for i in range(workers):
@@ -120,7 +118,7 @@ def fresh(request: pytest.FixtureRequest) -> None:
     """
     stack: Stack = request.getfixturevalue("stack")
     wait_for(
-        lambda: not any(stack.redis.scan_iter(f"{keys.PREFIX}:lease:*")), 30, "drains to finish"
+        lambda: not any(stack.redis.scan_iter(f"{keys.PREFIX}:*:lease")), 30, "drains to finish"
     )
     stack.sandbox.control("reset")
     for key in stack.redis.scan_iter(f"{keys.PREFIX}:*"):

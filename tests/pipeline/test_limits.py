@@ -15,7 +15,6 @@ pytestmark = [pytest.mark.pipeline, pytest.mark.usefixtures("fresh")]
 
 RATE_PER_S = 10
 CONFIG = {
-    "sweep_interval_s": 0.5,
     "linkedin": {"batch_size": 10, "max_wait_s": 0.1, "rate_per_min": RATE_PER_S * 60, "burst": 1},
     # Two destinations on one token: one rate-limit scope, drained by two worker processes.
     "destinations": {

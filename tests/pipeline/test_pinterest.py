@@ -14,17 +14,14 @@ from dispatcher import InvalidEventError, keys
 from dispatcher.client import Plan
 from dispatcher.events.pinterest import PinterestConversionEvent
 from dispatcher.identity import hash_email
+from sandboxes.pinterest import NO_EMAIL_WARNING, contract_errors
 from tests.conftest import wait_for
 from tests.pipeline.conftest import Stack, start_stack
-from workers.sandboxes.pinterest import NO_EMAIL_WARNING, contract_errors
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.usefixtures("fresh")]
 
 ACCOUNT, TEST_ACCOUNT = "549755885175", "549755885176"
 CONFIG = {
-    "lease_s": 5.0,
-    "task_time_limit_s": 4.0,
-    "sweep_interval_s": 0.5,
     "pinterest": {
         "max_wait_s": 0.3,
         "rate_per_min": 60_000,

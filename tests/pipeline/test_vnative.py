@@ -19,9 +19,6 @@ pytestmark = [pytest.mark.pipeline, pytest.mark.usefixtures("fresh")]
 IMPORT = "/advertiser/conversion-import"
 CONFIG = {
     # The soft time limit is 80% of the hard one: keep drains unhurried.
-    "lease_s": 10.0,
-    "task_time_limit_s": 8.0,
-    "sweep_interval_s": 0.3,
     "vnative": {
         "batch_size": 5,
         "max_wait_s": 0.3,

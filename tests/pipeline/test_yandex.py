@@ -12,10 +12,10 @@ import httpx
 import pytest
 
 from dispatcher import InvalidEventError, keys
+from sandboxes.base import fingerprint
 from tests.conftest import wait_for
 from tests.pipeline.conftest import Stack, start_stack
 from workers import jobs
-from workers.sandboxes.base import fingerprint
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.usefixtures("fresh")]
 
@@ -36,9 +36,6 @@ DESTINATIONS: dict[str, dict[str, str]] = {
 CONFIG = {
     # workers/app.py sets the soft time limit to max(1 s, limit - 5 s): keep it above the
     # drains that wait out a 1 s timeout or a 2 s quota block.
-    "lease_s": 10.0,
-    "task_time_limit_s": 8.0,
-    "sweep_interval_s": 0.3,
     "yandex": {
         "batch_size": 5,
         "max_wait_s": 0.3,

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from workers.sandboxes.base import RunningServer
+from sandboxes.base import RunningServer
 
 
 @pytest.fixture

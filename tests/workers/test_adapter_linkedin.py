@@ -84,7 +84,7 @@ def test_throttling_outages_and_auth_map_to_retry_and_pause() -> None:
     throttled = ADAPTER.parse_response(respond(429, {}, {"Retry-After": "7"}), 2)
     assert throttled.throttled
     assert throttled.retry_after_s == 7.0
-    assert {r.verdict for r in throttled.results} == {Verdict.RETRY}
+    assert {r.verdict for r in throttled.results} == {Verdict.WAIT}
     assert {r.verdict for r in ADAPTER.parse_response(respond(503, {}), 1).results} == {
         Verdict.RETRY
     }

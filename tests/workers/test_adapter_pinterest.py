@@ -144,7 +144,7 @@ def test_401_and_403_pause_the_destination(status: int, code: int) -> None:
 def test_429_is_a_throttle_retried_after_retry_after() -> None:
     body = {"code": 8, "message": "This request exceeded a rate limit."}
     outcome = ADAPTER.parse_response(respond(429, body, {"Retry-After": "7"}), 2)
-    assert {r.verdict for r in outcome.results} == {Verdict.RETRY}
+    assert {r.verdict for r in outcome.results} == {Verdict.WAIT}
     assert outcome.throttled
     assert outcome.retry_after_s == 7.0
     assert "code 8" in outcome.results[0].reason

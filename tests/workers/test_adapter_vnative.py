@@ -10,10 +10,10 @@ import pytest
 
 from dispatcher import Destination
 from dispatcher.settings import VNativeSettings
+from sandboxes import vnative as sandbox
+from sandboxes.base import serve
 from workers.adapters.base import JobAdapter, Verdict
 from workers.adapters.vnative import ADAPTER, app_error, job_summary
-from workers.sandboxes import vnative as sandbox
-from workers.sandboxes.base import serve
 
 DEST = Destination(platform="vnative", token="secret-key")
 POSTBACK = Destination(platform="vnative", token="secret-key", send_postback=True)
@@ -83,7 +83,7 @@ def test_a_queued_import_without_a_job_id_is_delivered_with_a_warning() -> None:
         (31, Verdict.AUTH, "check vnative.base_url"),
         (20, Verdict.REJECTED, "parameter error (code 20): conversions[0].click_id is required"),
         (30, Verdict.REJECTED, "bad request (code 30)"),
-        (40, Verdict.RETRY, "too many requests (code 40)"),
+        (40, Verdict.WAIT, "too many requests (code 40)"),
         (50, Verdict.RETRY, "system upgrade (code 50)"),
         (51, Verdict.RETRY, "server error (code 51)"),
     ],
@@ -141,7 +141,7 @@ def test_the_code_is_found_wherever_it_sits(body: dict[str, Any]) -> None:
         (500, Verdict.RETRY, "platform unavailable (500)"),
         (501, Verdict.RETRY, "platform unavailable (501)"),
         (503, Verdict.RETRY, "platform unavailable (503)"),
-        (429, Verdict.RETRY, "too many requests (429)"),
+        (429, Verdict.WAIT, "too many requests (429)"),
         (400, Verdict.REJECTED, "refused (400)"),
         (200, Verdict.RETRY, "unrecognised answer (200)"),
     ],

@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from workers.sandboxes import linkedin
-from workers.sandboxes.base import RunningServer, fingerprint, serve
+from sandboxes import linkedin
+from sandboxes.base import RunningServer, fingerprint, serve
 
 TOKEN = "token-main"
 EMAIL_SHA256 = hashlib.sha256(b"ada@example.com").hexdigest()
@@ -362,6 +362,23 @@ def test_without_bodies_the_sandbox_keeps_counts_and_event_ids(client: httpx.Cli
     assert received(client)[0]["events"] == []
     ids = client.get("/_sandbox/events", params={"fields": "eventId"}).json()
     assert ids == [{"eventId": f"evt-{i}"} for i in range(5)]
+
+
+def test_count_gives_accepted_events_and_logged_calls_cheaply(client: httpx.Client) -> None:
+    # Given a fresh sandbox, which counts nothing yet
+    assert client.get("/_sandbox/count").json() == {"events": 0, "calls": 0}
+    # When a batch of three is accepted and a call without a token is refused
+    assert send(client, [event(i) for i in range(3)]).status_code == 200
+    refused = client.post(
+        "/rest/conversionEvents", json={"elements": [event(3)]}, headers=headers(None)
+    )
+    assert refused.status_code == 401
+    # Then the count has the three accepted events and both calls, like /received and /calls
+    assert client.get("/_sandbox/count").json() == {"events": 3, "calls": 2}
+    assert len(client.get("/_sandbox/calls").json()) == 2
+    # And a reset starts it again from zero
+    client.post("/_sandbox/reset").raise_for_status()
+    assert client.get("/_sandbox/count").json() == {"events": 0, "calls": 0}
 
 
 def test_the_control_api_refuses_bad_settings(client: httpx.Client) -> None:

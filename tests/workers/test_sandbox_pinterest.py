@@ -13,8 +13,8 @@ from openapi_schema_validator import OAS30Validator
 from referencing import Registry
 from referencing.jsonschema import DRAFT4
 
-from workers.sandboxes import pinterest
-from workers.sandboxes.base import RunningServer, Sandbox, fingerprint, serve
+from sandboxes import pinterest
+from sandboxes.base import RunningServer, Sandbox, fingerprint, serve
 
 TOKEN = "token-main"
 ACCOUNT, OTHER, DENIED = "549755885175", "549755885176", "666"
@@ -97,6 +97,15 @@ def test_a_valid_batch_is_processed_and_recorded(client: httpx.Client) -> None:
     assert call["event_ids"] == ["evt-0", "evt-1", "evt-2"]
     assert call["token_fingerprint"] == fingerprint(TOKEN)
     assert call["headers"]["authorization"] == "Bearer ***"
+
+
+def test_count_has_only_the_processed_events(client: httpx.Client) -> None:
+    # Given a batch of three whose middle event breaks the contract
+    events = [event(0), event(1, colour="red"), event(2)]
+    # When it is sent and answered 422 with two events processed
+    assert send(client, {"data": events}).status_code == 422
+    # Then the count has those two events and the one call
+    assert client.get("/_sandbox/count").json() == {"events": 2, "calls": 1}
 
 
 @pytest.mark.parametrize(

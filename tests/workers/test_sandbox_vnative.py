@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from workers.sandboxes import vnative
-from workers.sandboxes.base import RunningServer, fingerprint, serve
+from sandboxes import vnative
+from sandboxes.base import RunningServer, fingerprint, serve
 
 KEY = "key-main"
 # The job object of the seed's sample response, key by key.

@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
+from sandboxes import yandex
+from sandboxes.base import RunningServer, Sandbox, fingerprint, serve
 from tests.conftest import wait_for
-from workers.sandboxes import yandex
-from workers.sandboxes.base import RunningServer, Sandbox, fingerprint, serve
 
 TOKEN = "ya-token"
 UPLOAD = "/management/v1/counter/4242/offline_conversions/upload"

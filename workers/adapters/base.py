@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass, field
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
@@ -22,9 +24,10 @@ class Verdict(StrEnum):
 
     DELIVERED = "delivered"  # the platform took it: acknowledge
     RESEND = "resend"  # refused only because another event failed the batch: resend now
-    RETRY = "retry"  # throttling, outage, timeout: back off, then resend
+    RETRY = "retry"  # outage, timeout: back off, then resend; counts toward max_attempts
+    WAIT = "wait"  # throttled, quota: wait as told, then resend; no attempt counted
     REJECTED = "rejected"  # the platform will never take it: dead-letter with the reason
-    AUTH = "auth"  # credentials or permissions are bad: pause the destination
+    AUTH = "auth"  # credentials, permissions or the address are wrong: pause the destination
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class Outcome:
     job_id: str | None = None  # the platform's background job / upload id, when it has one
     job_state: str = ""  # the job's state as first reported
     job_detail: str = ""  # e.g. "line_quantity 9 of source_quantity 10"
+    split: bool = False  # the request was too large (413): send each half on its own
 
     @classmethod
     def every(cls, n: int, verdict: Verdict, reason: str = "", **kw: object) -> Outcome:
@@ -85,19 +89,24 @@ class Adapter(Protocol):
         ...
 
 
+MAX_RETRY_AFTER_S = 7 * 86_400.0  # a longer wait is taken as garbage
+_DELTA_SECONDS = re.compile(r"[0-9]{1,10}(\.[0-9]{1,6})?")
+
+
 def retry_after_s(response: httpx.Response, now_s: float | None = None) -> float | None:
-    """`Retry-After` as seconds from now, from either delta-seconds or an HTTP date."""
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
+    """`Retry-After` as seconds from now, from delta-seconds or an HTTP date in any zone;
+    None when it is absent or cannot be read (then it is ignored)."""
+    value = response.headers.get("retry-after", "").strip()
+    if _DELTA_SECONDS.fullmatch(value):
+        return min(float(value), MAX_RETRY_AFTER_S)
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return max(0.0, when.timestamp() - (time.time() if now_s is None else now_s))
+    if when.tzinfo is None:  # "-0000" means UTC with no zone given, not local time
+        when = when.replace(tzinfo=UTC)
+    wait = when.timestamp() - (time.time() if now_s is None else now_s)
+    return min(max(0.0, wait), MAX_RETRY_AFTER_S)
 
 
 def json_body(response: httpx.Response) -> dict[str, Any]:
@@ -120,24 +129,42 @@ def common_outcome(response: httpx.Response, n: int) -> Outcome | None:
         response.status_code,
         {"status": response.status_code, "excerpt": excerpt(response)},
     )
-    if status == 429:
-        wait = retry_after_s(response)
+    wait = retry_after_s(response)
+    if status in (420, 429):
         return Outcome.every(
-            n, Verdict.RETRY, "throttled (429)", retry_after_s=wait, throttled=True, **kw
+            n, Verdict.WAIT, f"throttled ({status})", retry_after_s=wait, throttled=True, **kw
+        )
+    if status == 503 and wait is not None:  # the platform said when: planned, not a failure
+        return Outcome.every(
+            n, Verdict.WAIT, "platform unavailable (503)", retry_after_s=wait, **kw
         )
     if status in (408, 425) or status >= 500:
-        wait = retry_after_s(response)
         return Outcome.every(
             n, Verdict.RETRY, f"platform unavailable ({status})", retry_after_s=wait, **kw
         )
     if status in (401, 403):
         return Outcome.every(n, Verdict.AUTH, f"credentials refused ({status})", **kw)
+    if status in (404, 410) or 300 <= status < 400:
+        where = response.headers.get("location", "")
+        reason = f"configuration: the platform answered {status} {where}".strip()
+        return Outcome.every(n, Verdict.AUTH, f"{reason}; check base_url and the account", **kw)
+    if status == 413:
+        return Outcome.every(n, Verdict.RETRY, "request too large (413)", split=True, **kw)
+    if status == 409:  # a conflict with what the platform holds: it has these already
+        outcome = Outcome.every(n, Verdict.DELIVERED, "", **kw)
+        outcome.warnings.append(f"the platform answered 409 (already there): {kw['excerpt']}")
+        return outcome
     return None
 
 
 def transport_outcome(error: httpx.HTTPError, n: int) -> Outcome:
     """A timeout or connection failure: nothing is known, so every event is retried."""
     return Outcome.every(n, Verdict.RETRY, f"{type(error).__name__} talking to the platform")
+
+
+def adapter_error_outcome(error: Exception, n: int) -> Outcome:
+    """The adapter could not read the answer: retry, with an attempt counted."""
+    return Outcome.every(n, Verdict.RETRY, f"could not read the answer: {type(error).__name__}")
 
 
 @dataclass(frozen=True)
@@ -153,6 +180,8 @@ class JobState:
 @runtime_checkable
 class JobAdapter(Adapter, Protocol):
     """A platform whose acceptance starts a background job that must be followed."""
+
+    can_look_up: bool  # lookup_request can tell whether a batch already arrived
 
     def job_request(
         self, destination: Destination, table: PlatformSettings, job_id: str

@@ -89,6 +89,10 @@ def _batch_results(response: httpx.Response, n: int) -> Outcome:
         code = element.get("status", 201) if isinstance(element, dict) else 201
         if code in (200, 201):
             results.append(EventResult(Verdict.DELIVERED))
+        elif code == 429:  # this element was throttled, not refused
+            results.append(EventResult(Verdict.WAIT, "element status 429"))
+        elif isinstance(code, int) and code >= 500:
+            results.append(EventResult(Verdict.RETRY, f"element status {code}"))
         else:
             error = element.get("error", {}) if isinstance(element, dict) else {}
             message = error.get("message", "") if isinstance(error, dict) else ""

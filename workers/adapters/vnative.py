@@ -97,6 +97,7 @@ class VNativeAdapter:
     """Builds conversion-import calls and follows the import jobs they start."""
 
     platform = "vnative"
+    can_look_up = False
 
     def limits(self, destination: Destination, table: PlatformSettings) -> list[Limit]:
         # vNative documents no limit; we count calls per API key (the `key:` scope).
@@ -142,7 +143,7 @@ class VNativeAdapter:
         if code == 40 or status == 429:
             reason = f"too many requests ({'code 40' if code == 40 else status})"
             return Outcome.every(
-                n, Verdict.RETRY, reason, retry_after_s=wait_s, throttled=True, **kw
+                n, Verdict.WAIT, reason, retry_after_s=wait_s, throttled=True, **kw
             )
         if code in _RETRY:
             reason = f"{_RETRY[code]} (code {code}){said}"
@@ -203,12 +204,17 @@ def _queued(body: dict[str, Any], n: int, kw: dict[str, Any]) -> Outcome:
 def _by_status(status: int, said: str, n: int, wait_s: float | None, kw: dict[str, Any]) -> Outcome:
     if status in (401, 403):
         return Outcome.every(n, Verdict.AUTH, f"API key refused ({status}){said}", **kw)
-    if status == 404 or 300 <= status < 400:
-        reason = f"endpoint not found: check vnative.base_url ({status})"
+    if status in (404, 410) or 300 <= status < 400:
+        reason = f"configuration: endpoint not found: check vnative.base_url ({status})"
         return Outcome.every(n, Verdict.AUTH, reason, **kw)
+    if status == 503 and wait_s is not None:
+        reason = f"platform unavailable ({status}){said}"
+        return Outcome.every(n, Verdict.WAIT, reason, retry_after_s=wait_s, **kw)
     if status in (408, 425) or status >= 500:
         reason = f"platform unavailable ({status}){said}"
         return Outcome.every(n, Verdict.RETRY, reason, retry_after_s=wait_s, **kw)
+    if status == 413:
+        return Outcome.every(n, Verdict.RETRY, "request too large (413)", split=True, **kw)
     if 400 <= status < 500:
         return Outcome.every(n, Verdict.REJECTED, f"refused ({status}){said}"[:1000], **kw)
     # A 2xx that is not `success: true` and names no code: nothing is known, so retry

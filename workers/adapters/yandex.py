@@ -39,6 +39,7 @@ class YandexAdapter:
     """Builds CSV uploads, reads Yandex's answers and follows the uploads it accepted."""
 
     platform = "yandex"
+    can_look_up = True
 
     def limits(self, destination: Destination, table: PlatformSettings) -> list[Limit]:
         assert isinstance(table, YandexSettings)
@@ -79,7 +80,7 @@ class YandexAdapter:
             return Outcome.every(n, Verdict.AUTH, reason[:1000], **kw)
         if status == 404:
             # A wrong counter id is a configuration error: pause rather than drop everything.
-            reason = f"counter not found (404 {kind or 'not_found'}): {message}"
+            reason = f"configuration: counter not found (404 {kind or 'not_found'}): {message}"
             return Outcome.every(n, Verdict.AUTH, reason[:1000], **kw)
         shared = common_outcome(response, n)
         if shared is not None:
@@ -101,7 +102,9 @@ class YandexAdapter:
                 is known; the job tracker polls again later.
         """
         if response.status_code == 404:
-            return JobState("NOT_FOUND", True, True, "Yandex no longer knows this upload (404)")
+            # The rows may well have been processed: stop following, dead-letter nothing.
+            detail = "Yandex no longer knows this upload (404); its rows may have been processed"
+            return JobState("NOT_FOUND", finished=True, failed=False, detail=detail)
         uploading = json_body(response).get("uploading")
         if response.status_code != 200 or not isinstance(uploading, dict):
             raise _unknown(response, "polling an upload")
@@ -172,7 +175,7 @@ def _quota(
     reason = f"quota exceeded ({response.status_code} {kind or 'unknown'}): {message}"
     return Outcome.every(
         n,
-        Verdict.RETRY,
+        Verdict.WAIT,
         reason[:1000],
         retry_after_s=wait_s if header is None else header,
         throttled=True,

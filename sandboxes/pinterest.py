@@ -25,7 +25,7 @@ from openapi_schema_validator import OAS30Validator
 from referencing import Registry
 from referencing.jsonschema import DRAFT4
 
-from workers.sandboxes.base import Json, PlatformHandler, Sandbox, application
+from sandboxes.base import Json, PlatformHandler, Sandbox, application
 
 CONTRACT_FILE = "pinterest-v5-conversion-events.openapi.json"
 RATE_LIMIT = 5000  # calls per ad account per minute (seed 001)
@@ -56,7 +56,7 @@ _UNIDENTIFIED = "needs em, hashed_maids, or both client_ip_address and client_us
 @cache
 def contract() -> Json:
     """Pinterest's OpenAPI document for the Send conversions operation, as shipped."""
-    text = resources.files("workers.sandboxes").joinpath(CONTRACT_FILE).read_text("utf-8")
+    text = resources.files("sandboxes").joinpath(CONTRACT_FILE).read_text("utf-8")
     return cast(Json, json.loads(text))
 
 
@@ -224,7 +224,7 @@ def make_app(
         denied_accounts: Ad account ids the token may not use: calls get 403 (code 29).
 
     Returns:
-        The tornado application; serve it with `workers.sandboxes.base.serve`.
+        The tornado application; serve it with `sandboxes.base.serve`.
     """
     if sandbox is None:
         sandbox = Sandbox(rate_limit=RATE_LIMIT, rate_window_s=60.0)

@@ -1,4 +1,4 @@
-"""Run a platform sandbox in the foreground: `python -m workers.sandboxes linkedin --port 8701`."""
+"""Run a platform sandbox in the foreground: `python -m sandboxes linkedin --port 8701`."""
 
 from __future__ import annotations
 
@@ -10,21 +10,19 @@ from importlib import import_module
 import tornado.web
 
 from dispatcher.settings import PLATFORMS
-from workers.sandboxes.base import serve
+from sandboxes.base import serve
 
 
 def app_factory(platform: str) -> Callable[[], tornado.web.Application]:
-    """`workers.sandboxes.<platform>.make_app`, found by convention."""
-    factory: Callable[[], tornado.web.Application] = import_module(
-        f"workers.sandboxes.{platform}"
-    ).make_app
+    """`sandboxes.<platform>.make_app`, found by convention."""
+    factory: Callable[[], tornado.web.Application] = import_module(f"sandboxes.{platform}").make_app
     return factory
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve one sandbox until interrupted; returns the process exit code."""
     parser = argparse.ArgumentParser(
-        prog="python -m workers.sandboxes",
+        prog="python -m sandboxes",
         description="Serve a local imitation of an ad platform; control API under /_sandbox/.",
     )
     parser.add_argument("platform", choices=sorted(PLATFORMS))

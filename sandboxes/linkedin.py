@@ -16,8 +16,8 @@ from typing import cast
 
 import tornado.web
 
-from workers.sandboxes.base import REVOKED_TOKEN, Json, PlatformHandler, Sandbox, application
-from workers.sandboxes.linkedin_elements import REQUIRED, Answer, linkedin_error, not_a, validate
+from sandboxes.base import REVOKED_TOKEN, Json, PlatformHandler, Sandbox, application
+from sandboxes.linkedin_elements import REQUIRED, Answer, linkedin_error, not_a, validate
 
 BATCH_LIMIT = 5000
 RATE_LIMIT = 300  # calls per member token per minute (seed); other sources say 600
@@ -257,7 +257,7 @@ def make_app(
         oldest_version: Oldest `LinkedIn-Version` served (YYYYMM); older ones get 426.
 
     Returns:
-        The tornado application; serve it with `workers.sandboxes.base.serve`.
+        The tornado application; serve it with `sandboxes.base.serve`.
     """
     if sandbox is None:
         sandbox = Sandbox(rate_limit=RATE_LIMIT, rate_window_s=60.0)

@@ -23,9 +23,9 @@ from typing import Any, cast
 import tornado.web
 
 from dispatcher.events.yandex import ID_COLUMNS
-from workers.sandboxes import base
-from workers.sandboxes.base import Sandbox
-from workers.sandboxes.yandex_csv import (
+from sandboxes import base
+from sandboxes.base import Sandbox
+from sandboxes.yandex_csv import (
     COLUMNS,
     DAILY_QUOTA,
     MAX_PARALLEL,
@@ -219,7 +219,7 @@ def make_app(sandbox: Sandbox | None = None) -> tornado.web.Application:
         sandbox: Shared state; by default a new one allowing 5,000 calls per token per day.
 
     Returns:
-        The tornado application; serve it with `workers.sandboxes.base.serve`.
+        The tornado application; serve it with `sandboxes.base.serve`.
     """
     if sandbox is None:
         sandbox = Sandbox(rate_limit=DAILY_QUOTA, rate_window_s=86_400.0)

@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from workers.sandboxes.base import Json
+from sandboxes.base import Json
 
 Answer = tuple[int, Json] | None
 

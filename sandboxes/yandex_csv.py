@@ -11,7 +11,7 @@ import io
 import re
 
 from dispatcher.events.yandex import ID_COLUMNS
-from workers.sandboxes.base import Json
+from sandboxes.base import Json
 
 # The quotas `yandex` enforces; here because the error messages name them.
 DAILY_QUOTA, PER_IP_PER_S, MAX_PARALLEL = 5000, 30, 3

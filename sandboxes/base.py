@@ -1,7 +1,7 @@
 """What every platform sandbox shares: its state (recorded calls, faults, throttling, config).
 
 `Sandbox` is what handlers and tests share; the handlers, the control API and serving are in
-`workers.sandboxes.server`, re-exported here so platforms and tests import from one place.
+`sandboxes.server`, re-exported here so platforms and tests import from one place.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 import tornado.httputil
 
-from workers.sandboxes.server import (
+from sandboxes.server import (
     MISSING_TOKEN,
     REVOKED_TOKEN,
     THROTTLED,
@@ -158,6 +158,9 @@ class Sandbox:
         self._calls: list[Call] = []
         self._faults: deque[Fault] = deque()
         self._windows: dict[str, deque[float]] = {}
+        # Running totals, so `count` is O(1) however much has been recorded.
+        self._n_events = 0
+        self._n_calls = 0
         self.configure(self._defaults)
 
     def configure(self, changes: Mapping[str, Any], *, as_default: bool = False) -> None:
@@ -191,6 +194,7 @@ class Sandbox:
             self._calls.clear()
             self._faults.clear()
             self._windows.clear()
+            self._n_events = self._n_calls = 0
         for forget in self.on_reset:
             forget()
 
@@ -274,6 +278,7 @@ class Sandbox:
         )
         with self._lock:
             self._received.append(record)
+            self._n_events += len(record.event_ids)
         return record
 
     def log_call(self, at_s: float, token: str, method: str, path: str, status: int) -> None:
@@ -281,6 +286,12 @@ class Sandbox:
         call = Call(at_s, fingerprint(token) if token else "", method, path, status)
         with self._lock:
             self._calls.append(call)
+            self._n_calls += 1
+
+    def count(self) -> Json:
+        """How many events were accepted and how many calls (any outcome) were logged, in O(1)."""
+        with self._lock:
+            return {"events": self._n_events, "calls": self._n_calls}
 
     def received(self) -> list[Received]:
         """Accepted calls, oldest first."""

@@ -25,7 +25,7 @@ from typing import Any, cast
 
 import tornado.web
 
-from workers.sandboxes.base import Json, JsonHandler, PlatformHandler, Sandbox, application
+from sandboxes.base import Json, JsonHandler, PlatformHandler, Sandbox, application
 
 MAX_CONVERSIONS = 500  # per call; vNative documents no limit
 RATE_LIMIT = 60  # calls per key per minute; undocumented, mirrors the dispatcher's default
@@ -235,7 +235,7 @@ def make_app(
         max_conversions: Most conversions one import call may carry (code 20 beyond).
 
     Returns:
-        The tornado application; serve it with `workers.sandboxes.base.serve`.
+        The tornado application; serve it with `sandboxes.base.serve`.
     """
     if sandbox is None:
         sandbox = Sandbox(rate_limit=RATE_LIMIT, rate_window_s=60.0)

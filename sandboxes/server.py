@@ -13,6 +13,8 @@ A platform module subclasses `PlatformHandler` for its routes and builds its app
   `{"calls": [{at_s, token_fingerprint, n_events}], "n_calls", "total_events"}`.
 - `GET /_sandbox/calls`: every platform call with its status; `GET /_sandbox/events`: accepted
   events in order, `?fields=eventId` keeping only the named top-level fields.
+- `GET /_sandbox/count`: `{"events": <events accepted>, "calls": <platform calls of any
+  outcome, as in /calls>}`, from running totals: cheap to poll however much was recorded.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import tornado.web
 
 if TYPE_CHECKING:
     # Types only: `base` re-exports this module's names, so a runtime import would be a cycle.
-    from workers.sandboxes.base import Json, Sandbox
+    from sandboxes.base import Json, Sandbox
 
 MISSING_TOKEN, REVOKED_TOKEN, THROTTLED = "missing_token", "revoked_token", "throttled"
 
@@ -140,6 +142,8 @@ class _Control(JsonHandler):
             body = sandbox.config()
         elif name == "calls":
             body = [asdict(call) for call in sandbox.calls()]
+        elif name == "count":
+            body = sandbox.count()
         elif name == "events":
             names = [n for arg in self.get_query_arguments("fields") for n in arg.split(",") if n]
             body = sandbox.events(names or None)

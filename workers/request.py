@@ -1,0 +1,119 @@
+"""The one request path for every platform call: delivery, duplicate look-up, job poll.
+
+In order: a slot under the platform's in-flight cap, a token from every rate-limit scope,
+the call with the platform's timeout, transport errors translated once, and the adapter's
+reading of the answer, which never raises into the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import httpx
+import redis
+
+from dispatcher.errors import ConfigurationError
+from dispatcher.settings import Destination, PlatformSettings
+from workers.adapters import Adapter
+from workers.limiter import Limit, Limiter, in_flight, with_timeout
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+SLOT_WAIT_S = 0.2  # how soon to look again when every in-flight slot is taken
+
+
+@dataclass(frozen=True)
+class Target:
+    """Everything a call for one destination needs to know, resolved once per drain."""
+
+    name: str
+    destination: Destination
+    table: PlatformSettings
+    adapter: Adapter
+    limits: list[Limit]
+
+
+@dataclass(frozen=True)
+class NotSent:
+    """The call was not made: no slot or no token within `max_limiter_wait_s`."""
+
+    wait_s: float
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The call was made but gave no usable answer."""
+
+    reason: str
+    maybe_sent: bool  # the platform may have taken it (timeout after connecting, unreadable)
+    pause: bool = False  # a configuration problem (a token env var unset): pause, not retry
+
+
+class RequestPath:
+    """Makes platform calls for one worker process (thread-safe: one per process)."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        http: httpx.Client,
+        holder: str,
+        max_limiter_wait_s: float,
+        sleep: Callable[[float], None],
+    ) -> None:
+        self.redis, self.http, self.holder = client, http, holder
+        self.max_limiter_wait_s, self.sleep = max_limiter_wait_s, sleep
+
+    def wait_s(self, target: Target) -> float:
+        """How long until a call for `target` could take its tokens (0: now); takes none."""
+        return Limiter(self.redis, target.limits).peek()
+
+    def call(
+        self,
+        target: Target,
+        build: Callable[[], httpx.Request],
+        read: Callable[[httpx.Response], T],
+        holder: str = "",
+    ) -> T | NotSent | Failed:
+        """Make one call and read its answer with `read`, or say why there is none."""
+        slots = in_flight(self.redis, target.adapter.platform, target.limits, target.table)
+        holder = holder or self.holder
+        if not slots.acquire(holder):
+            return NotSent(SLOT_WAIT_S)
+        try:
+            limiter = Limiter(self.redis, target.limits)
+            wait_s = limiter.acquire()
+            while wait_s > 0:
+                if wait_s > self.max_limiter_wait_s:
+                    return NotSent(wait_s)
+                self.sleep(wait_s)
+                wait_s = limiter.acquire()
+            return self._send(target, build, read)
+        finally:
+            slots.release(holder)
+
+    def _send(
+        self,
+        target: Target,
+        build: Callable[[], httpx.Request],
+        read: Callable[[httpx.Response], T],
+    ) -> T | Failed:
+        try:
+            request = with_timeout(build(), target.table)
+        except ConfigurationError as exc:
+            return Failed(f"configuration: {exc}", False, pause=True)
+        except Exception as exc:  # a request that cannot be built was never sent
+            log.exception("%s: could not build the request", target.name)
+            return Failed(f"could not build the request: {type(exc).__name__}", False)
+        try:
+            response = self.http.send(request)
+        except httpx.HTTPError as exc:  # the one place transport errors are translated
+            never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+            return Failed(f"{type(exc).__name__} talking to the platform", not never_sent)
+        try:
+            return read(response)
+        except Exception as exc:
+            log.exception("%s: could not read the answer (%s)", target.name, response.status_code)
+            return Failed(f"could not read the answer: {type(exc).__name__}: {exc}"[:500], True)

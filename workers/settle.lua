@@ -1,0 +1,137 @@
+-- Settle one batch of one destination, atomically, only for the lease's holder.
+--
+-- KEYS: 1 lease, 2 stream, 3 state, 4 attempts, 5 sending, 6 dead letters (platform),
+--       7 job, 8 job events, 9 open jobs (platform), 10 job index (platform)
+-- ARGV: 1 token, 2 group, 3 consumer, 4 destination, 5 batch id to forget ('' none),
+--       6 max attempts, 7 dead-letter retention ms, 8 status, 9 body excerpt,
+--       then: n_ack, ids...;
+--             n_dead, (id, reason, counted)...;
+--             n_retry, counted, reason, idle ms, ids...;
+--             job id ('' none), job state, job detail, poll ms, job ttl ms;
+--             next_at_ms (0 none), failures ('reset' | 'incr' | ''), last error,
+--             pause reason ('' none), pause fingerprint, warnings
+-- Returns {acked, dead} or {-1} when the lease is no longer this holder's.
+local token, group, consumer, name = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+if redis.call('GET', KEYS[1]) ~= token then return {-1} end
+local stream, state, attempts = KEYS[2], KEYS[3], KEYS[4]
+local max_attempts, retention = tonumber(ARGV[6]), tonumber(ARGV[7])
+local status, excerpt = ARGV[8], ARGV[9]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+local p = 10
+local acks = {}
+for i = 1, tonumber(ARGV[p]) do acks[i] = ARGV[p + i] end
+p = p + #acks + 1
+local dead = {}
+for i = 1, tonumber(ARGV[p]) do
+  local q = p + 3 * i - 2
+  dead[i] = {ARGV[q], ARGV[q + 1], tonumber(ARGV[q + 2])}
+end
+p = p + 3 * #dead + 1
+local n_retry, counted, retry_reason, idle_ms = tonumber(ARGV[p]), ARGV[p + 1] == '1', ARGV[p + 2], ARGV[p + 3]
+local retry = {}
+for i = 1, n_retry do retry[i] = ARGV[p + 3 + i] end
+p = p + 4 + n_retry
+local job_id, job_state, job_detail = ARGV[p], ARGV[p + 1], ARGV[p + 2]
+local poll_ms, job_ttl = tonumber(ARGV[p + 3]), tonumber(ARGV[p + 4])
+p = p + 5
+local next_at, failures, last_error = tonumber(ARGV[p]), ARGV[p + 1], ARGV[p + 2]
+local pause_reason, pause_fp, warnings = ARGV[p + 3], ARGV[p + 4], tonumber(ARGV[p + 5])
+
+-- Lua's unpack is limited to a few thousand values: call in slices.
+local function each_slice(ids, call)
+  for i = 1, #ids, 1000 do call({unpack(ids, i, math.min(i + 999, #ids))}) end
+end
+
+-- The first write frees memory, so settling runs on a full Redis.
+redis.call('XACK', stream, group, '0-0')
+
+local function fields(id)
+  local entry = redis.call('XRANGE', stream, id, id)[1]
+  if not entry then return nil end
+  local f = {}
+  for i = 1, #entry[2], 2 do f[entry[2][i]] = entry[2][i + 1] end
+  return f
+end
+
+-- Counted retries that reached max_attempts end here, with the last reason.
+local keep = {}
+for _, id in ipairs(retry) do
+  local n = tonumber(redis.call('HGET', attempts, id) or '0')
+  if counted then n = redis.call('HINCRBY', attempts, id, 1) end
+  if counted and n >= max_attempts then
+    dead[#dead + 1] = {id, 'gave up after ' .. n .. ' attempts: ' .. retry_reason, 0}
+  else
+    keep[#keep + 1] = id
+  end
+end
+
+local minid = tostring(math.max(0, now - retention)) .. '-0'
+local gone = {}
+local n_dead = 0
+for _, row in ipairs(dead) do
+  local id, reason, this_one = row[1], row[2], row[3]
+  local f = fields(id)
+  if f then
+    local tries = tonumber(redis.call('HGET', attempts, id) or '0') + this_one
+    redis.call('XADD', KEYS[6], 'MINID', '~', minid, '*', 'd', name, 'e', f.e, 'p', f.p,
+      't', f.t, 'reason', reason, 'status', status, 'excerpt', excerpt, 'attempts', tries,
+      'at', now)
+    n_dead = n_dead + 1
+  end
+  gone[#gone + 1] = id
+end
+
+if job_id ~= '' then
+  local rows = {}
+  for _, id in ipairs(acks) do
+    local f = fields(id)
+    if f then rows[#rows + 1] = cjson.encode({e = f.e, t = tonumber(f.t), p = f.p}) end
+  end
+  redis.call('HSET', KEYS[7], 'destination', name, 'batch_id', ARGV[5], 'events', #rows,
+    'state', job_state, 'detail', job_detail, 'submitted_at_ms', now, 'finished', 0, 'failed', 0)
+  redis.call('PEXPIRE', KEYS[7], job_ttl)
+  if #rows > 0 then
+    each_slice(rows, function(s) redis.call('RPUSH', KEYS[8], unpack(s)) end)
+    redis.call('PEXPIRE', KEYS[8], job_ttl)
+  end
+  redis.call('ZADD', KEYS[9], now + poll_ms, job_id)
+  redis.call('ZADD', KEYS[10], now, job_id)
+  redis.call('ZREMRANGEBYSCORE', KEYS[10], '-inf', now - job_ttl)
+end
+
+for _, id in ipairs(acks) do gone[#gone + 1] = id end
+if #gone > 0 then
+  each_slice(gone, function(s)
+    redis.call('XACK', stream, group, unpack(s))
+    redis.call('XDEL', stream, unpack(s))
+    redis.call('HDEL', attempts, unpack(s))
+  end)
+end
+if #keep > 0 then
+  -- Left pending, looking idle for a lease, so the next drain claims them at once.
+  each_slice(keep, function(s)
+    s[#s + 1], s[#s + 2], s[#s + 3] = 'IDLE', idle_ms, 'JUSTID'
+    redis.call('XCLAIM', stream, group, consumer, 0, unpack(s))
+  end)
+end
+if ARGV[5] ~= '' then redis.call('HDEL', KEYS[5], ARGV[5]) end
+
+if #acks > 0 then redis.call('HINCRBY', state, 'delivered', #acks) end
+if n_dead > 0 then redis.call('HINCRBY', state, 'dead', n_dead) end
+if #keep > 0 then redis.call('HINCRBY', state, 'retried', #keep) end
+if warnings > 0 then redis.call('HINCRBY', state, 'warnings', warnings) end
+if failures == 'reset' then
+  redis.call('HSET', state, 'failures', 0)
+  redis.call('HDEL', state, 'last_error')
+elseif failures == 'incr' then
+  redis.call('HINCRBY', state, 'failures', 1)
+end
+if last_error ~= '' then redis.call('HSET', state, 'last_error', last_error) end
+if next_at > 0 then redis.call('HSET', state, 'next_at_ms', next_at) end
+if pause_reason ~= '' then
+  redis.call('HSET', state, 'paused', 1, 'paused_fp', pause_fp, 'pause_reason', pause_reason)
+end
+if #acks > 0 then redis.call('HSET', state, 'last_success_ms', now) end
+return {#acks, n_dead}

@@ -33,6 +33,7 @@ from dispatcher.storage import aconnect, connect, lua, translate_redis_errors
 log = logging.getLogger(__name__)
 AsyncRedis = redis.asyncio.Redis
 MEMORY_CHECK_S = 1.0  # how long a reading of Redis's INFO memory is trusted
+BYTES_PER_ENTRY = 200  # a stream entry's overhead beyond its payload, for the estimate
 EventInput = PlatformEvent | Mapping[str, Any]
 
 
@@ -87,7 +88,7 @@ class Dispatcher:
         self._aredis: redis.asyncio.Redis | None = None
         self._lock = threading.Lock()
         self._memory_checked_s = 0.0
-        self._memory_full = False
+        self._memory_used = self._memory_limit = 0
 
     # -- public API -------------------------------------------------------------------
 
@@ -160,7 +161,7 @@ class Dispatcher:
         with translate_redis_errors(), _backpressure(list(plan.groups)):
             if self._aredis is None:
                 self._aredis = aconnect(self.settings.redis_url)
-            await self._check_memory_async(self._aredis)
+            await self._check_memory_async(self._aredis, plan)
             script = lua("dispatcher", "enqueue.lua")
             await self._aredis.eval(script, len(keys_), *keys_, *args)
 
@@ -181,7 +182,7 @@ class Dispatcher:
         with translate_redis_errors(), _backpressure(list(plan.groups)):
             if self._memory_stale():
                 self._memory_seen(client.info("memory"))
-            self._refuse_if_full()
+            self._refuse_if_full(plan)
             client.eval(lua("dispatcher", "enqueue.lua"), len(keys_), *keys_, *args)
 
     def close(self) -> None:
@@ -275,19 +276,25 @@ class Dispatcher:
         return time.monotonic() - self._memory_checked_s > MEMORY_CHECK_S
 
     def _memory_seen(self, info: Mapping[str, Any]) -> None:
-        limit = int(info.get("maxmemory", 0))
-        used = int(info.get("used_memory", 0))
-        self._memory_full = bool(limit) and used >= limit * self.settings.memory_high_watermark
+        self._memory_limit = int(info.get("maxmemory", 0))
+        self._memory_used = int(info.get("used_memory", 0))
         self._memory_checked_s = time.monotonic()
 
-    async def _check_memory_async(self, client: AsyncRedis) -> None:
+    async def _check_memory_async(self, client: AsyncRedis, plan: Plan) -> None:
         if self._memory_stale():
             self._memory_seen(await client.info("memory"))
-        self._refuse_if_full()
+        self._refuse_if_full(plan)
 
-    def _refuse_if_full(self) -> None:
-        if self._memory_full:
+    def _refuse_if_full(self, plan: Plan) -> None:
+        """Refuse past the watermark; between readings, count what this producer adds."""
+        if not self._memory_limit:
+            return
+        if self._memory_used >= self._memory_limit * self.settings.memory_high_watermark:
             raise BackpressureError.memory(self.settings.memory_high_watermark)
+        rows = [row for group in plan.groups.values() for row in group]
+        self._memory_used += sum(len(payload) for _, payload, _ in rows) + BYTES_PER_ENTRY * len(
+            rows
+        )
 
 
 def _add(plan: Plan, destination: str, model: PlatformEvent) -> None:
@@ -298,11 +305,14 @@ def _add(plan: Plan, destination: str, model: PlatformEvent) -> None:
 
 @contextmanager
 def _backpressure(destinations: list[str]) -> Iterator[None]:
-    """Turn the script's BACKPRESSURE reply into `BackpressureError` naming the destination."""
+    """Turn the script's BACKPRESSURE reply into `BackpressureError` naming the destination,
+    and Redis's own OOM refusal (nothing was written) into `BackpressureError` too."""
     try:
         yield
     except redis.ResponseError as exc:
         words = str(exc).split()
+        if "OOM" in str(exc):
+            raise BackpressureError.memory(1.0) from None
         if words[:1] != ["BACKPRESSURE"]:
             raise
         index, backlog, cap = (int(w) for w in words[1:4])

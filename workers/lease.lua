@@ -5,15 +5,26 @@
 -- ARGV[4] destination; release also: ARGV[5] batch size, ARGV[6] max wait ms,
 -- ARGV[7] not-before (epoch ms, 0 = none), ARGV[8] paused-recheck ms.
 -- Every op starts with a write that never needs memory, so it runs on a full Redis.
--- acquire -> 1 if taken, 0 if another holder has it. renew -> 1 if still ours, else 0.
+-- acquire -> 1 if taken; 0 if another holder has it, and then the destination is made due
+-- no later than that lease's end (a dead holder is taken over as soon as it has run out).
+-- renew -> 1 if still ours, else 0.
 -- release -> the due time written (0: removed, the stream is empty), -1 if not ours.
 local op, token, lease_ms, name = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if op == 'acquire' then
-  if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+  local left = redis.call('PTTL', KEYS[1])  -- -2: no lease
+  if left ~= -2 then
+    if left > 0 then
+      redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(-inf')  -- a write that needs no memory
+      redis.call('ZADD', KEYS[2], 'XX', 'LT', now + left + 1, name)
+    end
+    return 0
+  end
   redis.call('DEL', KEYS[1])
   redis.call('SET', KEYS[1], token, 'PX', lease_ms)
+  -- If this holder dies before its first heartbeat, it is due again when the lease ends.
+  redis.call('ZADD', KEYS[2], 'XX', now + lease_ms, name)
   return 1
 end
 if redis.call('GET', KEYS[1]) ~= token then return op == 'renew' and 0 or -1 end

@@ -68,6 +68,19 @@ class Stack:
     def backlog(self, destination: str) -> int:
         return int(self.redis.xlen(keys.stream(destination)))
 
+    def holder_pid(self, destination: str) -> int | None:
+        """The pid of the worker process that has taken entries of `destination`."""
+        consumers = self.redis.xinfo_consumers(keys.stream(destination), keys.GROUP)
+        busy = [_text(c["name"]) for c in consumers if c["pending"]]
+        return int(busy[0].rsplit("-", 1)[1]) if busy else None
+
+    def counter(self, destination: str, name: str) -> int:
+        return int(self.redis.hget(keys.state(destination), name) or 0)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
 
 def start_stack(
     tmp_path: Path,

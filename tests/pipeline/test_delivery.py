@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from dispatcher import keys
+from dispatcher import BackpressureError, keys
 from dispatcher.client import Plan
 from dispatcher.identity import hash_email
 from tests.conftest import wait_for
@@ -26,6 +27,7 @@ CONFIG = {
         "rate_per_min": 60_000,
         "backoff_base_s": 0.2,
         "timeout_s": 3.0,
+        "max_attempts": 4,
     },
     "destinations": {
         "li-a": {"platform": "linkedin", "token": "token-a"},
@@ -137,32 +139,87 @@ def test_a_timeout_is_retried(stack: Stack) -> None:
     assert stack.dead.count("linkedin") == 0
 
 
-def test_a_worker_killed_mid_batch_loses_nothing(stack: Stack) -> None:
+def test_the_lease_holder_killed_mid_batch_is_taken_over_within_5_s(stack: Stack) -> None:
     # Given LinkedIn answers slowly, so a batch is in flight for 2 s
     stack.sandbox.control("config", {"latency_s": 2.0})
     stack.dispatcher.enqueue_many(many(50, "killed"), "li-a")
-
-    # When the pool process holding the batch is killed with SIGKILL
-    def holder() -> str | None:
-        consumers = stack.redis.xinfo_consumers(keys.stream("li-a"), keys.GROUP)
-        busy = [
-            c["name"].decode() if isinstance(c["name"], bytes) else c["name"]
-            for c in consumers
-            if c["pending"]
-        ]
-        return busy[0] if busy else None
-
-    consumer = wait_for(holder, 30, "a batch in flight")
-    os.kill(int(str(consumer).rsplit("-", 1)[1]), signal.SIGKILL)
+    pid = wait_for(lambda: stack.holder_pid("li-a"), 30, "a batch in flight")
+    # When the process holding the lease and the batch is SIGKILLed
+    os.kill(int(str(pid)), signal.SIGKILL)
+    killed_at = time.monotonic()
     stack.sandbox.control("config", {"latency_s": 0.0})
-    # Then every event is still delivered (at least once: the killed call may have landed)
-    wait_for(
-        lambda: set(stack.sandbox.event_ids()) >= {f"killed-{i}" for i in range(50)},
-        60,
-        "redelivery",
-    )
+    # Then another drain takes the destination over and delivers within 5 s
     wait_for(lambda: stack.backlog("li-a") == 0, 30, "the stream to empty")
+    resumed_after_s = time.monotonic() - killed_at
+    assert set(stack.sandbox.event_ids()) >= {f"killed-{i}" for i in range(50)}
     assert stack.dead.count("linkedin") == 0
+    assert resumed_after_s <= 5.0, f"delivery stopped for {resumed_after_s:.1f} s"
+
+
+def test_a_drainer_whose_lease_was_taken_over_settles_nothing(stack: Stack) -> None:
+    # Given a batch is in flight for 1.5 s
+    stack.sandbox.control("config", {"latency_s": 1.5})
+    stack.dispatcher.enqueue_many(many(5, "fenced"), "li-a")
+    wait_for(lambda: stack.holder_pid("li-a"), 30, "a batch in flight")
+    # When another holder takes the lease over before the answer comes back
+    stack.redis.set(keys.lease("li-a"), "another-holder", px=4000)
+    wait_for(lambda: stack.sandbox.get("count")["events"] >= 5, 30, "LinkedIn to take it")
+    stack.sandbox.control("config", {"latency_s": 0.0})
+    # Then the first drainer acknowledged nothing (the events are still pending) ...
+    assert stack.backlog("li-a") == 5
+    assert stack.counter("li-a", "delivered") == 0
+    # ... and once the other lease runs out the batch is delivered and counted once
+    wait_for(lambda: stack.backlog("li-a") == 0, 30, "the stream to empty")
+    assert stack.counter("li-a", "delivered") == 5
+    assert stack.dead.count("linkedin") == 0
+    assert "lease lost" in stack.procs.log("worker0") + stack.procs.log("worker1")
+
+
+def test_a_throttling_storm_longer_than_max_attempts_dead_letters_nothing(stack: Stack) -> None:
+    # Given LinkedIn throttles 8 calls in a row (max_attempts is 4), each with Retry-After
+    stack.sandbox.control("faults", {"status": 429, "count": 8, "retry_after": "0.2"})
+    # When 5 events are enqueued
+    stack.dispatcher.enqueue_many(many(5, "storm"), "li-a")
+    # Then they are delivered after the storm and none is dead-lettered
+    wait_for(lambda: stack.backlog("li-a") == 0, 60, "delivery after the storm")
+    statuses = [c["status"] for c in stack.sandbox.calls()]
+    assert statuses.count(429) == 8
+    assert sorted(stack.sandbox.event_ids()) == sorted(f"storm-{i}" for i in range(5))
+    assert stack.dead.count("linkedin") == 0
+
+
+def test_redis_at_its_memory_ceiling_refuses_enqueue_and_workers_drain_it(stack: Stack) -> None:
+    # Given LinkedIn is down, so a backlog grows until Redis is past its memory watermark
+    stack.sandbox.control("faults", {"status": 503, "count": 1000, "retry_after": "1"})
+    used = int(stack.redis.info("memory")["used_memory"])
+    stack.redis.config_set("maxmemory", used + 3_000_000)
+    try:
+        refused = None
+        for i in range(200):
+            try:
+                stack.dispatcher.enqueue_many(many(500, f"full{i}"), "li-b")
+            except BackpressureError as exc:
+                refused = exc
+                break
+        assert refused is not None
+        assert "maxmemory" in str(refused)
+        waiting = stack.backlog("li-b")
+        # When LinkedIn comes back
+        stack.sandbox.control("reset")
+        # Then the workers deliver their way out, and enqueue works again
+        wait_for(lambda: stack.backlog("li-b") == 0, 90, "the backlog to drain")
+        assert stack.counter("li-b", "delivered") == waiting
+        wait_for(lambda: _enqueues(stack), 10, "enqueue to be accepted again")
+    finally:
+        stack.redis.config_set("maxmemory", 0)
+
+
+def _enqueues(stack: Stack) -> bool:
+    try:
+        stack.dispatcher.enqueue_many(many(1, "after"), "li-b")
+    except BackpressureError:
+        return False
+    return True
 
 
 def test_tasks_carry_no_event_data_or_secrets(stack: Stack, tmp_path: Path) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -44,6 +46,7 @@ CONFIG = {
         "backoff_base_s": 0.2,
         "timeout_s": 1.0,
         "job_poll_interval_s": 0.3,
+        "lookup_delay_s": 0.5,
     },
     "destinations": DESTINATIONS,
 }
@@ -265,3 +268,39 @@ def test_bad_input_is_rejected_at_enqueue_naming_the_field(stack: Stack) -> None
     assert column.value.fields == ["UserId"]
     assert stack.backlog("ym-a") == 0
     assert uploads(stack) == []
+
+
+def test_a_worker_killed_after_yandex_took_the_upload_does_not_upload_it_again(
+    stack: Stack,
+) -> None:
+    # Given Yandex answers slowly, so an upload is in flight
+    stack.sandbox.control("config", {"latency_s": 0.8})
+    stack.dispatcher.enqueue_many(conversions(3, "crash"), "ym-b")
+    pid = wait_for(lambda: stack.holder_pid("ym-b"), 30, "an upload in flight")
+    # When the process holding it is SIGKILLed, and Yandex still takes the upload
+    os.kill(int(str(pid)), signal.SIGKILL)
+    wait_for(lambda: upload_statuses(stack) == [200], 30, "Yandex to take the upload")
+    stack.sandbox.control("config", {"latency_s": 0.0})
+    # Then the next drain finds it in the upload list and sends nothing again
+    wait_for(lambda: stack.backlog("ym-b") == 0, 30, "the stream to empty")
+    assert upload_statuses(stack) == [200]
+    assert sorted(rows(stack)) == ["crash.0", "crash.1", "crash.2"]
+    assert stack.counter("ym-b", "delivered") == 3
+    assert not stack.redis.hlen(keys.sending("ym-b"))
+
+
+def test_a_failed_lookup_backs_off_and_never_uploads_twice(stack: Stack) -> None:
+    # Given Yandex takes an upload but its answer is lost (after the 1 s client timeout),
+    # and the first two listings of uploads fail (503, then a timeout)
+    stack.sandbox.control("faults", {"status": 0, "delay_s": 1.4})
+    stack.sandbox.control("faults", {"status": 503})
+    stack.sandbox.control("faults", {"status": 0, "delay_s": 1.4})
+    # When 3 rows are enqueued
+    stack.dispatcher.enqueue_many(conversions(3, "lost"), "ym-c")
+    # Then the batch is resolved by the listing that works, uploaded exactly once
+    wait_for(lambda: stack.backlog("ym-c") == 0, 60, "the stream to empty")
+    listings = [c for c in stack.sandbox.calls() if c["path"].endswith("/uploadings")]
+    assert len(listings) >= 1
+    assert upload_statuses(stack) == [200]
+    assert sorted(rows(stack)) == ["lost.0", "lost.1", "lost.2"]
+    assert stack.dead.count("yandex") == 0

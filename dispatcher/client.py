@@ -311,7 +311,7 @@ def _backpressure(destinations: list[str]) -> Iterator[None]:
         yield
     except redis.ResponseError as exc:
         words = str(exc).split()
-        if "OOM" in str(exc):
+        if isinstance(exc, redis.exceptions.OutOfMemoryError) or "OOM" in str(exc):
             raise BackpressureError.memory(1.0) from None
         if words[:1] != ["BACKPRESSURE"]:
             raise

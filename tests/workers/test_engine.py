@@ -137,3 +137,78 @@ def test_a_partial_batch_waits_for_max_wait(settings: Settings, redis_client: re
     assert report.batches == 0
     due_in_ms = redis_client.zscore(keys.due("linkedin"), "li-main") - time.time() * 1000
     assert 28_000 <= due_in_ms <= 30_000
+
+
+def test_an_adapter_that_raises_is_retried_then_dead_lettered_without_a_hot_loop(
+    fast: Settings, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an adapter that cannot read the platform's answer
+    from workers.adapters.linkedin import LinkedInAdapter
+
+    def broken(self: LinkedInAdapter, response: httpx.Response, n: int) -> None:
+        raise KeyError("elements")
+
+    monkeypatch.setattr(LinkedInAdapter, "parse_response", broken)
+    Dispatcher(fast).enqueue(linkedin(1), "li-main")
+    calls: list[httpx.Request] = []
+
+    def record(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return ok(request)
+
+    engine = engine_for(fast, redis_client, record)
+    # When it drains, then the batch backs off with an attempt counted (no immediate resend)
+    first = engine.drain("li-main")
+    assert first.status == "backing-off"
+    assert engine.drain("li-main").status == "backing-off"  # still waiting: no call made
+    assert len(calls) == 1
+    # And when the backoff has passed, the second failure ends it with the reason
+    redis_client.hdel(keys.state("li-main"), "next_at_ms")
+    second = engine.drain("li-main")
+    assert second.dead == 1
+    assert len(calls) == 2
+    (letter,) = DeadLetters(Dispatcher(fast)).list("linkedin")
+    assert letter.reason.startswith("gave up after 2 attempts: could not read the answer: KeyError")
+
+
+def test_a_full_slot_takes_no_rate_token_and_reads_no_batch(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    # Given a platform capped at one call in flight, and that slot taken by another worker
+    table = LinkedInSettings(
+        base_url="http://li.test", max_wait_s=0, max_in_flight=1, rate_per_min=60, burst=5
+    )
+    capped = settings.model_copy(update={"linkedin": table})
+    Dispatcher(capped).enqueue(linkedin(1), "li-main")
+    engine = engine_for(capped, redis_client, ok)
+    target = engine.target("li-main")
+    scope = target.limits[0].scope
+    redis_client.zadd(keys.in_flight("linkedin", scope), {"other": time.time() * 1000 + 60_000})
+    # When it drains ten times
+    reports = [engine.drain("li-main") for _ in range(10)]
+    # Then no token left the bucket and nothing was delivered
+    assert {r.status for r in reports} <= {"waiting", "backing-off"}
+    tokens = redis_client.hget(keys.bucket("linkedin", scope), "tokens")
+    assert tokens is None or float(tokens) >= 4.99
+    assert redis_client.xlen(keys.stream("li-main")) == 1
+
+
+def test_workers_settle_and_deliver_on_a_redis_that_is_full(
+    fast: Settings, redis_client: redis.Redis
+) -> None:
+    # Given 20 events waiting and Redis filled to its maxmemory (noeviction)
+    Dispatcher(fast).enqueue_many([linkedin(i) for i in range(20)], "li-main")
+    redis_client.config_set("maxmemory-policy", "noeviction")
+    used = int(redis_client.info("memory")["used_memory"])
+    redis_client.config_set("maxmemory", used + 200_000)
+    try:
+        with pytest.raises(redis.ResponseError, match="maxmemory"):
+            for i in range(10_000):
+                redis_client.set(f"{keys.PREFIX}:junk:{i}", "x" * 1000)
+        # When a worker drains
+        report = engine_for(fast, redis_client, ok).drain("li-main")
+        # Then every event is delivered and acknowledged
+        assert report.delivered == 20
+        assert redis_client.xlen(keys.stream("li-main")) == 0
+    finally:
+        redis_client.config_set("maxmemory", 0)

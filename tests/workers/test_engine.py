@@ -203,8 +203,7 @@ def test_workers_settle_and_deliver_on_a_redis_that_is_full(
     redis_client.config_set("maxmemory", used + 200_000)
     try:
         with pytest.raises(redis.ResponseError, match="maxmemory"):
-            for i in range(10_000):
-                redis_client.set(f"{keys.PREFIX}:junk:{i}", "x" * 1000)
+            fill(redis_client)
         # When a worker drains
         report = engine_for(fast, redis_client, ok).drain("li-main")
         # Then every event is delivered and acknowledged
@@ -212,3 +211,8 @@ def test_workers_settle_and_deliver_on_a_redis_that_is_full(
         assert redis_client.xlen(keys.stream("li-main")) == 0
     finally:
         redis_client.config_set("maxmemory", 0)
+
+
+def fill(client: redis.Redis) -> None:
+    for i in range(10_000):
+        client.set(f"{keys.PREFIX}:junk:{i}", "x" * 1000)

@@ -72,7 +72,7 @@ def run(opts: Options, console: Console) -> int:
             procs.wait_for_log(f"worker-{platform}", " ready.")
         wait_for_http(f"http://127.0.0.1:{opts.flower_port}/healthcheck", 60)
         console.print(f"[green]workers ready[/]; Flower: http://127.0.0.1:{opts.flower_port}")
-        return _deliver(settings, opts, console)
+        return _deliver(settings, opts, console, procs)
     except KeyboardInterrupt:
         console.print("\n[yellow]stopping[/] (events not yet delivered stay in Redis)")
         return 130
@@ -81,7 +81,7 @@ def run(opts: Options, console: Console) -> int:
         console.print("[green]stopped[/]: redis, sandboxes, workers, flower")
 
 
-def _deliver(settings: Settings, opts: Options, console: Console) -> int:
+def _deliver(settings: Settings, opts: Options, console: Console, procs: Processes) -> int:
     dispatcher = Dispatcher(settings)
     control, dead = Control(dispatcher), DeadLetters(dispatcher)
     names = list(settings.destinations)
@@ -106,6 +106,7 @@ def _deliver(settings: Settings, opts: Options, console: Console) -> int:
             open_jobs = sum(dispatcher.redis.zcard(keys.open_jobs(p)) for p in PLATFORMS)
             if drained_at is not None and not open_jobs:
                 break
+            _supervise(procs, console)
             time.sleep(0.25)
     console.print()
     elapsed = drained_at - started
@@ -124,7 +125,14 @@ def _deliver(settings: Settings, opts: Options, console: Console) -> int:
     if opts.exit_when_done:
         return 0 if delivered + dead_count >= receipts else 1
     while True:
-        time.sleep(3600)
+        _supervise(procs, console)
+        time.sleep(1)
+
+
+def _supervise(procs: Processes, console: Console) -> None:
+    """Restart a component that exited, and say so."""
+    for name in procs.supervise():
+        console.print(f"[yellow]{name} exited; restarted[/] (log: {procs.logs / name}.log)")
 
 
 def _table(statuses: list[DestinationStatus], elapsed_s: float) -> Table:

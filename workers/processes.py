@@ -86,11 +86,13 @@ class Processes:
     logs: Path
     env: Mapping[str, str] = field(default_factory=dict)
     children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    commands: dict[str, list[str]] = field(default_factory=dict)
+    restarts: dict[str, int] = field(default_factory=dict)
 
     def start(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:
         """Start `command`, its output going to `<logs>/<name>.log`."""
         self.logs.mkdir(parents=True, exist_ok=True)
-        with (self.logs / f"{name}.log").open("wb") as log:
+        with (self.logs / f"{name}.log").open("ab" if name in self.commands else "wb") as log:
             child = subprocess.Popen(
                 command,
                 env={**os.environ, **self.env},
@@ -99,7 +101,20 @@ class Processes:
                 start_new_session=True,  # Ctrl-C reaches us, and we stop children in order
             )
         self.children[name] = child
+        self.commands[name] = command
         return child
+
+    def supervise(self) -> list[str]:
+        """Restart every child that has exited (as compose's `restart:` does); their names."""
+        restarted = []
+        for name, child in list(self.children.items()):
+            if child.poll() is not None:
+                self.restarts[name] = self.restarts.get(name, 0) + 1
+                with (self.logs / f"{name}.log").open("ab") as log:
+                    log.write(f"\n--- exited with {child.returncode}; restarting ---\n".encode())
+                self.start(name, self.commands[name])
+                restarted.append(name)
+        return restarted
 
     def log(self, name: str) -> str:
         """What a child has printed so far."""

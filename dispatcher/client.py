@@ -264,7 +264,7 @@ class Dispatcher:
             table = self.settings.platform(platform)
             keys_ += [keys.stream(name), keys.state(name), keys.lease(name), keys.due(platform)]
             max_wait_ms = int(table.max_wait_s * 1000)
-            args += [name, table.max_backlog, table.batch_size, max_wait_ms, len(rows)]
+            args += [name, platform, table.max_backlog, table.batch_size, max_wait_ms, len(rows)]
             for event_id, payload, at_ms in rows:
                 # Bytes pass through redis-py's encoder untouched: this loop is the hot path.
                 args += [payload, event_id.encode(), b"%d" % at_ms]

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 from dispatcher import keys
 from dispatcher.client import Dispatcher
-from dispatcher.storage import translate_redis_errors
+from dispatcher.errors import ConfigurationError
+from dispatcher.settings import PLATFORMS
+from dispatcher.storage import lua, translate_redis_errors
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,18 @@ class DestinationStatus:
     last_error: str
     delivered: int
     dead: int
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """A stream whose destination is no longer configured: its events wait, unsent."""
+
+    destination: str
+    platform: str  # as recorded when the stream was created; "" if unknown
+    backlog: int
+
+
+ORPHAN_REASON = "orphaned: destination {name!r} was removed from the configuration"
 
 
 class Control:
@@ -74,3 +88,53 @@ class Control:
             pipe.hdel(keys.state(destination), "paused", "paused_fp", "pause_reason", "next_at_ms")
             pipe.zadd(keys.due(platform), {destination: 0})  # due now
             pipe.execute()
+
+    def orphans(self) -> list[Orphan]:
+        """Streams with events whose destination is no longer configured (a SCAN)."""
+        r = self.dispatcher.redis
+        configured = self.dispatcher.settings.destinations
+        found = []
+        with translate_redis_errors():
+            for key in r.scan_iter(match=keys.stream("*"), count=1000):
+                name = key.decode().split("{", 1)[1].rsplit("}", 1)[0]
+                if name in configured:
+                    continue
+                backlog = int(r.xlen(key))
+                platform = r.hget(keys.state(name), "platform")
+                if backlog:
+                    found.append(Orphan(name, _text(platform), backlog))
+        return sorted(found, key=lambda o: o.destination)
+
+    def dead_letter_orphan(self, destination: str, platform: str = "") -> int:
+        """Move every event of an orphaned stream to its platform's dead letters.
+
+        Raises:
+            ConfigurationError: `destination` is still configured, or its platform is
+                unknown and `platform` names none.
+        """
+        if destination in self.dispatcher.settings.destinations:
+            raise ConfigurationError(f"destination {destination!r} is configured: not an orphan")
+        r = self.dispatcher.redis
+        with translate_redis_errors():
+            recorded = r.hget(keys.state(destination), "platform")
+            platform = platform or _text(recorded)
+            if platform not in PLATFORMS:
+                raise ConfigurationError(f"name the platform of {destination!r} (--platform)")
+            script = lua("dispatcher", "orphans.lua")
+            moved, total = 1, 0
+            while moved:
+                moved = int(
+                    r.eval(
+                        script, 4, keys.stream(destination), keys.state(destination),
+                        keys.attempts(destination), keys.deadletters(platform), keys.GROUP,
+                        destination, ORPHAN_REASON.format(name=destination), 1000,
+                    )
+                )  # fmt: skip
+                total += moved
+            r.zrem(keys.due(platform), destination)
+            r.srem(keys.orphans(), destination)
+        return total
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value or "")

@@ -87,6 +87,11 @@ def jobs_index(platform: str) -> str:
     return f"{PREFIX}:jobs:{platform}"
 
 
+def orphans() -> str:
+    """Set: destinations a worker met with events but no configuration (for metrics)."""
+    return f"{PREFIX}:orphans"
+
+
 def tracker(platform: str) -> str:
     """Held while a job-tracking task of `platform` is queued or running."""
     return f"{PREFIX}:tracker:{platform}"

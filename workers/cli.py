@@ -14,6 +14,8 @@ from dispatcher import Control, DeadLetters
 app = typer.Typer(help="Asynchronous, queue-based conversion dispatcher.", no_args_is_help=True)
 dead = typer.Typer(help="List, replay and purge dead letters.", no_args_is_help=True)
 app.add_typer(dead, name="dead")
+orphans = typer.Typer(help="Events of destinations no longer configured.", no_args_is_help=True)
+app.add_typer(orphans, name="orphans")
 console = Console()
 
 
@@ -49,7 +51,31 @@ def status(destination: Annotated[list[str] | None, typer.Argument()] = None) ->
         table.add_row(
             name, s.platform, str(s.backlog), str(s.in_flight), str(s.delivered), str(s.dead), state
         )
+    for orphan in [] if destination else control.orphans():
+        state = "orphaned: not configured (convdispatch orphans dead-letter)"
+        table.add_row(orphan.destination, orphan.platform, str(orphan.backlog), "", "", "", state)
     console.print(table)
+
+
+@orphans.command("list")
+def orphans_list() -> None:
+    """Streams with events whose destination is no longer configured."""
+    table = Table()
+    for column in ("destination", "platform", "backlog"):
+        table.add_column(column)
+    for orphan in Control().orphans():
+        table.add_row(orphan.destination, orphan.platform or "?", str(orphan.backlog))
+    console.print(table)
+
+
+@orphans.command("dead-letter")
+def orphans_dead_letter(
+    destination: str,
+    platform: Annotated[str, typer.Option(help="If the stream does not record it.")] = "",
+) -> None:
+    """Move an orphaned stream's events to its platform's dead letters (replayable)."""
+    moved = Control().dead_letter_orphan(destination, platform)
+    console.print(f"{moved} event(s) of {destination} dead-lettered")
 
 
 @app.command()

@@ -63,6 +63,20 @@ class RedisCollector(Collector):
             jobs.add_metric([platform], float(self.client.zcard(keys.open_jobs(platform))))
         yield dead
         yield jobs
+        orphaned = GaugeMetricFamily(
+            "convdispatch_orphaned_backlog",
+            "Events waiting for a destination that is no longer configured.",
+            labels=["destination"],
+        )
+        names = sorted(n.decode() for n in cast(set[bytes], self.client.smembers(keys.orphans())))
+        names = [n for n in names if n not in self.settings.destinations]
+        if names:
+            pipe = self.client.pipeline(transaction=False)
+            for name in names:
+                pipe.xlen(keys.stream(name))
+            for name, length in zip(names, pipe.execute(), strict=True):
+                orphaned.add_metric([name], float(length))
+        yield orphaned
 
 
 def registry(settings: Settings, client: redis.Redis) -> CollectorRegistry:

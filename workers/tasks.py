@@ -47,6 +47,7 @@ def drain(destinations: list[str] | str) -> list[dict[str, Any]]:
             # No longer configured: stop scheduling it. Its events stay (see `orphans`).
             for platform in PLATFORMS:
                 engine().redis.zrem(keys.due(platform), name)
+            engine().redis.sadd(keys.orphans(), name)
             log.warning("destination %s is not configured: no longer scheduled", name)
             reports.append({"destination": name, "status": str(DrainStatus.UNKNOWN)})
     return reports

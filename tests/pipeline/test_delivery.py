@@ -11,13 +11,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import generate_latest
 
-from dispatcher import BackpressureError, keys
+from dispatcher import BackpressureError, Destination, Dispatcher, keys
 from dispatcher.client import Plan
 from dispatcher.identity import hash_email
 from tests.conftest import wait_for
 from tests.pipeline.conftest import Stack, start_stack
 from tests.pipeline.events import linkedin, many
+from workers.metrics import registry
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.usefixtures("fresh")]
 
@@ -232,3 +234,32 @@ def test_tasks_carry_no_event_data_or_secrets(stack: Stack, tmp_path: Path) -> N
         assert "token-a" not in log
         assert "user1@example.com" not in log
         assert "secret-1" not in log
+
+
+def test_events_of_a_removed_destination_show_as_orphans_and_can_be_dead_lettered(
+    stack: Stack,
+) -> None:
+    # Given a producer still configured with a destination the workers no longer have
+    old = stack.settings.model_copy(
+        update={
+            "destinations": {
+                **stack.settings.destinations,
+                "li-gone": Destination(platform="linkedin", token="token-gone"),
+            }
+        }
+    )
+    Dispatcher(old).enqueue_many(many(4, "gone"), "li-gone")
+    # When a worker meets it, it stops scheduling it; the events wait, visible as orphans
+    wait_for(lambda: stack.redis.sismember(keys.orphans(), "li-gone"), 30, "the orphan")
+    assert stack.redis.zscore(keys.due("linkedin"), "li-gone") is None
+    (orphan,) = stack.control.orphans()
+    assert (orphan.destination, orphan.platform, orphan.backlog) == ("li-gone", "linkedin", 4)
+    scrape = generate_latest(registry(stack.settings, stack.redis)).decode()
+    assert 'convdispatch_orphaned_backlog{destination="li-gone"} 4.0' in scrape
+    # And an operator moves them to the dead letters, with the reason
+    assert stack.control.dead_letter_orphan("li-gone") == 4
+    assert stack.backlog("li-gone") == 0
+    letters = stack.dead.list("linkedin")
+    assert {letter.event_id for letter in letters} == {f"gone-{i}" for i in range(4)}
+    assert all(letter.reason.startswith("orphaned") for letter in letters)
+    assert stack.sandbox.event_ids() == []

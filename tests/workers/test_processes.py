@@ -20,8 +20,7 @@ def test_a_killed_component_is_restarted_with_its_data(tmp_path: Path) -> None:
     url = f"redis://127.0.0.1:{port}/0"
     wait_for_redis(url)
     client = redis.Redis.from_url(url)
-    client.set("kept", "yes")
-    client.execute_command("CONFIG", "SET", "appendfsync", "always")
+    client.config_set("appendfsync", "always")
     client.set("kept", "yes")
     try:
         first = procs.children["redis"].pid

@@ -106,6 +106,9 @@ class VNativeSettings(PlatformSettings):
     job_max_age_s: float = Field(
         default=DAY_S, gt=0, description="An import unfinished this long is dead-lettered."
     )
+    poll_rate_per_min: float = Field(
+        default=6000, gt=0, description="Job polls and listings per minute per API key."
+    )
 
 
 class Destination(BaseModel):

@@ -1,9 +1,10 @@
 """A local vNative (Trackier) conversion import (seed 000; PLATFORMS.md; Trackier v1 docs).
 
 Routes: `POST /advertiser/conversion-import` (answered like the seed's sample), `GET
-/jobs/{id}` (pending -> progress -> completed or failed, one step per poll, shaped like
-the docs' sample) and `GET /jobs` (the key's latest 50 as `{"data": {"jobs": [...]}}`,
-ours: no sample is documented). Auth: `X-Api-Key` (or `?apiKey=`, as documented).
+/jobs/{id}` (pending -> progress -> completed or failed, one step per poll or per
+`JOB_STEP_S` since the import, whichever is further; shaped like the docs' sample) and
+`GET /jobs` (the key's latest 50 as `{"data": {"jobs": [...]}}`, ours: no sample is
+documented). Auth: `X-Api-Key` (or `?apiKey=`, as documented).
 
 Errors `{"success": false, "error": {"code": 13, "message": "Invalid API Key"}}` use the
 documented codes and messages; where the code sits is our guess (undocumented).
@@ -41,6 +42,9 @@ def _error(code: int, detail: str = "") -> Json:
     return {"success": False, "error": {"code": code, "message": message}}
 
 
+JOB_STEP_S = 1.0  # an import moves one state on per second even if nobody polls
+
+
 def _stamp(at_s: float) -> Json:
     date = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(at_s)) + f".{int(at_s % 1 * 1e6):06d}"
     return {"date": date, "timezone_type": 1, "timezone": "+00:00"}
@@ -66,8 +70,13 @@ class _ImportJob:
         line = f"Total Processed: {self.events} | Imported: {imported} | Edited: 0 | Errors: "
         return [f"{line}{self.errors}"] + ["Import failed (sandbox fail_next_jobs)"] * self.failed
 
-    def summary(self) -> Json:
-        status = ("pending", "progress", "failed" if self.failed else "completed")[self.polls]
+    def step(self, now_s: float) -> int:
+        """0 pending, 1 progress, 2 done: a step per poll or per JOB_STEP_S, the further."""
+        return min(2, max(self.polls, int((now_s - self.created_s) / JOB_STEP_S)))
+
+    def summary(self, now_s: float | None = None) -> Json:
+        step = self.polls if now_s is None else self.step(now_s)
+        status = ("pending", "progress", "failed" if self.failed else "completed")[step]
         named = {"name": "import.json.conversion", "_id": self.id, "status": status}
         return named | _KIND | {"created": _stamp(self.created_s)}
 
@@ -105,11 +114,11 @@ class _Imports:
         self.jobs[job_id] = _ImportJob(job_id, token, now_s, len(clicks), errors, failed, postback)
         return self.jobs[job_id]
 
-    def poll(self, token: str, job_id: str) -> _ImportJob | None:
+    def poll(self, token: str, job_id: str, now_s: float) -> _ImportJob | None:
         job = self.jobs.get(job_id)
         if job is None or job.token != token:
             return None
-        job.polls = min(job.polls + 1, 2)
+        job.polls = min(max(job.polls + 1, job.step(now_s)), 2)
         return job
 
     def latest(self, token: str | None = None) -> list[_ImportJob]:
@@ -189,10 +198,11 @@ class _ConversionImport(_VNative):
 class _Jobs(_VNative):
     def get(self, job_id: str | None = None) -> None:
         if job_id is None:
-            jobs = [job.summary() for job in _imports(self).latest(self.token)]
+            now_s = self.sandbox.clock()
+            jobs = [job.summary(now_s) for job in _imports(self).latest(self.token)]
             self.answer(200, {"success": True, "data": {"jobs": jobs}})
             return
-        job = _imports(self).poll(self.token, job_id)
+        job = _imports(self).poll(self.token, job_id, self.sandbox.clock())
         if job is None:
             self.answer(404, _error(31))
             return

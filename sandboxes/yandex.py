@@ -1,8 +1,9 @@
 """Yandex Metrica offline conversions, imitated: CSV uploads, upload statuses and quotas.
 
 Under `/management/v1/counter/{counterId}/offline_conversions/`: `POST upload` (multipart field
-`file`), `GET uploading/{id}` (one status step per poll: PREPARED, UPLOADED, EXPORTED, MATCHED,
-then PROCESSED) and `GET uploadings`. Quotas answer 429 in Yandex's error body:
+`file`), `GET uploading/{id}` (PREPARED, UPLOADED, EXPORTED, MATCHED, then PROCESSED: one step
+per poll or per `JOB_STEP_S` since the upload, whichever is further) and `GET uploadings`.
+Quotas answer 429 in Yandex's error body:
 `quota_parallel_requests` (3 in progress per token), `quota_requests_by_ip` (30/s) and
 `quota_requests_by_uid` (the shared `rate_limit`: 5,000 per token per sliding day, where Yandex
 resets at 00:00 UTC). Invalid rows are dropped; a file without a valid row is refused.
@@ -34,6 +35,8 @@ from sandboxes.yandex_csv import (
     yandex_error,
 )
 
+JOB_STEP_S = 1.0  # an upload moves one status on per second even if nobody polls
+
 __all__ = [
     "COLUMNS",
     "DAILY_QUOTA",
@@ -62,6 +65,7 @@ class Metrica:
     """
 
     def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
         # A second sandbox state serves as the per-IP sliding window (its "token" is the IP).
         self.per_ip = Sandbox(rate_limit=PER_IP_PER_S, rate_window_s=1.0, clock=clock)
         self.busy: Counter[tuple[str, str]] = Counter()  # ("token"|"upload", token) -> count
@@ -71,6 +75,7 @@ class Metrica:
         """Forget uploads, peaks and switches; requests in progress still count."""
         self.uploads: dict[int, tuple[str, bool, Json]] = {}  # id -> counter, fails, public
         self.polls: Counter[int] = Counter()
+        self.created_s: dict[int, float] = {}
         self.upload_peaks: Counter[str] = Counter()
         self.switches: Json = {"unknown_goals": [], "linkage_failure": False}
         self.per_ip.reset()
@@ -108,17 +113,27 @@ class Metrica:
         """Store an accepted upload under the next id; returns its public object."""
         public = {"id": 1001 + len(self.uploads), **uploading, "status": STEPS[0]}
         self.uploads[public["id"]] = (counter, self.switches["linkage_failure"], public)
+        self.created_s[public["id"]] = self.clock()
         return dict(public)
+
+    def _advance(self, upload_id: int) -> Json:
+        _, fails, public = self.uploads[upload_id]
+        by_time = int((self.clock() - self.created_s[upload_id]) / JOB_STEP_S)
+        last = "LINKAGE_FAILURE" if fails else "PROCESSED"
+        step = max(self.polls[upload_id], by_time)
+        public["status"] = dict(enumerate(STEPS)).get(step, last)
+        return dict(public)
+
+    def listing(self, counter: str) -> list[Json]:
+        """Every upload of `counter`, with its status as of now."""
+        return [self._advance(i) for i, (c, _, _) in list(self.uploads.items()) if c == counter]
 
     def poll(self, counter: str, upload_id: int) -> Json | None:
         """The upload one status further on, or None if the counter has no such upload."""
         if self.uploads.get(upload_id, ("",))[0] != counter:
             return None
-        _, fails, public = self.uploads[upload_id]
         self.polls[upload_id] += 1
-        last = "LINKAGE_FAILURE" if fails else "PROCESSED"
-        public["status"] = dict(enumerate(STEPS)).get(self.polls[upload_id], last)
-        return dict(public)
+        return self._advance(upload_id)
 
 
 class _Metrica(base.PlatformHandler):
@@ -193,8 +208,7 @@ class _Uploads(_Metrica):
             if not self.metrica.busy["upload", self.token]:
                 break
             await asyncio.sleep(0.01)
-        uploads = self.metrica.uploads.values()
-        self.answer(200, {"uploadings": [dict(u) for c, _, u in uploads if c == counter]})
+        self.answer(200, {"uploadings": self.metrica.listing(counter)})
 
 
 class _Switches(base.JsonHandler):

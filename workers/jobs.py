@@ -75,52 +75,86 @@ def recent(client: redis.Redis, platform: str, limit: int = 50) -> list[Job]:
 def track(
     settings: Settings, client: redis.Redis, path: RequestPath, platform: str, now_ms: int
 ) -> dict[str, int]:
-    """Poll the jobs that are due; finish, fail (dead-letter their events), expire or
-    reschedule each. A job whose poll cannot be made now waits; the others go on."""
+    """Follow the jobs that are due: one listing call per destination (counter, API key)
+    for all of its due jobs, a poll of its own only for a job the listing does not show.
+    Each job is finished, failed (its events dead-lettered), expired or rescheduled; a
+    destination whose calls must wait is rescheduled without holding up the others."""
     adapter = cast(JobAdapter, adapter_for(platform))
     table = settings.platform(platform)
     poll_ms = int(float(getattr(table, "job_poll_interval_s", 30.0)) * 1000)
     max_age_ms = int(float(getattr(table, "job_max_age_s", 86_400.0)) * 1000)
-    due = cast(
-        list[bytes], client.zrangebyscore(keys.open_jobs(platform), "-inf", now_ms, 0, POLL_BATCH)
-    )
-    counts = {"polled": 0, "finished": 0, "failed": 0, "expired": 0, "waiting": 0}
-    hold_ms = int(table.timeout_s * 2000)
-    for raw_id in due:
-        job_id = raw_id.decode()
-        claimed = client.eval(
-            lua("workers", "claim_job.lua"), 1, keys.open_jobs(platform), job_id, now_ms,
-            now_ms + hold_ms,
-        )  # fmt: skip
-        if not claimed:
-            continue  # another poller has it
-        job = load(client, platform, job_id)
-        if job is None or job.destination not in settings.destinations:
-            client.zrem(keys.open_jobs(platform), job_id)
-            continue
+    counts = dict.fromkeys(("polled", "listed", "finished", "failed", "expired", "waiting"), 0)
+    groups: dict[str, list[Job]] = {}
+    for job in _claim_due(settings, client, platform, table.timeout_s, now_ms):
         if now_ms - job.submitted_at_ms > max_age_ms:
             detail = f"never finished within job_max_age_s (last state {job.state})"
             _update(client, platform, job, JobState("EXPIRED", True, True, detail), 0)
             counts["expired"] += 1
-            continue
-        dest = settings.destination(job.destination)
-        target = Target(job.destination, dest, table, adapter, adapter.limits(dest, table))
-        state = path.call(
-            target,
-            partial(adapter.job_request, dest, table, job_id),
-            adapter.parse_job,
-            holder=f"job-{job_id}",
-        )
-        if isinstance(state, NotSent | Failed):
-            wait_ms = int(state.wait_s * 1000) if isinstance(state, NotSent) else poll_ms
-            client.zadd(keys.open_jobs(platform), {job_id: now_ms + max(wait_ms, 200)})
-            counts["waiting"] += 1
-            continue
-        counts["polled"] += 1
-        _update(client, platform, job, state, now_ms + poll_ms)
-        counts["finished"] += state.finished
-        counts["failed"] += state.failed
+        else:
+            groups.setdefault(job.destination, []).append(job)
+    for name, group in groups.items():
+        dest = settings.destination(name)
+        target = Target(name, dest, table, adapter, adapter.poll_limits(dest, table))
+        listed: dict[str, JobState] = {}
+        if len(group) > 1:
+            found = path.call(
+                target, partial(adapter.list_request, dest, table), adapter.parse_list
+            )
+            if isinstance(found, NotSent):
+                _later(client, platform, group, now_ms + int(found.wait_s * 1000), counts)
+                continue
+            if isinstance(found, dict):
+                listed, counts["listed"] = found, counts["listed"] + 1
+        for k, job in enumerate(group):
+            seen = listed.get(job.id)
+            state: JobState | NotSent | Failed
+            if seen is None or (seen.finished and not adapter.listing_has_detail):
+                request = partial(adapter.job_request, dest, table, job.id)
+                state = path.call(target, request, adapter.parse_job, holder=f"job-{job.id}")
+                counts["polled"] += 1
+            else:
+                state = seen
+            if isinstance(state, NotSent):
+                _later(client, platform, group[k:], now_ms + int(state.wait_s * 1000), counts)
+                break
+            if isinstance(state, Failed):
+                _later(client, platform, [job], now_ms + poll_ms, counts)
+                continue
+            _update(client, platform, job, state, now_ms + poll_ms)
+            counts["finished"] += state.finished
+            counts["failed"] += state.failed
     return counts
+
+
+def _claim_due(
+    settings: Settings, client: redis.Redis, platform: str, timeout_s: float, now_ms: int
+) -> list[Job]:
+    """The due jobs, each claimed so no other tracker takes it meanwhile."""
+    due = cast(
+        list[bytes], client.zrangebyscore(keys.open_jobs(platform), "-inf", now_ms, 0, POLL_BATCH)
+    )
+    hold_ms = int(timeout_s * 2000) + 1000
+    claimed = []
+    for raw_id in due:
+        job_id = raw_id.decode()
+        if not client.eval(
+            lua("workers", "claim_job.lua"), 1, keys.open_jobs(platform), job_id, now_ms,
+            now_ms + hold_ms,
+        ):  # fmt: skip
+            continue  # another tracker has it
+        job = load(client, platform, job_id)
+        if job is None or job.destination not in settings.destinations:
+            client.zrem(keys.open_jobs(platform), job_id)
+            continue
+        claimed.append(job)
+    return claimed
+
+
+def _later(
+    client: redis.Redis, platform: str, jobs: list[Job], at_ms: int, counts: dict[str, int]
+) -> None:
+    client.zadd(keys.open_jobs(platform), {job.id: at_ms for job in jobs})
+    counts["waiting"] += len(jobs)
 
 
 def _update(client: redis.Redis, platform: str, job: Job, state: JobState, next_ms: int) -> None:

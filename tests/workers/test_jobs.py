@@ -1,0 +1,101 @@
+"""Job tracking on a real Redis with a scripted Yandex (httpx.MockTransport)."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+
+import httpx
+import pytest
+import redis
+
+from dispatcher import DeadLetters, Destination, Dispatcher, Settings, keys
+from dispatcher.settings import YandexSettings
+from workers import jobs
+from workers.engine import Engine
+
+Handler = Callable[[httpx.Request], httpx.Response]
+COUNTER = "/management/v1/counter/42/offline_conversions"
+
+
+@pytest.fixture
+def yandex(settings: Settings) -> Settings:
+    table = YandexSettings(
+        base_url="http://ym.test", batch_size=1, max_wait_s=0, rate_per_min=6e6, burst=1000,
+        job_poll_interval_s=0.001, job_max_age_s=3600, ip_rate_per_s=1e6, max_in_flight=None,
+    )  # fmt: skip
+    dest = Destination(platform="yandex", token="ym-token", counter_id="42")
+    return settings.model_copy(update={"yandex": table, "destinations": {"ym": dest}})
+
+
+class Yandex:
+    """Takes uploads (ids 1, 2, ...) and answers polls and listings with `status`."""
+
+    def __init__(self) -> None:
+        self.uploads: list[int] = []
+        self.calls: list[str] = []
+        self.status = "PREPARED"
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.calls.append(f"{request.method} {request.url.path}")
+        if request.method == "POST":
+            self.uploads.append(len(self.uploads) + 1)
+            return httpx.Response(200, json={"uploading": self.upload(self.uploads[-1])})
+        if request.url.path.endswith("/uploadings"):
+            return httpx.Response(200, json={"uploadings": [self.upload(i) for i in self.uploads]})
+        return httpx.Response(
+            200, json={"uploading": self.upload(int(request.url.path.split("/")[-1]))}
+        )
+
+    def upload(self, i: int) -> dict[str, object]:
+        return {"id": i, "status": self.status, "line_quantity": 1, "source_quantity": 1}
+
+
+def rows(n: int) -> list[dict[str, object]]:
+    at = int(time.time()) - 60
+    return [{"ClientId": f"c.{i}", "Target": "paid", "DateTime": at} for i in range(n)]
+
+
+def submit(settings: Settings, client: redis.Redis, platform: Yandex, n: int) -> Engine:
+    Dispatcher(settings).enqueue_many(rows(n), "ym")
+    http = httpx.Client(transport=httpx.MockTransport(platform))
+    engine = Engine(
+        settings, client, http, consumer="t", sleep=lambda _: None, rng=random.Random(1)
+    )
+    engine.drain("ym")
+    assert len(platform.uploads) == n
+    return engine
+
+
+def test_many_open_uploads_of_a_counter_cost_one_listing_call(
+    yandex: Settings, redis_client: redis.Redis
+) -> None:
+    # Given 10 uploads of one counter waiting to be followed
+    platform = Yandex()
+    engine = submit(yandex, redis_client, platform, 10)
+    platform.calls.clear()
+    platform.status = "PROCESSED"
+    # When they are tracked
+    counts = jobs.track(yandex, redis_client, engine.path, "yandex", engine.now_ms() + 10)
+    # Then one listing told the state of all ten, and none was polled on its own
+    assert platform.calls == [f"GET {COUNTER}/uploadings"]
+    assert counts["finished"] == 10
+    assert redis_client.zcard(keys.open_jobs("yandex")) == 0
+
+
+def test_an_upload_that_never_finishes_is_dead_lettered_after_its_maximum_age(
+    yandex: Settings, redis_client: redis.Redis
+) -> None:
+    # Given an upload Yandex never finishes processing
+    platform = Yandex()
+    engine = submit(yandex, redis_client, platform, 1)
+    # When it is tracked after job_max_age_s
+    later = engine.now_ms() + 3600 * 1000 + 1000
+    counts = jobs.track(yandex, redis_client, engine.path, "yandex", later)
+    # Then its rows are dead-lettered with that reason, and it is followed no more
+    assert counts["expired"] == 1
+    (letter,) = DeadLetters(Dispatcher(yandex)).list("yandex")
+    assert "never finished within job_max_age_s" in letter.reason
+    assert redis_client.zcard(keys.open_jobs("yandex")) == 0
+    assert redis_client.pttl(keys.job("yandex", "1")) > 0  # the record itself expires

@@ -479,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=",".join(ALL_SECTIONS), help="sections, e.g. a,b,m")
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (median reported)")
     parser.add_argument("--events", type=int, default=100_003, help="(a)-(d)")
-    parser.add_argument("--naive-events", type=int, default=5_003, help="(e)")
+    parser.add_argument("--naive-events", type=int, default=3_003, help="(e)")
     parser.add_argument("--scale-destinations", type=int, default=8, help="(f)")
     parser.add_argument("--scale-events", type=int, default=12_503, help="(f) per destination")
     parser.add_argument("--many-destinations", type=int, default=1_000, help="(g)")

@@ -210,6 +210,9 @@ class Settings(BaseSettings):
         default=5.0, gt=0, description="A sent drain task that has not started by then is resent."
     )
     drain_group_size: int = Field(default=16, gt=0, description="Destinations per drain task.")
+    drain_parallel: int = Field(
+        default=8, gt=0, description="Destinations of one drain task drained at once."
+    )
     drain_max_batches: int = Field(
         default=20, gt=0, description="Batches per destination per task."
     )

@@ -26,6 +26,7 @@ import httpx
 import redis
 
 from dispatcher import keys
+from dispatcher.errors import ConfigurationError
 from dispatcher.settings import Settings
 from workers.adapters import JobAdapter, Outcome, Verdict, adapter_for
 from workers.lease import Lease
@@ -113,7 +114,10 @@ class Engine:
         self.sleep = sleep
         self.rng = rng or random.Random()
         self.path = RequestPath(client, http, self.consumer, settings.max_limiter_wait_s, sleep)
-        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="batch")
+        self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="batch")
+        self._destinations = ThreadPoolExecutor(
+            max_workers=settings.drain_parallel, thread_name_prefix="drain"
+        )
 
     def now_ms(self) -> int:
         """Redis's clock, which also stamps stream ids, in epoch ms."""
@@ -126,6 +130,19 @@ class Engine:
         table = self.settings.platform(dest.platform)
         adapter = adapter_for(dest.platform)
         return Target(name, dest, table, adapter, adapter.limits(dest, table))
+
+    def drain_many(self, names: list[str]) -> list[DrainReport | ConfigurationError]:
+        """Drain several destinations at once (`drain_parallel` at a time), so a task of
+        many small destinations overlaps their calls; a report, or the error, for each."""
+        if len(names) == 1:
+            return [self._drain_or_error(names[0])]
+        return list(self._destinations.map(self._drain_or_error, names))
+
+    def _drain_or_error(self, name: str) -> DrainReport | ConfigurationError:
+        try:
+            return self.drain(name)
+        except ConfigurationError as exc:
+            return exc
 
     def drain(self, name: str) -> DrainReport:
         """Deliver what is due for `name` while holding its lease."""

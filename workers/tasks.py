@@ -40,16 +40,16 @@ def drain(destinations: list[str] | str) -> list[dict[str, Any]]:
     """Drain each of `destinations` (ids of one platform) while holding its lease."""
     names = [destinations] if isinstance(destinations, str) else destinations
     reports = []
-    for name in names:
-        try:
-            reports.append(engine().drain(name).as_dict())
-        except ConfigurationError:
+    for name, report in zip(names, engine().drain_many(names), strict=True):
+        if isinstance(report, ConfigurationError):
             # No longer configured: stop scheduling it. Its events stay (see `orphans`).
             for platform in PLATFORMS:
                 engine().redis.zrem(keys.due(platform), name)
             engine().redis.sadd(keys.orphans(), name)
             log.warning("destination %s is not configured: no longer scheduled", name)
             reports.append({"destination": name, "status": str(DrainStatus.UNKNOWN)})
+        else:
+            reports.append(report.as_dict())
     return reports
 
 

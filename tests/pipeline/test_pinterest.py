@@ -86,7 +86,8 @@ def test_2001_events_arrive_as_1000_1000_and_1_each_once_and_valid(stack: Stack)
     assert sorted(c["n_events"] for c in calls) == [1, 1000, 1000]
     assert set(Counter(event_ids(stack)).values()) == {1}
     assert len(event_ids(stack)) == 2001
-    assert stack.backlog("pin-a") == 0
+    # (the platform records a call before the worker settles it)
+    wait_for(lambda: stack.backlog("pin-a") == 0, 30, "the stream to empty")
     # And every body it accepted is valid under Pinterest's official contract
     for call in calls:
         assert call["path"] == f"/v5/ad_accounts/{ACCOUNT}/events"

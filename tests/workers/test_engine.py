@@ -11,7 +11,7 @@ import httpx
 import pytest
 import redis
 
-from dispatcher import DeadLetters, Destination, Dispatcher, Settings, keys
+from dispatcher import ConfigurationError, DeadLetters, Destination, Dispatcher, Settings, keys
 from dispatcher.client import Plan
 from dispatcher.settings import LinkedInSettings
 from tests.pipeline.events import linkedin
@@ -216,3 +216,18 @@ def test_workers_settle_and_deliver_on_a_redis_that_is_full(
 def fill(client: redis.Redis) -> None:
     for i in range(10_000):
         client.set(f"{keys.PREFIX}:junk:{i}", "x" * 1000)
+
+
+def test_one_task_drains_many_destinations_and_names_an_unknown_one(
+    fast: Settings, redis_client: redis.Redis
+) -> None:
+    # Given three configured destinations with events, and a name no longer configured
+    dests = {f"li-{i}": Destination(platform="linkedin", token=f"t{i}") for i in range(3)}
+    many_dests = fast.model_copy(update={"destinations": dests})
+    for name in dests:
+        Dispatcher(many_dests).enqueue_many([linkedin(i) for i in range(3)], name)
+    # When one engine drains them all in one go
+    reports = engine_for(many_dests, redis_client, ok).drain_many([*dests, "li-gone"])
+    # Then each was delivered, and the unknown one is reported, not raised
+    assert [getattr(r, "delivered", None) for r in reports[:3]] == [3, 3, 3]
+    assert isinstance(reports[3], ConfigurationError)

@@ -16,7 +16,6 @@ from typing import Any, Literal
 
 import redis
 import redis.asyncio
-from pydantic import ValidationError
 
 from dispatcher import keys
 from dispatcher.conversion import Conversion, fan_out
@@ -29,6 +28,7 @@ from dispatcher.errors import (
 from dispatcher.events import PlatformEvent, model_for
 from dispatcher.settings import Settings, get_settings
 from dispatcher.storage import aconnect, connect, lua, translate_redis_errors
+from dispatcher.validation import refusing
 
 log = logging.getLogger(__name__)
 AsyncRedis = redis.asyncio.Redis
@@ -69,14 +69,6 @@ class Plan:
     groups: dict[str, list[tuple[str, bytes, int]]] = field(default_factory=dict)
     receipts: list[Receipt] = field(default_factory=list)
     rejected: list[FieldError] = field(default_factory=list)
-
-
-def field_errors(exc: ValidationError, index: int | None = None) -> list[FieldError]:
-    """Pydantic's errors as `FieldError`s named by the platform's dotted JSON path."""
-    return [
-        FieldError(".".join(str(p) for p in e["loc"]) or "event", e["msg"], index)
-        for e in exc.errors(include_url=False)
-    ]
 
 
 class Dispatcher:
@@ -199,6 +191,9 @@ class Dispatcher:
 
     def _resolve(self, platform: str | None, destination: str | None) -> str:
         if destination is not None:
+            if not isinstance(destination, str):
+                kind = type(destination).__name__
+                raise ConfigurationError(f"destination must be a destination id, not a {kind}")
             self.settings.destination(destination)
             return destination
         candidates = [
@@ -212,6 +207,13 @@ class Dispatcher:
         return candidates[0]
 
     def _plan(self, events: Iterable[EventInput], destination: str | None, on_invalid: str) -> Plan:
+        if on_invalid not in ("raise", "skip"):
+            raise ConfigurationError(f"on_invalid must be 'raise' or 'skip', not {on_invalid!r}")
+        if isinstance(events, str | bytes | Mapping | PlatformEvent) or not isinstance(
+            events, Iterable
+        ):
+            message = f"must be an iterable of events, not {type(events).__name__}"
+            raise InvalidEventError([FieldError("events", message)])
         plan = Plan()
         for index, raw in enumerate(events):
             try:
@@ -242,10 +244,8 @@ class Dispatcher:
         else:
             name = self._resolve(None, destination)
             platform = self.settings.destination(name).platform
-            try:
+            with refusing(index):
                 model = model_for(platform).model_validate(raw)
-            except ValidationError as exc:
-                raise InvalidEventError(field_errors(exc, index)) from None
         dest = self.settings.destination(name)
         if model.platform != dest.platform:
             raise ConfigurationError(

@@ -17,11 +17,12 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from dispatcher.errors import InvalidEventError
 from dispatcher.events.base import PlatformEvent
 from dispatcher.settings import Destination, Route, Settings
+from dispatcher.validation import Refusing, epoch_seconds, located
 
 # Pinterest's event names for the usual neutral ones; anything else is "custom".
 PINTEREST_EVENTS = {
@@ -37,10 +38,13 @@ PINTEREST_EVENTS = {
 }
 
 
-class Conversion(BaseModel):
-    """Something a user did that an advertiser wants every platform to hear about."""
+class Conversion(Refusing):
+    """Something a user did that an advertiser wants every platform to hear about.
+    Construction raises `InvalidEventError` naming each bad field."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, frozen=True)
+    model_config = ConfigDict(
+        extra="forbid", str_strip_whitespace=True, frozen=True, allow_inf_nan=False
+    )
 
     event: str = Field(min_length=1, description="What happened; routes match on it.")
     happened_at: datetime
@@ -63,8 +67,11 @@ class Conversion(BaseModel):
     @field_validator("happened_at", mode="before")
     @classmethod
     def _epoch_seconds(cls, value: object) -> object:
-        if isinstance(value, int | float):
-            return datetime.fromtimestamp(value).astimezone()
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            try:
+                return datetime.fromtimestamp(epoch_seconds(value)).astimezone()
+            except (OverflowError, OSError) as exc:
+                raise ValueError(f"is not a time a datetime can hold ({exc})") from None
         return value
 
     @field_validator("happened_at")
@@ -77,7 +84,7 @@ class Conversion(BaseModel):
     @model_validator(mode="after")
     def _value_has_currency(self) -> Conversion:
         if self.value is not None and self.currency is None:
-            raise ValueError("currency is required with value")
+            raise located("Conversion", "currency", "is required with value", None)
         return self
 
     @property

@@ -8,7 +8,9 @@ import time
 from datetime import datetime
 from typing import TYPE_CHECKING, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
+
+from dispatcher.validation import Refusing
 
 if TYPE_CHECKING:
     from dispatcher.settings import Destination
@@ -22,10 +24,13 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class PlatformEvent(BaseModel):
-    """Base of the platform models: strict, aliased like the platform's JSON, no extras."""
+class PlatformEvent(Refusing):
+    """Base of the platform models: strict, aliased like the platform's JSON, no extras.
+    Construction raises `InvalidEventError`; NaN and infinities are refused everywhere."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, str_strip_whitespace=True)
+    model_config = ConfigDict(
+        extra="forbid", populate_by_name=True, str_strip_whitespace=True, allow_inf_nan=False
+    )
 
     platform: ClassVar[str]
     # The platform's JSON name of its deduplication id; None where the API has none

@@ -25,6 +25,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from dispatcher.events.base import FUTURE_SKEW_MS, PlatformEvent, aware_to_epoch, now_ms
 from dispatcher.identity import hash_email, hash_name, hash_phone
+from dispatcher.validation import epoch_seconds
 
 # Dimension names (compared after `dimension_key`) whose values are personal data, and how
 # each is normalised before hashing. The seed's sample sends first_name and last_name.
@@ -69,7 +70,7 @@ def _epoch_ms(value: object) -> object:
     if isinstance(value, datetime):
         return aware_to_epoch(value, per_second=1000)
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return int(value * 1000)
+        return int(epoch_seconds(value) * 1000)
     raise ValueError("must be a timezone-aware datetime or epoch seconds")
 
 

@@ -13,6 +13,7 @@ import redis
 
 from dispatcher import (
     BackpressureError,
+    ConfigurationError,
     Destination,
     Dispatcher,
     InvalidEventError,
@@ -229,3 +230,66 @@ def test_enqueue_refuses_past_the_memory_watermark_and_writes_nothing(
         assert stored(redis_client) == []
     finally:
         redis_client.config_set("maxmemory", 0)
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "field"),
+    [
+        (lambda d: d.enqueue({"click_id": "x"}, destination=["li-main"]), ConfigurationError, ""),
+        (lambda d: d.enqueue_many(None, "li-main"), InvalidEventError, "events"),
+        (lambda d: d.enqueue_many(5, "li-main"), InvalidEventError, "events"),
+        (lambda d: d.enqueue_many(True, "li-main"), InvalidEventError, "events"),
+        (lambda d: d.enqueue_many(object(), "li-main"), InvalidEventError, "events"),
+        (
+            lambda d: d.enqueue_many([event()], "li-main", on_invalid="Raise"),
+            ConfigurationError,
+            "",
+        ),
+        (lambda d: d.enqueue_many([event()], "li-main", on_invalid=None), ConfigurationError, ""),
+        (
+            lambda d: d.enqueue(event(conversionHappenedAt=float("inf")), "li-main"),
+            InvalidEventError,
+            "conversionHappenedAt",
+        ),
+    ],
+)
+def test_wrong_arguments_raise_the_documented_errors_and_write_nothing(
+    dispatcher: Dispatcher,
+    redis_client: redis.Redis,
+    call: Any,
+    error: type[Exception],
+    field: str,
+) -> None:
+    before = digest(redis_client)
+    with pytest.raises(error) as caught:
+        call(dispatcher)
+    if field:
+        assert field in caught.value.fields  # type: ignore[attr-defined]
+    assert digest(redis_client) == before
+
+
+@pytest.mark.parametrize(
+    ("fields", "bad"),
+    [
+        ({"happened_at": float("inf")}, "happened_at"),
+        ({"happened_at": float("-inf")}, "happened_at"),
+        ({"happened_at": 1e20}, "happened_at"),
+        ({"happened_at": 10**30}, "happened_at"),
+        ({"event": 5}, "event"),
+        ({"value": 1}, "currency"),
+        ({"emial": "a@b.com"}, "emial"),
+    ],
+)
+def test_a_bad_conversion_raises_invalid_event_error_naming_the_field(
+    fields: dict[str, Any], bad: str
+) -> None:
+    from dispatcher import Conversion
+
+    with pytest.raises(InvalidEventError) as caught:
+        Conversion(**({"event": "purchase", "happened_at": time.time()} | fields))
+    assert bad in caught.value.fields
+
+
+def digest(client: redis.Redis) -> bytes:
+    """Redis's digest of the whole dataset: equal digests, byte-for-byte equal data."""
+    return bytes(client.execute_command("DEBUG", "DIGEST"))  # type: ignore[no-untyped-call]

@@ -218,10 +218,10 @@ class Dispatcher:
         for index, raw in enumerate(events):
             try:
                 name, model = self._validate(raw, destination, index)
+                with refusing(index):
+                    _add(plan, name, model)
             except InvalidEventError as exc:
                 plan.rejected.extend(exc.errors)
-                continue
-            _add(plan, name, model)
         if plan.rejected and on_invalid == "raise":
             raise InvalidEventError(plan.rejected)
         return plan
@@ -240,7 +240,8 @@ class Dispatcher:
     ) -> tuple[str, PlatformEvent]:
         if isinstance(raw, PlatformEvent):
             name = self._resolve(raw.platform, destination)
-            model = raw
+            with refusing(index):  # validated again: the caller may have changed it since
+                model = type(raw).model_validate(raw)
         else:
             name = self._resolve(None, destination)
             platform = self.settings.destination(name).platform

@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from dispatcher.currencies import Currency
 from dispatcher.errors import InvalidEventError
 from dispatcher.events.base import PlatformEvent
 from dispatcher.settings import Destination, Route, Settings
@@ -49,7 +50,7 @@ class Conversion(Refusing):
     event: str = Field(min_length=1, description="What happened; routes match on it.")
     happened_at: datetime
     value: Decimal | None = Field(default=None, ge=0)
-    currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
+    currency: Currency | None = None
     event_id: str | None = Field(default=None, min_length=1, max_length=128)
     email: str | None = None
     phone: str | None = None

@@ -57,7 +57,7 @@ class LinkedInSettings(PlatformSettings):
     """LinkedIn Conversions API; the rate limit is per member access token (seed 003)."""
 
     base_url: str = "https://api.linkedin.com"
-    version: str = Field(default="202505", pattern=r"^\d{6}$")
+    version: str = Field(default="202505", pattern=r"^[0-9]{6}$")
     batch_size: int = Field(default=5000, gt=0, le=5000)
     rate_per_min: float = Field(default=300, gt=0)
     acceptance_window_s: float = Field(default=90 * DAY_S, gt=0)
@@ -128,9 +128,11 @@ class Destination(BaseModel):
         description="LinkedIn: userInfo names are matched in plain text, so accepting them "
         "stores names unhashed in Redis: off unless you opt in.",
     )
-    ad_account_id: str | None = Field(default=None, pattern=r"^\d{1,18}$", description="Pinterest")
+    ad_account_id: str | None = Field(
+        default=None, pattern=r"^[0-9]{1,18}$", description="Pinterest"
+    )
     test: bool = Field(default=False, description="Pinterest: send with ?test=true")
-    counter_id: str | None = Field(default=None, pattern=r"^\d+$", description="Yandex")
+    counter_id: str | None = Field(default=None, pattern=r"^[0-9]+$", description="Yandex")
     client_id_type: Literal["CLIENT_ID", "USER_ID", "YCLID", "PURCHASE_ID"] = Field(
         default="CLIENT_ID", description="Yandex: the identifier column of this counter's uploads"
     )
@@ -172,7 +174,7 @@ class Route(BaseModel):
 
     event: str = Field(min_length=1, description="The Conversion.event this route takes.")
     destination: str
-    conversion: str | None = Field(default=None, pattern=r"^urn:lla:llaPartnerConversion:\d+$")
+    conversion: str | None = Field(default=None, pattern=r"^urn:lla:llaPartnerConversion:[0-9]+$")
     event_name: str | None = None
     action_source: str = "web"
     target: str | None = None

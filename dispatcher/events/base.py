@@ -5,11 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import ConfigDict
 
+from dispatcher.errors import FieldError, InvalidEventError
+from dispatcher.identity import personal_kind
 from dispatcher.validation import Refusing
 
 if TYPE_CHECKING:
@@ -29,7 +32,11 @@ class PlatformEvent(Refusing):
     Construction raises `InvalidEventError`; NaN and infinities are refused everywhere."""
 
     model_config = ConfigDict(
-        extra="forbid", populate_by_name=True, str_strip_whitespace=True, allow_inf_nan=False
+        extra="forbid",
+        populate_by_name=True,
+        str_strip_whitespace=True,
+        allow_inf_nan=False,
+        revalidate_instances="always",  # a model changed after validation is checked again
     )
 
     platform: ClassVar[str]
@@ -57,6 +64,8 @@ class PlatformEvent(Refusing):
         deduplicates it.
         """
         body = self.model_dump_json(by_alias=True, exclude_none=True).encode()
+        if b"@" in body or b"%40" in body or b'"+' in body:
+            refuse_personal_text(json.loads(body))
         event_id = self.given_event_id()
         if event_id is not None:
             return event_id, body
@@ -89,3 +98,28 @@ def aware_to_epoch(value: object, per_second: int = 1) -> object:
             raise ValueError("datetime must be timezone-aware")
         return int(value.timestamp() * per_second)
     return value
+
+
+def refuse_personal_text(payload: object) -> None:
+    """Raise `InvalidEventError` naming every string of the outgoing event that holds an
+    email address or a phone number: hashed fields hold digests, so what is found here
+    sits in free text, where it would reach Redis and the platform raw."""
+    found = [
+        FieldError(path, f"holds {kind} data in free text: send it in a hashed field instead")
+        for path, kind in _personal_strings(payload, "")
+    ]
+    if found:
+        raise InvalidEventError(found)
+
+
+def _personal_strings(value: object, path: str) -> Iterator[tuple[str, str]]:
+    if isinstance(value, str):
+        kind = personal_kind(value)
+        if kind:
+            yield path or "event", f"{kind} address" if kind == "email" else "phone number"
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _personal_strings(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _personal_strings(item, f"{path}.{i}" if path else str(i))

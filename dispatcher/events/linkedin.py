@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from dispatcher.currencies import Currency
 from dispatcher.events.base import PlatformEvent, aware_to_epoch, check_event_time
 from dispatcher.identity import hash_email
 
@@ -19,11 +20,17 @@ if TYPE_CHECKING:
     from dispatcher.settings import Destination
 
 WINDOW_MS = 90 * 86_400_000
-CONVERSION_URN = r"^urn:lla:llaPartnerConversion:\d+$"
+CONVERSION_URN = r"^urn:lla:llaPartnerConversion:[0-9]+$"
 
 
 class _Part(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, str_strip_whitespace=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+        str_strip_whitespace=True,
+        allow_inf_nan=False,
+        revalidate_instances="always",  # a model changed after validation is checked again
+    )
 
 
 class IdType(StrEnum):
@@ -61,8 +68,8 @@ class UserInfo(_Part):
 class ConversionValue(_Part):
     """Money: an ISO 4217 code and a decimal string amount (required when a value is sent)."""
 
-    currency_code: str = Field(alias="currencyCode", pattern=r"^[A-Z]{3}$")
-    amount: Annotated[str, Field(pattern=r"^\d{1,15}(\.\d{1,6})?$")]
+    currency_code: Currency = Field(alias="currencyCode")
+    amount: Annotated[str, Field(pattern=r"^[0-9]{1,15}(\.[0-9]{1,6})?$")]
 
     @field_validator("amount", mode="before")
     @classmethod

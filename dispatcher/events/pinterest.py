@@ -40,7 +40,6 @@ __all__ = [
 WINDOW_MS = 7 * 86_400_000
 _MS_EPOCH_FLOOR_S = 100_000_000_000  # a "seconds" value above this is milliseconds (year 5138)
 _GENDERS = {"f": "f", "female": "f", "m": "m", "male": "m", "n": "n", "non-binary": "n"}
-_ZIP_PLUS_4 = re.compile(r"^(\d{5})-?\d{4}$")
 
 Bool = Annotated[bool, Field(strict=True)]
 
@@ -74,9 +73,8 @@ def _date_digits(raw: str) -> str:
 
 
 def _zip_code(raw: str) -> str:
-    value = raw.strip().lower()
-    us = _ZIP_PLUS_4.match(value)  # a US ZIP+4 matches on its first five digits
-    return us.group(1) if us else re.sub(r"[\s-]", "", value)
+    # The contract: "Sha256 hashes of user's zipcode, only digits" (ZIP+4 keeps all nine).
+    return re.sub(r"[\s-]", "", raw.strip())
 
 
 def _lower(raw: str) -> str:
@@ -85,7 +83,7 @@ def _lower(raw: str) -> str:
 
 # Pinterest's phone rule: digits only, with country code, "remove ... leading zeros".
 _phone = _rule(
-    lambda v: re.sub(r"\D", "", v).lstrip("0"),
+    lambda v: re.sub(r"[^0-9]", "", v).lstrip("0"),
     lambda v: 7 <= len(v) <= 15,  # E.164 numbers have at most 15 digits
     "is not a phone number with country code",
 )
@@ -93,7 +91,9 @@ _gender = _rule(lambda v: _GENDERS.get(_lower(v), ""), bool, "must be f, m or n"
 _birth_date = _rule(_date_digits, bool, "must be a date as YYYYMMDD or YYYY-MM-DD")
 _city = _rule(lambda v: "".join(c for c in v.lower() if c.isalnum()), bool, "is empty")
 _two_letters = _rule(_lower, re.compile(r"[a-z]{2}").fullmatch, "must be a two-letter code")
-_postal = _rule(_zip_code, lambda v: v.isalnum(), "must be a postal code of letters and digits")
+_postal = _rule(
+    _zip_code, re.compile(r"[0-9]{3,10}").fullmatch, "must be a postal code of digits only"
+)
 _external = _rule(str.strip, bool, "is empty")  # the advertiser's own id: case kept
 _maid = _rule(_lower, bool, "is empty")  # IDFAs come uppercase, GAIDs lowercase
 

@@ -13,7 +13,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-_NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
+from dispatcher.currencies import Currency
+
+_NUMBER = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
 
 Int = Annotated[int, Field(strict=True)]
 
@@ -21,7 +23,13 @@ Int = Annotated[int, Field(strict=True)]
 class Part(BaseModel):
     """Base of the event's nested objects: no unknown field, aliases accepted, strings stripped."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, str_strip_whitespace=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+        str_strip_whitespace=True,
+        allow_inf_nan=False,
+        revalidate_instances="always",  # a model changed after validation is checked again
+    )
 
 
 def _number_str(value: object) -> object:
@@ -55,7 +63,7 @@ class CustomData(Part):
     content_ids: list[str] | None = None
     content_name: str | None = None
     contents: list[Content] | None = None
-    currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")  # ISO 4217
+    currency: Currency | None = None
     external_measurement_id: str | None = None
     external_measurement_vendor_id: Int | None = None
     np: str | None = None

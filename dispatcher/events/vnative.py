@@ -4,8 +4,9 @@ Source: seed 000 and PLATFORMS.md. An element is `click_id` (required), optional
 `sub10` and optional `custom_dimensions`; `send_postback` belongs to the whole call and is
 set per destination (`Destination.send_postback`), not per event.
 
-Personal data never reaches Redis raw: the values of custom dimensions named in
-`PERSONAL_DIMENSIONS` are normalised and SHA-256 hashed here (digests pass through).
+Personal data never reaches Redis raw: the values of custom dimensions named as personal
+data (`personal_hasher`), or whose value is an email address or an
+international phone number, are normalised and SHA-256 hashed here (digests pass through).
 
 vNative takes no event time and no deduplication id. The optional `conversion_time`
 is ours: it is never sent, it only bounds how long the event may be retried (the
@@ -24,32 +25,40 @@ from pydantic import Field, PlainValidator, PrivateAttr, ValidationError, field_
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from dispatcher.events.base import FUTURE_SKEW_MS, PlatformEvent, aware_to_epoch, now_ms
-from dispatcher.identity import hash_email, hash_name, hash_phone
+from dispatcher.identity import hash_by_value, hash_email, hash_name, hash_phone
 from dispatcher.validation import epoch_seconds
 
 # Dimension names (compared after `dimension_key`) whose values are personal data, and how
 # each is normalised before hashing. The seed's sample sends first_name and last_name.
-PERSONAL_DIMENSIONS: dict[str, Callable[[str], str]] = {
-    "email": hash_email,
-    "email_address": hash_email,
-    "e_mail": hash_email,
-    "phone": hash_phone,
-    "phone_number": hash_phone,
-    "mobile": hash_phone,
-    "first_name": hash_name,
-    "firstname": hash_name,
-    "last_name": hash_name,
-    "lastname": hash_name,
-    "surname": hash_name,
-    "name": hash_name,
-    "full_name": hash_name,
-}
+_EMAIL_WORDS = {"email", "mail", "emailaddress"}
+_PHONE_WORDS = {"phone", "mobile", "tel", "telephone", "msisdn", "cell", "phonenumber"}
+_NAME_WORDS = {"name", "firstname", "lastname", "surname", "fullname", "givenname"}
+_PERSON_WORDS = {"first", "last", "full", "given", "family", "sur", "customer", "client"}
+_PERSON_WORDS |= {"user", "buyer", "contact", "member", "billing", "shipping", "person"}
+
+
+def personal_hasher(key: str) -> Callable[[str], str] | None:
+    """How a dimension named `key` (as `dimension_key` spells it) is hashed, if it names
+    personal data: any word for email or phone (customer_email, Mail, mobile_phone), or a
+    name of a person (name, first_name, client_name; not product_name)."""
+    words = key.split("_")
+    if _EMAIL_WORDS & set(words) or key == "e_mail":
+        return hash_email
+    if _PHONE_WORDS & set(words):
+        return hash_phone
+    if words[-1] in _NAME_WORDS and (len(words) == 1 or words[0] in _PERSON_WORDS):
+        return hash_name
+    if len(words) > 1 and words[-1] == "name" and words[-2] in _PERSON_WORDS:
+        return hash_name
+    return None
+
+
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _SEPARATORS = re.compile(r"[\s\-.]+")
 
 
 def dimension_key(name: str) -> str:
-    """A dimension name in the form `PERSONAL_DIMENSIONS` uses: firstName, First-Name and
+    """A dimension name in the form `personal_hasher` reads: firstName, First-Name and
     "first name" all become first_name, so the usual spellings of a name are caught."""
     return _SEPARATORS.sub("_", _CAMEL.sub("_", name.strip())).lower()
 
@@ -120,11 +129,15 @@ class VNativeConversion(PlatformEvent):
         hashed: dict[str, Any] = {}
         errors: list[InitErrorDetails] = []
         for name, raw in value.items():
-            hasher = PERSONAL_DIMENSIONS.get(dimension_key(name))
+            hasher = personal_hasher(dimension_key(name))
             try:
                 if not name.strip():
                     raise ValueError("a dimension name must not be empty")
-                if hasher is None:
+                if hasher is None and isinstance(raw, str):
+                    # Named like anything, holding an email or phone number: hashed too.
+                    by_value = hash_by_value(raw)
+                    hashed[name] = raw if by_value is None else by_value
+                elif hasher is None:
                     hashed[name] = raw
                 elif isinstance(raw, str) or (hasher is hash_phone and isinstance(raw, int)):
                     hashed[name] = hasher(str(raw))

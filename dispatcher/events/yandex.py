@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, ClassVar
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from dispatcher.currencies import Currency
 from dispatcher.events.base import PlatformEvent, aware_to_epoch
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ class YandexOfflineConversion(PlatformEvent):
     target: str = Field(alias="Target")
     date_time: int = Field(alias="DateTime")
     price: str | None = Field(default=None, alias="Price")
-    currency: str | None = Field(default=None, alias="Currency")
+    currency: Currency | None = Field(default=None, alias="Currency")
 
     @field_validator("client_id", "user_id", "yclid", "purchase_id", "target")
     @classmethod
@@ -105,13 +106,6 @@ class YandexOfflineConversion(PlatformEvent):
         digits = value.split(".")
         if len(digits) > 2 or not all(part.isascii() and part.isdigit() for part in digits):
             raise ValueError("must be a non-negative decimal with a dot separator, e.g. 49.90")
-        return value
-
-    @field_validator("currency")
-    @classmethod
-    def _iso_4217(cls, value: str | None) -> str | None:
-        if value is not None and not (len(value) == 3 and value.isascii() and value.isupper()):
-            raise ValueError("must be a three-letter ISO 4217 code in capitals, e.g. EUR")
         return value
 
     @model_validator(mode="after")

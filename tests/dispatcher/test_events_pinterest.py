@@ -61,8 +61,8 @@ def error_locs(caught: pytest.ExceptionInfo[InvalidEventError]) -> list[str]:
         ("ct", "San Francisco", "sanfrancisco"),
         ("ct", "St. Louis", "stlouis"),
         ("st", " CA ", "ca"),
-        ("zp", "94103-1234", "94103"),
-        ("zp", "SW1A 1AA", "sw1a1aa"),
+        ("zp", "94103-1234", "941031234"),  # the contract: "only digits"
+        ("zp", " 75008 ", "75008"),
         ("country", "US", "us"),
         ("external_id", " Loyalty-42 ", "Loyalty-42"),
         (
@@ -271,3 +271,9 @@ def test_an_invalid_event_is_refused_at_enqueue_and_nothing_is_written(
         pin.enqueue(event(user_data={"em": "a@b.co", "email": "a@b.co"}), "pin")
     assert caught.value.fields == ["user_data.email"]
     assert redis_client.dbsize() == 0
+
+
+def test_a_postal_code_with_letters_is_refused_as_the_contract_takes_digits_only() -> None:
+    with pytest.raises(InvalidEventError) as caught:
+        with_user(zp=["SW1A 1AA"])
+    assert caught.value.fields == ["user_data.zp"]

@@ -1,0 +1,165 @@
+"""Raw personal data never reaches Redis, whatever field or object the caller uses."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from dispatcher import (
+    Destination,
+    Dispatcher,
+    InvalidEventError,
+    LinkedInConversionEvent,
+    PinterestConversionEvent,
+    Settings,
+    VNativeConversion,
+    YandexOfflineConversion,
+)
+from dispatcher.identity import hash_phone
+
+RAW = ("jane@example.com", "jane%40example.com", "+44 20 7946 0958", "442079460958")
+
+
+@pytest.fixture
+def producer(settings: Settings) -> Iterator[Dispatcher]:
+    destinations = {
+        "li": Destination(platform="linkedin", token="t1"),
+        "pin": Destination(platform="pinterest", token="t2", ad_account_id="549755885175"),
+        "ym": Destination(platform="yandex", token="t3", counter_id="42"),
+        "vn": Destination(platform="vnative", token="t4"),
+    }
+    d = Dispatcher(settings.model_copy(update={"destinations": destinations}))
+    yield d
+    d.close()
+
+
+def redis_holds_raw(client: redis.Redis) -> list[str]:
+    """Every raw personal value found anywhere in Redis (keys, fields, values)."""
+    dump = b""
+    for key in client.scan_iter("*"):
+        kind = client.type(key)
+        dump += key
+        if kind == b"stream":
+            for _, fields in client.xrange(key):
+                dump += b"".join(k + v for k, v in fields.items())
+        elif kind == b"hash":
+            dump += b"".join(k + v for k, v in client.hgetall(key).items())
+    text = dump.decode(errors="replace").lower()
+    return [raw for raw in RAW if raw.lower() in text]
+
+
+def linkedin() -> dict[str, Any]:
+    return {
+        "conversion": "urn:lla:llaPartnerConversion:1",
+        "conversionHappenedAt": int(time.time() * 1000) - 60_000,
+        "user": {"userIds": [{"idType": "SHA256_EMAIL", "idValue": "a@b.example"}]},
+    }
+
+
+def pinterest(**custom: Any) -> dict[str, Any]:
+    return {
+        "event_name": "checkout",
+        "action_source": "web",
+        "event_time": int(time.time()) - 60,
+        "event_id": "p-1",
+        "user_data": {"em": ["a@b.example"], "client_ip_address": "203.0.113.9",
+                      "client_user_agent": "Mozilla/5.0"},
+        **custom,
+    }  # fmt: skip
+
+
+def test_models_changed_after_validation_are_validated_again(
+    producer: Dispatcher, redis_client: redis.Redis
+) -> None:
+    # Given valid models whose personal fields the caller then overwrites with raw values
+    li = LinkedInConversionEvent.model_validate(linkedin())
+    li.user.user_ids[0].id_value = "Jane@Example.com"
+    pin = PinterestConversionEvent.model_validate(pinterest())
+    assert pin.user_data is not None
+    pin.user_data.em[0] = "Jane@Example.com"
+    vn = VNativeConversion.model_validate(
+        {"click_id": "c1", "custom_dimensions": {"email": "x@y.example"}}
+    )
+    assert vn.custom_dimensions is not None
+    vn.custom_dimensions["email"] = "Jane@Example.com"
+    # When they are enqueued
+    producer.enqueue(li, "li")
+    producer.enqueue(pin, "pin")
+    producer.enqueue(vn, "vn")
+    # Then what is stored is the hash, never the raw email
+    assert redis_holds_raw(redis_client) == []
+
+
+def test_a_yandex_identifier_set_to_an_email_is_refused(
+    producer: Dispatcher, redis_client: redis.Redis
+) -> None:
+    row = YandexOfflineConversion.model_validate(
+        {"ClientId": "123.456", "Target": "paid", "DateTime": int(time.time()) - 60}
+    )
+    row.client_id = "jane@example.com"
+    with pytest.raises(InvalidEventError) as caught:
+        producer.enqueue(row, "ym")
+    assert caught.value.fields == ["ClientId"]
+    assert redis_holds_raw(redis_client) == []
+
+
+@pytest.mark.parametrize(
+    "key", ["customer_email", "user_email", "Mail", "contact", "client_name", "emailAddress"]
+)
+def test_vnative_dimensions_holding_personal_data_are_hashed_by_name_or_value(
+    producer: Dispatcher, redis_client: redis.Redis, key: str
+) -> None:
+    value = "Jane Doe" if key == "client_name" else "Jane@Example.com"
+    producer.enqueue({"click_id": "c1", "custom_dimensions": {key: value, "sku": "A-1"}}, "vn")
+    assert redis_holds_raw(redis_client) == []
+    assert b"Jane" not in b"".join(
+        v for _, f in redis_client.xrange("convdispatch:{vn}:stream") for v in f.values()
+    )
+
+
+def test_a_phone_number_in_a_vnative_dimension_is_hashed_the_phone_way(
+    producer: Dispatcher, redis_client: redis.Redis
+) -> None:
+    producer.enqueue({"click_id": "c1", "custom_dimensions": {"contact": "+44 20 7946 0958"}}, "vn")
+    (entry,) = redis_client.xrange("convdispatch:{vn}:stream")
+    assert hash_phone("+44 20 7946 0958").encode() in entry[1][b"p"]
+    assert redis_holds_raw(redis_client) == []
+
+
+@pytest.mark.parametrize(
+    ("custom", "field"),
+    [
+        ({"custom_data": {"content_name": "for jane@example.com"}}, "custom_data.content_name"),
+        ({"custom_data": {"search_string": "+44 20 7946 0958"}}, "custom_data.search_string"),
+        (
+            {"custom_data": {"contents": [{"item_name": "jane@example.com", "quantity": 1}]}},
+            "custom_data.contents.0.item_name",
+        ),
+        (
+            {"event_source_url": "https://shop.example/thanks?e=jane%40example.com"},
+            "event_source_url",
+        ),
+    ],
+)
+def test_personal_data_in_pinterest_free_text_is_refused_naming_the_field(
+    producer: Dispatcher, redis_client: redis.Redis, custom: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(InvalidEventError) as caught:
+        producer.enqueue(pinterest(**custom), "pin")
+    assert caught.value.fields == [field]
+    assert redis_holds_raw(redis_client) == []
+
+
+def test_personal_data_in_linkedin_external_ids_is_refused(
+    producer: Dispatcher, redis_client: redis.Redis
+) -> None:
+    event = linkedin()
+    event["user"]["externalIds"] = ["jane@example.com"]
+    with pytest.raises(InvalidEventError) as caught:
+        producer.enqueue(event, "li")
+    assert caught.value.fields == ["user.externalIds.0"]
+    assert redis_holds_raw(redis_client) == []

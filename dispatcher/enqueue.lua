@@ -1,47 +1,53 @@
--- Append events to one or more destination streams: all of them, or none; and make each
--- destination due in its platform's due index.
+-- Append events to one destination's stream, all or none, and make the destination due.
 --
--- KEYS, per destination d: stream, state, lease, due index (sorted set destination -> due ms)
--- ARGV[1] consumer group, ARGV[2] number of destinations D, then per destination:
---   name, platform, cap, batch_size, max_wait_ms, n, and n triples
---   (payload, event_id, happened_at_ms)
--- Returns, per destination: the backlog after the append.
+-- KEYS: stream, state, lease, due index (platform), ids (event id -> stored ms)
+-- ARGV: group, destination, platform, cap, batch_size, max_wait_ms, window_ms, n, then n
+--   triples (payload, event_id, happened_at_ms)
+-- An event id already stored for this destination within window_ms is not stored again
+-- (a producer's retry after a lost reply); window_ms 0 turns that off.
+-- Returns {backlog_after, stored}; refuses with 'BACKPRESSURE backlog cap' over the cap.
 -- Due time: now when a full batch waits, else the oldest entry's time + max_wait_ms, but
 -- not before a backoff ends; an earlier due time already in the index is kept. A leased
 -- or paused destination is left alone: its drain (or `resume`) writes the due time.
-local group = ARGV[1]
-local count = tonumber(ARGV[2])
-local heads = {}
-local pos = 3
-for d = 1, count do
-  local cap, n = tonumber(ARGV[pos + 2]), tonumber(ARGV[pos + 5])
-  local backlog = redis.call('XLEN', KEYS[4 * d - 3])
-  -- Check every cap before writing anything, so a refusal leaves nothing half-written.
-  if backlog + n > cap then
-    return redis.error_reply('BACKPRESSURE ' .. d .. ' ' .. backlog .. ' ' .. cap)
-  end
-  heads[d] = {pos, backlog}
-  pos = pos + 6 + 3 * n
-end
+local stream, state, lease, due_key, ids = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local group, name, platform = ARGV[1], ARGV[2], ARGV[3]
+local cap, batch, max_wait = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local window, n = tonumber(ARGV[7]), tonumber(ARGV[8])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local out = {}
-for d = 1, count do
-  local p, backlog = heads[d][1], heads[d][2]
-  local name, batch = ARGV[p], tonumber(ARGV[p + 3])
-  local max_wait, n = tonumber(ARGV[p + 4]), tonumber(ARGV[p + 5])
-  local stream = KEYS[4 * d - 3]
-  if backlog == 0 and redis.call('EXISTS', stream) == 0 then
-    redis.call('XGROUP', 'CREATE', stream, group, '0', 'MKSTREAM')
-    -- Kept so the stream can still be handled if its destination is removed from config.
-    redis.call('HSET', KEYS[4 * d - 2], 'platform', ARGV[p + 1])
+
+local fresh = {}
+if window > 0 then
+  redis.call('ZREMRANGEBYSCORE', ids, '-inf', now - window)
+  local seen = {}
+  for i = 1, n do
+    local id = ARGV[8 + 3 * i - 1]
+    if not seen[id] and not redis.call('ZSCORE', ids, id) then fresh[#fresh + 1] = i end
+    seen[id] = true
   end
-  local i = p + 6
-  for _ = 1, n do
-    redis.call('XADD', stream, '*', 'p', ARGV[i], 'e', ARGV[i + 1], 't', ARGV[i + 2])
-    i = i + 3
-  end
-  local after = backlog + n
+else
+  for i = 1, n do fresh[i] = i end
+end
+
+local backlog = redis.call('XLEN', stream)
+-- Checked before writing anything, so a refusal leaves nothing half-written.
+if backlog + #fresh > cap then
+  return redis.error_reply('BACKPRESSURE ' .. backlog .. ' ' .. cap)
+end
+if backlog == 0 and redis.call('EXISTS', stream) == 0 then
+  redis.call('XGROUP', 'CREATE', stream, group, '0', 'MKSTREAM')
+  -- Kept so the stream can still be handled if its destination is removed from config.
+  redis.call('HSET', state, 'platform', platform)
+end
+for _, i in ipairs(fresh) do
+  local p = 8 + 3 * i - 2
+  redis.call('XADD', stream, '*', 'p', ARGV[p], 'e', ARGV[p + 1], 't', ARGV[p + 2])
+  if window > 0 then redis.call('ZADD', ids, now, ARGV[p + 1]) end
+end
+if window > 0 and #fresh > 0 then redis.call('PEXPIRE', ids, window) end
+
+local after = backlog + #fresh
+if #fresh > 0 then
   local due = now
   if after < batch then
     local oldest = now
@@ -51,15 +57,14 @@ for d = 1, count do
     end
     due = oldest + max_wait
   end
-  local st = redis.call('HMGET', KEYS[4 * d - 2], 'paused', 'next_at_ms')
-  if not st[1] and redis.call('EXISTS', KEYS[4 * d - 1]) == 0 then
+  local st = redis.call('HMGET', state, 'paused', 'next_at_ms')
+  if not st[1] and redis.call('EXISTS', lease) == 0 then
     local backoff = tonumber(st[2] or '0')
     if backoff > due then due = backoff end
-    local current = redis.call('ZSCORE', KEYS[4 * d], name)
+    local current = redis.call('ZSCORE', due_key, name)
     if not current or tonumber(current) > due then
-      redis.call('ZADD', KEYS[4 * d], due, name)
+      redis.call('ZADD', due_key, due, name)
     end
   end
-  out[d] = after
 end
-return out
+return {after, #fresh}

@@ -21,6 +21,9 @@ from dataclasses import dataclass
 class DispatcherError(Exception):
     """Raised for any failure of the dispatcher; the base of the tree."""
 
+    # What a bulk call had stored before it raised (receipts of earlier chunks), if any.
+    stored: Sequence[object] = ()
+
 
 class ConfigurationError(DispatcherError):
     """Raised when settings, a destination or its credentials are missing or invalid."""

@@ -32,6 +32,11 @@ def attempts(destination: str) -> str:
     return _dest(destination, "attempts")
 
 
+def event_ids(destination: str) -> str:
+    """Sorted set: event id -> when it was stored (ms), for `idempotency_window_s`."""
+    return _dest(destination, "ids")
+
+
 def lease(destination: str) -> str:
     """The fencing token of the one drain currently holding `destination`."""
     return _dest(destination, "lease")

@@ -224,6 +224,9 @@ class Settings(BaseSettings):
     max_limiter_wait_s: float = Field(
         default=2.0, gt=0, description="Longer waits are rescheduled instead of slept."
     )
+    idempotency_window_s: float = Field(
+        default=86_400.0, ge=0, description="A re-enqueued event id is a no-op this long."
+    )
     memory_high_watermark: float = Field(
         default=0.9, gt=0, le=1, description="Enqueue refuses past this share of maxmemory."
     )

@@ -119,3 +119,23 @@ def test_an_unrouted_event_is_reported(fan: Dispatcher) -> None:
 def test_value_needs_a_currency() -> None:
     with pytest.raises(ValueError, match="currency"):
         purchase(currency=None)
+
+
+def test_a_destination_at_its_cap_is_skipped_and_the_others_get_their_events(
+    fan: Dispatcher, redis_client: redis.Redis
+) -> None:
+    # Given the vNative destination already holds as many events as its cap allows
+    capped = fan.settings.model_copy(
+        update={"vnative": fan.settings.vnative.model_copy(update={"max_backlog": 1})}
+    )
+    producer = Dispatcher(capped)
+    producer.enqueue({"click_id": "first"}, "vn")
+    # When a purchase fans out
+    receipt = producer.enqueue_conversion(purchase())
+    # Then the healthy destinations got theirs, and vNative is skipped saying why
+    assert sorted(r.destination for r in receipt.receipts) == ["li", "pin", "ym"]
+    ((name, reason),) = receipt.skipped
+    assert name == "vn"
+    assert reason.startswith("backpressure")
+    assert len(stored(redis_client, "vn")) == 1
+    assert len(stored(redis_client, "li")) == 1

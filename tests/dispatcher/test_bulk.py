@@ -1,0 +1,146 @@
+"""Bulk enqueue of any size, idempotent producer retries, and the asyncio twins."""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from dispatcher import Dispatcher, InvalidEventError, Settings, StorageError, keys
+from dispatcher.storage import connect
+from dispatcher.writer import CHUNK_EVENTS
+
+NOW_MS = int(time.time() * 1000) - 60_000
+
+
+def event(i: int) -> dict[str, Any]:
+    return {
+        "conversion": "urn:lla:llaPartnerConversion:1",
+        "conversionHappenedAt": NOW_MS,
+        "eventId": f"bulk-{i}",
+        "user": {
+            "userIds": [{"idType": "LINKEDIN_FIRST_PARTY_ADS_TRACKING_UUID", "idValue": f"u{i}"}]
+        },
+    }
+
+
+def backlog(client: redis.Redis) -> int:
+    return int(client.xlen(keys.stream("li-main")))
+
+
+def test_a_retry_after_a_lost_reply_stores_the_event_once(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    # Given a producer whose reply is lost: Redis holds writes past its socket timeout
+    producer = Dispatcher(settings)
+    producer._redis = redis.Redis.from_url(settings.redis_url, socket_timeout=0.2)
+    redis_client.execute_command("CLIENT", "PAUSE", "600", "WRITE")  # type: ignore[no-untyped-call]
+    with pytest.raises(StorageError):
+        producer.enqueue(event(1), "li-main")
+    # When the caller retries, as it must after a StorageError
+    producer._redis = None
+    again = producer.enqueue(event(1), "li-main")
+    # Then the event is stored once (the first call did run), and the receipt is the same
+    assert again.event_id == "bulk-1"
+    assert backlog(redis_client) == 1
+    assert redis_client.zscore(keys.event_ids("li-main"), "bulk-1") is not None
+
+
+def test_bulk_input_of_several_chunks_from_a_generator_is_stored_in_order(
+    dispatcher: Dispatcher, redis_client: redis.Redis
+) -> None:
+    n = CHUNK_EVENTS * 2 + 7
+    receipt = dispatcher.enqueue_many((event(i) for i in range(n)), "li-main")
+    assert len(receipt.receipts) == n
+    assert backlog(redis_client) == n
+    first, last = (
+        redis_client.xrange(keys.stream("li-main"), count=1),
+        redis_client.xrevrange(keys.stream("li-main"), count=1),
+    )
+    assert first[0][1][b"e"] == b"bulk-0"
+    assert last[0][1][b"e"] == f"bulk-{n - 1}".encode()
+
+
+def test_an_invalid_event_in_a_later_chunk_leaves_the_earlier_chunks_stored_and_says_so(
+    dispatcher: Dispatcher, redis_client: redis.Redis
+) -> None:
+    def events() -> Iterator[dict[str, Any]]:
+        for i in range(CHUNK_EVENTS + 10):
+            yield event(i) if i != CHUNK_EVENTS + 3 else {"conversion": "bad"}
+
+    with pytest.raises(InvalidEventError) as caught:
+        dispatcher.enqueue_many(events(), "li-main")
+    assert {e.index for e in caught.value.errors} == {CHUNK_EVENTS + 3}
+    assert len(caught.value.stored) == CHUNK_EVENTS
+    assert backlog(redis_client) == CHUNK_EVENTS
+
+
+@pytest.mark.pipeline
+@pytest.mark.timeout(400)
+def test_a_million_events_from_a_generator_with_bounded_memory_and_no_busy_redis(
+    dispatcher: Dispatcher, redis_client: redis.Redis
+) -> None:
+    # Given a concurrent client pinging Redis throughout
+    n, worst_ms, errors = 1_000_000, [0.0], []
+    done = threading.Event()
+
+    def ping() -> None:
+        client = connect(dispatcher.settings.redis_url)
+        while not done.is_set():
+            started = time.perf_counter()
+            try:
+                client.ping()
+            except redis.RedisError as exc:
+                errors.append(exc)
+            worst_ms[0] = max(worst_ms[0], (time.perf_counter() - started) * 1000)
+            time.sleep(0.01)
+
+    pinger = threading.Thread(target=ping)
+    pinger.start()
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    try:
+        # When a million events are enqueued from a generator
+        receipt = dispatcher.enqueue_many((event(i) for i in range(n)), "li-main")
+    finally:
+        done.set()
+        pinger.join()
+    growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss_before
+    # Then all are stored, the producer's memory stayed bounded, and no client saw BUSY
+    assert len(receipt.receipts) == n
+    assert backlog(redis_client) == n
+    # (the million receipts returned take ~150 MB; the events themselves are never all held)
+    assert growth < 400 * 1024 * 1024, f"grew {growth / 1e6:.0f} MB"
+    assert errors == []
+    assert worst_ms[0] < 2000
+
+
+def test_aenqueue_works_across_event_loops_and_threads(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    producer = Dispatcher(settings)
+
+    async def one(i: int) -> str:
+        receipt = await producer.aenqueue(event(i), "li-main")
+        await producer.aclose()
+        return receipt.event_id
+
+    # Two asyncio.run calls in a row (a new loop each), then four threads with their own loops
+    assert asyncio.run(one(0)) == "bulk-0"
+    assert asyncio.run(one(1)) == "bulk-1"
+    results: list[str] = []
+    threads = [
+        threading.Thread(target=lambda i=i: results.append(asyncio.run(one(10 + i))))
+        for i in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [f"bulk-{10 + i}" for i in range(4)]
+    assert backlog(redis_client) == 6

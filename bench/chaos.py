@@ -8,7 +8,9 @@ concurrency 1), then enqueues `--events` over `--seconds` while:
 
 - every `--kill-every` s a worker is SIGKILLed: its pool process (Celery starts a new one),
   or every third time its whole process group, which is then started again;
-- Redis is SIGKILLed twice and restarted on the same port and AOF directory after 2 s;
+- Redis is SIGKILLed twice, at 40 % of the run and at its very end (just after the last
+  enqueue, so a backlog waits when the faults stop), and restarted after 2 s on the same
+  port and AOF directory;
 - the sandbox answers bursts of 429 (Retry-After: 1), 503, and hangs: a hung call is
   answered normally, and accepted, after `--hang-s`, longer than the workers' LinkedIn
   timeout (`--timeout-s`), so the worker never sees the answer. That is how "the answer
@@ -24,7 +26,8 @@ Then it waits until every stream is empty and prints, beside the targets:
   down, or a producer's retry of an enqueue that raised;
 - the longest stall with a backlog: the longest gap between acceptances while events
   waited, Redis's down time excluded (the sandbox's own acceptance timestamps);
-- settle time: from the last fault until the last event was accepted (streams empty);
+- settle time: from the end of the last fault (Redis answering again, a worker killed, the
+  last faulted call) until the last event was accepted (and every stream is empty);
 - throughput under chaos.
 """
 
@@ -68,6 +71,7 @@ TARGETS = {"lost": 0, "unexplained": 0, "stall_s": 5.0, "settle_s": 15.0}
 CHUNK = 500  # events per enqueue call
 REDIS_DOWN_S = 2.0
 KILL_WINDOW_S = 1.0  # a call accepted this long after a kill may still be unsettled
+PRODUCER_LEAD_S = 0.3  # the last enqueue comes this long before the final fault
 
 
 @dataclass
@@ -187,16 +191,18 @@ class Chaos:
         self.log.note(f"sandbox: next calls get {bodies[kind]}")
 
     def schedule(self) -> list[tuple[float, str, Callable[[], None]]]:
-        """(seconds after the start, what, action), in time order."""
+        """(seconds after the start, what, action), in time order. The last fault is a
+        Redis SIGKILL at the very end, just after the producer's last enqueue, so a backlog
+        is waiting when the faults stop and the settle time means something."""
         seconds, every = self.args.seconds, self.args.kill_every
         plan: list[tuple[float, str, Callable[[], None]]] = []
         for k in itertools.count():
             at = every * (k + 1)
-            if at > seconds - 3:
+            if at > seconds - 2:
                 break
             plan.append((at, "kill", lambda k=k: self.kill_worker(k)))  # type: ignore[misc]
-        for share in (0.35, 0.7):
-            plan.append((round(seconds * share) + 0.5, "redis", self.kill_redis))
+        plan.append((round(seconds * 0.4) + 0.5, "redis", self.kill_redis))
+        plan.append((seconds, "redis", self.kill_redis))
         kinds = itertools.cycle(["429", "503", "hang"])
         at = 3.5
         while at <= seconds - 3:
@@ -211,7 +217,7 @@ class Chaos:
         n, seconds = self.args.events, self.args.seconds
         events = demo.linkedin_events(n, seed=99)
         producer = Dispatcher(self.settings)
-        gap = seconds * 0.9 * CHUNK / n  # done a little before the faults end
+        gap = (seconds - PRODUCER_LEAD_S) * CHUNK / max(1, n - CHUNK)  # the last just before
         for k, i in enumerate(range(0, n, CHUNK)):
             wait = self.log.started + k * gap - time.time()
             if wait > 0:
@@ -319,6 +325,11 @@ def analyse(chaos: Chaos, marks: dict[str, Any]) -> list[str]:
         return None
 
     explained_by: Counter[str] = Counter()
+    PRECISION = [  # noqa: N806  # the most specific reason first
+        "answered after the client's timeout",
+        "accepted around a worker kill",
+        "accepted around a Redis restart",
+    ]
     reasons_of: dict[str, set[str]] = {}
     for accepted_s, arrived_s, ids in rows:
         reason = why_unseen(accepted_s, arrived_s)
@@ -330,7 +341,7 @@ def analyse(chaos: Chaos, marks: dict[str, Any]) -> list[str]:
         if n == 1:
             continue
         if i in reasons_of:
-            explained_by[sorted(reasons_of[i])[0]] += n - 1
+            explained_by[min(reasons_of[i], key=PRECISION.index)] += n - 1
         elif i in log.retried_ids:
             explained_by["the producer resent an enqueue that raised"] += n - 1
         else:
@@ -374,23 +385,22 @@ def analyse(chaos: Chaos, marks: dict[str, Any]) -> list[str]:
     all_accepted = max(first_seen.values()) if first_seen else 0.0
     faulted = [c["at_s"] for c in calls if c["status"] in (429, 503)]
     faulted += [arrived_s + args.hang_s for _, arrived_s, _ in timed_out]
-    last_fault = max([marks["last_action"], *faulted])
+    effects = [at for at, _ in log.kills] + [up for _, up in log.redis_down]
+    last_fault = max([*effects, *faulted])
     settle_s = max(0.0, all_accepted - last_fault)
     span = all_accepted - log.started
+    offered_s = max(1e-9, (log.enqueued[-1][0] if log.enqueued else 0.0) - log.started)
     statuses = Counter(c["status"] for c in calls)
 
     def at(t: float) -> str:
         return f"{t - log.started:.1f} s"
 
-    def nearest_fault(t: float) -> str:
+    def faults_near(begin: float, length: float) -> str:
         happened = [(k, f"kill {w}") for k, w in log.kills]
         happened += [(d, "Redis down") for d, _ in log.redis_down]
         happened += [(k, f"inject {w}") for k, w in log.faults]
-        before = [(k, w) for k, w in happened if k <= t + 0.5]
-        if not before:
-            return "no fault before"
-        k, w = max(before)
-        return f"after {w} at {at(k)}"
+        near = sorted((k, w) for k, w in happened if begin - 1.5 <= k <= begin + length)
+        return ", ".join(f"{w} at {at(k)}" for k, w in near) or "no fault near"
 
     ok = {True: "ok", False: "MISSED"}
     lines = [
@@ -418,7 +428,7 @@ def analyse(chaos: Chaos, marks: dict[str, Any]) -> list[str]:
         lines.append(
             f"longest stall with a backlog: {longest:.2f} s (target <= {TARGETS['stall_s']} s: "
             f"{ok[longest <= TARGETS['stall_s']]}); the longest three: "
-            + "; ".join(f"{s:.2f} s from {at(b)} ({nearest_fault(b)})" for s, b in stalls[:3])
+            + "; ".join(f"{s:.2f} s from {at(b)} ({faults_near(b, s)})" for s, b in stalls[:3])
         )
     lines += [
         f"settle time after the last fault (at {at(last_fault)}): {settle_s:.2f} s (target <= "
@@ -426,7 +436,8 @@ def analyse(chaos: Chaos, marks: dict[str, Any]) -> list[str]:
         f"{'yes' if marks['settled'] else 'NO (timed out)'}",
         f"throughput under chaos: {len(distinct):,} distinct events accepted in {span:.1f} s "
         f"= {len(distinct) / span if span > 0 else 0:,.0f} events/s (offered: "
-        f"{args.events / (args.seconds * 0.9):,.0f} events/s over {args.seconds * 0.9:.0f} s)",
+        f"{args.events / offered_s:,.0f} events/s over {offered_s:.0f} s); peak backlog "
+        f"{max(backlog_at(t) for t in [*enq_t, *times]):,} events",
     ]
     return lines
 

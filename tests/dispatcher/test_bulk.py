@@ -86,20 +86,18 @@ def test_an_invalid_event_in_a_later_chunk_leaves_the_earlier_chunks_stored_and_
 def test_a_million_events_from_a_generator_with_bounded_memory_and_no_busy_redis(
     dispatcher: Dispatcher, redis_client: redis.Redis
 ) -> None:
-    # Given a concurrent client pinging Redis throughout
-    n, worst_ms, errors = 1_000_000, [0.0], []
+    # Given a concurrent client pinging Redis throughout, and Redis logging slow commands
+    n, errors = 1_000_000, []
     done = threading.Event()
+    redis_client.slowlog_reset()
 
     def ping() -> None:
         client = connect(dispatcher.settings.redis_url)
-        while not done.is_set():
-            started = time.perf_counter()
+        while not done.wait(0.01):
             try:
                 client.ping()
-            except redis.RedisError as exc:
+            except redis.RedisError as exc:  # BUSY would land here
                 errors.append(exc)
-            worst_ms[0] = max(worst_ms[0], (time.perf_counter() - started) * 1000)
-            time.sleep(0.01)
 
     pinger = threading.Thread(target=ping)
     pinger.start()
@@ -117,7 +115,10 @@ def test_a_million_events_from_a_generator_with_bounded_memory_and_no_busy_redis
     # (the million receipts returned take ~150 MB; the events themselves are never all held)
     assert growth < 400 * 1024 * 1024, f"grew {growth / 1e6:.0f} MB"
     assert errors == []
-    assert worst_ms[0] < 2000
+    # (Redis's own clock: no call came near the 5 s after which others get BUSY; a chunk
+    # takes ~60 ms, more when this shared machine is busy)
+    slowest_us = max((e["duration"] for e in redis_client.slowlog_get(128)), default=0)
+    assert slowest_us < 2_500_000, f"a command ran {slowest_us / 1000:.0f} ms inside Redis"
 
 
 def test_aenqueue_works_across_event_loops_and_threads(

@@ -19,6 +19,15 @@ if TYPE_CHECKING:
     from dispatcher.settings import Destination
 
 
+# Every platform model and its parts: no unknown field, aliases accepted, strings
+# stripped, NaN and infinities refused, and a model changed after validation checked again.
+STRICT = ConfigDict(
+    extra="forbid",
+    populate_by_name=True,
+    str_strip_whitespace=True,
+    allow_inf_nan=False,
+    revalidate_instances="always",
+)
 FUTURE_SKEW_MS = 5 * 60 * 1000  # platforms tolerate small clock differences, not more
 
 
@@ -31,13 +40,7 @@ class PlatformEvent(Refusing):
     """Base of the platform models: strict, aliased like the platform's JSON, no extras.
     Construction raises `InvalidEventError`; NaN and infinities are refused everywhere."""
 
-    model_config = ConfigDict(
-        extra="forbid",
-        populate_by_name=True,
-        str_strip_whitespace=True,
-        allow_inf_nan=False,
-        revalidate_instances="always",  # a model changed after validation is checked again
-    )
+    model_config = STRICT
 
     platform: ClassVar[str]
     # The platform's JSON name of its deduplication id; None where the API has none

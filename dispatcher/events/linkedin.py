@@ -10,10 +10,10 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from dispatcher.currencies import Currency
-from dispatcher.events.base import PlatformEvent, aware_to_epoch, check_event_time
+from dispatcher.events.base import STRICT, PlatformEvent, aware_to_epoch, check_event_time
 from dispatcher.identity import hash_email
 
 if TYPE_CHECKING:
@@ -24,13 +24,7 @@ CONVERSION_URN = r"^urn:lla:llaPartnerConversion:[0-9]+$"
 
 
 class _Part(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        populate_by_name=True,
-        str_strip_whitespace=True,
-        allow_inf_nan=False,
-        revalidate_instances="always",  # a model changed after validation is checked again
-    )
+    model_config = STRICT
 
 
 class IdType(StrEnum):

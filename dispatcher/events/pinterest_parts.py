@@ -11,9 +11,10 @@ import re
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
 from dispatcher.currencies import Currency
+from dispatcher.events.base import STRICT
 
 _NUMBER = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
 
@@ -23,13 +24,7 @@ Int = Annotated[int, Field(strict=True)]
 class Part(BaseModel):
     """Base of the event's nested objects: no unknown field, aliases accepted, strings stripped."""
 
-    model_config = ConfigDict(
-        extra="forbid",
-        populate_by_name=True,
-        str_strip_whitespace=True,
-        allow_inf_nan=False,
-        revalidate_instances="always",  # a model changed after validation is checked again
-    )
+    model_config = STRICT
 
 
 def _number_str(value: object) -> object:

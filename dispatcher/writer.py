@@ -68,10 +68,7 @@ class Writer:
                 self._seen(client.info("memory"))
             self._admit(groups)
             pipe = client.pipeline(transaction=False)
-            calls = self.calls(groups, dedup)
-            script = lua("dispatcher", "enqueue.lua")
-            for _, args in calls:
-                pipe.eval(script, 5, *args)
+            calls = self._queue(pipe, groups, dedup)
             return _outcome(calls, pipe.execute(raise_on_error=False))
 
     async def awrite(
@@ -84,12 +81,19 @@ class Writer:
             if self._stale():
                 self._seen(await client.info("memory"))
             self._admit(groups)
-            pipe = client.pipeline(transaction=False)
-            calls = self.calls(groups, dedup)
-            script = lua("dispatcher", "enqueue.lua")
-            for _, args in calls:
-                pipe.eval(script, 5, *args)
-            return _outcome(calls, await pipe.execute(raise_on_error=False))
+            apipe = client.pipeline(transaction=False)
+            calls = self._queue(apipe, groups, dedup)
+            return _outcome(calls, await apipe.execute(raise_on_error=False))
+
+    def _queue(
+        self, pipe: Any, groups: Mapping[str, Rows], dedup: bool
+    ) -> list[tuple[str, list[Any]]]:
+        """Queue every script call of `groups` on `pipe` (sync or asyncio); the calls."""
+        calls = self.calls(groups, dedup)
+        script = lua("dispatcher", "enqueue.lua")
+        for _, args in calls:
+            pipe.eval(script, 5, *args)
+        return calls
 
     # -- the memory guard: refuse before Redis itself refuses writes ---------------------
 

@@ -99,13 +99,7 @@ def start_stack(
     sandbox_url = f"http://127.0.0.1:{port}"
     table = {"base_url": sandbox_url, **config.pop(platform, {})}
     values = {"redis_url": redis_url, platform: table, **config}
-    env = {
-        f"CONVDISP_{k.upper()}": v if isinstance(v, str) else json.dumps(v)
-        for k, v in values.items()
-    }
-    env["CONVDISP_CONFIG"] = str(tmp_path / "none.toml")
-    (tmp_path / "none.toml").write_text("")
-    procs = Processes(tmp_path / "logs", env)
+    procs = Processes(tmp_path / "logs", settings_env(values, tmp_path))
     settings = Settings(**values)
     stack = Stack(settings, Dispatcher(settings), Sandbox(sandbox_url), procs, client)
     try:
@@ -120,6 +114,17 @@ def start_stack(
         procs.stop()
         stack.dispatcher.close()
         client.close()
+
+
+def settings_env(values: dict[str, Any], tmp_path: Path) -> dict[str, str]:
+    """Settings as the CONVDISP_* environment of worker processes, and no config file."""
+    env = {
+        f"CONVDISP_{k.upper()}": v if isinstance(v, str) else json.dumps(v)
+        for k, v in values.items()
+    }
+    env["CONVDISP_CONFIG"] = str(tmp_path / "none.toml")
+    (tmp_path / "none.toml").write_text("")
+    return env
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 from functools import partial
@@ -13,7 +12,7 @@ import redis
 
 from dispatcher import Dispatcher, Settings, keys
 from tests.conftest import wait_for
-from tests.pipeline.conftest import Sandbox
+from tests.pipeline.conftest import Sandbox, settings_env
 from tests.pipeline.events import many
 from workers.processes import (
     Processes,
@@ -54,13 +53,7 @@ def test_a_worker_keeps_delivering_after_redis_restarts_twice(
         "linkedin": {"base_url": f"http://127.0.0.1:{sandbox_port}", "max_wait_s": 0.2},
         "destinations": {"li-r": {"platform": "linkedin", "token": "token-r"}},
     }
-    env = {
-        f"CONVDISP_{k.upper()}": v if isinstance(v, str) else json.dumps(v)
-        for k, v in values.items()
-    }
-    env["CONVDISP_CONFIG"] = str(tmp_path / "none.toml")
-    (tmp_path / "none.toml").write_text("")
-    procs = Processes(tmp_path / "logs", env)
+    procs = Processes(tmp_path / "logs", settings_env(values, tmp_path))
     producer = Dispatcher(Settings(**values))
     sandbox = Sandbox(f"http://127.0.0.1:{sandbox_port}")
     try:

@@ -231,3 +231,24 @@ def test_one_task_drains_many_destinations_and_names_an_unknown_one(
     # Then each was delivered, and the unknown one is reported, not raised
     assert [getattr(r, "delivered", None) for r in reports[:3]] == [3, 3, 3]
     assert isinstance(reports[3], ConfigurationError)
+
+
+def test_a_batch_too_large_for_the_platform_is_split_until_it_fits(
+    fast: Settings, redis_client: redis.Redis
+) -> None:
+    # Given a platform that answers 413 to any call of more than 2 events
+    sizes: list[int] = []
+
+    def small_only(request: httpx.Request) -> httpx.Response:
+        n = len(json.loads(request.content)["elements"])
+        sizes.append(n)
+        return httpx.Response(413) if n > 2 else ok(request)
+
+    Dispatcher(fast).enqueue_many([linkedin(i) for i in range(5)], "li-main")
+    # When it drains
+    report = engine_for(fast, redis_client, small_only).drain("li-main")
+    # Then the batch went in halves until each fitted, and every event was delivered
+    assert sizes == [5, 2, 3, 1, 2]
+    assert report.delivered == 5
+    assert report.dead == 0
+    assert redis_client.xlen(keys.stream("li-main")) == 0

@@ -171,7 +171,10 @@ class Bench:
             wait_for_http(f"{url}/_sandbox/count")
 
     def configure(
-        self, dests: dict[str, dict[str, str]], routes: list[dict[str, str]] | None = None
+        self,
+        dests: dict[str, dict[str, str]],
+        routes: list[dict[str, str]] | None = None,
+        **top: Any,
     ) -> Settings:
         """Settings for the workers started next (a TOML file) and for the producer."""
         tables: dict[str, dict[str, Any]] = {
@@ -180,7 +183,7 @@ class Bench:
             "yandex": {**UNLIMITED, "ip_rate_per_s": 100_000},
             "vnative": {**UNLIMITED, "job_poll_interval_s": 1},
         }
-        values: dict[str, Any] = {"redis_url": self.redis_url}
+        values: dict[str, Any] = {"redis_url": self.redis_url, **top}
         values |= {p: {"base_url": url, **tables[p]} for p, url in self.urls.items()}
         values |= {"destinations": dests, "routes": routes or []}
         self._configs += 1
@@ -353,10 +356,12 @@ def plan_rate(bench: Bench, n: int, seed: int) -> float:
     return n / (time.perf_counter() - started)
 
 
-def drain_backlog(bench: Bench, n: int, seed: int, dests: int = 1, workers: int = 1) -> float:
+def drain_backlog(
+    bench: Bench, n: int, seed: int, dests: int = 1, workers: int = 1, **top: Any
+) -> float:
     """(b), (f) events/s draining a backlog that is in Redis before any worker runs."""
     bench.reset()
-    settings = bench.configure(destinations(dests))
+    settings = bench.configure(destinations(dests), **top)
     names = list(settings.destinations)
     producer = Dispatcher(settings)
     events = demo.linkedin_events(n * dests, seed=seed)
@@ -368,11 +373,15 @@ def drain_backlog(bench: Bench, n: int, seed: int, dests: int = 1, workers: int 
     time.sleep(0.5)
     if bench.count():
         raise RuntimeError("the backlog was delivered before it was made due")
+    logs = {w: len(bench.procs.log(w)) for w in bench.procs.children if w.startswith("worker")}
     window: list[float] = []
     with bench.cpu_report(window):
         started = bench.reveal(names)
         window += [started, bench.wait_accepted({"linkedin": n * dests})]
     rate = n * dests / (window[1] - started)
+    if workers > 1:  # which worker processes got the drain tasks
+        tasks = [bench.procs.log(w)[at:].count(" received") for w, at in logs.items()]
+        print(f"    drain tasks received, per worker process: {tasks}", flush=True)
     _check_dead(bench)
     bench.stop_workers()
     return rate
@@ -547,6 +556,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--naive-events", type=int, default=3_003, help="(e)")
     parser.add_argument("--scale-destinations", type=int, default=8, help="(f)")
     parser.add_argument("--scale-events", type=int, default=12_503, help="(f) per destination")
+    parser.add_argument(
+        "--scale-group-size", type=int, help="(f) drain_group_size (default: the product's)"
+    )
     parser.add_argument("--many-destinations", type=int, default=1_000, help="(g)")
     parser.add_argument("--many-events", type=int, default=50, help="(g) per destination")
     parser.add_argument("--idle-destinations", type=int, default=10_000, help="(h)")
@@ -588,11 +600,19 @@ def main(argv: list[str] | None = None) -> int:
             figures["e"] = repeat(fe, runs, lambda i: naive(bench, m, 50 + i))
         if "f" in only:
             k, per = args.scale_destinations, args.scale_events
-            what = f"{k} destinations x {per:,} events backlog"
-            f1 = Figure("f1", f"{what}, 1 worker process", "events/s")
-            figures["f1"] = repeat(f1, runs, lambda i: drain_backlog(bench, per, 60 + i, k, 1))
-            f2 = Figure("f2", f"{what}, 2 worker processes", "events/s")
-            figures["f2"] = repeat(f2, runs, lambda i: drain_backlog(bench, per, 60 + i, k, 2))
+            top = (
+                {} if args.scale_group_size is None else {"drain_group_size": args.scale_group_size}
+            )
+            what = f"{k} destinations x {per:,} events backlog" + "".join(
+                f", {name} {value}" for name, value in top.items()
+            )
+            for key, procs in (("f1", 1), ("f2", 2)):
+                label = f"{what}, {procs} worker process" + ("es" if procs > 1 else "")
+                figures[key] = repeat(
+                    Figure(key, label, "events/s"),
+                    runs,
+                    lambda i, procs=procs: drain_backlog(bench, per, 60 + i, k, procs, **top),  # type: ignore[misc]
+                )
         if "g" in only:
             k, per = args.many_destinations, args.many_events
             g1 = Figure("g1", f"{k:,} destinations x {per} events, end to end", "events/s")
@@ -631,9 +651,9 @@ def main(argv: list[str] | None = None) -> int:
         ("g1/g0", "g1", "g0", f"{args.many_destinations:,} small destinations vs 1 big one"),
         ("h/h0", "h", "h0", "idle worker CPU, many destinations vs 1"),
     ]
-    for name, top, bottom, what in ratios:
-        if top in figures and bottom in figures and figures[bottom].median:
-            value = figures[top].median / figures[bottom].median
+    for name, over, under, what in ratios:
+        if over in figures and under in figures and figures[under].median:
+            value = figures[over].median / figures[under].median
             print(f"{name} = {value:.2f}  ({what})")
     return 0
 

@@ -41,7 +41,10 @@ app.conf.update(
 
 
 class SchedulerStep(bootsteps.StartStopStep):
-    """Runs this worker's scheduler thread while the worker runs (main process only)."""
+    """Runs this worker's scheduler thread while the worker runs (main process only),
+    started once the pool has forked its first children."""
+
+    requires = ("celery.worker.components:Pool",)
 
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         self.scheduler: scheduler.Scheduler | None = None

@@ -9,6 +9,7 @@ not due costs nothing.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Sequence
 from typing import Any, cast
@@ -18,7 +19,7 @@ from celery import Celery
 
 from dispatcher import keys
 from dispatcher.settings import PLATFORMS, Settings
-from dispatcher.storage import connect, lua
+from dispatcher.storage import lua
 
 log = logging.getLogger(__name__)
 DRAIN_TASK = "convdispatch.drain"
@@ -39,6 +40,15 @@ class Scheduler:
         ]
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # The prefork pool forks children while this thread runs. A fork in the middle of a
+        # tick would hand the child locks this thread held (imports, pools, logging) that
+        # no thread of the child will ever release: forks wait for the tick to end.
+        self._ticking = threading.Lock()
+        os.register_at_fork(
+            before=self._ticking.acquire,
+            after_in_parent=self._ticking.release,
+            after_in_child=self._ticking.release,
+        )
 
     def tick(self) -> int:
         """Claim and send what is due now; returns how many destinations were sent."""
@@ -71,9 +81,11 @@ class Scheduler:
         """Tick until stopped; Redis or broker outages are waited out, never fatal."""
         while not self._stop.is_set():
             try:
-                sent = self.tick()
+                with self._ticking:
+                    sent = self.tick()
             except Exception as exc:  # Redis restarting, broker away: try again shortly
-                log.warning("scheduler: %s: %s", type(exc).__name__, exc)
+                with self._ticking:
+                    log.warning("scheduler: %s: %s", type(exc).__name__, exc)
                 self._stop.wait(REDIS_DOWN_WAIT_S)
                 continue
             if not sent:
@@ -97,4 +109,6 @@ def for_worker(app: Celery, settings: Settings, queues: Sequence[str]) -> Schedu
     platforms = [by_queue[q] for q in queues if q in by_queue]
     if not platforms:
         return None
-    return Scheduler(app, settings, platforms, connect(settings.redis_url))
+    # Short timeouts: a fork of a pool child waits for a tick to end (see Scheduler).
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+    return Scheduler(app, settings, platforms, client)

@@ -261,10 +261,13 @@ class Engine:
 
     def _drop_expired(self, run: _Drain, entries: list[Entry]) -> list[Entry]:
         now = self.now_ms()
-        expired = [e for e in entries if deadline_ms(run.target.table, e) <= now]
+        live: list[Entry] = []
+        expired: list[Entry] = []
+        for entry in entries:  # the deadline is worked out once per entry (a hot path)
+            (live if deadline_ms(run.target.table, entry) > now else expired).append(entry)
         if expired:
             self._settle(run, Settlement(dead=[(e[0], EXPIRED, False) for e in expired]))
-        return [e for e in entries if deadline_ms(run.target.table, e) > now]
+        return live
 
     def _deliver(
         self, run: _Drain, entries: list[Entry], batch_id: str = "", marked: bool = False

@@ -206,6 +206,12 @@ class Dispatcher:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
 
+    def __enter__(self) -> Dispatcher:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     async def aclose(self) -> None:
         """Release the running event loop's asyncio connections."""
         client = self._aredis.pop(asyncio.get_running_loop(), None)

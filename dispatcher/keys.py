@@ -100,3 +100,18 @@ def orphans() -> str:
 def tracker(platform: str) -> str:
     """Held while a job-tracking task of `platform` is queued or running."""
     return f"{PREFIX}:tracker:{platform}"
+
+
+def oauth(platform: str, fingerprint: str) -> str:
+    """Hash: one OAuth grant's current access token (encrypted), its expiry, refresh count."""
+    return f"{PREFIX}:oauth:{platform}:{fingerprint}"
+
+
+def oauth_lock(platform: str, fingerprint: str) -> str:
+    """Held by the one process refreshing this grant's access token."""
+    return f"{PREFIX}:oauthlock:{platform}:{fingerprint}"
+
+
+def rule_names(destination: str) -> str:
+    """Hash: LinkedIn conversion rule name -> URN, written by `ensure` and rule listings."""
+    return _dest(destination, "rules")

@@ -10,11 +10,20 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -27,6 +36,7 @@ from dispatcher.errors import ConfigurationError
 Platform = Literal["linkedin", "pinterest", "yandex", "vnative"]
 PLATFORMS: tuple[Platform, ...] = ("linkedin", "pinterest", "yandex", "vnative")
 DAY_S = 86_400.0
+LINKEDIN_VERSION = "202603"  # pinned by peers in late 2026; see README "LinkedIn versions"
 _DESTINATION_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
 
@@ -57,7 +67,20 @@ class LinkedInSettings(PlatformSettings):
     """LinkedIn Conversions API; the rate limit is per member access token (seed 003)."""
 
     base_url: str = "https://api.linkedin.com"
-    version: str = Field(default="202505", pattern=r"^[0-9]{6}$")
+    version: str = Field(
+        default=LINKEDIN_VERSION,
+        pattern=r"^[0-9]{6}$",
+        description="LinkedIn-Version (YYYYMM); LinkedIn sunsets a version after about a year.",
+    )
+    oauth_url: str = Field(
+        default="https://www.linkedin.com/oauth/v2/accessToken",
+        description="Where destinations with `oauth` refresh their access token.",
+    )
+    refresh_margin_s: float = Field(
+        default=DAY_S,
+        gt=0,
+        description="Refresh an access token this long before it expires (or at half its life).",
+    )
     batch_size: int = Field(default=5000, gt=0, le=5000)
     rate_per_min: float = Field(default=300, gt=0)
     acceptance_window_s: float = Field(default=90 * DAY_S, gt=0)
@@ -111,11 +134,77 @@ class VNativeSettings(PlatformSettings):
     )
 
 
+class OAuthRefresh(BaseModel):
+    """LinkedIn OAuth 2.0 refresh: the names of the environment variables holding the app's
+    client id and secret and the member's refresh token (never the values themselves)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    client_id_env: str = Field(min_length=1)
+    client_secret_env: str = Field(min_length=1)
+    refresh_token_env: str = Field(min_length=1)
+
+    def read(self) -> tuple[str, str, str]:
+        """Client id, client secret and refresh token (`ConfigurationError` if one is unset)."""
+        names = (self.client_id_env, self.client_secret_env, self.refresh_token_env)
+        return _env(names[0]), _env(names[1]), _env(names[2])
+
+
+RULE_URN = r"^urn:lla:llaPartnerConversion:[0-9]+$"
+WindowDays = Literal[1, 7, 30, 90]
+
+
+class LinkedInRule(BaseModel):
+    """A LinkedIn conversion rule as the deployment wants it (seed 003, "Create a rule").
+
+    `convdispatch linkedin ensure` creates it when no rule of the account has this name,
+    updates it when a field differs, and associates it with `campaigns`.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=256)
+    type: str = Field(pattern=r"^[A-Z][A-Z_]*$", description="LEAD, PURCHASE, SIGN_UP...")
+    account: str | None = Field(
+        default=None, pattern=r"^[0-9]{1,18}$", description="sponsoredAccount id"
+    )
+    post_click_days: WindowDays = 30
+    view_through_days: WindowDays = 7
+    attribution_type: Literal["LAST_TOUCH_BY_CAMPAIGN", "LAST_TOUCH_BY_CONVERSION"] = (
+        "LAST_TOUCH_BY_CAMPAIGN"
+    )
+    enabled: bool = True
+    auto_association: Literal["ALL_CAMPAIGNS", "OBJECTIVE_BASED"] | None = Field(
+        default=None, description="Only applied when the rule is created (LinkedIn's choice)."
+    )
+    campaigns: list[str] = Field(
+        default_factory=list, description="sponsoredCampaign ids (or URNs) to associate."
+    )
+
+    @field_validator("campaigns")
+    @classmethod
+    def _campaign_ids(cls, value: list[str]) -> list[str]:
+        prefix = "urn:li:sponsoredCampaign:"
+        ids = [c.removeprefix(prefix) for c in value]
+        for given, id_ in zip(value, ids, strict=True):
+            if not re.fullmatch(r"[0-9]{1,18}", id_):
+                raise ValueError(f"campaign {given!r} is not a sponsoredCampaign id or URN")
+        return list(dict.fromkeys(ids))
+
+
+def _env(name: str) -> str:
+    value = os.environ.get(name, "")
+    if not value:
+        raise ConfigurationError(f"environment variable {name} is empty or unset")
+    return value
+
+
 class Destination(BaseModel):
     """One place events go: a platform plus the credentials and account it is sent with.
 
     A token is given inline (`token`, for development) or, better, by the name of the
     environment variable that holds it (`token_env`), read when a request is built.
+    A LinkedIn destination may instead (or as well) refresh its token with `oauth`.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -123,13 +212,23 @@ class Destination(BaseModel):
     platform: Platform
     token: SecretStr | None = None
     token_env: str | None = None
+    oauth: OAuthRefresh | None = Field(
+        default=None, description="LinkedIn: refresh the access token (README: OAuth)."
+    )
+    rules: list[LinkedInRule] = Field(
+        default_factory=list,
+        description="LinkedIn: conversion rules `convdispatch linkedin ensure` keeps in place.",
+    )
+    _token_source: Callable[[], str] | None = PrivateAttr(default=None)
     allow_plain_user_info: bool = Field(
         default=False,
         description="LinkedIn: userInfo names are matched in plain text, so accepting them "
         "stores names unhashed in Redis: off unless you opt in.",
     )
     ad_account_id: str | None = Field(
-        default=None, pattern=r"^[0-9]{1,18}$", description="Pinterest"
+        default=None,
+        pattern=r"^[0-9]{1,18}$",
+        description="Pinterest: the ad account; LinkedIn: the default account of `rules`",
     )
     test: bool = Field(default=False, description="Pinterest: send with ?test=true")
     counter_id: str | None = Field(default=None, pattern=r"^[0-9]+$", description="Yandex")
@@ -140,8 +239,14 @@ class Destination(BaseModel):
 
     @model_validator(mode="after")
     def _complete(self) -> Destination:
-        if (self.token is None) == (self.token_env is None):
-            raise ValueError("give exactly one of token or token_env")
+        if self.token is not None and self.token_env is not None:
+            raise ValueError("give only one of token or token_env")
+        if self.oauth is None and self.token is None and self.token_env is None:
+            raise ValueError("give one of token, token_env or oauth")
+        if self.platform != "linkedin" and (self.oauth is not None or self.rules):
+            raise ValueError("oauth and rules are for linkedin destinations")
+        if any(rule.account is None for rule in self.rules) and self.ad_account_id is None:
+            raise ValueError("a rule without account needs the destination's ad_account_id")
         if self.platform == "pinterest" and self.ad_account_id is None:
             raise ValueError("a pinterest destination needs ad_account_id")
         if self.platform == "yandex" and self.counter_id is None:
@@ -150,31 +255,53 @@ class Destination(BaseModel):
 
     def secret(self) -> str:
         """The access token, unwrapped; only request builders call this."""
+        if self._token_source is not None:
+            return self._token_source()
+        token = self.static_token()
+        if token is None:  # oauth without a first token: only the workers' token store has one
+            raise ConfigurationError("the access token comes from a refresh (oauth): none yet")
+        return token
+
+    def static_token(self) -> str | None:
+        """The configured access token, if any (`ConfigurationError` if its env var is unset)."""
         if self.token is not None:
             return self.token.get_secret_value()
-        assert self.token_env is not None
-        value = os.environ.get(self.token_env, "")
-        if not value:
-            raise ConfigurationError(f"environment variable {self.token_env} is empty or unset")
-        return value
+        return None if self.token_env is None else _env(self.token_env)
+
+    def with_token_source(self, source: Callable[[], str]) -> Destination:
+        """A copy whose `secret()` asks `source` (the workers' shared OAuth token store)."""
+        copy = self.model_copy()
+        copy._token_source = source
+        return copy
 
     def fingerprint(self) -> str:
-        """A short one-way digest of the token: names rate-limit scopes, detects rotation."""
-        return hashlib.sha256(self.secret().encode()).hexdigest()[:16]
+        """A short one-way digest of the credentials: names rate-limit scopes, detects
+        rotation. With `oauth` it digests the client id and refresh token, which a refresh
+        does not change."""
+        if self.oauth is not None:
+            client_id, _, refresh_token = self.oauth.read()
+            material = f"oauth:{client_id}:{refresh_token}"
+        else:
+            material = self.static_token() or ""
+        return hashlib.sha256(material.encode()).hexdigest()[:16]
 
 
 class Route(BaseModel):
     """Where one kind of platform-neutral `Conversion` goes, and what it is called there.
 
-    `conversion` is a LinkedIn conversion rule URN, `event_name`/`action_source` are
-    Pinterest's, `target` is a Yandex goal; `sub1`..`sub3` are static vNative sub values.
+    `conversion` is a LinkedIn conversion rule URN (or `rule` its name), `event_name`/
+    `action_source` are Pinterest's, `target` is a Yandex goal; `sub1`..`sub3` are static
+    vNative sub values.
     """
 
     model_config = ConfigDict(extra="forbid")
 
     event: str = Field(min_length=1, description="The Conversion.event this route takes.")
     destination: str
-    conversion: str | None = Field(default=None, pattern=r"^urn:lla:llaPartnerConversion:[0-9]+$")
+    conversion: str | None = Field(default=None, pattern=RULE_URN)
+    rule: str | None = Field(
+        default=None, min_length=1, description="LinkedIn: a conversion rule by name."
+    )
     event_name: str | None = None
     action_source: str = "web"
     target: str | None = None
@@ -250,13 +377,13 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
-        needs = {"linkedin": "conversion", "yandex": "target"}
+        needs = {"linkedin": ("conversion", "rule"), "yandex": ("target",)}
         for i, route in enumerate(self.routes):
             if route.destination not in self.destinations:
                 raise ValueError(f"routes[{i}]: unknown destination {route.destination!r}")
-            field = needs.get(self.destinations[route.destination].platform)
-            if field and getattr(route, field) is None:
-                raise ValueError(f"routes[{i}] to {route.destination!r} needs {field}")
+            given = needs.get(self.destinations[route.destination].platform, ())
+            if given and all(getattr(route, name) is None for name in given):
+                raise ValueError(f"routes[{i}] to {route.destination!r} needs {' or '.join(given)}")
         return self
 
     @classmethod

@@ -31,6 +31,7 @@ from dispatcher.settings import Settings
 from workers.adapters import JobAdapter, Outcome, Verdict, adapter_for
 from workers.lease import Lease
 from workers.limiter import Limiter
+from workers.oauth import TokenStore
 from workers.request import Failed, NotSent, RequestPath, Target
 from workers.settle import FencedError, Settlement, mark_sending, settle
 from workers.streams import DestinationStream, Entry, batch_id_of, deadline_ms, entry_ms
@@ -113,7 +114,10 @@ class Engine:
         self.consumer = consumer or f"worker-{uuid.uuid4().hex[:8]}"
         self.sleep = sleep
         self.rng = rng or random.Random()
-        self.path = RequestPath(client, http, self.consumer, settings.max_limiter_wait_s, sleep)
+        self.tokens = TokenStore(client, http, settings, sleep=sleep)
+        self.path = RequestPath(
+            client, http, self.consumer, settings.max_limiter_wait_s, sleep, self.tokens
+        )
         self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="batch")
         self._destinations = ThreadPoolExecutor(
             max_workers=settings.drain_parallel, thread_name_prefix="drain"
@@ -126,7 +130,7 @@ class Engine:
 
     def target(self, name: str) -> Target:
         """What calls for destination `name` need (raises ConfigurationError if unknown)."""
-        dest = self.settings.destination(name)
+        dest = self.tokens.bind(self.settings.destination(name))
         table = self.settings.platform(dest.platform)
         adapter = adapter_for(dest.platform)
         return Target(name, dest, table, adapter, adapter.limits(dest, table))
@@ -173,6 +177,9 @@ class Engine:
             if not fingerprint or fingerprint != _fingerprint(target):
                 log.warning("destination %s: credentials changed, resuming", name)
                 self.redis.hdel(keys.state(name), "paused", "paused_fp", "pause_reason")
+            elif self._revived(target, state.get(b"pause_reason", b"").decode()):
+                log.warning("destination %s: the OAuth refresh works again, resuming", name)
+                self.redis.hdel(keys.state(name), "paused", "paused_fp", "pause_reason")
             else:
                 report.stop(DrainStatus.PAUSED)
                 return False
@@ -188,6 +195,17 @@ class Engine:
         if isinstance(target.adapter, JobAdapter):
             self._unknown_outcomes(run, now)
         return not report.stopped
+
+    def _revived(self, target: Target, reason: str) -> bool:
+        """An OAuth destination paused for its token: does a refresh work now?"""
+        if target.destination.oauth is None or not ("OAuth" in reason or "(401)" in reason):
+            return False
+        try:
+            self.tokens.revive(target.destination)
+        except ConfigurationError as exc:
+            self.redis.hset(keys.state(target.name), "pause_reason", str(exc))
+            return False
+        return True
 
     def _unknown_outcomes(self, run: _Drain, now: int) -> None:
         """Batches sent with no answer seen: ask the platform before sending them again."""
@@ -300,11 +318,12 @@ class Engine:
             run.report.stop(DrainStatus.WAITING)
             return
         if isinstance(result, Failed):
-            keep = result.maybe_sent and not result.pause
-            settlement = self._back_off(
-                run, entries, result.reason, True, None, "" if keep else forget
-            )
-            if result.pause:
+            if not result.pause:
+                keep = result.maybe_sent
+                settlement = self._back_off(
+                    run, entries, result.reason, True, None, "" if keep else forget
+                )
+            else:
                 settlement = Settlement(
                     retry=[e[0] for e in entries], retry_counted=False, forget_batch=forget,
                     pause_reason=result.reason, pause_fingerprint=_fingerprint(target),

@@ -19,6 +19,7 @@ from dispatcher.errors import ConfigurationError
 from dispatcher.settings import Destination, PlatformSettings
 from workers.adapters import Adapter
 from workers.limiter import Limit, Limiter, in_flight, with_timeout
+from workers.oauth import TokenStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -62,9 +63,11 @@ class RequestPath:
         holder: str,
         max_limiter_wait_s: float,
         sleep: Callable[[float], None],
+        tokens: TokenStore | None = None,
     ) -> None:
         self.redis, self.http, self.holder = client, http, holder
         self.max_limiter_wait_s, self.sleep = max_limiter_wait_s, sleep
+        self.tokens = tokens
 
     def wait_s(self, target: Target) -> float:
         """How long until a call for `target` could take its tokens (0: now); takes none."""
@@ -84,22 +87,49 @@ class RequestPath:
             return NotSent(SLOT_WAIT_S)
         try:
             limiter = Limiter(self.redis, target.limits)
-            wait_s = limiter.acquire()
-            while wait_s > 0:
-                if wait_s > self.max_limiter_wait_s:
-                    return NotSent(wait_s)
-                self.sleep(wait_s)
-                wait_s = limiter.acquire()
-            return self._send(target, build, read)
+            waited = self._token(limiter)
+            if waited is not None:
+                return waited
+            response = self._send(target, build)
+            if self._refreshable(target, response):
+                # OAuth: a refused access token is refreshed (once, for every worker) and
+                # the call is made once more with the new one, under a new rate token.
+                assert isinstance(response, httpx.Response)
+                assert self.tokens is not None
+                used = response.request.headers.get("authorization", "").removeprefix("Bearer ")
+                try:
+                    self.tokens.refused(target.destination, used)
+                except ConfigurationError as exc:
+                    return Failed(str(exc), False, pause=True)
+                waited = self._token(limiter)
+                if waited is not None:
+                    return waited
+                response = self._send(target, build)
+            if isinstance(response, Failed):
+                return response
+            return self._read(target, response, read)
         finally:
             slots.release(holder)
 
-    def _send(
-        self,
-        target: Target,
-        build: Callable[[], httpx.Request],
-        read: Callable[[httpx.Response], T],
-    ) -> T | Failed:
+    def _token(self, limiter: Limiter) -> NotSent | None:
+        """Take a rate token, sleeping for it up to `max_limiter_wait_s`; None when taken."""
+        wait_s = limiter.acquire()
+        while wait_s > 0:
+            if wait_s > self.max_limiter_wait_s:
+                return NotSent(wait_s)
+            self.sleep(wait_s)
+            wait_s = limiter.acquire()
+        return None
+
+    def _refreshable(self, target: Target, response: httpx.Response | Failed) -> bool:
+        return (
+            isinstance(response, httpx.Response)
+            and response.status_code == 401
+            and target.destination.oauth is not None
+            and self.tokens is not None
+        )
+
+    def _send(self, target: Target, build: Callable[[], httpx.Request]) -> httpx.Response | Failed:
         try:
             request = with_timeout(build(), target.table)
         except ConfigurationError as exc:
@@ -108,10 +138,14 @@ class RequestPath:
             log.exception("%s: could not build the request", target.name)
             return Failed(f"could not build the request: {type(exc).__name__}", False)
         try:
-            response = self.http.send(request)
+            return self.http.send(request)
         except httpx.HTTPError as exc:  # the one place transport errors are translated
             never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
             return Failed(f"{type(exc).__name__} talking to the platform", not never_sent)
+
+    def _read(
+        self, target: Target, response: httpx.Response, read: Callable[[httpx.Response], T]
+    ) -> T | Failed:
         try:
             return read(response)
         except Exception as exc:

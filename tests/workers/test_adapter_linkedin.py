@@ -102,3 +102,28 @@ def test_retry_after_accepts_an_http_date() -> None:
 def test_the_token_never_appears_in_an_outcome() -> None:
     outcome = ADAPTER.parse_response(respond(401, {"message": "Invalid access token"}), 1)
     assert "secret-token" not in repr(outcome)
+
+
+def test_a_sunset_version_pauses_naming_the_setting_and_linkedins_words() -> None:
+    # Given LinkedIn answers 426 to a request sent with version 202410
+    request = ADAPTER.build_request(DEST, TABLE, [b"{}"], "b")
+    body = {
+        "status": 426,
+        "code": "NONEXISTENT_VERSION",
+        "message": "Requested version 202410 is not active",
+    }
+    response = httpx.Response(426, json=body, request=request)
+    # When the answer is read
+    outcome = ADAPTER.parse_response(response, 1)
+    # Then the destination pauses with the version sent, LinkedIn's message and the setting
+    reason = outcome.results[0].reason
+    assert outcome.results[0].verdict is Verdict.AUTH
+    assert "LinkedIn-Version 202410" in reason
+    assert "Requested version 202410 is not active" in reason
+    assert "linkedin.version" in reason
+    assert "CONVDISP_LINKEDIN__VERSION" in reason
+
+
+def test_the_default_version_is_a_current_one() -> None:
+    # LinkedIn sunsets versions after about a year: the default must not be older than peers'
+    assert LinkedInSettings().version >= "202603"

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from dispatcher.settings import Destination, LinkedInSettings, PlatformSettings
+from dispatcher.settings import LINKEDIN_VERSION, Destination, LinkedInSettings, PlatformSettings
 from workers.adapters.base import (
     EventResult,
     Outcome,
@@ -71,12 +71,25 @@ class LinkedInAdapter:
                 n, Verdict.AUTH, f"{why} (401)", status=401, excerpt=excerpt(response)
             )
         if status == 426:
-            reason = "LinkedIn-Version is sunset: raise linkedin.version (426)"
-            return Outcome.every(n, Verdict.AUTH, reason, status=426, excerpt=excerpt(response))
+            return Outcome.every(
+                n, Verdict.AUTH, version_refused(response), status=426, excerpt=excerpt(response)
+            )
         shared = common_outcome(response, n)
         if shared is not None:
             return shared
         return _validation_failure(str(body.get("message") or response.text), status, n, response)
+
+
+def version_refused(response: httpx.Response) -> str:
+    """A 426's reason: the version sent, LinkedIn's words (naming a version if it does) and
+    the setting to change."""
+    sent = response.request.headers.get("LinkedIn-Version", "?")
+    said = str(json_body(response).get("message") or "")[:300]
+    return (
+        f"LinkedIn refused LinkedIn-Version {sent} (426{': ' + said if said else ''}); "
+        f"set linkedin.version (CONVDISP_LINKEDIN__VERSION) to a current YYYYMM version, "
+        f"e.g. {LINKEDIN_VERSION}"
+    )
 
 
 def _batch_results(response: httpx.Response, n: int) -> Outcome:

@@ -10,15 +10,17 @@ import asyncio
 import itertools
 import logging
 import threading
+import time
 import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import redis
 import redis.asyncio
 
+from dispatcher import keys
 from dispatcher.conversion import Conversion, fan_out
 from dispatcher.errors import (
     BackpressureError,
@@ -31,6 +33,9 @@ from dispatcher.settings import Settings, get_settings
 from dispatcher.storage import aconnect, connect
 from dispatcher.validation import refusing
 from dispatcher.writer import CHUNK_EVENTS, Refused, Writer
+
+RULE_NAMES_TTL_S = 60.0  # how long a producer trusts the rule names it read
+RULE_MISS_TTL_S = 5.0  # how soon an unknown rule name is looked up again
 
 log = logging.getLogger(__name__)
 AsyncRedis = redis.asyncio.Redis
@@ -82,6 +87,7 @@ class Dispatcher:
         self._aredis = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
+        self._rule_names: dict[str, tuple[float, dict[str, str]]] = {}
 
     # -- public API -------------------------------------------------------------------
 
@@ -276,7 +282,10 @@ class Dispatcher:
                 )
             one = Plan()
             events, skipped = fan_out(
-                conversion, self.settings, lambda raw, name: self._validate(raw, name, None)[1]
+                conversion,
+                self.settings,
+                lambda raw, name: self._validate(raw, name, None)[1],
+                self._rule_urn,
             )
             for name, model in events:
                 with refusing():
@@ -285,6 +294,18 @@ class Dispatcher:
                 plan.groups.setdefault(name, []).extend(rows)
             fanned.append(FanOutReceipt(one.receipts, skipped))
         return plan, fanned
+
+    def _rule_urn(self, destination: str, name: str) -> str | None:
+        """A LinkedIn rule's URN by name, from what `convdispatch linkedin ensure` stored;
+        re-read from Redis at most every `RULE_NAMES_TTL_S` (sooner after a miss)."""
+        now = time.monotonic()
+        loaded_at, names = self._rule_names.get(destination, (-1e9, {}))
+        stale = now - loaded_at > (RULE_NAMES_TTL_S if name in names else RULE_MISS_TTL_S)
+        if stale:
+            raw = cast(dict[bytes, bytes], self.redis.hgetall(keys.rule_names(destination)))
+            names = {k.decode(): v.decode() for k, v in raw.items()}
+            self._rule_names[destination] = (now, names)
+        return names.get(name)
 
     def _validate(
         self, raw: EventInput, destination: str | None, index: int | None

@@ -17,7 +17,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dispatcher.currencies import Currency
 from dispatcher.errors import InvalidEventError
@@ -39,13 +39,52 @@ PINTEREST_EVENTS = {
 }
 
 
+_PART = ConfigDict(extra="forbid", str_strip_whitespace=True, frozen=True, allow_inf_nan=False)
+
+
+class Item(BaseModel):
+    """One product of the conversion (Pinterest `custom_data.contents`)."""
+
+    model_config = _PART
+
+    id: str | None = Field(default=None, min_length=1)
+    name: str | None = None
+    price: Decimal | None = Field(default=None, ge=0)
+    quantity: int | None = Field(default=None, ge=0)
+    category: str | None = None
+    brand: str | None = None
+
+
+class App(BaseModel):
+    """The app the conversion happened in (Pinterest app fields)."""
+
+    model_config = _PART
+
+    id: str | None = None
+    name: str | None = None
+    version: str | None = None
+
+
+class Device(BaseModel):
+    """The device the conversion happened on (Pinterest device fields)."""
+
+    model_config = _PART
+
+    brand: str | None = None
+    carrier: str | None = None
+    model: str | None = None
+    type: str | None = None
+    os_version: str | None = None
+    language: str | None = None
+    wifi: bool | None = None
+
+
 class Conversion(Refusing):
     """Something a user did that an advertiser wants every platform to hear about.
-    Construction raises `InvalidEventError` naming each bad field."""
+    Construction raises `InvalidEventError` naming each bad field. The README's
+    "Conversion fields per platform" table says where each field goes."""
 
-    model_config = ConfigDict(
-        extra="forbid", str_strip_whitespace=True, frozen=True, allow_inf_nan=False
-    )
+    model_config = _PART
 
     event: str = Field(min_length=1, description="What happened; routes match on it.")
     happened_at: datetime
@@ -64,6 +103,39 @@ class Conversion(Refusing):
     vnative_click_id: str | None = None
     ip: str | None = None
     user_agent: str | None = None
+    external_id: str | None = Field(
+        default=None, min_length=1, description="your id of the user (LinkedIn externalIds)"
+    )
+    company: str | None = Field(default=None, description="LinkedIn userInfo.companyName")
+    title: str | None = Field(default=None, description="LinkedIn userInfo.title")
+    country: str | None = Field(
+        default=None, pattern=r"^[A-Za-z]{2}$", description="ISO 3166 alpha-2"
+    )
+    order_id: str | None = Field(default=None, min_length=1, description="default: event_id")
+    content_ids: list[str] | None = None
+    contents: list[Item] | None = None
+    num_items: int | None = Field(default=None, ge=0)
+    action_source: str | None = Field(default=None, description="overrides the route's")
+    event_source_url: str | None = None
+    partner_name: str | None = None
+    opt_out: bool | None = None
+    advertiser_tracking_enabled: bool | None = Field(
+        default=None, description="Meta-style app flag; Pinterest gets opt_out = not it"
+    )
+    app: App | None = None
+    device: Device | None = None
+    subs: dict[str, str] | None = Field(
+        default=None, description="vNative sub1..sub10, over the route's"
+    )
+
+    @field_validator("subs")
+    @classmethod
+    def _sub_names(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        allowed = {f"sub{i}" for i in range(1, 11)}
+        for key in value or {}:
+            if key not in allowed:
+                raise ValueError(f"key {key!r} is not one of sub1..sub10")
+        return value
 
     @field_validator("happened_at", mode="before")
     @classmethod
@@ -108,7 +180,12 @@ def _linkedin(c: Conversion, route: Route, dest: Destination) -> dict[str, Any]:
         )
     user: dict[str, Any] = {"userIds": user_ids}
     if c.first_name and c.last_name and dest.allow_plain_user_info:
-        user["userInfo"] = {"firstName": c.first_name, "lastName": c.last_name}
+        info = {"firstName": c.first_name, "lastName": c.last_name}
+        extra = {"companyName": c.company, "title": c.title, "countryCode": c.country}
+        info |= {k: v.upper() if k == "countryCode" else v for k, v in extra.items() if v}
+        user["userInfo"] = info
+    if c.external_id:
+        user["externalIds"] = [c.external_id]
     if not user_ids and "userInfo" not in user:
         raise Skip("needs email or li_fat_id (or names with allow_plain_user_info)")
     body: dict[str, Any] = {
@@ -116,8 +193,9 @@ def _linkedin(c: Conversion, route: Route, dest: Destination) -> dict[str, Any]:
         "conversionHappenedAt": c.seconds * 1000,
         "user": user,
     }
-    if c.value is not None:
-        body["conversionValue"] = {"currencyCode": c.currency, "amount": str(c.value)}
+    value, currency = _value(c, route)
+    if value is not None:
+        body["conversionValue"] = {"currencyCode": currency, "amount": str(value)}
     if c.event_id:
         body["eventId"] = c.event_id
     return body
@@ -125,14 +203,12 @@ def _linkedin(c: Conversion, route: Route, dest: Destination) -> dict[str, Any]:
 
 def _pinterest(c: Conversion, route: Route, dest: Destination) -> dict[str, Any]:
     user: dict[str, Any] = {}
-    if c.email:
-        user["em"] = [c.email]
-    if c.phone:
-        user["ph"] = [c.phone]
-    if c.first_name:
-        user["fn"] = [c.first_name]
-    if c.last_name:
-        user["ln"] = [c.last_name]
+    for key, value in (("em", c.email), ("ph", c.phone), ("fn", c.first_name),
+                       ("ln", c.last_name), ("external_id", c.external_id)):  # fmt: skip
+        if value:
+            user[key] = [value]
+    if c.country:
+        user["country"] = [c.country.lower()]
     if c.ip and c.user_agent:
         user["client_ip_address"], user["client_user_agent"] = c.ip, c.user_agent
     if c.epik:
@@ -141,20 +217,54 @@ def _pinterest(c: Conversion, route: Route, dest: Destination) -> dict[str, Any]
         raise Skip("needs email, or ip and user_agent")
     body: dict[str, Any] = {
         "event_name": route.event_name or PINTEREST_EVENTS.get(c.event, "custom"),
-        "action_source": route.action_source,
+        "action_source": c.action_source or route.action_source,
         "event_time": c.seconds,
         "user_data": user,
     }
     if c.event_id:
         body["event_id"] = c.event_id
+    opt_out = c.opt_out
+    if opt_out is None and c.advertiser_tracking_enabled is not None:
+        opt_out = not c.advertiser_tracking_enabled
+    top: dict[str, Any] = {"event_source_url": c.event_source_url, "opt_out": opt_out,
+           "partner_name": c.partner_name or route.partner_name}  # fmt: skip
+    if c.app is not None:
+        top |= {"app_id": c.app.id, "app_name": c.app.name, "app_version": c.app.version}
+    if c.device is not None:
+        d = c.device
+        top |= {"device_brand": d.brand, "device_carrier": d.carrier, "device_model": d.model,
+                "device_type": d.type, "os_version": d.os_version, "language": d.language,
+                "wifi": d.wifi}  # fmt: skip
+    body |= {k: v for k, v in top.items() if v is not None}
     custom: dict[str, Any] = {}
-    if c.value is not None:
-        custom |= {"currency": c.currency, "value": str(c.value)}
-    if c.event_id:
-        custom["order_id"] = c.event_id
+    amount, currency = _value(c, route)
+    if amount is not None:
+        custom |= {"currency": currency, "value": str(amount)}
+    if c.order_id or c.event_id:
+        custom["order_id"] = c.order_id or c.event_id
+    if c.content_ids:
+        custom["content_ids"] = list(c.content_ids)
+    if c.num_items is not None:
+        custom["num_items"] = c.num_items
+    if c.contents:
+        custom["contents"] = [_item(i) for i in c.contents]
     if custom:
         body["custom_data"] = custom
     return body
+
+
+def _item(item: Item) -> dict[str, Any]:
+    fields = {"id": item.id, "item_name": item.name, "quantity": item.quantity,
+              "item_price": None if item.price is None else str(item.price),
+              "item_category": item.category, "item_brand": item.brand}  # fmt: skip
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def _value(c: Conversion, route: Route) -> tuple[Decimal | None, str | None]:
+    """The event's value and currency, else the route's fixed ones."""
+    if c.value is not None:
+        return c.value, c.currency
+    return route.value, route.currency
 
 
 _YANDEX_IDS = {
@@ -170,8 +280,9 @@ def _yandex(c: Conversion, route: Route, dest: Destination) -> dict[str, Any]:
     if not identifier:
         raise Skip(f"needs {attribute} (the counter takes {dest.client_id_type})")
     body: dict[str, Any] = {column: identifier, "Target": route.target, "DateTime": c.seconds}
-    if c.value is not None:
-        body |= {"Price": str(c.value), "Currency": c.currency}
+    value, currency = _value(c, route)
+    if value is not None:
+        body |= {"Price": str(value), "Currency": currency}
     return body
 
 
@@ -179,9 +290,8 @@ def _vnative(c: Conversion, route: Route, dest: Destination) -> dict[str, Any]:
     if not c.vnative_click_id:
         raise Skip("needs vnative_click_id")
     body: dict[str, Any] = {"click_id": c.vnative_click_id, "conversion_time": c.seconds}
-    for sub in ("sub1", "sub2", "sub3"):
-        if getattr(route, sub):
-            body[sub] = getattr(route, sub)
+    subs = {f"sub{i}": getattr(route, f"sub{i}") for i in range(1, 11)} | (c.subs or {})
+    body |= {k: v for k, v in subs.items() if v is not None}
     return body
 
 
@@ -193,12 +303,18 @@ BUILDERS: dict[str, Callable[[Conversion, Route, Destination], dict[str, Any]]] 
 }
 
 
+def _no_rules(destination: str, name: str) -> str | None:
+    return None
+
+
 def fan_out(
     conversion: Conversion,
     settings: Settings,
     validate: Callable[[dict[str, Any], str], PlatformEvent],
+    rule_urn: Callable[[str, str], str | None] = _no_rules,
 ) -> tuple[list[tuple[str, PlatformEvent]], list[tuple[str, str]]]:
-    """The platform events a conversion becomes, and the destinations skipped with why."""
+    """The platform events a conversion becomes, and the destinations skipped with why.
+    `rule_urn(destination, name)` resolves routes naming a LinkedIn rule by name."""
     events: list[tuple[str, PlatformEvent]] = []
     skipped: list[tuple[str, str]] = []
     routes = [r for r in settings.routes if r.event == conversion.event]
@@ -207,6 +323,14 @@ def fan_out(
     for route in routes:
         dest = settings.destination(route.destination)
         try:
+            if route.conversion is None and route.rule is not None:
+                urn = rule_urn(route.destination, route.rule)
+                if urn is None:
+                    raise Skip(
+                        f"LinkedIn rule {route.rule!r} is not known yet: run "
+                        f"`convdispatch linkedin ensure {route.destination}` (or `rules`)"
+                    )
+                route = route.model_copy(update={"conversion": urn})
             events.append(
                 (
                     route.destination,

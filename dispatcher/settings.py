@@ -11,6 +11,7 @@ import hashlib
 import os
 import re
 from collections.abc import Callable
+from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -31,6 +32,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from dispatcher.currencies import Currency
 from dispatcher.errors import ConfigurationError
 
 Platform = Literal["linkedin", "pinterest", "yandex", "vnative"]
@@ -290,8 +292,9 @@ class Route(BaseModel):
     """Where one kind of platform-neutral `Conversion` goes, and what it is called there.
 
     `conversion` is a LinkedIn conversion rule URN (or `rule` its name), `event_name`/
-    `action_source` are Pinterest's, `target` is a Yandex goal; `sub1`..`sub3` are static
-    vNative sub values.
+    `action_source`/`partner_name` are Pinterest's, `target` is a Yandex goal; `sub1`..`sub10`
+    are static vNative sub values; `value`/`currency` a fixed value for events without one.
+    A `Conversion` field of the same meaning overrides the route's.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -304,10 +307,26 @@ class Route(BaseModel):
     )
     event_name: str | None = None
     action_source: str = "web"
+    partner_name: str | None = Field(default=None, description="Pinterest partner_name")
     target: str | None = None
+    value: Decimal | None = Field(default=None, ge=0, description="a fixed value (with currency)")
+    currency: Currency | None = None
     sub1: str | None = None
     sub2: str | None = None
     sub3: str | None = None
+    sub4: str | None = None
+    sub5: str | None = None
+    sub6: str | None = None
+    sub7: str | None = None
+    sub8: str | None = None
+    sub9: str | None = None
+    sub10: str | None = None
+
+    @model_validator(mode="after")
+    def _value_has_currency(self) -> Route:
+        if self.value is not None and self.currency is None:
+            raise ValueError("a route's value needs its currency")
+        return self
 
 
 def _config_file() -> Path | None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -11,12 +13,20 @@ from rich.table import Table
 
 from dispatcher import Control, DeadLetters
 
+if TYPE_CHECKING:
+    from workers.linkedin_rules import RuleManager
+
 app = typer.Typer(help="Asynchronous, queue-based conversion dispatcher.", no_args_is_help=True)
 dead = typer.Typer(help="List, replay and purge dead letters.", no_args_is_help=True)
 app.add_typer(dead, name="dead")
 orphans = typer.Typer(help="Events of destinations no longer configured.", no_args_is_help=True)
 app.add_typer(orphans, name="orphans")
+linkedin = typer.Typer(
+    help="LinkedIn conversion rules and campaign associations.", no_args_is_help=True
+)
+app.add_typer(linkedin, name="linkedin")
 console = Console()
+errors = Console(stderr=True)
 
 
 @app.command()
@@ -161,6 +171,124 @@ def dead_replay(
 def dead_purge(platform: str, ids: list[str] | None = None, destination: str | None = None) -> None:
     """Delete dead letters for good."""
     console.print(f"purged {DeadLetters().purge(platform, ids or None, destination)}")
+
+
+@contextmanager
+def _rules() -> Iterator[RuleManager]:
+    """A rule manager; a refusal or configuration error is one line on stderr, exit 1."""
+    from dispatcher import DispatcherError, get_settings
+    from workers.linkedin_rules import RuleManager
+
+    manager = None
+    try:
+        manager = RuleManager(get_settings())
+        yield manager
+    except DispatcherError as exc:
+        errors.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    finally:
+        if manager is not None:
+            manager.close()
+
+
+@linkedin.command("rules")
+def linkedin_rules(
+    destination: str,
+    account: Annotated[str | None, typer.Option(help="sponsoredAccount id")] = None,
+) -> None:
+    """The ad account's conversion rules, as LinkedIn lists them."""
+    table = Table()
+    for column in ("urn", "name", "type", "enabled", "click/view days", "attribution"):
+        table.add_column(column, overflow="fold")
+    with _rules() as manager:
+        for rule in manager.find(destination, account):
+            windows = (
+                f"{rule.get('postClickAttributionWindowSize')}/"
+                f"{rule.get('viewThroughAttributionWindowSize')}"
+            )
+            table.add_row(
+                f"urn:lla:llaPartnerConversion:{rule['id']}", str(rule.get("name")),
+                str(rule.get("type")), str(rule.get("enabled")), windows,
+                str(rule.get("attributionType")),
+            )  # fmt: skip
+    console.print(table)
+
+
+@linkedin.command("ensure")
+def linkedin_ensure(destination: str) -> None:
+    """Create or update the destination's configured `rules` and associate their campaigns
+    (idempotent: run it on every deployment)."""
+    with _rules() as manager:
+        for done in manager.ensure(destination):
+            changed = f" ({', '.join(done.changed)})" if done.changed else ""
+            campaigns = f", {done.campaigns} campaign(s) associated" if done.campaigns else ""
+            console.print(f"{done.name}: {done.action}{changed} {done.urn}{campaigns}")
+
+
+@linkedin.command("create")
+def linkedin_create(
+    destination: str,
+    name: Annotated[str, typer.Option(help="The rule's name")],
+    type_: Annotated[str, typer.Option("--type", help="LEAD, PURCHASE, SIGN_UP...")],
+    account: Annotated[str | None, typer.Option(help="sponsoredAccount id")] = None,
+    post_click_days: int = 30,
+    view_through_days: int = 7,
+    attribution_type: str = "LAST_TOUCH_BY_CAMPAIGN",
+    enabled: bool = True,
+    auto_association: Annotated[
+        str | None, typer.Option(help="ALL_CAMPAIGNS or OBJECTIVE_BASED")
+    ] = None,
+) -> None:
+    """Create a conversion rule (conversionMethod CONVERSIONS_API)."""
+    from pydantic import ValidationError
+
+    from dispatcher.settings import LinkedInRule
+
+    fields = {
+        "name": name, "type": type_, "account": account, "post_click_days": post_click_days,
+        "view_through_days": view_through_days, "attribution_type": attribution_type,
+        "enabled": enabled, "auto_association": auto_association,
+    }  # fmt: skip
+    try:
+        rule = LinkedInRule.model_validate(fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        errors.print(f"error: {'.'.join(map(str, first['loc']))}: {first['msg']}", markup=False)
+        raise typer.Exit(2) from None
+    with _rules() as manager:
+        console.print(manager.create(destination, rule))
+
+
+@linkedin.command("enable")
+def linkedin_enable(destination: str, rule: str) -> None:
+    """Enable a rule (id or URN)."""
+    with _rules() as manager:
+        manager.set_enabled(destination, rule, True)
+    console.print(f"{rule} enabled")
+
+
+@linkedin.command("disable")
+def linkedin_disable(destination: str, rule: str) -> None:
+    """Disable a rule (id or URN): it stops matching conversions."""
+    with _rules() as manager:
+        manager.set_enabled(destination, rule, False)
+    console.print(f"{rule} disabled")
+
+
+@linkedin.command("rename")
+def linkedin_rename(destination: str, rule: str, name: str) -> None:
+    """Rename a rule (id or URN)."""
+    with _rules() as manager:
+        manager.update(destination, rule, {"name": name})
+    console.print(f"{rule} renamed to {name}")
+
+
+@linkedin.command("associate")
+def linkedin_associate(destination: str, rule: str, campaigns: list[str]) -> None:
+    """Associate campaigns (ids or URNs) with a rule (id or URN), in batch calls."""
+    with _rules() as manager:
+        n = manager.associate(destination, rule, campaigns)
+    console.print(f"{n} campaign(s) associated with {rule}")
 
 
 if __name__ == "__main__":

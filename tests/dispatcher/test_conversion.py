@@ -139,3 +139,113 @@ def test_a_destination_at_its_cap_is_skipped_and_the_others_get_their_events(
     assert reason.startswith("backpressure")
     assert len(stored(redis_client, "vn")) == 1
     assert len(stored(redis_client, "li")) == 1
+
+
+FULL = {
+    "external_id": "crm-77",
+    "company": "Acme",
+    "title": "Buyer",
+    "country": "de",
+    "first_name": "Jane",
+    "last_name": "Doe",
+    "order_id": "o-9",
+    "content_ids": ["sku-1", "sku-2"],
+    "contents": [{"id": "sku-1", "name": "Mug", "price": "9.90", "quantity": 2, "brand": "A"}],
+    "num_items": 2,
+    "action_source": "app_ios",
+    "partner_name": "ss-shopify",
+    "advertiser_tracking_enabled": False,
+    "app": {"id": "429047995", "name": "Shop", "version": "7.1"},
+    "device": {"brand": "Apple", "model": "iPhone15,2", "os_version": "17.1", "wifi": True},
+    "subs": {"sub4": "newsletter", "sub10": "x"},
+}
+
+
+@pytest.fixture
+def full_fan(redis_url: str, redis_client: redis.Redis) -> Dispatcher:
+    dests = DESTINATIONS | {
+        "li": Destination(platform="linkedin", token="t-li", allow_plain_user_info=True)
+    }
+    routes = [
+        Route(event="purchase", destination="li", conversion="urn:lla:llaPartnerConversion:1"),
+        Route(event="purchase", destination="pin", partner_name="route-partner"),
+        Route(event="purchase", destination="ym", target="paid", value="5", currency="RUB"),
+        Route(event="purchase", destination="vn", sub1="shop", sub4="route-sub4"),
+    ]
+    return Dispatcher(Settings(redis_url=redis_url, destinations=dests, routes=routes))
+
+
+def test_every_conversion_field_reaches_its_platforms_shape(
+    full_fan: Dispatcher, redis_client: redis.Redis
+) -> None:
+    # Given a purchase using every field the neutral Conversion has
+    result = full_fan.enqueue_conversion(purchase(**FULL))
+    assert result.skipped == []
+    # Then LinkedIn gets the whole userInfo (country upper-cased) and externalIds
+    (li,) = stored(redis_client, "li")
+    assert li["user"]["userInfo"] == {
+        "firstName": "Jane", "lastName": "Doe", "companyName": "Acme", "title": "Buyer",
+        "countryCode": "DE",
+    }  # fmt: skip
+    assert li["user"]["externalIds"] == ["crm-77"]
+    # And Pinterest the app, device, opt-out, partner and product fields (event over route)
+    (pin,) = stored(redis_client, "pin")
+    assert pin["action_source"] == "app_ios"
+    assert pin["opt_out"] is True  # advertiser_tracking_enabled = False
+    assert pin["partner_name"] == "ss-shopify"
+    assert (pin["app_id"], pin["app_name"], pin["app_version"]) == ("429047995", "Shop", "7.1")
+    assert (pin["device_brand"], pin["device_model"], pin["wifi"]) == ("Apple", "iPhone15,2", True)
+    assert pin["os_version"] == "17.1"
+    custom = pin["custom_data"]
+    assert custom["order_id"] == "o-9"
+    assert custom["content_ids"] == ["sku-1", "sku-2"]
+    assert custom["num_items"] == 2
+    assert custom["contents"] == [
+        {"id": "sku-1", "item_name": "Mug", "item_price": "9.90", "quantity": 2, "item_brand": "A"}
+    ]
+    assert len(pin["user_data"]["external_id"][0]) == 64  # hashed, as Pinterest wants
+    assert len(pin["user_data"]["country"][0]) == 64
+    # And Yandex the event's own Price/Currency over the route's
+    (ym,) = stored(redis_client, "ym")
+    assert (ym["Price"], ym["Currency"]) == ("49.90", "EUR")
+    # And vNative the event's subs over the route's, the route's where the event has none
+    (vn,) = stored(redis_client, "vn")
+    assert (vn["sub1"], vn["sub4"], vn["sub10"]) == ("shop", "newsletter", "x")
+
+
+def test_route_defaults_apply_when_the_event_has_none(
+    full_fan: Dispatcher, redis_client: redis.Redis
+) -> None:
+    # Given a purchase without value, partner or subs
+    full_fan.enqueue_conversion(purchase(value=None, currency=None))
+    # Then Yandex gets the route's fixed Price, Pinterest its partner, vNative its sub4
+    (ym,) = stored(redis_client, "ym")
+    assert (ym["Price"], ym["Currency"]) == ("5", "RUB")
+    (pin,) = stored(redis_client, "pin")
+    assert pin["partner_name"] == "route-partner"
+    assert "opt_out" not in pin
+    (vn,) = stored(redis_client, "vn")
+    assert vn["sub4"] == "route-sub4"
+
+
+def test_an_unknown_sub_is_refused_naming_the_field() -> None:
+    with pytest.raises(ValueError, match="sub11"):
+        purchase(subs={"sub11": "x"})
+
+
+def test_a_route_naming_a_rule_uses_the_urn_ensure_stored(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    # Given a route naming its LinkedIn rule by name
+    routes = [Route(event="purchase", destination="li", rule="Web purchase")]
+    producer = Dispatcher(Settings(redis_url=redis_url, destinations=DESTINATIONS, routes=routes))
+    # When the name is not known yet, the destination is skipped saying what to run
+    first = producer.enqueue_conversion(purchase(event_id="a"))
+    assert "convdispatch linkedin ensure li" in dict(first.skipped)["li"]
+    # And once `ensure` has stored it, events carry that rule's URN
+    redis_client.hset(keys.rule_names("li"), "Web purchase", "urn:lla:llaPartnerConversion:42")
+    producer._rule_names.clear()
+    second = producer.enqueue_conversion(purchase(event_id="b"))
+    assert second.skipped == []
+    (li,) = stored(redis_client, "li")
+    assert li["conversion"] == "urn:lla:llaPartnerConversion:42"

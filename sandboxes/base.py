@@ -128,6 +128,8 @@ class Sandbox:
         revoked_tokens: Bearer tokens answered with the platform's "revoked" 401.
         record_bodies: Keep whole events; when False only event counts and ids are kept.
         clock: Wall-clock seconds; tests inject a fake one to move time without sleeping.
+
+    A platform adds config fields of its own with `add_config`; their values are in `options`.
     """
 
     rate_limit: int | None
@@ -148,6 +150,9 @@ class Sandbox:
     ) -> None:
         self.clock = clock
         self.on_reset: list[Callable[[], None]] = []  # platform state to forget on reset
+        self.on_configure: list[Callable[[Mapping[str, Any]], None]] = []  # sees applied changes
+        self.options: Json = {}  # values of the fields platforms added with `add_config`
+        self._checks = dict(_CONFIG)
         self._defaults: Json = {
             **{"rate_limit": rate_limit, "rate_window_s": rate_window_s},
             **{"latency_s": latency_s, "revoked_tokens": list(revoked_tokens)},
@@ -170,21 +175,37 @@ class Sandbox:
             ValueError: A field is unknown or its value is bad; nothing has changed.
         """
         for name, value in changes.items():
-            if name not in _CONFIG:
-                raise ValueError(f"unknown config field {name!r}; known: {sorted(_CONFIG)}")
-            if not _CONFIG[name][0](value):
-                raise ValueError(f"{name} must be {_CONFIG[name][1]}")
+            if name not in self._checks:
+                raise ValueError(f"unknown config field {name!r}; known: {sorted(self._checks)}")
+            if not self._checks[name][0](value):
+                raise ValueError(f"{name} must be {self._checks[name][1]}")
         for name, value in changes.items():
-            setattr(self, name, frozenset(value) if name == "revoked_tokens" else value)
+            if name not in _CONFIG:
+                self.options[name] = value
+            else:
+                setattr(self, name, frozenset(value) if name == "revoked_tokens" else value)
         if as_default:
             self._defaults.update(changes)
+        for hook in self.on_configure:
+            hook(changes)
+
+    def add_config(self, fields: Mapping[str, tuple[Any, Callable[[Any], bool], str]]) -> None:
+        """Add a platform's own config fields, set to their defaults.
+
+        Args:
+            fields: name -> (default, check of a value, what a value must be).
+        """
+        self._checks.update({name: (check, wants) for name, (_, check, wants) in fields.items()})
+        defaults = {name: default for name, (default, _, _) in fields.items()}
+        self._defaults.update(defaults)
+        self.configure(defaults)
 
     def config(self) -> Json:
         """The current config, plus how many injected faults are still pending."""
         current = {name: getattr(self, name) for name in _CONFIG}
         current["revoked_tokens"] = sorted(self.revoked_tokens)
         with self._lock:
-            return {**current, "pending_faults": len(self._faults)}
+            return {**current, **self.options, "pending_faults": len(self._faults)}
 
     def reset(self, changes: Mapping[str, Any] | None = None) -> None:
         """Forget everything, restore the constructor's config, then apply `changes`."""

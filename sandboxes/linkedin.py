@@ -1,9 +1,35 @@
 """A local LinkedIn Conversions API (seed 003; observed behaviour in PLATFORMS.md).
 
-Routes: `POST /rest/conversionEvents` (one event, or `BATCH_CREATE` of up to 5000),
-`POST`/`GET /rest/conversions` (conversion rules) and `PUT /rest/campaignConversions/(...)`.
-One invalid element fails the whole batch and nothing of it is recorded, as on LinkedIn
-(the element checks are in `linkedin_elements`).
+LinkedIn's routes (api.linkedin.com; every one needs `LinkedIn-Version: YYYYMM` and
+`X-Restli-Protocol-Version: 2.0.0`, and a bearer token that is not revoked or expired):
+
+- `POST /rest/conversionEvents`: one event (201), or `X-RestLi-Method: BATCH_CREATE` of up to
+  5000 (200, `{"elements": [{"status": 201}, ...]}`). One invalid element fails the whole batch
+  and nothing of it is recorded, as on LinkedIn (the checks are in `linkedin_elements`).
+- `POST /rest/conversions[?autoAssociationType=ALL_CAMPAIGNS|OBJECTIVE_BASED]`: create a rule
+  (201, `{"id"}` and `x-restli-id`); `GET /rest/conversions?q=account&account=<urn>
+  [&start=0&count=10]`: the account's rules, `{"elements", "paging": {start, count, total}}`.
+- `GET /rest/conversions/{id}`: one rule; `POST /rest/conversions/{id}` with
+  `X-RestLi-Method: PARTIAL_UPDATE` and `{"patch": {"$set": {...}}}`: change it (204).
+- `PUT /rest/campaignConversions/(campaign:<urn>,conversion:<urn>)`: associate (204);
+  `PUT /rest/campaignConversions?ids=List((...),(...))` with `{"entities": {key: {...}}}`: a
+  rest.li BATCH_UPDATE (200, `{"results": {key: {"status": 204}}, "errors": {key: ...}}`).
+  URNs inside keys are percent-encoded (`urn%3Ali%3AsponsoredCampaign%3A1`), as in the seed.
+
+LinkedIn's token endpoint (www.linkedin.com, no version header): `POST /oauth/v2/accessToken`
+with the form `grant_type=refresh_token&refresh_token&client_id&client_secret` answers
+`{"access_token", "expires_in", "refresh_token", "refresh_token_expires_in", "scope"}`; the
+refresh token is neither rotated nor extended. An access token it issued expires on the
+sandbox clock; other tokens are accepted as before, unless listed in `expired_tokens`.
+
+Config fields beyond the shared ones (`POST /_sandbox/config`, reset to defaults by
+`/_sandbox/reset`): `oauth_client_id`, `oauth_client_secret`, `oauth_refresh_token` (unset:
+every refresh is refused), `access_token_ttl_s` (default 5184000, 60 days),
+`refresh_token_ttl_s` (default 31536000, 365 days, counted from when `oauth_refresh_token` was
+last configured), `oauth_fail` (an HTTP status the token endpoint answers while set) and
+`expired_tokens`. Control API additions: `GET /_sandbox/oauth` (`{"refreshes", "refused"}`)
+and `GET /_sandbox/linkedin/associations`. The token endpoint takes no injected faults or
+latency and is not in `/_sandbox/calls`.
 Wording that neither the seed nor PLATFORMS.md quotes is ours and is marked as such.
 """
 
@@ -11,18 +37,48 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import time
-from typing import cast
+from collections.abc import Callable, Mapping
+from typing import Any, cast
 
 import tornado.web
 
-from sandboxes.base import REVOKED_TOKEN, Json, PlatformHandler, Sandbox, application
-from sandboxes.linkedin_elements import REQUIRED, Answer, linkedin_error, not_a, validate
+from sandboxes.base import (
+    REVOKED_TOKEN,
+    Json,
+    JsonHandler,
+    PlatformHandler,
+    Sandbox,
+    application,
+)
+from sandboxes.linkedin_elements import (
+    KEY_FORM,
+    REQUIRED,
+    RULE_DEFAULTS,
+    Answer,
+    batch_associations,
+    entity_problem,
+    injected_oauth_failure,
+    is_account,
+    linkedin_error,
+    not_a,
+    parse_ids,
+    parse_key,
+    patch_problems,
+    refresh_refusal,
+    rule_problems,
+    validate,
+)
 
 BATCH_LIMIT = 5000
 RATE_LIMIT = 300  # calls per member token per minute (seed); other sources say 600
 OLDEST_VERSION = "202312"  # the seed: 202311 and older are sunset, except 202306 and 202307
 FIRST_RULE_ID = 100_001
+DEFAULT_COUNT = 10  # rest.li's page size when a finder call gives no `count`
+ACCESS_TOKEN_TTL_S = 60 * 86_400  # LinkedIn's authentication docs (PLATFORMS.md)
+REFRESH_TOKEN_TTL_S = 365 * 86_400
+SCOPE = "r_ads,rw_conversions"  # the seed's permissions
 
 _ERRORS: dict[tuple[int, str], Json] = {
     (401, ""): linkedin_error(401, "Invalid access token", "INVALID_ACCESS_TOKEN", 65600),
@@ -44,6 +100,9 @@ _ERRORS: dict[tuple[int, str], Json] = {
     (500, ""): linkedin_error(500, "Internal Server Error"),
     (503, ""): linkedin_error(503, "Service Unavailable"),
 }
+_EXPIRED = linkedin_error(  # our wording: no source quotes LinkedIn's expired-token answer
+    401, "The token used in the request has expired", "EXPIRED_ACCESS_TOKEN", 65602
+)
 _VERSION_MISSING = linkedin_error(
     400,
     "A version must be present. Please specify a version by adding the LinkedIn-Version header.",
@@ -52,41 +111,36 @@ _VERSION_MISSING = linkedin_error(
 
 _VERSION = re.compile(r"\d{6}")
 _STILL_ACTIVE = frozenset({"202306", "202307"})
-_ACCOUNT = re.compile(r"urn:li:sponsoredAccount:\d+")
-_ASSOCIATION = re.compile(
-    r"\(campaign:(urn:li:sponsoredCampaign:\d+),conversion:(urn:lla:llaPartnerConversion:\d+)\)"
-)
-_RULE_TYPE = re.compile(r"[A-Z][A-Z_]*")  # the seed's list of types is cut off: any enum name
-_WINDOW_FIELDS = ("postClickAttributionWindowSize", "viewThroughAttributionWindowSize")
-_WINDOW_DAYS = (1, 7, 30, 90)
-_ATTRIBUTION = ("LAST_TOUCH_BY_CAMPAIGN", "LAST_TOUCH_BY_CONVERSION")
 _AUTO_ASSOCIATION = (None, "ALL_CAMPAIGNS", "OBJECTIVE_BASED")
+_PAGE_ARG = re.compile(r"[0-9]{1,9}")
+_ASSOCIATIONS_PATH = "/rest/campaignConversions/"
 
 
-def _rule_problems(rule: Json) -> Answer:
-    required = ("account", "name", "conversionMethod", "type")
-    missing = [key for key in required if rule.get(key) is None]
-    if missing:
-        message = "".join(f"ERROR :: /{key} :: {REQUIRED}\n" for key in missing)
-        return 422, {"message": message, "status": 422}
-    account, name, kind = rule["account"], rule["name"], rule["type"]
-    windows = [rule.get(key, 30) for key in _WINDOW_FIELDS]
-    bad = []  # our wording: the seed only says "400 if the request does not pass validation"
-    if not (isinstance(account, str) and _ACCOUNT.fullmatch(account)):
-        bad.append("account must be urn:li:sponsoredAccount:<id>")
-    if not (isinstance(name, str) and name.strip()):
-        bad.append("name must not be empty")
-    if rule["conversionMethod"] != "CONVERSIONS_API":
-        bad.append("conversionMethod must be CONVERSIONS_API")
-    if not (isinstance(kind, str) and _RULE_TYPE.fullmatch(kind)):
-        bad.append("type must be a conversion type such as LEAD")
-    if not all(type(days) is int and days in _WINDOW_DAYS for days in windows):
-        bad.append("attribution windows must be 1, 7, 30 or 90 days")
-    if rule.get("attributionType", _ATTRIBUTION[0]) not in _ATTRIBUTION:
-        bad.append(f"attributionType must be one of {', '.join(_ATTRIBUTION)}")
-    if not isinstance(rule.get("enabled", True), bool):
-        bad.append("enabled must be true or false")
-    return (400, linkedin_error(400, "; ".join(bad))) if bad else None
+def _secret(v: object) -> bool:
+    return v is None or (isinstance(v, str) and v != "")
+
+
+def _positive(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and v > 0
+
+
+_OAUTH_CONFIG: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
+    "oauth_client_id": (None, _secret, "a non-empty string or null"),
+    "oauth_client_secret": (None, _secret, "a non-empty string or null"),
+    "oauth_refresh_token": (None, _secret, "a non-empty string or null"),
+    "access_token_ttl_s": (ACCESS_TOKEN_TTL_S, _positive, "a positive number"),
+    "refresh_token_ttl_s": (REFRESH_TOKEN_TTL_S, _positive, "a positive number"),
+    "oauth_fail": (
+        None,
+        lambda v: v is None or (type(v) is int and 400 <= v <= 599),
+        "null or an HTTP status from 400 to 599",
+    ),
+    "expired_tokens": (
+        (),
+        lambda v: isinstance(v, list | tuple) and all(isinstance(t, str) for t in v),
+        "a list of strings",
+    ),
+}
 
 
 class ConversionRules:
@@ -95,7 +149,7 @@ class ConversionRules:
     def __init__(self) -> None:
         self.rules: dict[int, Json] = {}
         self.auto_association: dict[int, str] = {}  # rule id -> autoAssociationType
-        self.associations: set[tuple[str, str]] = set()  # (campaign URN, conversion URN)
+        self.associations: dict[tuple[str, str], None] = {}  # (campaign, conversion), in order
 
     def clear(self) -> None:
         """Forget every rule and association."""
@@ -106,22 +160,95 @@ class ConversionRules:
     def add(self, fields: Json, now_ms: int, auto_association: str | None) -> int:
         """Store a validated rule with LinkedIn's defaults; returns its new id."""
         rule_id = FIRST_RULE_ID + len(self.rules)
-        defaults = {"enabled": True, "attributionType": _ATTRIBUTION[0]}
-        windows = {"postClickAttributionWindowSize": 30, "viewThroughAttributionWindowSize": 7}
         stamps = {"id": rule_id, "created": now_ms, "lastModified": now_ms}
-        self.rules[rule_id] = {**defaults, **windows, **fields, **stamps}
+        self.rules[rule_id] = {**RULE_DEFAULTS, **fields, **stamps}
         if auto_association:
             self.auto_association[rule_id] = auto_association
         return rule_id
 
+    def update(self, rule_id: int, changes: Json, now_ms: int) -> Answer:
+        """Apply a patch's `$set` if the changed rule is valid; else LinkedIn's refusal."""
+        changed = {**self.rules[rule_id], **changes, "lastModified": now_ms}
+        problem = rule_problems(changed)
+        if problem is None:
+            self.rules[rule_id] = changed
+        return problem
+
+    def associate(self, campaign: str, conversion: str) -> None:
+        """Record an association (again is harmless, as a rest.li UPDATE is)."""
+        self.associations[(campaign, conversion)] = None
+
     def disabled(self) -> frozenset[str]:
-        """URNs of rules created with `enabled: false`.
+        """URNs of rules that are switched off (`enabled: false`).
 
         Events naming unknown rule ids are accepted: rules made in Campaign Manager or by other
         apps are invisible here, so only LinkedIn itself could refuse them.
         """
         ids = [rule_id for rule_id, rule in self.rules.items() if rule.get("enabled") is False]
         return frozenset(f"urn:lla:llaPartnerConversion:{rule_id}" for rule_id in ids)
+
+    def to_json(self) -> Json:
+        """The associations and automatic association types, as the control API shows them."""
+        pairs = [{"campaign": c, "conversion": v} for c, v in self.associations]
+        auto = {str(rule_id): kind for rule_id, kind in self.auto_association.items()}
+        return {"associations": pairs, "auto_association": auto}
+
+
+class OAuthGrants:
+    """What the token endpoint issued and how often it answered.
+
+    Only the server's event loop changes the tokens and tallies; the configure hook may run
+    in a test's thread, and only sets a time.
+    """
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.sandbox = sandbox
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget issued tokens and tallies."""
+        self.expiry_s: dict[str, float] = {}  # issued access token -> when it expires
+        self.refreshes = self.refused = 0
+        self.authorized_s = self.sandbox.clock()
+
+    def configured(self, changes: Mapping[str, Any]) -> None:
+        """A new refresh token is a member's authorization: its lifetime starts now."""
+        if "oauth_refresh_token" in changes:
+            self.authorized_s = self.sandbox.clock()
+
+    def expired(self, token: str) -> bool:
+        """Whether `token` is listed as expired, or was issued here and has run out."""
+        if token in self.sandbox.options["expired_tokens"]:
+            return True
+        expiry_s = self.expiry_s.get(token)
+        return expiry_s is not None and self.sandbox.clock() >= expiry_s
+
+    def refresh(self, form: Mapping[str, str]) -> tuple[int, Json]:
+        """The token endpoint's answer to a refresh request."""
+        options, now_s = self.sandbox.options, self.sandbox.clock()
+        remaining_s = self.authorized_s + options["refresh_token_ttl_s"] - now_s
+        fail = options["oauth_fail"]
+        refusal: Answer = (
+            injected_oauth_failure(fail)
+            if fail is not None
+            else refresh_refusal(form, options, remaining_s)
+        )
+        if refusal is not None:
+            self.refused += 1
+            return refusal
+        self.refreshes += 1
+        # An access token never outlives the refresh token (LinkedIn's docs: on day 360 both
+        # expire in 5 days).
+        lifetime_s = min(options["access_token_ttl_s"], remaining_s)
+        token = "AQ" + secrets.token_urlsafe(48)
+        self.expiry_s[token] = now_s + lifetime_s
+        return 200, {
+            "access_token": token,
+            "expires_in": int(lifetime_s),
+            "refresh_token": form["refresh_token"],
+            "refresh_token_expires_in": int(remaining_s),
+            "scope": SCOPE,
+        }
 
 
 class _LinkedIn(PlatformHandler):
@@ -134,6 +261,12 @@ class _LinkedIn(PlatformHandler):
     def error_body(self, status: int, reason: str = "") -> Json:
         found = _ERRORS.get((status, reason)) or _ERRORS.get((status, ""))
         return found or super().error_body(status, reason)
+
+    def check_target(self) -> tuple[int, Json] | None:
+        # Not the target but the token: here because it comes after the revoked check and
+        # before throttling, as LinkedIn's own authentication does.
+        grants = cast(OAuthGrants, self.settings["linkedin_oauth"])
+        return (401, _EXPIRED) if grants.expired(self.token) else None
 
     def check_request(self) -> None:
         headers = self.request.headers
@@ -157,6 +290,15 @@ class _LinkedIn(PlatformHandler):
         elif self.request.body and content_type != "application/json":
             self.answer(415, linkedin_error(415, f"Unsupported Content-Type {content_type!r}"))
 
+    def restli_method(self, *allowed: str) -> bool:
+        """Whether X-RestLi-Method is one of `allowed` ("" for absent); else answers 400."""
+        method = self.request.headers.get("X-RestLi-Method", "")
+        if method not in allowed:  # our wording
+            wanted = " or ".join(name or "none" for name in allowed)
+            message = f"Unsupported X-RestLi-Method {method!r} here: use {wanted}"
+            self.answer(400, linkedin_error(400, message))
+        return method in allowed
+
     def json_object(self, required: bool = True) -> Json | None:
         """The body as a JSON object, or None after answering LinkedIn's error."""
         if not self.request.body and not required:
@@ -170,6 +312,17 @@ class _LinkedIn(PlatformHandler):
             self.answer(422, {"message": f"ERROR :: {not_a('/', body, 'DataMap')}\n"})
             return None
         return body
+
+    def page(self) -> tuple[int, int] | None:
+        """rest.li's `start` and `count`, or None after answering 400."""
+        bounds = []
+        for name, default in (("start", 0), ("count", DEFAULT_COUNT)):
+            raw = self.get_query_argument(name, str(default)) or ""
+            if not _PAGE_ARG.fullmatch(raw):  # our wording
+                self.answer(400, linkedin_error(400, f"{name} must be a non-negative integer"))
+                return None
+            bounds.append(int(raw))
+        return bounds[0], bounds[1]
 
 
 class _ConversionEvents(_LinkedIn):
@@ -205,12 +358,14 @@ class _ConversionEvents(_LinkedIn):
 
 class _Conversions(_LinkedIn):
     def post(self) -> None:
+        if not self.restli_method("", "CREATE"):
+            return
         auto = self.get_query_argument("autoAssociationType", None)
         if auto not in _AUTO_ASSOCIATION:
             self.answer(400, linkedin_error(400, f"Invalid autoAssociationType {auto!r}"))
             return
         body = self.json_object()
-        problem = None if body is None else _rule_problems(body)
+        problem = None if body is None else rule_problems(body)
         if problem is not None:
             self.answer(*problem)
         elif body is not None:
@@ -220,31 +375,105 @@ class _Conversions(_LinkedIn):
 
     def get(self) -> None:
         account = self.get_query_argument("account", "") or ""
-        if self.get_query_argument("q", "") != "account" or not _ACCOUNT.fullmatch(account):
+        if self.get_query_argument("q", "") != "account" or not is_account(account):
             message = "Use ?q=account&account=urn:li:sponsoredAccount:<id>"
             self.answer(400, linkedin_error(400, message))
             return
+        bounds = self.page()
+        if bounds is None:
+            return
+        start, count = bounds
         found = [rule for rule in self.rules.rules.values() if rule["account"] == account]
-        paging = {"start": 0, "count": len(found), "links": []}
-        self.answer(200, {"elements": found, "paging": paging})
+        paging = {"start": start, "count": count, "total": len(found), "links": []}
+        self.answer(200, {"elements": found[start : start + count], "paging": paging})
+
+
+class _Conversion(_LinkedIn):
+    def rule_id(self, key: str) -> int | None:
+        """The id of the rule the path names, or None after answering 400 or 404 (our wording)."""
+        if not (key.isascii() and key.isdigit()):
+            self.answer(400, linkedin_error(400, f"Invalid conversion id {key!r}"))
+        elif int(key) not in self.rules.rules:
+            self.answer(404, linkedin_error(404, f"Conversion {key} does not exist"))
+        else:
+            return int(key)
+        return None
+
+    def get(self, key: str) -> None:
+        if self.restli_method("", "GET") and (rule_id := self.rule_id(key)) is not None:
+            self.answer(200, self.rules.rules[rule_id])
+
+    def post(self, key: str) -> None:
+        body = self.json_object() if self.restli_method("PARTIAL_UPDATE") else None
+        problem = None if body is None else patch_problems(body)
+        if problem is not None:
+            self.answer(*problem)
+        elif body is not None and (rule_id := self.rule_id(key)) is not None:
+            now_ms = int(self.sandbox.clock() * 1000)
+            problem = self.rules.update(rule_id, body["patch"].get("$set", {}), now_ms)
+            if problem is not None:
+                self.answer(*problem)
+            else:
+                self.answer(204)
 
 
 class _CampaignConversions(_LinkedIn):
-    def put(self, key: str) -> None:
-        match = _ASSOCIATION.fullmatch(key)  # tornado has already percent-decoded the key
-        if match is None:
-            self.answer(400, linkedin_error(400, f"Invalid campaignConversions key {key!r}"))
+    def put(self, key: str | None) -> None:
+        if key is None:
+            self.batch_update()
             return
-        pair = {"campaign": match.group(1), "conversion": match.group(2)}
+        if not self.restli_method("", "UPDATE"):
+            return
+        raw = self.request.path[len(_ASSOCIATIONS_PATH) :]  # still encoded, as rest.li parses
+        pair = parse_key(raw)
+        if pair is None:
+            message = f"Invalid campaignConversions key {raw!r}: use {KEY_FORM}"
+            self.answer(400, linkedin_error(400, message))
+            return
         body = self.json_object(required=False)
-        if body is not None and any(body.get(name, urn) != urn for name, urn in pair.items()):
-            self.answer(
-                400,
-                linkedin_error(400, "The body must name the campaign and conversion of the key"),
-            )
-        elif body is not None:
-            self.rules.associations.add((pair["campaign"], pair["conversion"]))
+        if body is None:
+            return
+        problem = entity_problem(body, pair)
+        if problem is not None:
+            self.answer(400, problem)
+        else:
+            self.rules.associate(*pair)
             self.answer(204)
+
+    def batch_update(self) -> None:
+        if not self.restli_method("", "BATCH_UPDATE"):
+            return
+        pairs = parse_ids(self.request.query)
+        if not pairs:
+            message = f"ids must be List(key,...) of keys {KEY_FORM}"
+            self.answer(400, linkedin_error(400, message))
+            return
+        body = self.json_object()
+        if body is not None:
+            answer, accepted = batch_associations(pairs, body)
+            for pair in accepted:
+                self.rules.associate(*pair)
+            self.answer(*answer)
+
+
+class _AccessToken(JsonHandler):
+    def post(self) -> None:
+        arguments = self.request.body_arguments.items()  # parsed only from form-encoded bodies
+        form = {name: values[0].decode("utf-8", "replace") for name, values in arguments}
+        grants = cast(OAuthGrants, self.settings["linkedin_oauth"])
+        status, body = grants.refresh(form)
+        self.answer(status, body, {"Cache-Control": "no-store"})
+
+
+class _OAuthTallies(JsonHandler):
+    def get(self) -> None:
+        grants = cast(OAuthGrants, self.settings["linkedin_oauth"])
+        self.answer(200, {"refreshes": grants.refreshes, "refused": grants.refused})
+
+
+class _Associations(JsonHandler):
+    def get(self) -> None:
+        self.answer(200, cast(ConversionRules, self.settings["linkedin_rules"]).to_json())
 
 
 def make_app(
@@ -254,6 +483,7 @@ def make_app(
 
     Args:
         sandbox: Shared state; by default a new one allowing 300 calls per token per minute.
+            The OAuth config fields are added to it.
         oldest_version: Oldest `LinkedIn-Version` served (YYYYMM); older ones get 426.
 
     Returns:
@@ -261,12 +491,20 @@ def make_app(
     """
     if sandbox is None:
         sandbox = Sandbox(rate_limit=RATE_LIMIT, rate_window_s=60.0)
-    rules = ConversionRules()
-    sandbox.on_reset.append(rules.clear)
+    sandbox.add_config(_OAUTH_CONFIG)
+    rules, grants = ConversionRules(), OAuthGrants(sandbox)
+    sandbox.on_reset += [rules.clear, grants.clear]
+    sandbox.on_configure.append(grants.configured)
     routes = [
         (r"/rest/conversionEvents", _ConversionEvents),
         (r"/rest/conversions", _Conversions),
-        (r"/rest/campaignConversions/(.+)", _CampaignConversions),
+        (r"/rest/conversions/([^/]+)", _Conversion),
+        (r"/rest/campaignConversions(?:/(.+))?", _CampaignConversions),
+        (r"/oauth/v2/accessToken", _AccessToken),
+        (r"/_sandbox/linkedin/associations", _Associations),
     ]
-    settings = {"linkedin_rules": rules, "linkedin_oldest_version": oldest_version}
-    return application(sandbox, routes, **settings)
+    settings = {"linkedin_rules": rules, "linkedin_oauth": grants}
+    app = application(sandbox, routes, linkedin_oldest_version=oldest_version, **settings)
+    # Host rules come before the app's own, so this one wins over `/_sandbox/(\w+)`.
+    app.add_handlers(r".*", [(r"/_sandbox/oauth", _OAuthTallies)])
+    return app

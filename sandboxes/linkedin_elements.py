@@ -1,15 +1,23 @@
-"""How the LinkedIn sandbox validates the elements of a `POST /rest/conversionEvents` call.
+"""What the LinkedIn sandbox checks in what it is sent (pure functions, no state).
 
-Schema errors are worded as rest.li words them (422, grouped per element); semantic issues as
-"Validation failed because [...]" (400). One invalid element fails the whole call.
+- The elements of a `POST /rest/conversionEvents` call: schema errors are worded as rest.li
+  words them (422, grouped per element); semantic issues as "Validation failed because [...]"
+  (400). One invalid element fails the whole call.
+- Conversion rules, created whole or changed by a rest.li `PARTIAL_UPDATE` patch.
+- `campaignConversions` keys in rest.li 2.0 form, in a path, an `ids=List(...)` or a body.
+- Refresh requests at the OAuth token endpoint.
+
+Wording that neither the seed nor PLATFORMS.md quotes is ours unless said otherwise.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import quote, unquote
 
 from sandboxes.base import Json
 
@@ -228,3 +236,216 @@ def validate(elements: list[Any], batch: bool, now_ms: int, disabled: frozenset[
     if issues:
         return 400, {"message": f"Validation failed because [{', '.join(issues)}]", "status": 400}
     return (400, _DELETED_RULE) if deleted else None
+
+
+# -- conversion rules ----------------------------------------------------------------------
+
+_ACCOUNT = re.compile(r"urn:li:sponsoredAccount:\d+")
+_RULE_TYPE = re.compile(r"[A-Z][A-Z_]*")  # the seed's list of types is cut off: any enum name
+_WINDOW_DAYS = (1, 7, 30, 90)
+ATTRIBUTION = ("LAST_TOUCH_BY_CAMPAIGN", "LAST_TOUCH_BY_CONVERSION")
+RULE_DEFAULTS: Json = {
+    "enabled": True,
+    "attributionType": ATTRIBUTION[0],
+    "postClickAttributionWindowSize": 30,
+    "viewThroughAttributionWindowSize": 7,
+}
+# Which fields a patch may not touch: the seed's response fields, and the ones that place a
+# rule (assumed create-only); the messages are rest.li's validator's.
+_READ_ONLY = ("id", "created", "lastModified")
+_CREATE_ONLY = ("account", "conversionMethod")
+
+
+def is_account(value: object) -> bool:
+    """Whether `value` is a sponsoredAccount URN."""
+    return isinstance(value, str) and _ACCOUNT.fullmatch(value) is not None
+
+
+def rule_problems(rule: Json) -> Answer:
+    """LinkedIn's answer to an invalid conversion rule (whole, after any patch), or None."""
+    required = ("account", "name", "conversionMethod", "type")
+    missing = [key for key in required if rule.get(key) is None]
+    if missing:
+        message = "".join(f"ERROR :: /{key} :: {REQUIRED}\n" for key in missing)
+        return 422, {"message": message, "status": 422}
+    name, kind = rule["name"], rule["type"]
+    windows = [rule.get(key, days) for key, days in RULE_DEFAULTS.items() if key.endswith("Size")]
+    bad = []  # our wording: the seed only says "400 if the request does not pass validation"
+    if not is_account(rule["account"]):
+        bad.append("account must be urn:li:sponsoredAccount:<id>")
+    if not (isinstance(name, str) and name.strip()):
+        bad.append("name must not be empty")
+    if rule["conversionMethod"] != "CONVERSIONS_API":
+        bad.append("conversionMethod must be CONVERSIONS_API")
+    if not (isinstance(kind, str) and _RULE_TYPE.fullmatch(kind)):
+        bad.append("type must be a conversion type such as LEAD")
+    if not all(type(days) is int and days in _WINDOW_DAYS for days in windows):
+        bad.append("attribution windows must be 1, 7, 30 or 90 days")
+    if rule.get("attributionType", ATTRIBUTION[0]) not in ATTRIBUTION:
+        bad.append(f"attributionType must be one of {', '.join(ATTRIBUTION)}")
+    if not isinstance(rule.get("enabled", True), bool):
+        bad.append("enabled must be true or false")
+    return (400, linkedin_error(400, "; ".join(bad))) if bad else None
+
+
+def patch_problems(body: Json) -> Answer:
+    """LinkedIn's answer to a malformed `{"patch": {"$set": {...}}}` body, or None.
+
+    Only `$set` of top-level fields is imitated; the values are checked afterwards, on the
+    patched rule, with `rule_problems`.
+    """
+    patch = body.get("patch")
+    if not isinstance(patch, dict):
+        problem = f"/patch :: {REQUIRED}" if patch is None else not_a("/patch", patch, "DataMap")
+        return 422, {"message": f"ERROR :: {problem}\n", "status": 422}
+    if not patch.keys() <= {"$set"}:
+        others = ", ".join(sorted(patch.keys() - {"$set"}))
+        return 400, linkedin_error(400, f"The sandbox supports only $set in a patch, not {others}")
+    changes = patch.get("$set", {})
+    if not isinstance(changes, dict):
+        problem = not_a("/patch/$set", changes, "DataMap")
+        return 422, {"message": f"ERROR :: {problem}\n", "status": 422}
+    fixed = [(key, "ReadOnly") for key in _READ_ONLY if key in changes]
+    fixed += [(key, "CreateOnly") for key in _CREATE_ONLY if key in changes]
+    if fixed:
+        message = "".join(
+            f"ERROR :: /{key} :: {kind} field present in a partial_update request\n"
+            for key, kind in fixed
+        )
+        return 422, {"message": message, "status": 422}
+    return None
+
+
+# -- campaignConversions keys (rest.li 2.0) ---------------------------------------------------
+
+_CAMPAIGN = re.compile(r"urn:li:sponsoredCampaign:\d+")
+_KEY = re.compile(r"\((\w+):([^(),:]*),(\w+):([^(),:]*)\)")  # URNs' own colons are %3A
+_IDS = re.compile(r"List\(((?:\([^()]*\))(?:,\([^()]*\))*)\)")
+KEY_FORM = "(campaign:<URN>,conversion:<URN>), each URN's colons encoded as %3A"
+
+
+def association_key(campaign: str, conversion: str) -> str:
+    """The rest.li 2.0 key of an association, as in the seed: `(campaign:urn%3Ali...,...)`."""
+    return f"(campaign:{quote(campaign, safe='')},conversion:{quote(conversion, safe='')})"
+
+
+def parse_key(raw: str) -> tuple[str, str] | None:
+    """(campaign URN, conversion URN) from a still-encoded key, or None if it is malformed.
+
+    An unencoded colon inside a URN breaks rest.li's parse, and a doubly encoded one leaves
+    `%3A` in the decoded URN: both are refused, as the seed asks for single encoding.
+    """
+    match = _KEY.fullmatch(raw)
+    if match is None:
+        return None
+    parts = {match.group(1): unquote(match.group(2)), match.group(3): unquote(match.group(4))}
+    campaign, conversion = parts.get("campaign", ""), parts.get("conversion", "")
+    if not (_CAMPAIGN.fullmatch(campaign) and _CONVERSION.fullmatch(conversion)):
+        return None
+    return campaign, conversion
+
+
+def parse_ids(raw_query: str) -> list[tuple[str, str]] | None:
+    """The keys of `ids=List(...)` in a still-encoded query string, or None if malformed."""
+    values = [arg[4:] for arg in raw_query.split("&") if arg.startswith("ids=")]
+    match = _IDS.fullmatch(values[0]) if len(values) == 1 else None
+    if match is None:
+        return None
+    keys = [parse_key(raw) for raw in re.findall(r"\([^()]*\)", match.group(1))]
+    return None if None in keys else [key for key in keys if key is not None]
+
+
+def entity_problem(entity: Json, pair: tuple[str, str]) -> Json | None:
+    """Why an association body does not fit its key (our wording), or None."""
+    named = (entity.get("campaign", pair[0]), entity.get("conversion", pair[1]))
+    if named == pair:
+        return None
+    return linkedin_error(400, "The body must name the campaign and conversion of the key")
+
+
+def batch_associations(
+    pairs: list[tuple[str, str]], body: Json
+) -> tuple[tuple[int, Json], list[tuple[str, str]]]:
+    """A rest.li BATCH_UPDATE of associations: its answer, and the pairs to record.
+
+    Args:
+        pairs: The keys of `ids=List(...)`, parsed.
+        body: The request body, `{"entities": {key: {"campaign", "conversion"}}}`.
+    """
+    entities = body.get("entities")
+    if not isinstance(entities, dict):
+        where = f"/entities :: {REQUIRED}"
+        if entities is not None:
+            where = not_a("/entities", entities, "DataMap")
+        return (422, {"message": f"ERROR :: {where}\n", "status": 422}), []
+    keys = {association_key(*pair): pair for pair in pairs}
+    if entities.keys() != keys.keys():  # rest.li compares the canonical encodings
+        message = (
+            f"Batch request mismatch, URI keys: '[{', '.join(keys)}]'  "
+            f"Entity keys: '[{', '.join(entities)}]'"
+        )
+        return (400, linkedin_error(400, message)), []
+    results: dict[str, Json] = {}
+    errors: dict[str, Json] = {}
+    for key, pair in keys.items():
+        entity = entities[key]
+        problem = (
+            entity_problem(entity, pair)
+            if isinstance(entity, dict)
+            else linkedin_error(400, "The entity must be a JSON object")  # our wording
+        )
+        if problem is None:
+            results[key] = {"status": 204}
+        else:
+            errors[key] = problem
+    accepted = [keys[key] for key in results]
+    return (200, {"results": results, "errors": errors}), accepted
+
+
+# -- OAuth token endpoint --------------------------------------------------------------------
+
+_FORM_FIELDS = ("grant_type", "client_id", "client_secret", "refresh_token")
+_FAIL_ERRORS = {400: "invalid_grant", 401: "invalid_client", 429: "temporarily_unavailable"}
+
+
+def oauth_error(status: int, error: str, description: str) -> tuple[int, Json]:
+    """An answer in the OAuth token endpoint's format."""
+    return status, {"error": error, "error_description": description}
+
+
+def injected_oauth_failure(status: int) -> tuple[int, Json]:
+    """What `oauth_fail` makes the token endpoint answer (our wording)."""
+    error = _FAIL_ERRORS.get(status, "server_error" if status >= 500 else "invalid_request")
+    return oauth_error(status, error, f"Sandbox oauth_fail: answering {status}")
+
+
+def refresh_refusal(form: Mapping[str, str], options: Json, remaining_s: float) -> Answer:
+    """The token endpoint's refusal of a refresh, or None if it is granted.
+
+    Args:
+        form: The form fields sent.
+        options: The sandbox's `oauth_client_id`, `oauth_client_secret`, `oauth_refresh_token`.
+        remaining_s: Seconds the configured refresh token has left.
+    """
+    for name in _FORM_FIELDS:
+        if not form.get(name):  # LinkedIn's wording (its OAuth docs' error table)
+            return oauth_error(400, "invalid_request", f'A required parameter "{name}" is missing')
+    if form["grant_type"] != "refresh_token":  # the sandbox has no member to authorize
+        message = f"Unsupported grant_type {form['grant_type']!r}: only refresh_token is served"
+        return oauth_error(400, "invalid_request", message)
+    if not (
+        _same(form["client_id"], options["oauth_client_id"])
+        and _same(form["client_secret"], options["oauth_client_secret"])
+    ):  # invalid_client's wording is LinkedIn's as its users quote it; the rest is ours
+        return oauth_error(401, "invalid_client", "Client authentication failed")
+    if not _same(form["refresh_token"], options["oauth_refresh_token"]):
+        return oauth_error(400, "invalid_grant", "The provided refresh token is invalid")
+    if remaining_s <= 0:
+        message = "The provided refresh token has expired: the member must authorize again"
+        return oauth_error(400, "invalid_grant", message)
+    return None
+
+
+def _same(sent: str, configured: object) -> bool:
+    """Whether `sent` is the configured secret; an unset one matches nothing."""
+    return isinstance(configured, str) and hmac.compare_digest(sent.encode(), configured.encode())

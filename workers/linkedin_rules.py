@@ -33,6 +33,7 @@ from workers.request import Failed, NotSent, RequestPath, Target
 RULE_URN = "urn:lla:llaPartnerConversion:"
 ACCOUNT_URN = "urn:li:sponsoredAccount:"
 CAMPAIGN_URN = "urn:li:sponsoredCampaign:"
+CREATE_ONLY = ("account", "conversionMethod")  # a rule keeps these for life
 PAGE_SIZE = 100  # rules per finder page
 ASSOCIATIONS_PER_CALL = 100  # campaigns per batch association (our choice; LinkedIn states none)
 MAX_WAIT_S = 120.0  # how long a management call waits for a rate token before giving up
@@ -154,14 +155,20 @@ class RuleManager:
             account = self._account(name, rule.account)
             if account not in listed:
                 listed[account] = self.find(name, account)
-            same = [r for r in listed[account] if r.get("name") == rule.name]
+            same = [
+                r
+                for r in listed[account]
+                if r.get("name") == rule.name and r.get("conversionMethod") == "CONVERSIONS_API"
+            ]
             if not same:
                 urn = self.create(name, rule)
                 result = Ensured(rule.name, urn, "created")
             else:
                 current = min(same, key=lambda r: int(r["id"]))  # the oldest of that name
                 wanted = wanted_fields(rule, account)
-                changes = {k: v for k, v in wanted.items() if current.get(k) != v}
+                changes = {
+                    k: v for k, v in wanted.items() if current.get(k) != v and k not in CREATE_ONLY
+                }
                 urn = f"{RULE_URN}{current['id']}"
                 if changes:
                     self.update(name, current["id"], changes)
@@ -177,6 +184,13 @@ class RuleManager:
     def close(self) -> None:
         """Release connections."""
         self.http.close()
+        self.redis.close()
+
+    def __enter__(self) -> RuleManager:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
     # -- internals ------------------------------------------------------------------------
 

@@ -91,13 +91,17 @@ def start_stack(
 ) -> Iterator[Stack]:
     """Start `platform`'s sandbox and `workers` Celery workers for its queue (no beat).
 
-    `config` holds Settings values; `config[platform]` is merged over the sandbox's URL.
+    `config` holds Settings values; `config[platform]` is merged over the sandbox's URL
+    (and "{sandbox}" in its strings becomes that URL).
     """
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
     port = free_port()
     sandbox_url = f"http://127.0.0.1:{port}"
     table = {"base_url": sandbox_url, **config.pop(platform, {})}
+    table = {
+        k: v.format(sandbox=sandbox_url) if isinstance(v, str) else v for k, v in table.items()
+    }
     values = {"redis_url": redis_url, platform: table, **config}
     procs = Processes(tmp_path / "logs", settings_env(values, tmp_path))
     settings = Settings(**values)

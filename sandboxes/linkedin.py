@@ -271,8 +271,10 @@ class _LinkedIn(PlatformHandler):
     def check_request(self) -> None:
         headers = self.request.headers
         version = headers.get("LinkedIn-Version", "")
-        this_month = time.strftime("%Y%m", time.gmtime(self.sandbox.clock()))
-        oldest = self.settings["linkedin_oldest_version"]
+        now = time.gmtime(self.sandbox.clock())
+        this_month = time.strftime("%Y%m", now)
+        # LinkedIn sunsets a version about a year after its release (PLATFORMS.md)
+        oldest = max(self.settings["linkedin_oldest_version"], f"{now.tm_year - 1}{now.tm_mon:02}")
         content_type = headers.get("Content-Type", "").partition(";")[0].strip().lower()
         if not version:
             self.answer(400, _VERSION_MISSING)

@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 import redis
 
-from dispatcher import Conversion, Destination, Dispatcher, Settings, keys
+from dispatcher import Conversion, Destination, Dispatcher, InvalidEventError, Settings, keys
 from dispatcher.settings import LinkedInSettings, Route
 
 DESTINATIONS = {
@@ -249,3 +249,20 @@ def test_a_route_naming_a_rule_uses_the_urn_ensure_stored(
     assert second.skipped == []
     (li,) = stored(redis_client, "li")
     assert li["conversion"] == "urn:lla:llaPartnerConversion:42"
+
+
+def test_start_trial_goes_to_pinterest_as_custom_and_the_raw_name_is_refused(
+    fan: Dispatcher, redis_client: redis.Redis
+) -> None:
+    # Given the peers' `start_trial`, which Pinterest's pinned contract (v5.23.0) does not list
+    routes = [Route(event="start_trial", destination="pin")]
+    producer = Dispatcher(fan.settings.model_copy(update={"routes": routes}))
+    # When it comes as a neutral Conversion, Pinterest gets it as `custom`
+    producer.enqueue_conversion(purchase(event="start_trial"))
+    (pin,) = stored(redis_client, "pin")
+    assert pin["event_name"] == "custom"
+    # And in Pinterest's own shape it is refused, naming the field
+    own = dict(pin, event_name="start_trial", event_id="raw-1")
+    with pytest.raises(InvalidEventError) as refused:
+        producer.enqueue(own, "pin")
+    assert refused.value.fields == ["event_name"]

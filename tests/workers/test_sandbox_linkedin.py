@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from dispatcher.settings import LINKEDIN_VERSION
 from sandboxes import linkedin
 from sandboxes.base import RunningServer, fingerprint, serve
 
@@ -40,7 +41,7 @@ def event(i: int = 0, **changes: Any) -> dict[str, Any]:
 
 def headers(token: str | None = TOKEN, batch: bool = True) -> dict[str, str]:
     sent = {
-        "LinkedIn-Version": "202505",
+        "LinkedIn-Version": LINKEDIN_VERSION,
         "X-Restli-Protocol-Version": "2.0.0",
         "Content-Type": "application/json",
     }
@@ -71,7 +72,7 @@ def test_accepts_a_valid_batch_and_records_it(client: httpx.Client) -> None:
     [call] = received(client)
     assert call["token_fingerprint"] == fingerprint(TOKEN)
     assert call["headers"]["authorization"] == "Bearer ***"
-    assert call["headers"]["linkedin-version"] == "202505"
+    assert call["headers"]["linkedin-version"] == LINKEDIN_VERSION
     assert call["events"] == events
     ids = client.get("/_sandbox/events", params={"fields": "eventId"}).json()
     assert ids == [{"eventId": "evt-0"}, {"eventId": "evt-1"}, {"eventId": "evt-2"}]

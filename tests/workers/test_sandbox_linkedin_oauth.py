@@ -68,7 +68,8 @@ def call(client: httpx.Client, token: str) -> httpx.Response:
     }
     sent = {
         "Authorization": f"Bearer {token}",
-        "LinkedIn-Version": "202505",
+        # the version of the (moved) sandbox month: an older one would be sunset by then
+        "LinkedIn-Version": time.strftime("%Y%m", time.gmtime(CLOCK())),
         "X-Restli-Protocol-Version": "2.0.0",
     }
     return client.post("/rest/conversionEvents", json=event, headers=sent)

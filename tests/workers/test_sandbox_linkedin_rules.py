@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from dispatcher.settings import LINKEDIN_VERSION
 from sandboxes import linkedin
 from sandboxes.base import RunningServer, Sandbox, serve
 
@@ -63,7 +64,7 @@ def server() -> Iterator[RunningServer]:
 def headers(method: str | None = None) -> dict[str, str]:
     sent = {
         "Authorization": f"Bearer {TOKEN}",
-        "LinkedIn-Version": "202505",
+        "LinkedIn-Version": LINKEDIN_VERSION,
         "X-Restli-Protocol-Version": "2.0.0",
         "Content-Type": "application/json",
     }

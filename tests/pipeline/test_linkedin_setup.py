@@ -14,7 +14,7 @@ from dispatcher import Conversion, Dispatcher, Settings
 from dispatcher.settings import LinkedInRule, Route
 from tests.conftest import wait_for
 from tests.pipeline.conftest import Stack, start_stack
-from tests.pipeline.events import linkedin
+from tests.pipeline.events import full_conversion, linkedin
 from workers.linkedin_rules import RuleManager
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.usefixtures("fresh")]
@@ -48,6 +48,7 @@ CONFIG = {
             "ad_account_id": ACCOUNT,
             "rules": [RULE],
         },
+        "li-full": {"platform": "linkedin", "token": "token-full", "allow_plain_user_info": True},
         # Two grants: each test starts with workers holding only the first token of its own
         "li-oauth": {"platform": "linkedin", "token": "first-token", "oauth": GRANT},
         "li-oauth2": {
@@ -215,3 +216,22 @@ def test_a_failing_refresh_pauses_with_the_reason_and_resumes_when_it_works(
     stack.sandbox.control("config", {"oauth_fail": None})
     wait_for(lambda: len(stack.sandbox.event_ids()) == 50, 60, "the 50 held events")
     assert not stack.control.status("li-oauth2").paused
+
+
+def test_linkedins_user_info_and_external_ids_reach_its_request(
+    stack: Stack, producer_factory: Callable[[list[Route]], Dispatcher]
+) -> None:
+    # Given a purchase with names, company, title, country and an external id
+    route = Route(
+        event="purchase", destination="li-full", conversion="urn:lla:llaPartnerConversion:9"
+    )
+    assert producer_factory([route]).enqueue_conversion(full_conversion()).skipped == []
+    # When it is delivered, LinkedIn got the whole userInfo and externalIds
+    wait_for(lambda: len(stack.sandbox.get("events")) == 1, 30, "the event")
+    (event,) = stack.sandbox.get("events")
+    assert event["user"]["userInfo"] == {
+        "firstName": "Jane", "lastName": "Doe", "companyName": "Acme", "title": "Buyer",
+        "countryCode": "DE",
+    }  # fmt: skip
+    assert event["user"]["externalIds"] == ["crm-77"]
+    assert event["conversionValue"] == {"currencyCode": "EUR", "amount": "49.90"}

@@ -10,13 +10,15 @@ from typing import Any
 
 import pytest
 
-from dispatcher import InvalidEventError, keys
+from dispatcher import Dispatcher, InvalidEventError, keys
 from dispatcher.client import Plan
 from dispatcher.events.pinterest import PinterestConversionEvent
 from dispatcher.identity import hash_email
+from dispatcher.settings import Route
 from sandboxes.pinterest import NO_EMAIL_WARNING, contract_errors
 from tests.conftest import wait_for
 from tests.pipeline.conftest import Stack, start_stack
+from tests.pipeline.events import full_conversion
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.usefixtures("fresh")]
 
@@ -192,3 +194,31 @@ def test_a_revoked_token_pauses_the_destination_with_pinterests_reason(stack: St
     assert "code 2: Authentication failed." in status.pause_reason
     assert status.backlog == 3
     assert hash_email("user1@example.com") not in status.pause_reason
+
+
+def test_every_conversion_field_reaches_pinterests_request(stack: Stack) -> None:
+    # Given a purchase using every neutral field, routed to Pinterest
+    routes = [Route(event="purchase", destination="pin-a")]
+    with Dispatcher(stack.settings.model_copy(update={"routes": routes})) as producer:
+        assert producer.enqueue_conversion(full_conversion()).skipped == []
+    # When it is delivered, the sandbox (Pinterest's contract) took it with every field
+    wait_for(lambda: len(stack.sandbox.get("events")) == 1, 30, "the event")
+    (event,) = stack.sandbox.get("events")
+    assert (event["event_name"], event["action_source"]) == ("checkout", "app_ios")
+    assert (event["opt_out"], event["partner_name"]) == (True, "ss-shop")
+    assert (event["app_id"], event["app_name"], event["app_version"]) == (
+        "429047995",
+        "Shop",
+        "7.1",
+    )
+    assert (event["device_brand"], event["device_model"]) == ("Apple", "iPhone15,2")
+    assert (event["os_version"], event["wifi"]) == ("17.1", True)
+    custom = event["custom_data"]
+    assert (custom["order_id"], custom["content_ids"], custom["num_items"]) == ("o-9", ["sku-1"], 2)
+    assert custom["contents"] == [
+        {"id": "sku-1", "item_name": "Mug", "item_price": "9.90", "quantity": 2}
+    ]
+    assert (custom["value"], custom["currency"]) == ("49.90", "EUR")
+    user = event["user_data"]
+    assert set(user) >= {"em", "fn", "ln", "external_id", "country", "click_id"}
+    assert contract_errors({"data": [event]}) == []

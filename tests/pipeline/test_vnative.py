@@ -9,9 +9,11 @@ from typing import Any
 
 import pytest
 
-from dispatcher import InvalidEventError, keys
+from dispatcher import Dispatcher, InvalidEventError, keys
+from dispatcher.settings import Route
 from tests.conftest import wait_for
 from tests.pipeline.conftest import Stack, start_stack
+from tests.pipeline.events import full_conversion
 from workers import jobs
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.usefixtures("fresh")]
@@ -226,3 +228,15 @@ def test_send_postback_reaches_vnative_as_configured_per_destination(stack: Stac
     postbacks = {job["events"]: job["send_postback"] for job in sandbox_jobs(stack)}
     assert postbacks == {1: False, 2: True}
     wait_for(lambda: len(finished_jobs(stack)) == 2, 30, "both jobs to finish")
+
+
+def test_an_events_subs_and_the_routes_reach_the_import(stack: Stack) -> None:
+    # Given a route with static subs and a conversion with subs of its own
+    routes = [Route(event="purchase", destination="vn-a", sub1="shop", sub4="route")]
+    with Dispatcher(stack.settings.model_copy(update={"routes": routes})) as producer:
+        assert producer.enqueue_conversion(full_conversion()).skipped == []
+    # When it is imported, the event's sub4 and sub10 won over the route's, sub1 is the route's
+    wait_for(lambda: len(stack.sandbox.get("events")) == 1, 30, "the conversion")
+    (event,) = stack.sandbox.get("events")
+    assert (event["sub1"], event["sub4"], event["sub10"]) == ("shop", "newsletter", "x")
+    assert event["click_id"] == "5aae975a9b155cccddccefbe"

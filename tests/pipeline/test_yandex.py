@@ -13,10 +13,12 @@ from typing import Any
 import httpx
 import pytest
 
-from dispatcher import InvalidEventError, keys
+from dispatcher import Dispatcher, InvalidEventError, keys
+from dispatcher.settings import Route
 from sandboxes.base import fingerprint
 from tests.conftest import wait_for
 from tests.pipeline.conftest import Stack, start_stack
+from tests.pipeline.events import full_conversion
 from workers import jobs
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.usefixtures("fresh")]
@@ -304,3 +306,20 @@ def test_a_failed_lookup_backs_off_and_never_uploads_twice(stack: Stack) -> None
     assert upload_statuses(stack) == [200]
     assert sorted(rows(stack)) == ["lost.0", "lost.1", "lost.2"]
     assert stack.dead.count("yandex") == 0
+
+
+def test_a_routes_fixed_price_and_an_events_own_reach_the_upload(stack: Stack) -> None:
+    # Given a route with a fixed Price, and conversions with and without a value of their own
+    routes = [Route(event="purchase", destination="ym-a", target="paid", value="5", currency="RUB")]
+    with Dispatcher(stack.settings.model_copy(update={"routes": routes})) as producer:
+        producer.enqueue_conversion(full_conversion())
+        producer.enqueue_conversion(
+            full_conversion(value=None, currency=None, yandex_client_id="157000000.2")
+        )
+    # When they are uploaded
+    wait_for(lambda: len(rows(stack)) == 2, 30, "both rows")
+    # Then each row carries its own value, or the route's when it had none
+    prices = {
+        r["ClientId"]: (r.get("Price"), r.get("Currency")) for r in stack.sandbox.get("events")
+    }
+    assert prices == {"157000000.1": ("49.90", "EUR"), "157000000.2": ("5", "RUB")}

@@ -69,3 +69,46 @@ def test_dead_letters_list_replay_and_purge(
     (entry,) = list(redis_client.xrange(keys.stream("li-main")))
     assert entry[1][b"e"] == b"dead-1"
     assert redis_client.xlen(keys.deadletters("linkedin")) == 0
+
+
+def test_linkedin_ensure_rules_and_a_refusal(settings: Settings, tmp_path: Path) -> None:
+    from sandboxes import linkedin as linkedin_sandbox
+    from sandboxes.base import serve
+
+    server = serve(linkedin_sandbox.make_app)
+    rule = {"name": "Leads", "type": "LEAD", "campaigns": ["1", "2", "3"]}
+    dests = {
+        "li-main": {"platform": "linkedin", "token": "t", "ad_account_id": "77", "rules": [rule]}
+    }
+    env = {"CONVDISP_LINKEDIN__BASE_URL": server.url, "CONVDISP_DESTINATIONS": json.dumps(dests)}
+    try:
+        # Given a destination declaring one rule, ensure creates it, then leaves it alone
+        first = run_cli(settings, tmp_path, env, "linkedin", "ensure", "li-main")
+        again = run_cli(settings, tmp_path, env, "linkedin", "ensure", "li-main")
+        assert first.returncode == 0, first.stderr
+        assert "Leads: created urn:lla:llaPartnerConversion:" in first.stdout
+        assert "3 campaign(s) associated" in first.stdout
+        assert "Leads: unchanged" in again.stdout
+        # And `rules` lists it with its full URN
+        listed = run_cli(settings, tmp_path, env, "linkedin", "rules", "li-main")
+        assert "urn:lla:llaPartnerConversion:100001" in listed.stdout
+        # And LinkedIn's refusal is one line on stderr with exit 1
+        bad = run_cli(settings, tmp_path, env, "linkedin", "disable", "li-main", "999")
+        assert bad.returncode == 1
+        assert bad.stderr.strip().count("\n") == 0
+        assert "LinkedIn 404" in bad.stderr
+    finally:
+        server.stop()
+
+
+def run_cli(
+    settings: Settings, tmp_path: Path, extra: dict[str, str], *args: str
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVDISP_")}
+    env |= {"CONVDISP_CONFIG": str(tmp_path / "none.toml"), "COLUMNS": "200", **extra}
+    env["CONVDISP_REDIS_URL"] = settings.redis_url
+    (tmp_path / "none.toml").write_text("")
+    return subprocess.run(
+        [sys.executable, "-m", "workers.cli", *args], env=env, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip

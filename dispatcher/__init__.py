@@ -14,7 +14,7 @@ from typing import Literal, overload
 from dispatcher.client import BulkReceipt, Dispatcher, EventInput, FanOutReceipt, Receipt
 from dispatcher.control import Control, DestinationStatus
 from dispatcher.conversion import Conversion
-from dispatcher.deadletters import DeadLetter, DeadLetters
+from dispatcher.deadletters import DeadLetter, DeadLetters, Selection
 from dispatcher.errors import (
     BackpressureError,
     ConfigurationError,
@@ -119,6 +119,7 @@ __all__ = [
     "LinkedInConversionEvent",
     "PinterestConversionEvent",
     "Receipt",
+    "Selection",
     "Settings",
     "StorageError",
     "UserId",

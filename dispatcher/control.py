@@ -80,6 +80,15 @@ class Control:
                 mapping={"paused": 1, "paused_fp": fingerprint, "pause_reason": reason},
             )
 
+    def pause_unservable(self, destination: str, reason: str) -> None:
+        """Pause a destination whose credentials are missing here; a worker that later finds
+        them (a restart with the variable set) resumes it by itself."""
+        with translate_redis_errors():
+            self.dispatcher.redis.hset(
+                keys.state(destination),
+                mapping={"paused": 1, "paused_fp": "unset", "pause_reason": reason},
+            )
+
     def resume(self, destination: str) -> None:
         """Deliver again (after a pause by an operator or by a 401/403) and drain at once."""
         platform = self.dispatcher.settings.destination(destination).platform

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import builtins
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -16,9 +16,41 @@ import redis
 
 from dispatcher import keys
 from dispatcher.client import Dispatcher, Plan
+from dispatcher.errors import ConfigurationError, DispatcherError
+from dispatcher.settings import PLATFORMS
 from dispatcher.storage import translate_redis_errors
 
 _SCAN_PAGE = 1000
+
+
+def known_platform(platform: str) -> str:
+    """`platform`, or a `ConfigurationError` naming the platforms there are."""
+    if platform not in PLATFORMS:
+        raise ConfigurationError(f"unknown platform {platform!r} (one of {', '.join(PLATFORMS)})")
+    return platform
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which dead letters an operation takes: all of a platform's, narrowed by any of these."""
+
+    ids: Collection[str] | None = None
+    destination: str | None = None
+    since_ms: int | None = None  # dead-lettered at or after (epoch ms)
+    until_ms: int | None = None  # dead-lettered before
+    reason: str | None = None  # the reason contains this (case-insensitive)
+
+    def takes(self, letter: DeadLetter) -> bool:
+        """Whether `letter` is selected (the time range is applied by the scan itself)."""
+        return (
+            (self.ids is None or letter.id in self.ids)
+            and (self.destination is None or letter.destination == self.destination)
+            and (self.reason is None or self.reason.lower() in letter.reason.lower())
+        )
+
+    @property
+    def everything(self) -> bool:
+        return self == Selection()
 
 
 @dataclass(frozen=True)
@@ -73,24 +105,42 @@ class DeadLetters:
     def count(self, platform: str) -> int:
         """How many dead letters the platform holds."""
         with translate_redis_errors():
-            return int(self._redis().xlen(keys.deadletters(platform)))
+            return int(self._redis().xlen(keys.deadletters(known_platform(platform))))
 
-    def iter(self, platform: str, destination: str | None = None) -> Iterator[DeadLetter]:
-        """Every dead letter of a platform, oldest first, optionally for one destination."""
-        start = "-"
+    def iter(
+        self, platform: str, destination: str | None = None, selection: Selection | None = None
+    ) -> Iterator[DeadLetter]:
+        """Every dead letter of a platform, oldest first, optionally for one destination
+        or as `selection` narrows them."""
+        chosen = selection or Selection(destination=destination)
+        start = "-" if chosen.since_ms is None else str(chosen.since_ms)
+        end = "+" if chosen.until_ms is None else f"({chosen.until_ms}"
+        stream = keys.deadletters(known_platform(platform))
         while True:
             with translate_redis_errors():
                 page = cast(
                     "builtins.list[tuple[bytes, dict[bytes, bytes]]]",
-                    self._redis().xrange(keys.deadletters(platform), start, "+", _SCAN_PAGE),
+                    self._redis().xrange(stream, start, end, _SCAN_PAGE),
                 )
             for entry_id, fields in page:
                 letter = DeadLetter.from_entry(entry_id, fields)
-                if destination is None or letter.destination == destination:
+                if chosen.takes(letter):
                     yield letter
             if len(page) < _SCAN_PAGE:
                 return
             start = "(" + page[-1][0].decode()
+
+    def show(self, platform: str, letter_id: str) -> DeadLetter:
+        """One dead letter by its id (as `list` shows it)."""
+        stream = keys.deadletters(known_platform(platform))
+        with translate_redis_errors():
+            found = cast(
+                "builtins.list[tuple[bytes, dict[bytes, bytes]]]",
+                self._redis().xrange(stream, letter_id, letter_id, 1),
+            )
+        if not found:
+            raise DispatcherError(f"no dead letter {letter_id} in {platform}")
+        return DeadLetter.from_entry(*found[0])
 
     def list(
         self, platform: str, destination: str | None = None, limit: int = 100
@@ -104,25 +154,34 @@ class DeadLetters:
         return out
 
     def _select(
-        self, platform: str, ids: Sequence[str] | None, destination: str | None
-    ) -> builtins.list[DeadLetter]:
-        wanted = set(ids) if ids is not None else None
-        return [
-            letter
-            for letter in self.iter(platform, destination)
-            if wanted is None or letter.id in wanted
-        ]
+        self, platform: str, ids: Sequence[str] | None, destination: str | None,
+        selection: Selection | None,
+    ) -> builtins.list[DeadLetter]:  # fmt: skip
+        chosen = selection or Selection(ids=ids, destination=destination)
+        if chosen.ids is not None:
+            chosen = Selection(set(chosen.ids), chosen.destination, chosen.since_ms,
+                               chosen.until_ms, chosen.reason)  # fmt: skip
+        return list(self.iter(platform, selection=chosen))
 
     def replay(
-        self, platform: str, ids: Sequence[str] | None = None, destination: str | None = None
+        self,
+        platform: str,
+        ids: Sequence[str] | None = None,
+        destination: str | None = None,
+        *,
+        selection: Selection | None = None,
+        dry_run: bool = False,
     ) -> int:
-        """Put dead letters back on their destinations' streams; returns how many.
+        """Put dead letters back on their destinations' streams; returns how many (with
+        `dry_run`, how many would be).
 
         The events keep their event ids, so a platform that already counted one
         deduplicates it. An entry leaves the dead-letter stream only after it is back on
         its destination stream (a crash in between leaves a duplicate, never a loss).
         """
-        letters = self._select(platform, ids, destination)
+        letters = self._select(platform, ids, destination, selection)
+        if dry_run:
+            return len(letters)
         for chunk_start in range(0, len(letters), 5000):
             chunk = letters[chunk_start : chunk_start + 5000]
             groups: dict[str, list[tuple[str, bytes, int]]] = {}
@@ -137,15 +196,24 @@ class DeadLetters:
         return len(letters)
 
     def purge(
-        self, platform: str, ids: Sequence[str] | None = None, destination: str | None = None
+        self,
+        platform: str,
+        ids: Sequence[str] | None = None,
+        destination: str | None = None,
+        *,
+        selection: Selection | None = None,
+        dry_run: bool = False,
     ) -> int:
-        """Delete dead letters for good; returns how many were deleted."""
-        if ids is None and destination is None:
+        """Delete dead letters for good; returns how many were (with `dry_run`, would be)."""
+        chosen = selection or Selection(ids=ids, destination=destination)
+        if chosen.everything and not dry_run:
             with translate_redis_errors():
                 n = self.count(platform)
                 self._redis().delete(keys.deadletters(platform))
             return n
-        letters = self._select(platform, ids, destination)
+        letters = self._select(platform, None, None, chosen)
+        if dry_run:
+            return len(letters)
         with translate_redis_errors():
             for i in range(0, len(letters), _SCAN_PAGE):
                 self._redis().xdel(

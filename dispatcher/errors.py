@@ -29,6 +29,10 @@ class ConfigurationError(DispatcherError):
     """Raised when settings, a destination or its credentials are missing or invalid."""
 
 
+class UnknownDestinationError(ConfigurationError):
+    """Raised when a destination id is not (or no longer) configured."""
+
+
 @dataclass(frozen=True)
 class FieldError:
     """One problem with one field of one event."""

@@ -33,7 +33,7 @@ from pydantic_settings import (
 )
 
 from dispatcher.currencies import Currency
-from dispatcher.errors import ConfigurationError
+from dispatcher.errors import ConfigurationError, UnknownDestinationError
 
 Platform = Literal["linkedin", "pinterest", "yandex", "vnative"]
 PLATFORMS: tuple[Platform, ...] = ("linkedin", "pinterest", "yandex", "vnative")
@@ -280,11 +280,14 @@ class Destination(BaseModel):
         """A short one-way digest of the credentials: names rate-limit scopes, detects
         rotation. With `oauth` it digests the client id and refresh token, which a refresh
         does not change."""
-        if self.oauth is not None:
-            client_id, _, refresh_token = self.oauth.read()
-            material = f"oauth:{client_id}:{refresh_token}"
-        else:
-            material = self.static_token() or ""
+        try:
+            if self.oauth is not None:
+                client_id, _, refresh_token = self.oauth.read()
+                material = f"oauth:{client_id}:{refresh_token}"
+            else:
+                material = self.static_token() or ""
+        except ConfigurationError:  # credentials unset here: nothing can be sent anyway
+            return "unset"
         return hashlib.sha256(material.encode()).hexdigest()[:16]
 
 
@@ -433,7 +436,7 @@ class Settings(BaseSettings):
             return self.destinations[name]
         except KeyError:
             known = ", ".join(sorted(self.destinations)) or "none"
-            raise ConfigurationError(
+            raise UnknownDestinationError(
                 f"unknown destination {name!r} (configured: {known})"
             ) from None
 

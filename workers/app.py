@@ -8,6 +8,7 @@ No beat is needed: every worker runs a scheduler thread for the queues it consum
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery, bootsteps
@@ -15,6 +16,7 @@ from celery import Celery, bootsteps
 from dispatcher.settings import get_settings
 from workers import scheduler
 
+log = logging.getLogger(__name__)
 settings = get_settings()
 
 app = Celery("convdispatch", broker=settings.broker, include=["workers.tasks"])
@@ -51,6 +53,7 @@ class SchedulerStep(bootsteps.StartStopStep):
 
     def start(self, worker: Any) -> None:
         queues = list(worker.app.amqp.queues.consume_from or worker.app.amqp.queues)
+        _pause_unservable([q.rsplit(".", 1)[-1] for q in queues])
         self.scheduler = scheduler.for_worker(worker.app, settings, queues)
         if self.scheduler is not None:
             self.scheduler.start()
@@ -58,6 +61,25 @@ class SchedulerStep(bootsteps.StartStopStep):
     def stop(self, worker: Any) -> None:
         if self.scheduler is not None:
             self.scheduler.stop()
+
+
+def _pause_unservable(platforms: list[str]) -> None:
+    """The offline part of `convdispatch check`, at start: a destination without its
+    credentials is paused with the reason (visible in `status`), not failed batch by batch."""
+    from dispatcher import Control, Dispatcher
+    from dispatcher.check import credential_findings
+
+    problems = [f for f in credential_findings(settings, platforms) if f.level == "error"]
+    if not problems:
+        return
+    with Dispatcher(settings) as producer:
+        for finding in problems:
+            name = finding.subject.removeprefix("destination ")
+            log.error("destination %s cannot be served: %s", name, finding.message)
+            try:
+                Control(producer).pause_unservable(name, finding.message)
+            except Exception:  # Redis down at start: the drain will pause it the same way
+                log.exception("could not pause %s", name)
 
 
 app.steps["worker"].add(SchedulerStep)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,12 +13,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dispatcher import Control, DeadLetters
+from dispatcher import ConfigurationError, Control, DeadLetters, Selection
+from dispatcher.deadletters import known_platform
 
 if TYPE_CHECKING:
     from workers.linkedin_rules import RuleManager
 
-app = typer.Typer(help="Asynchronous, queue-based conversion dispatcher.", no_args_is_help=True)
+app = typer.Typer(
+    help="Asynchronous, queue-based conversion dispatcher.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 dead = typer.Typer(help="List, replay and purge dead letters.", no_args_is_help=True)
 app.add_typer(dead, name="dead")
 orphans = typer.Typer(help="Events of destinations no longer configured.", no_args_is_help=True)
@@ -27,6 +34,42 @@ linkedin = typer.Typer(
 app.add_typer(linkedin, name="linkedin")
 console = Console()
 errors = Console(stderr=True)
+VERBOSE = {"on": False}
+
+
+@app.callback()
+def options(
+    config: Annotated[
+        Path | None, typer.Option(help="The TOML config (default: $CONVDISP_CONFIG).")
+    ] = None,
+    redis_url: Annotated[
+        str | None, typer.Option(help="Redis of events and state (default: from the config).")
+    ] = None,
+    verbose: Annotated[bool, typer.Option(help="Show tracebacks of errors.")] = False,
+) -> None:
+    """Options every command takes."""
+    from dispatcher.settings import get_settings
+
+    if config is not None:
+        os.environ["CONVDISP_CONFIG"] = str(config)
+    if redis_url is not None:
+        os.environ["CONVDISP_REDIS_URL"] = redis_url
+    VERBOSE["on"] = verbose
+    get_settings.cache_clear()
+
+
+def main() -> None:
+    """The `convdispatch` entry point: a user error is one line on stderr and exit 1."""
+    from workers.errors import user_error
+
+    try:
+        app()
+    except Exception as exc:  # typer/click handle usage errors themselves (exit 2)
+        message = user_error(exc)
+        if message is None or VERBOSE["on"]:
+            raise
+        errors.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(1)
 
 
 @app.command()
@@ -52,19 +95,28 @@ def status(destination: Annotated[list[str] | None, typer.Argument()] = None) ->
     """Backlog, in-flight, delivered, dead and pause state of destinations."""
     control = Control()
     names = destination or list(control.dispatcher.settings.destinations)
+    orphaned = [] if destination else control.orphans()
+    if not names and not orphaned:
+        raise ConfigurationError(_nothing_configured())
     table = Table()
-    for column in ("destination", "platform", "backlog", "in flight", "delivered", "dead", "state"):
-        table.add_column(column)
+    for column in ("destination", "platform", "backlog", "in flight", "delivered", "dead"):
+        table.add_column(column, overflow="fold")
+    table.add_column("state", overflow="fold")
     for name in names:
         s = control.status(name)
         state = f"paused: {s.pause_reason}" if s.paused else (s.last_error or "ok")
         table.add_row(
             name, s.platform, str(s.backlog), str(s.in_flight), str(s.delivered), str(s.dead), state
         )
-    for orphan in [] if destination else control.orphans():
+    for orphan in orphaned:
         state = "orphaned: not configured (convdispatch orphans dead-letter)"
         table.add_row(orphan.destination, orphan.platform, str(orphan.backlog), "", "", "", state)
     console.print(table)
+
+
+def _nothing_configured() -> str:
+    where = os.environ.get("CONVDISP_CONFIG") or "config/dispatcher.toml (not found)"
+    return f"no destinations configured (config: {where}); give --config or CONVDISP_CONFIG"
 
 
 @orphans.command("list")
@@ -110,12 +162,14 @@ def metrics(port: int = 9108, address: str = "127.0.0.1") -> None:
 def pause(destination: str, reason: str = "paused by operator") -> None:
     """Stop delivering to a destination; its events keep waiting."""
     Control().pause(destination, reason)
+    console.print(f"{destination} paused: {reason}")
 
 
 @app.command()
 def resume(destination: str) -> None:
     """Deliver again to a paused destination."""
     Control().resume(destination)
+    console.print(f"{destination} resumed")
 
 
 @app.command()
@@ -129,8 +183,10 @@ def jobs(platform: str, limit: int = 20) -> None:
 
     table = Table()
     for column in ("job", "destination", "submitted", "events", "state", "detail"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     settings = get_settings()
+    if known_platform(platform) not in ("yandex", "vnative"):
+        raise ConfigurationError(f"{platform} has no background jobs (yandex and vnative do)")
     for job in recent(connect(settings.redis_url), platform, limit):
         submitted = datetime.fromtimestamp(job.submitted_at_ms / 1000, UTC)
         state = f"[red]{job.state}[/]" if job.failed else job.state
@@ -145,32 +201,135 @@ def jobs(platform: str, limit: int = 20) -> None:
     console.print(table)
 
 
+Since = Annotated[
+    str | None, typer.Option(help="Dead-lettered at or after: ISO time or an age (30m, 2h, 7d).")
+]
+Until = Annotated[str | None, typer.Option(help="Dead-lettered before: ISO time or an age.")]
+Reason = Annotated[str | None, typer.Option(help="The reason contains this text.")]
+DryRun = Annotated[bool, typer.Option(help="Only count what would be taken.")]
+
+
+def _selection(
+    ids: list[str] | None, destination: str | None, since: str | None, until: str | None,
+    reason: str | None,
+) -> Selection:  # fmt: skip
+    return Selection(ids or None, destination, _when(since), _when(until), reason)
+
+
+def _when(text: str | None) -> int | None:
+    """An ISO 8601 time or an age such as 90s, 30m, 2h or 7d, as epoch ms."""
+    import time
+    from datetime import UTC, datetime
+
+    if text is None:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text[-1:] in units and text[:-1].isdigit():
+        return int((time.time() - int(text[:-1]) * units[text[-1]]) * 1000)
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigurationError(
+            f"cannot read time {text!r}: use ISO 8601 or 30m, 2h, 7d"
+        ) from None
+    return int((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp() * 1000)
+
+
 @dead.command("list")
-def dead_list(platform: str, destination: str | None = None, limit: int = 50) -> None:
-    """Show dead letters, oldest first."""
+def dead_list(
+    platform: str, destination: str | None = None, limit: int = 50, since: Since = None,
+    until: Until = None, reason: Reason = None,
+) -> None:  # fmt: skip
+    """Show dead letters, oldest first (reasons in full; `dead show` for one in detail)."""
     table = Table()
     for column in ("id", "destination", "event id", "attempts", "status", "reason"):
-        table.add_column(column)
-    for letter in DeadLetters().list(platform, destination, limit):
+        table.add_column(column, overflow="fold")
+    chosen = _selection(None, destination, since, until, reason)
+    letters = DeadLetters().iter(platform, selection=chosen)
+    for letter, _ in zip(letters, range(limit), strict=False):
         table.add_row(
             letter.id, letter.destination, letter.event_id, str(letter.attempts),
-            str(letter.status or ""), letter.reason[:120],
+            str(letter.status or ""), letter.reason,
         )  # fmt: skip
+    if not table.rows:
+        console.print(f"no dead letters in {platform} match")
+        return
     console.print(table)
+
+
+@dead.command("show")
+def dead_show(platform: str, letter_id: str) -> None:
+    """One dead letter: every field, the platform's answer and the (hashed) event."""
+    import json
+    from datetime import UTC, datetime
+
+    letter = DeadLetters().show(platform, letter_id)
+    at = datetime.fromtimestamp(letter.failed_at_ms / 1000, UTC)
+    rows = {
+        "id": letter.id, "destination": letter.destination, "event id": letter.event_id,
+        "dead since": f"{at:%Y-%m-%d %H:%M:%S} UTC", "attempts": str(letter.attempts),
+        "HTTP status": str(letter.status or ""), "reason": letter.reason,
+        "platform answered": letter.excerpt,
+        "event": json.dumps(letter.event, indent=2, sort_keys=True),
+    }  # fmt: skip
+    for key, value in rows.items():
+        console.print(f"[bold]{key}:[/] ", end="")
+        console.print(value, markup=False, highlight=False)
 
 
 @dead.command("replay")
 def dead_replay(
-    platform: str, ids: list[str] | None = None, destination: str | None = None
-) -> None:
-    """Send dead letters again (all, one destination's, or the given ids)."""
-    console.print(f"replayed {DeadLetters().replay(platform, ids or None, destination)}")
+    platform: str, ids: list[str] | None = None, destination: str | None = None,
+    since: Since = None, until: Until = None, reason: Reason = None, dry_run: DryRun = False,
+) -> None:  # fmt: skip
+    """Send dead letters again (all, or those the options select)."""
+    chosen = _selection(ids, destination, since, until, reason)
+    n = DeadLetters().replay(platform, selection=chosen, dry_run=dry_run)
+    console.print(f"would replay {n}" if dry_run else f"replayed {n}")
 
 
 @dead.command("purge")
-def dead_purge(platform: str, ids: list[str] | None = None, destination: str | None = None) -> None:
-    """Delete dead letters for good."""
-    console.print(f"purged {DeadLetters().purge(platform, ids or None, destination)}")
+def dead_purge(
+    platform: str, ids: list[str] | None = None, destination: str | None = None,
+    since: Since = None, until: Until = None, reason: Reason = None, dry_run: DryRun = False,
+) -> None:  # fmt: skip
+    """Delete dead letters for good (all, or those the options select)."""
+    chosen = _selection(ids, destination, since, until, reason)
+    n = DeadLetters().purge(platform, selection=chosen, dry_run=dry_run)
+    console.print(f"would purge {n}" if dry_run else f"purged {n}")
+
+
+@app.command()
+def check(
+    online: Annotated[
+        bool, typer.Option(help="Also make one harmless authenticated call per destination.")
+    ] = False,
+) -> None:
+    """Check the configuration, credentials, routes and Redis's durability settings."""
+    from dispatcher import get_settings
+    from dispatcher.check import offline
+    from dispatcher.storage import connect
+
+    settings = get_settings()
+    if not settings.destinations:
+        raise ConfigurationError(_nothing_configured())
+    client = connect(settings.redis_url)
+    found = offline(settings, client)
+    if online:
+        import httpx
+
+        from workers.probe import online as online_checks
+
+        with httpx.Client() as http:
+            found += online_checks(settings, client, http)
+    marks = {"ok": "[green]ok[/]   ", "warn": "[yellow]warn[/] ", "error": "[red]error[/]"}
+    for finding in found:
+        console.print(f"{marks[finding.level]} {finding.subject}: ", end="")
+        console.print(finding.message, markup=False, highlight=False)
+    bad = sum(f.level == "error" for f in found)
+    if bad:
+        errors.print(f"{bad} problem(s) found", highlight=False)
+        raise typer.Exit(1)
 
 
 @contextmanager
@@ -292,4 +451,4 @@ def linkedin_associate(destination: str, rule: str, campaigns: list[str]) -> Non
 
 
 if __name__ == "__main__":
-    app()
+    main()

@@ -26,7 +26,7 @@ import httpx
 import redis
 
 from dispatcher import keys
-from dispatcher.errors import ConfigurationError
+from dispatcher.errors import ConfigurationError, UnknownDestinationError
 from dispatcher.settings import Settings
 from workers.adapters import JobAdapter, Outcome, Verdict, adapter_for
 from workers.lease import Lease
@@ -135,17 +135,17 @@ class Engine:
         adapter = adapter_for(dest.platform)
         return Target(name, dest, table, adapter, adapter.limits(dest, table))
 
-    def drain_many(self, names: list[str]) -> list[DrainReport | ConfigurationError]:
+    def drain_many(self, names: list[str]) -> list[DrainReport | UnknownDestinationError]:
         """Drain several destinations at once (`drain_parallel` at a time), so a task of
         many small destinations overlaps their calls; a report, or the error, for each."""
         if len(names) == 1:
             return [self._drain_or_error(names[0])]
         return list(self._destinations.map(self._drain_or_error, names))
 
-    def _drain_or_error(self, name: str) -> DrainReport | ConfigurationError:
+    def _drain_or_error(self, name: str) -> DrainReport | UnknownDestinationError:
         try:
             return self.drain(name)
-        except ConfigurationError as exc:
+        except UnknownDestinationError as exc:
             return exc
 
     def drain(self, name: str) -> DrainReport:

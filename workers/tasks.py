@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from dispatcher import keys
-from dispatcher.errors import ConfigurationError
+from dispatcher.errors import UnknownDestinationError
 from dispatcher.settings import PLATFORMS
 from dispatcher.storage import connect
 from workers import jobs
@@ -41,7 +41,7 @@ def drain(destinations: list[str] | str) -> list[dict[str, Any]]:
     names = [destinations] if isinstance(destinations, str) else destinations
     reports = []
     for name, report in zip(names, engine().drain_many(names), strict=True):
-        if isinstance(report, ConfigurationError):
+        if isinstance(report, UnknownDestinationError):
             # No longer configured: stop scheduling it. Its events stay (see `orphans`).
             for platform in PLATFORMS:
                 engine().redis.zrem(keys.due(platform), name)

@@ -104,7 +104,7 @@ def test_no_identifier_column_names_all_four() -> None:
         ({"Target": "paid,extra"}, "Target"),
         ({"Target": "line\nbreak"}, "Target"),
         ({"ClientId": "1,2"}, "ClientId"),
-        ({"DateTime": NOW_S + 120}, "DateTime"),
+        ({"DateTime": NOW_S + 3600}, "DateTime"),
         ({"DateTime": NOW_S - 22 * 86_400}, "DateTime"),
         ({"DateTime": "yesterday"}, "DateTime"),
         ({"DateTime": datetime.now() - timedelta(hours=1)}, "DateTime"),  # naive

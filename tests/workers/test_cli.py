@@ -105,10 +105,122 @@ def run_cli(
     settings: Settings, tmp_path: Path, extra: dict[str, str], *args: str
 ) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVDISP_")}
-    env |= {"CONVDISP_CONFIG": str(tmp_path / "none.toml"), "COLUMNS": "200", **extra}
-    env["CONVDISP_REDIS_URL"] = settings.redis_url
+    env |= {"CONVDISP_CONFIG": str(tmp_path / "none.toml"), "COLUMNS": "200"}
+    env |= {"CONVDISP_REDIS_URL": settings.redis_url, **extra}
     (tmp_path / "none.toml").write_text("")
     return subprocess.run(
         [sys.executable, "-m", "workers.cli", *args], env=env, capture_output=True, text=True,
         timeout=60,
     )  # fmt: skip
+
+
+def one_line_error(done: subprocess.CompletedProcess[str]) -> str:
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert done.stderr.startswith("error: ")
+    assert done.stderr.strip().count("\n") == 0, done.stderr
+    return done.stderr
+
+
+def test_every_user_error_is_one_line_and_exit_1(settings: Settings, tmp_path: Path) -> None:
+    dests = json.dumps({"li-main": {"platform": "linkedin", "token": "t"}})
+    ok = {"CONVDISP_DESTINATIONS": dests}
+    # An unknown destination, an unknown platform
+    err = one_line_error(run_cli(settings, tmp_path, ok, "status", "nope"))
+    assert "unknown destination 'nope' (configured: li-main)" in err
+    err = one_line_error(run_cli(settings, tmp_path, ok, "dead", "list", "linkdin"))
+    assert "unknown platform 'linkdin'" in err
+    err = one_line_error(run_cli(settings, tmp_path, ok, "jobs", "yandx"))
+    assert "unknown platform 'yandx'" in err
+    # Redis unreachable (its password is never shown)
+    down = ok | {"CONVDISP_REDIS_URL": "redis://:hunter2@127.0.0.1:9/0"}
+    err = one_line_error(run_cli(settings, tmp_path, down, "status"))
+    assert "Redis at redis://:***@127.0.0.1:9/0 is unreachable" in err
+    assert "hunter2" not in err
+    # A missing config file, a TOML syntax error and an invalid value, each naming the file
+    missing = tmp_path / "missing.toml"
+    err = one_line_error(run_cli(settings, tmp_path, {}, "--config", str(missing), "status"))
+    assert str(missing) in err
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[destinations.a]\nplatform = \n")
+    err = one_line_error(run_cli(settings, tmp_path, {}, "--config", str(bad), "status"))
+    assert f"{bad}: not valid TOML" in err
+    assert "line 2" in err
+    wrong = tmp_path / "wrong.toml"
+    wrong.write_text('[destinations.a]\nplatform = "linkdin"\ntoken = "t"\n')
+    err = one_line_error(run_cli(settings, tmp_path, {}, "--config", str(wrong), "status"))
+    assert f"{wrong}: destinations.a.platform" in err
+    # Nothing configured: a message, not an empty table
+    err = one_line_error(run_cli(settings, tmp_path, {}, "status"))
+    assert "no destinations configured" in err
+    # And --verbose shows the traceback instead
+    verbose = run_cli(settings, tmp_path, ok, "--verbose", "status", "nope")
+    assert "Traceback" in verbose.stderr
+
+
+def test_pause_and_resume_confirm(settings: Settings, tmp_path: Path) -> None:
+    assert "li-main paused: deploy" in cli(
+        settings, tmp_path, "pause", "li-main", "--reason", "deploy"
+    )
+    assert "li-main resumed" in cli(settings, tmp_path, "resume", "li-main")
+
+
+def test_dead_show_and_replay_by_reason_and_time(
+    settings: Settings, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    # Given three dead letters: two refused for one reason, one for another
+    for i, reason in enumerate(["422: bad hash", "422: bad hash", "expired: too old"]):
+        body = json.dumps(linkedin(i, "dl")).encode()
+        redis_client.xadd(
+            keys.deadletters("linkedin"),
+            {"d": "li-main", "e": f"dl-{i}", "reason": reason, "p": body, "t": 0, "at": 0},
+        )
+    (first, *_) = [e[0].decode() for e in redis_client.xrange(keys.deadletters("linkedin"))]
+    # When one is shown, its reason and event are there in full
+    shown = cli(settings, tmp_path, "dead", "show", "linkedin", first)
+    assert "422: bad hash" in shown
+    assert '"eventId": "dl-0"' in shown
+    # And a dry run counts by reason and by time without touching anything
+    dry = cli(settings, tmp_path, "dead", "replay", "linkedin", "--reason", "BAD HASH", "--dry-run")
+    assert "would replay 2" in dry
+    assert "would purge 0" in cli(
+        settings,
+        tmp_path,
+        "dead",
+        "purge",
+        "linkedin",
+        "--until",
+        "2000-01-01T00:00:00",
+        "--dry-run",
+    )
+    assert redis_client.xlen(keys.deadletters("linkedin")) == 3
+    # And a replay by reason takes exactly those
+    assert "replayed 2" in cli(
+        settings, tmp_path, "dead", "replay", "linkedin", "--reason", "bad hash"
+    )
+    assert redis_client.xlen(keys.deadletters("linkedin")) == 1
+    assert redis_client.xlen(keys.stream("li-main")) == 2
+    # And an unknown id is one line
+    missing = run_cli(settings, tmp_path, {}, "dead", "show", "linkedin", "1-1")
+    assert "no dead letter 1-1" in one_line_error(missing)
+
+
+def test_check_catches_an_unset_token_and_a_redis_without_aof(
+    settings: Settings, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    dests = {
+        "li-main": {"platform": "linkedin", "token": "t"},
+        "pin-a": {"platform": "pinterest", "token_env": "PIN_TOKEN_UNSET", "ad_account_id": "1"},
+    }
+    env = {"CONVDISP_DESTINATIONS": json.dumps(dests)}
+    redis_client.config_set("appendonly", "no")
+    try:
+        done = run_cli(settings, tmp_path, env, "check")
+    finally:
+        redis_client.config_set("appendonly", "yes")
+    assert done.returncode == 1
+    assert "destination pin-a: configuration: environment variable PIN_TOKEN_UNSET" in done.stdout
+    assert "appendonly is off" in done.stdout
+    assert "destination li-main: linkedin: credentials set" in done.stdout
+    # And with AOF back and the variable set, everything passes
+    fixed = run_cli(settings, tmp_path, env | {"PIN_TOKEN_UNSET": "x"}, "check")
+    assert fixed.returncode == 0, fixed.stdout

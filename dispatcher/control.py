@@ -9,6 +9,7 @@ from dispatcher.client import Dispatcher
 from dispatcher.errors import ConfigurationError
 from dispatcher.settings import PLATFORMS
 from dispatcher.storage import lua, translate_redis_errors
+from dispatcher.trace import Trace, trace
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,13 @@ class Control:
                 keys.state(destination),
                 mapping={"paused": 1, "paused_fp": fingerprint, "pause_reason": reason},
             )
+
+    def trace(self, event_id: str, destination: str | None = None) -> list[Trace]:
+        """Where the event is at `destination` (or every destination that stored it)."""
+        if destination is not None:
+            self.dispatcher.settings.destination(destination)
+        with translate_redis_errors():
+            return trace(self.dispatcher.redis, self.dispatcher.settings, event_id, destination)
 
     def pause_unservable(self, destination: str, reason: str) -> None:
         """Pause a destination whose credentials are missing here; a worker that later finds

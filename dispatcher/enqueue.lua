@@ -1,6 +1,7 @@
 -- Append events to one destination's stream, all or none, and make the destination due.
 --
--- KEYS: stream, state, lease, due index (platform), ids (event id -> stored ms)
+-- KEYS: stream, state, lease, due index (platform), ids (event id -> its entry id as
+--       ms * 4096 + sequence, the sequence capped at 4095: the trace finds the entry)
 -- ARGV: group, destination, platform, cap, batch_size, max_wait_ms, window_ms, n, then n
 --   triples (payload, event_id, happened_at_ms)
 -- An event id already stored for this destination within window_ms is not stored again
@@ -18,7 +19,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 local fresh = {}
 if window > 0 then
-  redis.call('ZREMRANGEBYSCORE', ids, '-inf', now - window)
+  redis.call('ZREMRANGEBYSCORE', ids, '-inf', string.format('%.0f', (now - window) * 4096))
   local seen = {}
   for i = 1, n do
     local id = ARGV[8 + 3 * i - 1]
@@ -41,8 +42,12 @@ if backlog == 0 and redis.call('EXISTS', stream) == 0 then
 end
 for _, i in ipairs(fresh) do
   local p = 8 + 3 * i - 2
-  redis.call('XADD', stream, '*', 'p', ARGV[p], 'e', ARGV[p + 1], 't', ARGV[p + 2])
-  if window > 0 then redis.call('ZADD', ids, now, ARGV[p + 1]) end
+  local entry = redis.call('XADD', stream, '*', 'p', ARGV[p], 'e', ARGV[p + 1], 't', ARGV[p + 2])
+  if window > 0 then
+    local ms, seq = string.match(entry, '^(%d+)-(%d+)$')
+    local score = tonumber(ms) * 4096 + math.min(tonumber(seq), 4095)
+    redis.call('ZADD', ids, string.format('%.0f', score), ARGV[p + 1])
+  end
 end
 if window > 0 and #fresh > 0 then redis.call('PEXPIRE', ids, window) end
 

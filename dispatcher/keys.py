@@ -33,8 +33,14 @@ def attempts(destination: str) -> str:
 
 
 def event_ids(destination: str) -> str:
-    """Sorted set: event id -> when it was stored (ms), for `idempotency_window_s`."""
+    """Sorted set: event id -> its entry id (ms * 4096 + seq), for `idempotency_window_s`."""
     return _dest(destination, "ids")
+
+
+def deliveries(destination: str) -> str:
+    """Stream: one record per delivered batch (batch id, status, job, entry-id runs), kept
+    `idempotency_window_s`, so `trace` can say which call delivered an event."""
+    return _dest(destination, "deliveries")
 
 
 def lease(destination: str) -> str:

@@ -299,6 +299,24 @@ def dead_purge(
     console.print(f"would purge {n}" if dry_run else f"purged {n}")
 
 
+@app.command("trace")
+def trace_event(
+    event_id: str, destination: Annotated[str | None, typer.Option(help="Only here.")] = None
+) -> None:
+    """Where an event is: waiting, in flight, delivered (which call, which job) or dead (why)."""
+    from dispatcher.trace import iso
+
+    for found in Control().trace(event_id, destination):
+        console.print(f"[bold]{found.destination}[/] {found.state}: ", end="")
+        console.print(found.detail, markup=False, highlight=False)
+        for key, value in found.facts.items():
+            if key.endswith("_ms") and isinstance(value, int):
+                value = iso(value)
+            console.print(f"  {key}: {value}", markup=False, highlight=False)
+        if found.state == "unknown" and found.destination == "*":
+            raise typer.Exit(1)
+
+
 @app.command()
 def check(
     online: Annotated[

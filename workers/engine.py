@@ -374,6 +374,7 @@ class Engine:
         s.acked = [e[0] for e, _ in by[Verdict.DELIVERED]]
         s.dead += [(e[0], reason, True) for e, reason in by[Verdict.REJECTED]]
         s.status, s.excerpt, s.warnings = outcome.status, outcome.excerpt, len(outcome.warnings)
+        s.batch_id = batch_id
         if outcome.job_id is not None and s.acked:
             s.job_id, s.job_state, s.job_detail = (
                 outcome.job_id,

@@ -1,7 +1,7 @@
 -- Settle one batch of one destination, atomically, only for the lease's holder.
 --
 -- KEYS: 1 lease, 2 stream, 3 state, 4 attempts, 5 sending, 6 dead letters (platform),
---       7 job, 8 job events, 9 open jobs (platform), 10 job index (platform)
+--       7 job, 8 job events, 9 open jobs (platform), 10 job index (platform), 11 deliveries
 -- ARGV: 1 token, 2 group, 3 consumer, 4 destination, 5 batch id to forget ('' none),
 --       6 max attempts, 7 dead-letter retention ms, 8 status, 9 body excerpt,
 --       then: n_ack, ids...;
@@ -9,7 +9,7 @@
 --             n_retry, counted, reason, idle ms, ids...;
 --             job id ('' none), job state, job detail, poll ms, job ttl ms;
 --             next_at_ms (0 none), failures ('reset' | 'incr' | ''), last error,
---             pause reason ('' none), pause fingerprint, warnings
+--             pause reason ('' none), pause fingerprint, warnings, batch id, trace retention ms
 -- Returns {acked, dead} or {-1} when the lease is no longer this holder's.
 local token, group, consumer, name = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 if redis.call('GET', KEYS[1]) ~= token then return {-1} end
@@ -38,6 +38,7 @@ local poll_ms, job_ttl = tonumber(ARGV[p + 3]), tonumber(ARGV[p + 4])
 p = p + 5
 local next_at, failures, last_error = tonumber(ARGV[p]), ARGV[p + 1], ARGV[p + 2]
 local pause_reason, pause_fp, warnings = ARGV[p + 3], ARGV[p + 4], tonumber(ARGV[p + 5])
+local batch_id, trace_ms = ARGV[p + 6], tonumber(ARGV[p + 7])
 
 -- Lua's unpack is limited to a few thousand values: call in slices.
 local function each_slice(ids, call)
@@ -118,6 +119,27 @@ if #keep > 0 then
 end
 if ARGV[5] ~= '' then redis.call('HDEL', KEYS[5], ARGV[5]) end
 
+if #acks > 0 and trace_ms > 0 then
+  -- One record per delivered batch, its entry ids as runs "ms-first-last", for the trace.
+  local parsed = {}
+  for i, id in ipairs(acks) do
+    local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+    parsed[i] = {tonumber(ms), tonumber(seq)}
+  end
+  table.sort(parsed, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)
+  local runs, first = {}, parsed[1]
+  local last = first
+  for i = 2, #parsed + 1 do
+    local x = parsed[i]
+    if not x or x[1] ~= last[1] or x[2] ~= last[2] + 1 then
+      runs[#runs + 1] = string.format('%.0f-%d-%d', first[1], first[2], last[2])
+      first = x
+    end
+    last = x or last
+  end
+  redis.call('XADD', KEYS[11], 'MINID', '~', tostring(math.max(0, now - trace_ms)) .. '-0', '*',
+    'b', batch_id, 'n', #acks, 's', status, 'j', job_id, 'r', table.concat(runs, ' '))
+end
 if #acks > 0 then redis.call('HINCRBY', state, 'delivered', #acks) end
 if n_dead > 0 then redis.call('HINCRBY', state, 'dead', n_dead) end
 if #keep > 0 then redis.call('HINCRBY', state, 'retried', #keep) end

@@ -42,6 +42,7 @@ class Settlement:
     pause_reason: str = ""
     pause_fingerprint: str = ""
     warnings: int = 0
+    batch_id: str = ""  # names the batch in the delivery record the trace reads
 
 
 class FencedError(Exception):
@@ -68,6 +69,7 @@ def settle(
         keys.lease(name), keys.stream(name), keys.state(name), keys.attempts(name),
         keys.sending(name), keys.deadletters(platform), keys.job(platform, job),
         keys.job_events(platform, job), keys.open_jobs(platform), keys.jobs_index(platform),
+        keys.deliveries(name),
     ]  # fmt: skip
     args: list[Any] = [
         token, keys.GROUP, consumer, name, s.forget_batch, table.max_attempts,
@@ -81,7 +83,7 @@ def settle(
     ttl_ms = int((s.job_max_age_s + JOB_TTL_S) * 1000)
     args += [s.job_id, s.job_state, s.job_detail, int(s.job_poll_s * 1000), ttl_ms]
     args += [s.next_at_ms, s.failures, s.last_error, s.pause_reason, s.pause_fingerprint]
-    args += [s.warnings]
+    args += [s.warnings, s.batch_id, int(settings.idempotency_window_s * 1000)]
     reply = client.eval(lua("workers", "settle.lua"), len(keys_), *keys_, *args)
     if int(reply[0]) < 0:
         raise FencedError(name)

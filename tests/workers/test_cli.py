@@ -224,3 +224,14 @@ def test_check_catches_an_unset_token_and_a_redis_without_aof(
     # And with AOF back and the variable set, everything passes
     fixed = run_cli(settings, tmp_path, env | {"PIN_TOKEN_UNSET": "x"}, "check")
     assert fixed.returncode == 0, fixed.stdout
+
+
+def test_trace_says_where_an_event_is(
+    settings: Settings, dispatcher: Dispatcher, tmp_path: Path
+) -> None:
+    dispatcher.enqueue(linkedin(7, "cli"), "li-main")
+    out = cli(settings, tmp_path, "trace", "cli-7")
+    assert "li-main waiting: waiting since" in out
+    missing = run_cli(settings, tmp_path, {}, "trace", "nope")
+    assert missing.returncode == 1
+    assert "unknown" in missing.stdout

@@ -103,6 +103,16 @@ def orphans() -> str:
     return f"{PREFIX}:orphans"
 
 
+def delivery_latency(platform: str) -> str:
+    """Hash: histogram of enqueue-to-acceptance seconds (`le:<bound>` counts, `sum`)."""
+    return f"{PREFIX}:latency:{platform}"
+
+
+def drain_latency(platform: str) -> str:
+    """Hash: histogram of drain durations in seconds (`le:<bound>` counts, `sum`)."""
+    return f"{PREFIX}:drainlatency:{platform}"
+
+
 def tracker(platform: str) -> str:
     """Held while a job-tracking task of `platform` is queued or running."""
     return f"{PREFIX}:tracker:{platform}"

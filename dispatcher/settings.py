@@ -382,6 +382,9 @@ class Settings(BaseSettings):
     dead_letter_retention_s: float = Field(
         default=30 * DAY_S, gt=0, description="Dead letters older than this are trimmed."
     )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="Worker logs: text, or one JSON object per line."
+    )
     linkedin: LinkedInSettings = LinkedInSettings()
     pinterest: PinterestSettings = PinterestSettings()
     yandex: YandexSettings = YandexSettings()

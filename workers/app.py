@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery import Celery, bootsteps
+from celery import Celery, bootsteps, signals
+from kombu import Queue
 
-from dispatcher.settings import get_settings
+from dispatcher.settings import PLATFORMS, get_settings
 from workers import scheduler
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,9 @@ app.conf.update(
     worker_send_task_events=True,
     task_send_sent_event=True,
     task_default_queue="convdispatch.default",
+    # Declared so Flower's Broker page lists every platform queue (with its length) even
+    # before a worker of that platform has reported its queues.
+    task_queues=[Queue(settings.queue(p)) for p in PLATFORMS] + [Queue("convdispatch.default")],
     task_create_missing_queues=True,
     broker_connection_retry_on_startup=True,
     broker_connection_retry=True,
@@ -83,3 +87,12 @@ def _pause_unservable(platforms: list[str]) -> None:
 
 
 app.steps["worker"].add(SchedulerStep)
+
+
+@signals.after_setup_logger.connect
+@signals.after_setup_task_logger.connect
+def _log_format(logger: logging.Logger, **_: Any) -> None:
+    if settings.log_format == "json":
+        from workers.logs import use_json
+
+        use_json(logger)

@@ -31,6 +31,7 @@ from dispatcher.settings import Settings
 from workers.adapters import JobAdapter, Outcome, Verdict, adapter_for
 from workers.lease import Lease
 from workers.limiter import Limiter
+from workers.metrics import record_drain
 from workers.oauth import TokenStore
 from workers.request import Failed, NotSent, RequestPath, Target
 from workers.settle import FencedError, Settlement, mark_sending, settle
@@ -155,6 +156,7 @@ class Engine:
         if not lease.acquire():
             return DrainReport(name, DrainStatus.BUSY)
         report = DrainReport(name)
+        started = time.monotonic()
         stream = DestinationStream(self.redis, name, self.consumer, lease.ms)
         try:
             state = cast(dict[bytes, bytes], self.redis.hgetall(keys.state(name)))
@@ -165,6 +167,8 @@ class Engine:
             report.status = DrainStatus.FENCED
         finally:
             lease.release(target.table, report.not_before_ms)
+        if report.batches:
+            record_drain(self.redis, target.destination.platform, time.monotonic() - started)
         return report
 
     # -- before reading anything ---------------------------------------------------------
@@ -422,10 +426,26 @@ class Engine:
             self.redis, self.settings, target.name, target.destination.platform,
             run.lease.token, self.consumer, s,
         )  # fmt: skip
+        if acked or dead or s.retry:
+            log.info(
+                "destination %s batch %s: %d delivered, %d dead, %d to retry (HTTP %s)",
+                target.name, s.batch_id or "-", acked, dead, len(s.retry), s.status or "-",
+                extra={"destination": target.name, "platform": target.destination.platform,
+                       "batch": s.batch_id, "outcome": _outcome(acked, dead, s), "status": s.status,
+                       "events": acked + dead + len(s.retry)},
+            )  # fmt: skip
         with run.report._lock:
             run.report.delivered += acked
             run.report.dead += dead
             run.report.retry += len(s.retry)
+
+
+def _outcome(acked: int, dead: int, s: Settlement) -> str:
+    """One word for a settled batch, for the JSON log's `outcome` field."""
+    if s.pause_reason:
+        return "paused"
+    parts = [w for w, n in (("delivered", acked), ("dead", dead), ("retry", len(s.retry))) if n]
+    return "+".join(parts)
 
 
 def _fingerprint(target: Target) -> str:

@@ -1,17 +1,24 @@
 """Prometheus metrics, read from Redis at scrape time.
 
-The counters live in each destination's state hash (written by whichever worker did
-the work), so one exporter shows the whole fleet and no multiprocess bookkeeping is
-needed: `convdispatch metrics --port 9108`.
+The counters live in each destination's state hash and the latency histograms in one
+hash per platform (written by whichever worker did the work), so one exporter shows the
+whole fleet and no multiprocess bookkeeping is needed: `convdispatch metrics --port 9108`.
+A scrape is one pipelined Redis round trip, whatever the number of destinations (two
+when orphaned streams exist). With Redis down a scrape still answers: `convdispatch_up 0`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import cast
+from typing import Any, cast
 
 import redis
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from dispatcher import keys
@@ -23,6 +30,25 @@ COUNTERS = {
     "retried": "Events whose batch was retried after throttling, an outage or a timeout.",
     "warnings": "Warnings the platform returned with accepted events.",
 }
+# Upper bounds (s) of the histogram buckets; settle.lua and the engine use the same ones.
+DELIVERY_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+DRAIN_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+def bucket_field(bounds: tuple[float, ...], seconds: float) -> str:
+    """The histogram hash field counting `seconds`: the first bound it fits under."""
+    for bound in bounds:
+        if seconds <= bound:
+            return f"le:{bound:g}"
+    return "le:+Inf"
+
+
+def record_drain(client: redis.Redis, platform: str, seconds: float) -> None:
+    """Count one drain's duration in the platform's drain histogram."""
+    pipe = client.pipeline(transaction=False)
+    pipe.hincrby(keys.drain_latency(platform), bucket_field(DRAIN_BUCKETS, seconds), 1)
+    pipe.hincrbyfloat(keys.drain_latency(platform), "sum", seconds)
+    pipe.execute()
 
 
 class RedisCollector(Collector):
@@ -32,51 +58,130 @@ class RedisCollector(Collector):
         self.settings, self.client = settings, client
 
     def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("convdispatch_up", "1 if the exporter could read Redis.")
+        try:
+            families = list(self._families())
+        except redis.RedisError:
+            up.add_metric([], 0.0)
+            yield up
+            return
+        up.add_metric([], 1.0)
+        yield up
+        yield from families
+
+    def _families(self) -> Iterator[Metric]:
+        names = list(self.settings.destinations)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.time()
+        pipe.smembers(keys.orphans())
+        for name in names:
+            dest = self.settings.destinations[name]
+            pipe.xlen(keys.stream(name))
+            pipe.hgetall(keys.state(name))
+            pipe.xrange(keys.stream(name), "-", "+", 1)
+            pipe.zscore(keys.due(dest.platform), name)
+        for platform in PLATFORMS:
+            pipe.xlen(keys.deadletters(platform))
+            pipe.zcard(keys.open_jobs(platform))
+            pipe.hgetall(keys.delivery_latency(platform))
+            pipe.hgetall(keys.drain_latency(platform))
+        replies = iter(pipe.execute())
+        seconds, micros = next(replies)
+        now_s = int(seconds) + int(micros) / 1e6
+        orphans = sorted(n.decode() for n in cast(set[bytes], next(replies)))
+        yield from self._destinations(names, replies, now_s)
+        yield from self._platforms(replies)
+        yield self._orphans([n for n in orphans if n not in self.settings.destinations])
+
+    def _destinations(
+        self, names: list[str], replies: Iterator[Any], now_s: float
+    ) -> Iterator[Metric]:
         labels = ["destination", "platform"]
         counters = {
             name: CounterMetricFamily(f"convdispatch_events_{name}", text, labels=labels)
             for name, text in COUNTERS.items()
         }
-        backlog = GaugeMetricFamily("convdispatch_backlog", "Events waiting.", labels=labels)
-        paused = GaugeMetricFamily("convdispatch_paused", "1 if paused.", labels=labels)
-        for name, dest in self.settings.destinations.items():
-            pipe = self.client.pipeline(transaction=False)
-            pipe.xlen(keys.stream(name))
-            pipe.hgetall(keys.state(name))
-            length, raw = pipe.execute()
+        gauges = {
+            "backlog": GaugeMetricFamily("convdispatch_backlog", "Events waiting.", labels=labels),
+            "paused": GaugeMetricFamily("convdispatch_paused", "1 if paused.", labels=labels),
+            "oldest": GaugeMetricFamily(
+                "convdispatch_oldest_waiting_age_seconds",
+                "Age of the oldest waiting event (0 when none waits).", labels=labels,
+            ),
+            "success": GaugeMetricFamily(
+                "convdispatch_last_success_timestamp_seconds",
+                "When the platform last accepted events (0: never).", labels=labels,
+            ),
+            "next": GaugeMetricFamily(
+                "convdispatch_next_attempt_timestamp_seconds",
+                "When the destination is next due for a drain (0: nothing due).", labels=labels,
+            ),
+        }  # fmt: skip
+        for name in names:
+            platform = self.settings.destinations[name].platform
+            length, raw, first, due = (next(replies) for _ in range(4))
             state = {k.decode(): v for k, v in cast(dict[bytes, bytes], raw).items()}
+            key = [name, platform]
             for field, family in counters.items():
-                family.add_metric([name, dest.platform], float(state.get(field, 0)))
-            backlog.add_metric([name, dest.platform], float(length))
-            paused.add_metric([name, dest.platform], 1.0 if state.get("paused") else 0.0)
+                family.add_metric(key, float(state.get(field, 0)))
+            oldest_ms = int(first[0][0].split(b"-")[0]) if first else None
+            gauges["backlog"].add_metric(key, float(length))
+            gauges["paused"].add_metric(key, 1.0 if state.get("paused") else 0.0)
+            age = max(0.0, now_s - oldest_ms / 1000) if oldest_ms is not None else 0.0
+            gauges["oldest"].add_metric(key, age)
+            gauges["success"].add_metric(key, float(state.get("last_success_ms", 0)) / 1000)
+            gauges["next"].add_metric(key, float(due or 0) / 1000)
         yield from counters.values()
-        yield backlog
-        yield paused
+        yield from gauges.values()
+
+    def _platforms(self, replies: Iterator[Any]) -> Iterator[Metric]:
         dead = GaugeMetricFamily(
             "convdispatch_deadletters", "Dead letters held per platform.", labels=["platform"]
         )
         jobs = GaugeMetricFamily(
             "convdispatch_open_jobs", "Platform jobs not finished yet.", labels=["platform"]
         )
+        delivery = HistogramMetricFamily(
+            "convdispatch_delivery_latency_seconds",
+            "From enqueue to the platform's acceptance, per delivered event.",
+            labels=["platform"],
+        )
+        drains = HistogramMetricFamily(
+            "convdispatch_drain_seconds", "How long one destination's drain took.",
+            labels=["platform"],
+        )  # fmt: skip
         for platform in PLATFORMS:
-            dead.add_metric([platform], float(self.client.xlen(keys.deadletters(platform))))
-            jobs.add_metric([platform], float(self.client.zcard(keys.open_jobs(platform))))
-        yield dead
-        yield jobs
+            n_dead, n_jobs, latency, drain = (next(replies) for _ in range(4))
+            dead.add_metric([platform], float(n_dead))
+            jobs.add_metric([platform], float(n_jobs))
+            _histogram(delivery, platform, DELIVERY_BUCKETS, latency)
+            _histogram(drains, platform, DRAIN_BUCKETS, drain)
+        yield from (dead, jobs, delivery, drains)
+
+    def _orphans(self, names: list[str]) -> Metric:
         orphaned = GaugeMetricFamily(
             "convdispatch_orphaned_backlog",
             "Events waiting for a destination that is no longer configured.",
             labels=["destination"],
         )
-        names = sorted(n.decode() for n in cast(set[bytes], self.client.smembers(keys.orphans())))
-        names = [n for n in names if n not in self.settings.destinations]
         if names:
             pipe = self.client.pipeline(transaction=False)
             for name in names:
                 pipe.xlen(keys.stream(name))
             for name, length in zip(names, pipe.execute(), strict=True):
                 orphaned.add_metric([name], float(length))
-        yield orphaned
+        return orphaned
+
+
+def _histogram(
+    family: HistogramMetricFamily, platform: str, bounds: tuple[float, ...], raw: dict[bytes, bytes]
+) -> None:
+    counts = {k.decode(): float(v) for k, v in raw.items()}
+    cumulative, buckets = 0.0, []
+    for bound in [f"{b:g}" for b in bounds] + ["+Inf"]:
+        cumulative += counts.get(f"le:{bound}", 0.0)
+        buckets.append((bound, cumulative))
+    family.add_metric([platform], buckets, counts.get("sum", 0.0))
 
 
 def registry(settings: Settings, client: redis.Redis) -> CollectorRegistry:

@@ -1,7 +1,8 @@
 -- Settle one batch of one destination, atomically, only for the lease's holder.
 --
 -- KEYS: 1 lease, 2 stream, 3 state, 4 attempts, 5 sending, 6 dead letters (platform),
---       7 job, 8 job events, 9 open jobs (platform), 10 job index (platform), 11 deliveries
+--       7 job, 8 job events, 9 open jobs (platform), 10 job index (platform), 11 deliveries,
+--       12 delivery latency histogram (platform)
 -- ARGV: 1 token, 2 group, 3 consumer, 4 destination, 5 batch id to forget ('' none),
 --       6 max attempts, 7 dead-letter retention ms, 8 status, 9 body excerpt,
 --       then: n_ack, ids...;
@@ -9,7 +10,8 @@
 --             n_retry, counted, reason, idle ms, ids...;
 --             job id ('' none), job state, job detail, poll ms, job ttl ms;
 --             next_at_ms (0 none), failures ('reset' | 'incr' | ''), last error,
---             pause reason ('' none), pause fingerprint, warnings, batch id, trace retention ms
+--             pause reason ('' none), pause fingerprint, warnings, batch id, trace retention ms,
+--             histogram bounds (seconds, space-separated)
 -- Returns {acked, dead} or {-1} when the lease is no longer this holder's.
 local token, group, consumer, name = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 if redis.call('GET', KEYS[1]) ~= token then return {-1} end
@@ -38,7 +40,7 @@ local poll_ms, job_ttl = tonumber(ARGV[p + 3]), tonumber(ARGV[p + 4])
 p = p + 5
 local next_at, failures, last_error = tonumber(ARGV[p]), ARGV[p + 1], ARGV[p + 2]
 local pause_reason, pause_fp, warnings = ARGV[p + 3], ARGV[p + 4], tonumber(ARGV[p + 5])
-local batch_id, trace_ms = ARGV[p + 6], tonumber(ARGV[p + 7])
+local batch_id, trace_ms, bounds_text = ARGV[p + 6], tonumber(ARGV[p + 7]), ARGV[p + 8]
 
 -- Lua's unpack is limited to a few thousand values: call in slices.
 local function each_slice(ids, call)
@@ -140,7 +142,23 @@ if #acks > 0 and trace_ms > 0 then
   redis.call('XADD', KEYS[11], 'MINID', '~', tostring(math.max(0, now - trace_ms)) .. '-0', '*',
     'b', batch_id, 'n', #acks, 's', status, 'j', job_id, 'r', table.concat(runs, ' '))
 end
-if #acks > 0 then redis.call('HINCRBY', state, 'delivered', #acks) end
+if #acks > 0 then
+  -- Enqueue-to-acceptance latency: an entry id's ms is when the event was stored.
+  local bounds, counts, total = {}, {}, 0
+  for b in string.gmatch(bounds_text, '%S+') do bounds[#bounds + 1] = b end
+  for _, id in ipairs(acks) do
+    local age = math.max(0, now - tonumber(string.match(id, '^(%d+)'))) / 1000
+    total = total + age
+    local field = 'le:+Inf'
+    for _, b in ipairs(bounds) do
+      if age <= tonumber(b) then field = 'le:' .. b break end
+    end
+    counts[field] = (counts[field] or 0) + 1
+  end
+  for field, n in pairs(counts) do redis.call('HINCRBY', KEYS[12], field, n) end
+  redis.call('HINCRBYFLOAT', KEYS[12], 'sum', total)
+  redis.call('HINCRBY', state, 'delivered', #acks)
+end
 if n_dead > 0 then redis.call('HINCRBY', state, 'dead', n_dead) end
 if #keep > 0 then redis.call('HINCRBY', state, 'retried', #keep) end
 if warnings > 0 then redis.call('HINCRBY', state, 'warnings', warnings) end

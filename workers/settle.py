@@ -15,8 +15,10 @@ import redis
 from dispatcher import keys
 from dispatcher.settings import Settings
 from dispatcher.storage import lua
+from workers.metrics import DELIVERY_BUCKETS
 
 JOB_TTL_S = 7 * 86_400  # how long a job stays visible after its maximum age
+BOUNDS = " ".join(f"{b:g}" for b in DELIVERY_BUCKETS)
 
 
 @dataclass
@@ -69,7 +71,7 @@ def settle(
         keys.lease(name), keys.stream(name), keys.state(name), keys.attempts(name),
         keys.sending(name), keys.deadletters(platform), keys.job(platform, job),
         keys.job_events(platform, job), keys.open_jobs(platform), keys.jobs_index(platform),
-        keys.deliveries(name),
+        keys.deliveries(name), keys.delivery_latency(platform),
     ]  # fmt: skip
     args: list[Any] = [
         token, keys.GROUP, consumer, name, s.forget_batch, table.max_attempts,
@@ -83,7 +85,7 @@ def settle(
     ttl_ms = int((s.job_max_age_s + JOB_TTL_S) * 1000)
     args += [s.job_id, s.job_state, s.job_detail, int(s.job_poll_s * 1000), ttl_ms]
     args += [s.next_at_ms, s.failures, s.last_error, s.pause_reason, s.pause_fingerprint]
-    args += [s.warnings, s.batch_id, int(settings.idempotency_window_s * 1000)]
+    args += [s.warnings, s.batch_id, int(settings.idempotency_window_s * 1000), BOUNDS]
     reply = client.eval(lua("workers", "settle.lua"), len(keys_), *keys_, *args)
     if int(reply[0]) < 0:
         raise FencedError(name)

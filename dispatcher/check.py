@@ -16,7 +16,7 @@ import redis
 
 from dispatcher import keys
 from dispatcher.errors import ConfigurationError
-from dispatcher.settings import Destination, Settings
+from dispatcher.settings import Destination, Settings, config_file
 
 Level = Literal["ok", "warn", "error"]
 
@@ -108,7 +108,10 @@ def redis_findings(client: redis.Redis) -> list[Finding]:
 
 def offline(settings: Settings, client: redis.Redis) -> list[Finding]:
     """Every offline check."""
-    found = credential_findings(settings)
+    path = config_file()
+    where = f"read from {path.resolve()}" if path else "no file: defaults and CONVDISP_* only"
+    found = [Finding("ok", "config", f"{where}; {len(settings.destinations)} destination(s)")]
+    found += credential_findings(settings)
     redis_part = redis_findings(client)
     found += redis_part
     if not any(f.level == "error" and "unreachable" in f.message for f in redis_part):

@@ -2,7 +2,8 @@
 
 Precedence (highest first): keyword arguments, `CONVDISP_*` environment variables
 (nested with `__`, e.g. `CONVDISP_LINKEDIN__RATE_PER_MIN=600`), the TOML file named by
-`CONVDISP_CONFIG` (default `config/dispatcher.toml` when it exists), then these defaults.
+`CONVDISP_CONFIG` (else `config/dispatcher.toml` under the current directory, else
+`/etc/convdispatch/dispatcher.toml`, when one exists), then these defaults.
 """
 
 from __future__ import annotations
@@ -332,12 +333,16 @@ class Route(BaseModel):
         return self
 
 
-def _config_file() -> Path | None:
+SEARCHED = (Path("config/dispatcher.toml"), Path("/etc/convdispatch/dispatcher.toml"))
+
+
+def config_file() -> Path | None:
+    """The TOML file settings come from: `CONVDISP_CONFIG`, else the first of `SEARCHED`
+    that exists (relative to the current directory, then /etc), else none."""
     named = os.environ.get("CONVDISP_CONFIG")
     if named:
         return Path(named)
-    default = Path("config/dispatcher.toml")
-    return default if default.exists() else None
+    return next((path for path in SEARCHED if path.exists()), None)
 
 
 class Settings(BaseSettings):
@@ -421,7 +426,7 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources = [init_settings, env_settings]
-        path = _config_file()
+        path = config_file()
         if path is not None:
             if not path.exists():
                 raise ConfigurationError(f"CONVDISP_CONFIG names {path}, which does not exist")

@@ -20,7 +20,9 @@ _PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
 
 def config_file() -> str:
     """The configuration file settings are read from, as the user would name it."""
-    return os.environ.get("CONVDISP_CONFIG") or "config/dispatcher.toml"
+    from dispatcher.settings import config_file as found
+
+    return str(found() or "the configuration")
 
 
 def redacted(url: str) -> str:

@@ -74,20 +74,28 @@ def main() -> None:
 
 @app.command()
 def up(
-    load: Annotated[int, typer.Option(help="Sample events to enqueue.")] = 20_000,
+    load: Annotated[int, typer.Option(help="Sample purchases to enqueue (x4 events).")] = 20_000,
     var: Annotated[Path, typer.Option(help="Where Redis data and logs go.")] = Path("var/embedded"),
-    redis_port: int = 6390,
-    flower_port: int = 5555,
-    exit_when_done: Annotated[bool, typer.Option(help="Stop once the load is delivered.")] = False,
+    redis_port: Annotated[int, typer.Option(help="The embedded Redis's port.")] = 6390,
+    flower_port: Annotated[int, typer.Option(help="Flower's port.")] = 5555,
+    exit_when_done: Annotated[
+        bool,
+        typer.Option(help="Stop once the platforms' APIs took the load (backlog 0)."),
+    ] = False,
+    wait_jobs: Annotated[
+        bool,
+        typer.Option(help="With --exit-when-done: also wait for Yandex uploads, vNative imports."),
+    ] = False,
     keep_data: Annotated[
         bool, typer.Option(help="Keep the embedded Redis's data from an earlier run.")
     ] = False,
 ) -> None:
-    """Run everything on this machine (embedded Redis, sandboxes, workers, Flower)."""
+    """Run everything on this machine (embedded Redis, sandboxes, workers, Flower) until
+    Ctrl-C, SIGTERM or SIGHUP."""
     from workers.embedded import Options, run
 
-    options = Options(load, var, redis_port, flower_port, exit_when_done, keep_data)
-    raise typer.Exit(run(options, console))
+    options = Options(load, var, redis_port, flower_port, exit_when_done, keep_data, wait_jobs)
+    raise typer.Exit(run(options, console, errors))
 
 
 @app.command()

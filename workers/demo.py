@@ -38,9 +38,10 @@ def linkedin_events(n: int, seed: int = 7, rule: int = 104004) -> list[dict[str,
     ]
 
 
-def purchases(n: int, seed: int = 7) -> list[Conversion]:
-    """`n` platform-neutral purchases with identifiers for all four platforms."""
-    rng = random.Random(seed)
+def purchases(n: int, seed: int = 7, start: int = 0) -> list[Conversion]:
+    """`n` platform-neutral purchases with identifiers for all four platforms, numbered from
+    `start` (so a large load can be built and enqueued a chunk at a time)."""
+    rng = random.Random(seed + start * 1_000_003)
     now = datetime.now(UTC)
     return [
         Conversion(
@@ -57,5 +58,5 @@ def purchases(n: int, seed: int = 7) -> list[Conversion]:
             ip="203.0.113.7",
             user_agent="Mozilla/5.0 (demo)",
         )
-        for i in range(n)
+        for i in range(start, start + n)
     ]

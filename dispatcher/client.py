@@ -29,8 +29,9 @@ from dispatcher.errors import (
     InvalidEventError,
 )
 from dispatcher.events import PlatformEvent, model_for
+from dispatcher.registry import Registry
 from dispatcher.settings import Settings, get_settings
-from dispatcher.storage import aconnect, connect
+from dispatcher.storage import aconnect, connect, translate_redis_errors
 from dispatcher.validation import refusing
 from dispatcher.writer import CHUNK_EVENTS, Refused, Writer
 
@@ -88,6 +89,7 @@ class Dispatcher:
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._rule_names: dict[str, tuple[float, dict[str, str]]] = {}
+        self._registry: Registry | None = None
 
     # -- public API -------------------------------------------------------------------
 
@@ -103,6 +105,7 @@ class Dispatcher:
     def enqueue_conversions(self, conversions: Iterable[Conversion]) -> list[FanOutReceipt]:
         """`enqueue_conversion` for many (imports, replays), written in chunks."""
         out: list[FanOutReceipt] = []
+        self._sync()
         for chunk in _chunked(conversions, CHUNK_EVENTS // 4):
             plan, fanned = self._plan_conversions(chunk)
             _skip_refused(fanned, self.writer.write(self.redis, plan.groups))
@@ -111,6 +114,7 @@ class Dispatcher:
 
     async def aenqueue_conversion(self, conversion: Conversion) -> FanOutReceipt:
         """The asyncio twin of `enqueue_conversion`."""
+        await self._async_sync()
         plan, fanned = self._plan_conversions([conversion])
         _skip_refused(fanned, await self.writer.awrite(self._aclient(), plan.groups))
         return fanned[0]
@@ -136,6 +140,7 @@ class Dispatcher:
         """
         out = BulkReceipt()
         writing: tuple[Plan, Future[Refused]] | None = None
+        self._sync()
         try:
             for plan in self._plans(events, destination, on_invalid):
                 if writing is not None:
@@ -166,6 +171,7 @@ class Dispatcher:
         on_invalid: Literal["raise", "skip"] = "raise",
     ) -> BulkReceipt:
         """The asyncio twin of `enqueue_many` (one Redis client per event loop)."""
+        await self._async_sync()
         out = BulkReceipt()
         try:
             for plan in self._plans(events, destination, on_invalid):
@@ -307,6 +313,23 @@ class Dispatcher:
             self._rule_names[destination] = (now, names)
         return names.get(name)
 
+    @property
+    def registry(self) -> Registry:
+        """Destinations and routes registered at runtime (`dispatcher.registry`)."""
+        client = self.redis  # takes the lock itself
+        with self._lock:
+            if self._registry is None:
+                self._registry = Registry(self.settings, client)
+            return self._registry
+
+    def _sync(self) -> None:
+        with translate_redis_errors():
+            self.registry.sync()
+
+    async def _async_sync(self) -> None:
+        if self.registry.due():
+            await asyncio.to_thread(self._sync)
+
     def _validate(
         self, raw: EventInput, destination: str | None, index: int | None
     ) -> tuple[str, PlatformEvent]:
@@ -320,6 +343,9 @@ class Dispatcher:
             with refusing(index):
                 model = model_for(platform).model_validate(raw)
         dest = self.settings.destination(name)
+        if not dest.enabled or dest.draining:
+            why = "is disabled" if not dest.enabled else "is being removed (draining)"
+            raise ConfigurationError(f"destination {name!r} {why}: it takes no new events")
         if model.platform != dest.platform:
             raise ConfigurationError(
                 f"a {model.platform} event cannot go to {dest.platform} destination {name!r}"

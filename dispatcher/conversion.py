@@ -322,6 +322,9 @@ def fan_out(
         skipped.append(("*", f"no route takes event {conversion.event!r}"))
     for route in routes:
         dest = settings.destination(route.destination)
+        if not dest.enabled or dest.draining:
+            skipped.append((route.destination, "disabled" if not dest.enabled else "draining"))
+            continue
         try:
             if route.conversion is None and route.rule is not None:
                 urn = rule_urn(route.destination, route.rule)

@@ -98,6 +98,21 @@ def jobs_index(platform: str) -> str:
     return f"{PREFIX}:jobs:{platform}"
 
 
+def registry_destinations() -> str:
+    """Hash: destination id -> JSON of a destination registered at runtime (tokens sealed)."""
+    return f"{PREFIX}:registry:destinations"
+
+
+def registry_routes() -> str:
+    """Hash: "<event>\x1f<destination>" -> JSON of a route registered at runtime."""
+    return f"{PREFIX}:registry:routes"
+
+
+def registry_version() -> str:
+    """Counter bumped on every registry change; processes reload when it moves."""
+    return f"{PREFIX}:registry:version"
+
+
 def orphans() -> str:
     """Set: destinations a worker met with events but no configuration (for metrics)."""
     return f"{PREFIX}:orphans"

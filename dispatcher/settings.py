@@ -239,6 +239,13 @@ class Destination(BaseModel):
         default="CLIENT_ID", description="Yandex: the identifier column of this counter's uploads"
     )
     send_postback: bool = Field(default=False, description="vNative: send_postback")
+    tenant: str | None = Field(
+        default=None, max_length=128, description="A label to filter status and metrics by."
+    )
+    enabled: bool = Field(default=True, description="False: new events refused, delivery paused.")
+    draining: bool = Field(
+        default=False, description="Being removed: new events refused, the backlog delivered."
+    )
 
     @model_validator(mode="after")
     def _complete(self) -> Destination:
@@ -386,6 +393,9 @@ class Settings(BaseSettings):
     )
     dead_letter_retention_s: float = Field(
         default=30 * DAY_S, gt=0, description="Dead letters older than this are trimmed."
+    )
+    registry_refresh_s: float = Field(
+        default=1.0, gt=0, description="How often a process looks for registry changes."
     )
     log_format: Literal["text", "json"] = Field(
         default="text", description="Worker logs: text, or one JSON object per line."

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -13,10 +13,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dispatcher import ConfigurationError, Control, DeadLetters, Selection
+from dispatcher import ConfigurationError, Control, DeadLetters, Destination, Selection
 from dispatcher.deadletters import known_platform
 
 if TYPE_CHECKING:
+    from dispatcher.registry import Registry
     from workers.linkedin_rules import RuleManager
 
 app = typer.Typer(
@@ -32,6 +33,10 @@ linkedin = typer.Typer(
     help="LinkedIn conversion rules and campaign associations.", no_args_is_help=True
 )
 app.add_typer(linkedin, name="linkedin")
+registry_cli = typer.Typer(
+    help="Destinations and routes registered at runtime (no restart).", no_args_is_help=True
+)
+app.add_typer(registry_cli, name="destinations")
 console = Console()
 errors = Console(stderr=True)
 VERBOSE = {"on": False}
@@ -99,10 +104,14 @@ def up(
 
 
 @app.command()
-def status(destination: Annotated[list[str] | None, typer.Argument()] = None) -> None:
+def status(
+    destination: Annotated[list[str] | None, typer.Argument()] = None,
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant's destinations.")] = None,
+) -> None:
     """Backlog, in-flight, delivered, dead and pause state of destinations."""
     control = Control()
-    names = destination or list(control.dispatcher.settings.destinations)
+    control.dispatcher.registry.sync(force=True)
+    names = destination or _of_tenant(control.dispatcher.settings.destinations, tenant)
     orphaned = [] if destination else control.orphans()
     if not names and not orphaned:
         raise ConfigurationError(_nothing_configured())
@@ -120,6 +129,10 @@ def status(destination: Annotated[list[str] | None, typer.Argument()] = None) ->
         state = "orphaned: not configured (convdispatch orphans dead-letter)"
         table.add_row(orphan.destination, orphan.platform, str(orphan.backlog), "", "", "", state)
     console.print(table)
+
+
+def _of_tenant(destinations: Mapping[str, Destination], tenant: str | None) -> list[str]:
+    return [n for n, d in destinations.items() if tenant is None or d.tenant == tenant]
 
 
 def _nothing_configured() -> str:
@@ -156,11 +169,13 @@ def metrics(port: int = 9108, address: str = "127.0.0.1") -> None:
     from prometheus_client import start_http_server
 
     from dispatcher import get_settings
+    from dispatcher.registry import Registry
     from dispatcher.storage import connect
     from workers.metrics import registry
 
     settings = get_settings()
-    start_http_server(port, address, registry(settings, connect(settings.redis_url)))
+    client = connect(settings.redis_url)
+    start_http_server(port, address, registry(settings, client, Registry(settings, client)))
     console.print(f"metrics on http://{address}:{port}/metrics")
     while True:
         time.sleep(3600)
@@ -247,13 +262,20 @@ def _when(text: str | None) -> int | None:
 def dead_list(
     platform: str, destination: str | None = None, limit: int = 50, since: Since = None,
     until: Until = None, reason: Reason = None,
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant's destinations.")] = None,
 ) -> None:  # fmt: skip
     """Show dead letters, oldest first (reasons in full; `dead show` for one in detail)."""
     table = Table()
     for column in ("id", "destination", "event id", "attempts", "status", "reason"):
         table.add_column(column, overflow="fold")
     chosen = _selection(None, destination, since, until, reason)
-    letters = DeadLetters().iter(platform, selection=chosen)
+    letters_all = DeadLetters()
+    letters_all.dispatcher.registry.sync(force=True)
+    ours = set(_of_tenant(letters_all.dispatcher.settings.destinations, tenant))
+    letters = (
+        x for x in letters_all.iter(platform, selection=chosen)
+        if tenant is None or x.destination in ours
+    )  # fmt: skip
     for letter, _ in zip(letters, range(limit), strict=False):
         table.add_row(
             letter.id, letter.destination, letter.event_id, str(letter.attempts),
@@ -356,6 +378,125 @@ def check(
     if bad:
         errors.print(f"{bad} problem(s) found", highlight=False)
         raise typer.Exit(1)
+
+
+def _registry() -> Registry:
+    from dispatcher import Dispatcher
+
+    return Dispatcher().registry
+
+
+@registry_cli.command("list")
+def destinations_list(
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant's.")] = None,
+) -> None:
+    """Every destination, where it is declared (config or registry) and its state."""
+    table = Table()
+    for column in ("destination", "platform", "tenant", "source", "state", "credentials"):
+        table.add_column(column, overflow="fold")
+    for name, dest, source in _registry().entries():
+        if tenant is not None and dest.tenant != tenant:
+            continue
+        state = "disabled" if not dest.enabled else "draining" if dest.draining else "enabled"
+        credentials = f"env {dest.token_env}" if dest.token_env else (
+            "stored (encrypted)" if source == "registry" and dest.token else "inline"
+        )  # fmt: skip
+        if dest.oauth is not None:
+            credentials = "oauth"
+        table.add_row(name, dest.platform, dest.tenant or "", source, state, credentials)
+    console.print(table)
+
+
+def _fields(pairs: list[str]) -> dict[str, object]:
+    import json
+
+    fields: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ConfigurationError(f"{pair!r}: give settings as key=value")
+        try:
+            fields[key] = json.loads(value)  # true, 5, {"a": 1}...
+        except ValueError:
+            fields[key] = value
+    return fields
+
+
+@registry_cli.command("add")
+def destinations_add(
+    name: str,
+    settings: Annotated[
+        list[str], typer.Argument(help="platform=pinterest token_env=PIN_TOKEN ad_account_id=...")
+    ],
+) -> None:
+    """Register a destination; every producer and worker sees it within seconds."""
+    _registry().add(name, _fields(settings))
+    console.print(f"{name} added")
+
+
+@registry_cli.command("update")
+def destinations_update(name: str, settings: list[str]) -> None:
+    """Change a destination's settings (token=..., tenant=..., ...)."""
+    _registry().update(name, **_fields(settings))
+    console.print(f"{name} updated")
+
+
+@registry_cli.command("disable")
+def destinations_disable(name: str) -> None:
+    """Refuse new events for a destination and pause its delivery."""
+    _registry().set_enabled(name, False)
+    console.print(f"{name} disabled")
+
+
+@registry_cli.command("enable")
+def destinations_enable(name: str) -> None:
+    """Take events for a disabled destination again."""
+    _registry().set_enabled(name, True)
+    console.print(f"{name} enabled")
+
+
+@registry_cli.command("remove")
+def destinations_remove(
+    name: str,
+    backlog: Annotated[
+        str, typer.Option(help="What becomes of waiting events: drain, dead-letter or keep.")
+    ],
+) -> None:
+    """Remove a registered destination; --backlog says what happens to its waiting events."""
+    if backlog not in ("drain", "dead-letter", "keep"):
+        raise ConfigurationError(f"--backlog must be drain, dead-letter or keep, not {backlog!r}")
+    waiting = _registry().remove(name, backlog)  # type: ignore[arg-type]
+    done = {"drain": "removed once its backlog is delivered", "keep": "removed; its events stay",
+            "dead-letter": "removed; its events are dead letters"}  # fmt: skip
+    console.print(f"{name}: {done[backlog] if waiting else 'removed'} ({waiting} waiting)")
+
+
+@registry_cli.command("route")
+def destinations_route(event: str, destination: str, settings: list[str] | None = None) -> None:
+    """Register a route: `event` goes to `destination` (rule=..., target=..., sub1=...)."""
+    _registry().add_route({"event": event, "destination": destination, **_fields(settings or [])})
+    console.print(f"{event} -> {destination}")
+
+
+@registry_cli.command("unroute")
+def destinations_unroute(event: str, destination: str) -> None:
+    """Remove a registered route."""
+    removed = _registry().remove_route(event, destination)
+    console.print(f"{event} -> {destination} removed" if removed else "no such registered route")
+
+
+@registry_cli.command("new-key")
+def destinations_new_key() -> None:
+    """Print a new key for CONVDISP_SECRET_KEYS (put it first to rotate, then `rotate-key`)."""
+    from dispatcher.registry import new_key
+
+    console.print(new_key(), markup=False, highlight=False)
+
+
+@registry_cli.command("rotate-key")
+def destinations_rotate_key() -> None:
+    """Re-encrypt every stored token with the first key of CONVDISP_SECRET_KEYS."""
+    console.print(f"{_registry().rotate()} token(s) re-encrypted")
 
 
 @contextmanager

@@ -27,6 +27,7 @@ import redis
 
 from dispatcher import keys
 from dispatcher.errors import ConfigurationError, UnknownDestinationError
+from dispatcher.registry import Registry
 from dispatcher.settings import Settings
 from workers.adapters import JobAdapter, Outcome, Verdict, adapter_for
 from workers.lease import Lease
@@ -116,6 +117,7 @@ class Engine:
         self.sleep = sleep
         self.rng = rng or random.Random()
         self.tokens = TokenStore(client, http, settings, sleep=sleep)
+        self.registry = Registry(settings, client)
         self.path = RequestPath(
             client, http, self.consumer, settings.max_limiter_wait_s, sleep, self.tokens
         )
@@ -131,6 +133,7 @@ class Engine:
 
     def target(self, name: str) -> Target:
         """What calls for destination `name` need (raises ConfigurationError if unknown)."""
+        self.registry.sync()
         dest = self.tokens.bind(self.settings.destination(name))
         table = self.settings.platform(dest.platform)
         adapter = adapter_for(dest.platform)
@@ -167,6 +170,9 @@ class Engine:
             report.status = DrainStatus.FENCED
         finally:
             lease.release(target.table, report.not_before_ms)
+        idle = report.status is DrainStatus.IDLE
+        if target.destination.draining and idle and self.registry.finish_draining(name):
+            log.warning("destination %s: backlog delivered, removed from the registry", name)
         if report.batches:
             record_drain(self.redis, target.destination.platform, time.monotonic() - started)
         return report
@@ -176,6 +182,11 @@ class Engine:
     def _ready(self, run: _Drain, state: dict[bytes, bytes]) -> bool:
         """Pause, backoff, limiter and unknown outcomes: may this drain read a batch?"""
         name, report, target = run.target.name, run.report, run.target
+        if not target.destination.enabled:  # disabled in the registry: look again later
+            report.stop(
+                DrainStatus.PAUSED, self.now_ms() + int(self.settings.pause_recheck_s * 1000)
+            )
+            return False
         if state.get(b"paused"):
             fingerprint = state.get(b"paused_fp", b"").decode()
             if not fingerprint or fingerprint != _fingerprint(target):

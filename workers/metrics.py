@@ -3,8 +3,9 @@
 The counters live in each destination's state hash and the latency histograms in one
 hash per platform (written by whichever worker did the work), so one exporter shows the
 whole fleet and no multiprocess bookkeeping is needed: `convdispatch metrics --port 9108`.
-A scrape is one pipelined Redis round trip, whatever the number of destinations (two
-when orphaned streams exist). With Redis down a scrape still answers: `convdispatch_up 0`.
+A scrape is one pipelined Redis round trip, whatever the number of destinations (one
+more for the runtime registry's version, one more when orphaned streams exist). With
+Redis down a scrape still answers: `convdispatch_up 0`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from dispatcher import keys
+from dispatcher.registry import Registry
 from dispatcher.settings import PLATFORMS, Settings
 
 COUNTERS = {
@@ -54,8 +56,10 @@ def record_drain(client: redis.Redis, platform: str, seconds: float) -> None:
 class RedisCollector(Collector):
     """Collects every destination's state from Redis on each scrape."""
 
-    def __init__(self, settings: Settings, client: redis.Redis) -> None:
-        self.settings, self.client = settings, client
+    def __init__(
+        self, settings: Settings, client: redis.Redis, runtime: Registry | None = None
+    ) -> None:
+        self.settings, self.client, self.runtime = settings, client, runtime
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("convdispatch_up", "1 if the exporter could read Redis.")
@@ -70,6 +74,8 @@ class RedisCollector(Collector):
         yield from families
 
     def _families(self) -> Iterator[Metric]:
+        if self.runtime is not None:  # destinations registered at runtime: one GET more
+            self.runtime.sync()
         names = list(self.settings.destinations)
         pipe = self.client.pipeline(transaction=False)
         pipe.time()
@@ -131,8 +137,16 @@ class RedisCollector(Collector):
             gauges["oldest"].add_metric(key, age)
             gauges["success"].add_metric(key, float(state.get("last_success_ms", 0)) / 1000)
             gauges["next"].add_metric(key, float(due or 0) / 1000)
+        info = GaugeMetricFamily(
+            "convdispatch_destination_info", "1 per destination, with its tenant label.",
+            labels=["destination", "platform", "tenant"],
+        )  # fmt: skip
+        for name in names:
+            dest = self.settings.destinations[name]
+            info.add_metric([name, dest.platform, dest.tenant or ""], 1.0)
         yield from counters.values()
         yield from gauges.values()
+        yield info
 
     def _platforms(self, replies: Iterator[Any]) -> Iterator[Metric]:
         dead = GaugeMetricFamily(
@@ -184,8 +198,11 @@ def _histogram(
     family.add_metric([platform], buckets, counts.get("sum", 0.0))
 
 
-def registry(settings: Settings, client: redis.Redis) -> CollectorRegistry:
-    """A registry holding only the dispatcher's metrics."""
+def registry(
+    settings: Settings, client: redis.Redis, runtime: Registry | None = None
+) -> CollectorRegistry:
+    """A registry holding only the dispatcher's metrics (with `runtime`, also the
+    destinations registered at runtime)."""
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(RedisCollector(settings, client))
+    reg.register(RedisCollector(settings, client, runtime))
     return reg

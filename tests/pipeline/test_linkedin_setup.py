@@ -9,9 +9,11 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from cryptography.fernet import Fernet
 
 from dispatcher import Conversion, Dispatcher, Settings
 from dispatcher.settings import LinkedInRule, Route
+from sandboxes.base import fingerprint
 from tests.conftest import wait_for
 from tests.pipeline.conftest import Stack, start_stack
 from tests.pipeline.events import full_conversion, linkedin
@@ -20,6 +22,7 @@ from workers.linkedin_rules import RuleManager
 pytestmark = [pytest.mark.pipeline, pytest.mark.usefixtures("fresh")]
 
 ACCOUNT = "5123456"
+RUNTIME_KEY = Fernet.generate_key().decode()
 OAUTH_ENV = {
     "LI_CLIENT_ID": "app-1",
     "LI_CLIENT_SECRET": "s3cret",
@@ -62,8 +65,9 @@ CONFIG = {
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Stack]:
-    saved = {k: os.environ.get(k) for k in OAUTH_ENV}
+    saved = {k: os.environ.get(k) for k in [*OAUTH_ENV, "CONVDISP_SECRET_KEYS"]}
     os.environ.update(OAUTH_ENV)  # the workers inherit the grant's environment variables
+    os.environ["CONVDISP_SECRET_KEYS"] = RUNTIME_KEY  # and the registry's key
     try:
         yield from start_stack(
             tmp_path_factory.mktemp("linkedin-setup"), redis_url, json.loads(json.dumps(CONFIG))
@@ -235,3 +239,26 @@ def test_linkedins_user_info_and_external_ids_reach_its_request(
     }  # fmt: skip
     assert event["user"]["externalIds"] == ["crm-77"]
     assert event["conversionValue"] == {"currencyCode": "EUR", "amount": "49.90"}
+
+
+def test_a_destination_added_at_runtime_gets_events_and_token_updates_without_restart(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given running workers that have never heard of the destination (its token sealed)
+    monkeypatch.setenv("CONVDISP_SECRET_KEYS", RUNTIME_KEY)
+    with Dispatcher(stack.settings.model_copy()) as admin:
+        admin.registry.add("li-runtime", {"platform": "linkedin", "token": "runtime-1"})
+        # When events are enqueued for it
+        admin.enqueue_many([linkedin(i, "rt1") for i in range(20)], "li-runtime")
+        # Then the workers deliver them within seconds, with its token
+        wait_for(lambda: len(stack.sandbox.event_ids()) == 20, 15, "the first 20")
+        first = {c["token_fingerprint"] for c in stack.sandbox.calls()}
+        # And after a token update, every worker's next calls carry the new token
+        admin.registry.update("li-runtime", token="runtime-2")
+        for part in range(4):
+            admin.enqueue_many([linkedin(i, f"rt2-{part}") for i in range(10)], "li-runtime")
+        wait_for(lambda: len(stack.sandbox.event_ids()) == 60, 15, "the next 40")
+        assert {c["token_fingerprint"] for c in stack.sandbox.calls()} == first | {
+            fingerprint("runtime-2")
+        }
+        admin.registry.remove("li-runtime", "keep")

@@ -1,0 +1,260 @@
+"""Destinations and routes managed at runtime, stored in Redis, seen by every process.
+
+    registry = Registry(settings, client)
+    registry.add("pin-client-42", {"platform": "pinterest", "token": "...",
+                                   "ad_account_id": "549755885175", "tenant": "client-42"})
+    registry.add_route(Route(event="purchase", destination="pin-client-42"))
+
+Every producer and worker holds a `Registry` and calls `sync()` before it resolves a
+destination; that is one GET of a version counter at most every `registry_refresh_s`, and
+a reload only when it changed, so a change reaches every process within about a second
+without a restart. The effective destinations are the configuration's, overlaid by the
+registry's (a registry entry of the same name wins). Tokens given inline are stored
+encrypted with Fernet keys from `CONVDISP_SECRET_KEYS` (comma-separated, the first one
+encrypts, any decrypts: add a new key first, `rotate()`, then drop the old one);
+`token_env` names are stored as they are.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, cast
+
+import redis
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from pydantic import SecretStr, ValidationError
+
+from dispatcher import keys
+from dispatcher.errors import ConfigurationError
+from dispatcher.settings import Destination, Route, Settings
+
+log = logging.getLogger(__name__)
+KEYS_ENV = "CONVDISP_SECRET_KEYS"
+Backlog = Literal["drain", "dead-letter", "keep"]
+
+
+def _fernet() -> MultiFernet | None:
+    raw = [k.strip() for k in os.environ.get(KEYS_ENV, "").split(",") if k.strip()]
+    if not raw:
+        return None
+    try:
+        return MultiFernet([Fernet(k) for k in raw])
+    except ValueError:
+        raise ConfigurationError(f"{KEYS_ENV} holds a key that is not a Fernet key") from None
+
+
+def new_key() -> str:
+    """A fresh key for `CONVDISP_SECRET_KEYS`."""
+    return Fernet.generate_key().decode()
+
+
+class Registry:
+    """The runtime registry of one process (thread-safe)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: redis.Redis,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings, self.redis, self.clock = settings, client, clock
+        self.declared = dict(settings.destinations)  # from the configuration
+        self.declared_routes = list(settings.routes)
+        self._version: bytes | None = None
+        self._checked = -1e9
+        self._lock = threading.Lock()
+
+    # -- reading ------------------------------------------------------------------------
+
+    def sync(self, force: bool = False) -> None:
+        """Bring `settings.destinations` and `settings.routes` up to date with Redis."""
+        now = self.clock()
+        if not force and now - self._checked < self.settings.registry_refresh_s:
+            return
+        with self._lock:
+            self._checked = now
+            version = cast(bytes | None, self.redis.get(keys.registry_version()))
+            if version == self._version and not force:
+                return
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.get(keys.registry_version())
+            pipe.hgetall(keys.registry_destinations())
+            pipe.hgetall(keys.registry_routes())
+            version, raw_dests, raw_routes = pipe.execute()
+            destinations = dict(self.declared)
+            for name, blob in sorted(cast(dict[bytes, bytes], raw_dests).items()):
+                try:
+                    destinations[name.decode()] = self._load(json.loads(blob))
+                except (ConfigurationError, ValidationError) as exc:  # one bad entry only
+                    log.error("registry: destination %s is skipped: %s", name.decode(), exc)
+            routes = list(self.declared_routes)
+            declared = {(r.event, r.destination) for r in routes}
+            for blob in cast(dict[bytes, bytes], raw_routes).values():
+                route = Route.model_validate_json(blob)
+                if (route.event, route.destination) not in declared:
+                    routes.append(route)
+            # Assigned whole, so a reader sees the old view or the new one, never half.
+            self.settings.destinations = destinations
+            self.settings.routes = [r for r in routes if r.destination in destinations]
+            self._version = version
+
+    def due(self) -> bool:
+        """Whether `sync` would look at Redis now (for callers that must not block)."""
+        return self.clock() - self._checked >= self.settings.registry_refresh_s
+
+    def entries(self) -> list[tuple[str, Destination, str]]:
+        """(name, destination, "config" | "registry") of every effective destination."""
+        self.sync(force=True)
+        stored = set(cast(list[bytes], self.redis.hkeys(keys.registry_destinations())))
+        return [
+            (name, dest, "registry" if name.encode() in stored else "config")
+            for name, dest in sorted(self.settings.destinations.items())
+        ]
+
+    # -- changing ------------------------------------------------------------------------
+
+    def add(
+        self, name: str, destination: Destination | Mapping[str, Any], replace: bool = False
+    ) -> None:
+        """Register a destination (validated as the configuration's are)."""
+        dest = self._validated(name, destination)
+        blob = json.dumps(self._dump(dest))
+        if replace:
+            self.redis.hset(keys.registry_destinations(), name, blob)
+        elif not self.redis.hsetnx(keys.registry_destinations(), name, blob):
+            raise ConfigurationError(f"destination {name!r} is registered already (use update)")
+        self._changed()
+
+    def update(self, name: str, **changes: Any) -> Destination:
+        """Change fields of a registered (or configured) destination; the new one."""
+        self.sync(force=True)
+        current = self.settings.destination(name)
+        fields = current.model_dump(exclude_none=True)
+        if current.token is not None:
+            fields["token"] = current.token.get_secret_value()
+        if "token" in changes or "token_env" in changes:
+            fields.pop("token", None)
+            fields.pop("token_env", None)
+        fields |= {k: v for k, v in changes.items() if v is not None}
+        dest = self._validated(name, fields)
+        self.redis.hset(keys.registry_destinations(), name, json.dumps(self._dump(dest)))
+        self._changed()
+        return dest
+
+    def set_enabled(self, name: str, enabled: bool) -> None:
+        """Disable (new events refused, delivery paused) or enable a destination."""
+        self.update(name, enabled=enabled)
+
+    def remove(self, name: str, backlog: Backlog) -> int:
+        """Remove a registered destination; what waits for it is drained first (`drain`:
+        new events are refused and the entry goes once the backlog is delivered),
+        dead-lettered (replayable), or kept in Redis as an orphan. Returns the backlog."""
+        self.sync(force=True)
+        dest = self.settings.destination(name)
+        if name.encode() not in set(
+            cast(list[bytes], self.redis.hkeys(keys.registry_destinations()))
+        ):
+            raise ConfigurationError(
+                f"destination {name!r} comes from the configuration: edit it there"
+            )
+        waiting = int(self.redis.xlen(keys.stream(name)))
+        if backlog == "drain" and waiting:
+            self.update(name, draining=True)
+            return waiting
+        self.redis.hdel(keys.registry_destinations(), name)
+        self._changed()
+        if backlog == "dead-letter" and waiting:
+            from dispatcher.client import Dispatcher
+            from dispatcher.control import Control
+
+            self.sync(force=True)
+            Control(Dispatcher(self.settings)).dead_letter_orphan(name, dest.platform)
+        return waiting
+
+    def finish_draining(self, name: str) -> bool:
+        """Remove a draining destination whose backlog is empty (workers call this)."""
+        if self.redis.xlen(keys.stream(name)):
+            return False
+        removed = bool(self.redis.hdel(keys.registry_destinations(), name))
+        if removed:
+            self._changed()
+        return removed
+
+    def add_route(self, route: Route | Mapping[str, Any]) -> None:
+        """Register a route; its destination must exist."""
+        self.sync(force=True)
+        chosen = route if isinstance(route, Route) else Route.model_validate(route)
+        self.settings.destination(chosen.destination)
+        self.redis.hset(keys.registry_routes(), f"{chosen.event}\x1f{chosen.destination}",
+                        chosen.model_dump_json(exclude_none=True))  # fmt: skip
+        self._changed()
+
+    def remove_route(self, event: str, destination: str) -> bool:
+        """Unregister the route of `event` to `destination`."""
+        removed = bool(self.redis.hdel(keys.registry_routes(), f"{event}\x1f{destination}"))
+        if removed:
+            self._changed()
+        return removed
+
+    def rotate(self) -> int:
+        """Re-encrypt every stored token with the first key of `CONVDISP_SECRET_KEYS`."""
+        fernet = self._require_keys()
+        n = 0
+        for name, blob in cast(
+            dict[bytes, bytes], self.redis.hgetall(keys.registry_destinations())
+        ).items():
+            stored = json.loads(blob)
+            if "token_enc" in stored:
+                stored["token_enc"] = fernet.rotate(stored["token_enc"].encode()).decode()
+                self.redis.hset(keys.registry_destinations(), name, json.dumps(stored))
+                n += 1
+        self._changed()
+        return n
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _changed(self) -> None:
+        self.redis.incr(keys.registry_version())
+        self.sync(force=True)
+
+    def _validated(self, name: str, destination: Destination | Mapping[str, Any]) -> Destination:
+        try:
+            Settings.model_validate({"destinations": {name: destination}})  # the id's rules
+            return destination if isinstance(destination, Destination) else (
+                Destination.model_validate(destination)
+            )  # fmt: skip
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+            raise ConfigurationError(f"destination {name!r}: {where}: {first['msg']}") from None
+
+    def _require_keys(self) -> MultiFernet:
+        fernet = _fernet()
+        if fernet is None:
+            raise ConfigurationError(
+                f"a token stored in Redis is encrypted: set {KEYS_ENV} (convdispatch "
+                f"destinations new-key), or give token_env instead"
+            )
+        return fernet
+
+    def _dump(self, dest: Destination) -> dict[str, Any]:
+        stored = dest.model_dump(exclude_none=True, exclude={"token"})
+        if dest.token is not None:
+            token = dest.token.get_secret_value().encode()
+            stored["token_enc"] = self._require_keys().encrypt(token).decode()
+        return stored
+
+    def _load(self, stored: dict[str, Any]) -> Destination:
+        sealed = stored.pop("token_enc", None)
+        if sealed is not None:
+            try:
+                stored["token"] = SecretStr(self._require_keys().decrypt(sealed.encode()).decode())
+            except InvalidToken:
+                raise ConfigurationError(f"no key in {KEYS_ENV} decrypts a stored token") from None
+        return Destination.model_validate(stored)

@@ -1,0 +1,153 @@
+"""The runtime registry on a real Redis: add, update, disable, remove, routes, sealed tokens."""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import cast
+
+import httpx
+import pytest
+import redis
+from cryptography.fernet import Fernet
+
+from dispatcher import ConfigurationError, DeadLetters, Dispatcher, Settings, keys
+from dispatcher.settings import LinkedInSettings
+from tests.pipeline.events import full_conversion, linkedin
+from workers.engine import DrainStatus, Engine
+
+KEY = Fernet.generate_key().decode()
+
+
+@pytest.fixture
+def keyed(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.setenv("CONVDISP_SECRET_KEYS", KEY)
+    table = LinkedInSettings(base_url="http://li.test", max_wait_s=0, rate_per_min=6e6)
+    return settings.model_copy(update={"linkedin": table, "registry_refresh_s": 0.0})
+
+
+def worker(settings: Settings, client: redis.Redis, seen: list[str]) -> Engine:
+    def platform(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers["authorization"])
+        n = len(json.loads(request.content)["elements"])
+        return httpx.Response(200, json={"elements": [{"status": 201}] * n})
+
+    http = httpx.Client(transport=httpx.MockTransport(platform))
+    fresh = settings.model_copy(update={"destinations": dict(settings.destinations)})
+    return Engine(fresh, client, http, sleep=lambda _: None, rng=random.Random(1))
+
+
+def test_a_destination_added_at_runtime_is_used_by_every_process(
+    keyed: Settings, redis_client: redis.Redis
+) -> None:
+    # Given a producer and a worker started before the destination existed
+    with Dispatcher(keyed.model_copy()) as admin, Dispatcher(keyed.model_copy()) as producer:
+        seen: list[str] = []
+        engine = worker(keyed, redis_client, seen)
+        # When an operator registers it
+        admin.registry.add("li-new", {"platform": "linkedin", "token": "tok-1", "tenant": "acme"})
+        # Then the other producer enqueues to it and the worker delivers, with its token
+        producer.enqueue(linkedin(1, "rt"), "li-new")
+        assert engine.drain("li-new").delivered == 1
+        assert seen == ["Bearer tok-1"]
+        # And an updated token is what the next call carries
+        admin.registry.update("li-new", token="tok-2")
+        producer.enqueue(linkedin(2, "rt"), "li-new")
+        assert engine.drain("li-new").delivered == 1
+        assert seen[-1] == "Bearer tok-2"
+        assert producer.settings.destination("li-new").tenant == "acme"
+
+
+def test_stored_tokens_are_sealed_and_keys_rotate(
+    keyed: Settings, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Dispatcher(keyed) as admin:
+        admin.registry.add("li-sealed", {"platform": "linkedin", "token": "very-secret-token"})
+    stored = cast(dict[bytes, bytes], redis_client.hgetall(keys.registry_destinations()))
+    dump = b"".join(stored.values())
+    assert b"very-secret-token" not in dump
+    # Rotation: a new key first, re-encrypt, then the old key can go
+    new = Fernet.generate_key().decode()
+    monkeypatch.setenv("CONVDISP_SECRET_KEYS", f"{new},{KEY}")
+    with Dispatcher(keyed.model_copy()) as admin:
+        assert admin.registry.rotate() == 1
+    monkeypatch.setenv("CONVDISP_SECRET_KEYS", new)
+    with Dispatcher(keyed.model_copy()) as reader:
+        reader.registry.sync(force=True)
+        assert reader.settings.destination("li-sealed").secret() == "very-secret-token"
+
+
+def test_an_inline_token_without_a_key_is_refused(
+    keyed: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CONVDISP_SECRET_KEYS")
+    with Dispatcher(keyed) as admin:
+        with pytest.raises(ConfigurationError, match="CONVDISP_SECRET_KEYS"):
+            admin.registry.add("li-x", {"platform": "linkedin", "token": "t"})
+        admin.registry.add("li-env", {"platform": "linkedin", "token_env": "LI_TOKEN"})
+        assert admin.settings.destination("li-env").token_env == "LI_TOKEN"
+
+
+def test_bad_input_names_the_field(keyed: Settings) -> None:
+    with Dispatcher(keyed) as admin:
+        with pytest.raises(ConfigurationError, match="ad_account_id"):
+            admin.registry.add("pin-x", {"platform": "pinterest", "token_env": "P"})
+        with pytest.raises(ConfigurationError, match="must match"):
+            admin.registry.add("Bad Name", {"platform": "linkedin", "token_env": "P"})
+        assert redis_keys(admin) == []
+
+
+def redis_keys(d: Dispatcher) -> list[bytes]:
+    return list(d.redis.hkeys(keys.registry_destinations()))
+
+
+def test_a_disabled_destination_refuses_events_and_pauses_delivery(
+    keyed: Settings, redis_client: redis.Redis
+) -> None:
+    with Dispatcher(keyed) as admin:
+        admin.registry.add("li-off", {"platform": "linkedin", "token": "t"})
+        admin.enqueue(linkedin(1, "off"), "li-off")
+        admin.registry.set_enabled("li-off", False)
+        with pytest.raises(ConfigurationError, match="disabled"):
+            admin.enqueue(linkedin(2, "off"), "li-off")
+        seen: list[str] = []
+        assert worker(keyed, redis_client, seen).drain("li-off").status is DrainStatus.PAUSED
+        assert seen == []
+        admin.registry.set_enabled("li-off", True)
+        assert worker(keyed, redis_client, seen).drain("li-off").delivered == 1
+
+
+@pytest.mark.parametrize("policy", ["keep", "dead-letter", "drain"])
+def test_removal_with_a_backlog_follows_the_policy(
+    keyed: Settings, redis_client: redis.Redis, policy: str
+) -> None:
+    with Dispatcher(keyed) as admin:
+        admin.registry.add("li-gone", {"platform": "linkedin", "token": "t"})
+        admin.enqueue_many([linkedin(i, "gone") for i in range(3)], "li-gone")
+        assert admin.registry.remove("li-gone", policy) == 3
+        if policy == "keep":
+            assert redis_client.xlen(keys.stream("li-gone")) == 3
+            assert "li-gone" not in admin.settings.destinations
+        elif policy == "dead-letter":
+            assert redis_client.xlen(keys.stream("li-gone")) == 0
+            assert DeadLetters(admin).count("linkedin") == 3
+        else:
+            with pytest.raises(ConfigurationError, match="draining"):
+                admin.enqueue(linkedin(9, "gone"), "li-gone")
+            seen: list[str] = []
+            engine = worker(keyed, redis_client, seen)
+            assert engine.drain("li-gone").delivered == 3
+            engine.drain("li-gone")  # finds it empty: removes it
+            admin.registry.sync(force=True)
+            assert "li-gone" not in admin.settings.destinations
+            assert len(seen) == 1
+
+
+def test_routes_registered_at_runtime_fan_out(keyed: Settings, redis_client: redis.Redis) -> None:
+    with Dispatcher(keyed) as admin:
+        admin.registry.add("vn-rt", {"platform": "vnative", "token": "k"})
+        admin.registry.add_route({"event": "purchase", "destination": "vn-rt", "sub1": "rt"})
+        receipt = admin.enqueue_conversion(full_conversion())
+        assert [r.destination for r in receipt.receipts] == ["vn-rt"]
+        assert admin.registry.remove_route("purchase", "vn-rt")
+        assert admin.enqueue_conversion(full_conversion(event_id="x")).receipts == []

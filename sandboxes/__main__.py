@@ -33,9 +33,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="keep only event counts and ids (for benchmarks)",
     )
+    parser.add_argument(
+        "--rate-limit", type=int, default=None, help="calls per token per window (default: ours)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     server = serve(app_factory(args.platform), args.host, args.port)
+    if args.rate_limit is not None:
+        server.sandbox.configure({"rate_limit": args.rate_limit}, as_default=True)
     if args.no_record_bodies:
         server.sandbox.configure({"record_bodies": False}, as_default=True)
     print(f"{args.platform} sandbox on {server.url} (control API: {server.url}/_sandbox/)")

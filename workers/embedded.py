@@ -49,6 +49,9 @@ CHUNK = 1250  # purchases per enqueue call: 5,000 events, one atomic write per d
 JOB_NOUNS = {"yandex": "Yandex upload", "vnative": "vNative import"}
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 MAX_RESTARTS = 10  # in a minute: a component that keeps exiting ends the run
+# The embedded vNative sandbox takes this many calls a minute per key (imports and polls);
+# config/embedded.toml splits it between rate_per_min and poll_rate_per_min.
+EMBEDDED_VNATIVE_RATE = 600
 
 
 @dataclass
@@ -137,7 +140,9 @@ def _start(opts: Options, console: Console, procs: Processes, env: dict[str, str
                 raise StartError(f"Redis at CONVDISP_REDIS_URL does not answer: {exc}") from None
             _line(console, f"[green]redis[/] {settings.redis_url} (CONVDISP_REDIS_URL)", True)
         for platform, port in sandboxes.items():
-            procs.start(f"sandbox-{platform}", sandbox_command(platform, port))
+            # vNative's sandbox allows 60 calls a minute per key; the demo config sends 600
+            limit = EMBEDDED_VNATIVE_RATE if platform == "vnative" else None
+            procs.start(f"sandbox-{platform}", sandbox_command(platform, port, limit))
             procs.start(f"worker-{platform}", worker_command([platform], 1, name=platform))
         procs.start("flower", flower_command(opts.flower_port))
         for platform, port in sandboxes.items():

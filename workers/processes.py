@@ -96,9 +96,10 @@ def flower_command(port: int) -> list[str]:
     ]  # fmt: skip
 
 
-def sandbox_command(platform: str, port: int) -> list[str]:
-    """A platform sandbox in its own process."""
-    return [sys.executable, "-m", "sandboxes", platform, "--port", str(port)]
+def sandbox_command(platform: str, port: int, rate_limit: int | None = None) -> list[str]:
+    """A platform sandbox in its own process (`rate_limit`: calls per token per window)."""
+    limit = [] if rate_limit is None else ["--rate-limit", str(rate_limit)]
+    return [sys.executable, "-m", "sandboxes", platform, "--port", str(port), *limit]
 
 
 @dataclass

@@ -61,7 +61,10 @@ def test_every_python_example_of_the_readme_runs_and_is_delivered(
     expected = {"linkedin-demo": 12, "pinterest-demo": 11, "yandex-demo": 1, "vnative-demo": 111}
     with Dispatcher(settings) as producer:
         control = Control(producer)
-        delivered = lambda: {n: control.status(n).delivered for n in expected}  # noqa: E731
+
+        def delivered() -> dict[str, int]:
+            return {n: control.status(n).delivered for n in expected}
+
         wait_for(lambda: delivered() == expected, 120, f"delivery of {expected}")
     run.child.send_signal(signal.SIGTERM)
     run.finish()

@@ -12,21 +12,27 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
+import httpx
 import redis
 
 from dispatcher import keys
 from dispatcher.settings import Settings
 from dispatcher.storage import lua
 from workers.adapters import JobAdapter, JobState, adapter_for
+from workers.adapters.base import retry_after_s
+from workers.limiter import Limiter
 from workers.request import Failed, NotSent, RequestPath, Target
 
 log = logging.getLogger(__name__)
 JOB_TTL_S = 7 * 86_400  # how long a finished job stays visible to operators
 POLL_BATCH = 1000
+THROTTLE_WAIT_S = 5.0  # a 429 on a poll without Retry-After: look again this much later
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -98,8 +104,13 @@ def track(
         listed: dict[str, JobState] = {}
         if len(group) > 1:
             found = path.call(
-                target, partial(adapter.list_request, dest, table), adapter.parse_list
+                target,
+                partial(adapter.list_request, dest, table),
+                partial(_unless_throttled, adapter.parse_list),
             )
+            if isinstance(found, Throttled):
+                Limiter(client, target.limits).block_until(now_ms + int(found.wait_s * 1000))
+                found = NotSent(found.wait_s)
             if isinstance(found, NotSent):
                 _later(client, platform, group, now_ms + int(found.wait_s * 1000), counts)
                 continue
@@ -107,13 +118,17 @@ def track(
                 listed, counts["listed"] = found, counts["listed"] + 1
         for k, job in enumerate(group):
             seen = listed.get(job.id)
-            state: JobState | NotSent | Failed
+            state: JobState | NotSent | Failed | Throttled
             if seen is None or (seen.finished and not adapter.listing_has_detail):
                 request = partial(adapter.job_request, dest, table, job.id)
-                state = path.call(target, request, adapter.parse_job, holder=f"job-{job.id}")
+                read = partial(_unless_throttled, adapter.parse_job)
+                state = path.call(target, request, read, holder=f"job-{job.id}")
                 counts["polled"] += 1
             else:
                 state = seen
+            if isinstance(state, Throttled):  # the platform said wait: no error, no state
+                Limiter(client, target.limits).block_until(now_ms + int(state.wait_s * 1000))
+                state = NotSent(state.wait_s)
             if isinstance(state, NotSent):
                 _later(client, platform, group[k:], now_ms + int(state.wait_s * 1000), counts)
                 break
@@ -124,6 +139,21 @@ def track(
             counts["finished"] += state.finished
             counts["failed"] += state.failed
     return counts
+
+
+@dataclass(frozen=True)
+class Throttled:
+    """A poll or listing the platform answered 420/429: wait, it is not an error."""
+
+    wait_s: float
+
+
+def _unless_throttled(
+    parse: Callable[[httpx.Response], T], response: httpx.Response
+) -> T | Throttled:
+    if response.status_code in (420, 429):
+        return Throttled(retry_after_s(response) or THROTTLE_WAIT_S)
+    return parse(response)
 
 
 def _claim_due(

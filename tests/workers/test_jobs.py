@@ -99,3 +99,24 @@ def test_an_upload_that_never_finishes_is_dead_lettered_after_its_maximum_age(
     assert "never finished within job_max_age_s" in letter.reason
     assert redis_client.zcard(keys.open_jobs("yandex")) == 0
     assert redis_client.pttl(keys.job("yandex", "1")) > 0  # the record itself expires
+
+
+def test_a_throttled_poll_waits_as_told_without_an_error_or_a_state(
+    yandex: Settings, redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given one upload, and Yandex answering its poll 429 with Retry-After: 30
+    platform = Yandex()
+    engine = submit(yandex, redis_client, platform, 1)
+
+    def throttled(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(429, headers={"Retry-After": "30"}, json={"errors": []})
+
+    engine.http._transport = httpx.MockTransport(throttled)
+    now = engine.now_ms() + 10
+    # When it is tracked
+    counts = jobs.track(yandex, redis_client, engine.path, "yandex", now)
+    # Then it waits 30 s, keeps its last real state and nothing is logged as an error
+    assert counts["waiting"] == 1
+    assert (redis_client.zscore(keys.open_jobs("yandex"), "1") or 0) >= now + 30_000
+    assert redis_client.hget(keys.job("yandex", "1"), "state") == b"PREPARED"
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]

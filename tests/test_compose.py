@@ -138,10 +138,13 @@ def leaks(found: dict[str, Any], settings: Settings) -> list[str]:
         "flower": {"FLOWER_BASIC_AUTH"},
         "redis": {"REDISCLI_AUTH"},
     }
+    shared = {"redis": "broker"}  # both Redis servers take the one password
     for name, service in found.items():
         env = set(container_env(service))
         for owner, secret in owners.items():
-            problems += [f"{name} gets {s}" for s in sorted(secret & env) if owner != name]
+            if name in (owner, shared.get(owner)):
+                continue
+            problems += [f"{name} gets {s}" for s in sorted(secret & env)]
         if service.get("env_file") in (".env", [".env"]):
             problems.append(f"{name} gets all of .env")
         for volume in service.get("volumes", []):
@@ -253,12 +256,15 @@ def test_every_service_has_a_healthcheck_that_checks_what_it_serves() -> None:
 def test_every_app_service_reaches_redis_with_its_password() -> None:
     dotenv = example_dotenv()
     for name, service in services(dotenv).items():
-        if name == "redis":
+        if name in ("redis", "broker"):
             continue
         url = f"redis://:{dotenv['REDIS_PASSWORD']}@redis:6379/0"
         assert service["environment"]["CONVDISP_REDIS_URL"] == url, name
+        broker = f"redis://:{dotenv['REDIS_PASSWORD']}@broker:6379/0"
+        assert service["environment"]["CONVDISP_BROKER_URL"] == broker, name
         assert service["environment"]["CONVDISP_CONFIG"] == "/app/config/dispatcher.toml"
         assert service["depends_on"]["redis"]["condition"] == "service_healthy"
+        assert service["depends_on"]["broker"]["condition"] == "service_healthy"
     without = {k: v for k, v in dotenv.items() if k != "REDIS_PASSWORD"}
     with pytest.raises(MissingVariableError, match="REDIS_PASSWORD"):
         interpolate(compose(), without)
@@ -480,6 +486,7 @@ def test_each_service_passes_its_own_healthcheck(
     port = compose_redis[0].connection_pool.connection_kwargs["port"]
     swap = {
         "@redis:6379/": f"@127.0.0.1:{port}/",
+        "@broker:6379/": f"@127.0.0.1:{port}/",  # the test's one Redis plays both
         "/app/config/dispatcher.toml": str(EXAMPLE_CONFIG),
         "5555": str(free_port()),
         "9108": str(free_port()),

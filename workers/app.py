@@ -20,6 +20,23 @@ from workers import scheduler
 log = logging.getLogger(__name__)
 settings = get_settings()
 
+
+def queues(broker_url: str) -> list[Queue]:
+    """The platform queues (and the default one). On RabbitMQ they are quorum queues, as
+    Celery recommends: replicated, and safe with late acknowledgement."""
+    amqp = broker_url.startswith(("amqp://", "amqps://", "pyamqp://"))
+    arguments = {"x-queue-type": "quorum"} if amqp else None
+    names = [settings.queue(p) for p in PLATFORMS] + ["convdispatch.default"]
+    return [Queue(name, queue_arguments=arguments) for name in names]
+
+
+def transport_options(broker_url: str) -> dict[str, Any]:
+    """Redis: redeliver a task unacknowledged for an hour; RabbitMQ: confirmed publishes."""
+    if broker_url.startswith(("amqp://", "amqps://", "pyamqp://")):
+        return {"confirm_publish": True}
+    return {"visibility_timeout": 3600}
+
+
 app = Celery("convdispatch", broker=settings.broker, include=["workers.tasks"])
 app.conf.update(
     # A task is acknowledged only after it ran; a worker that dies mid-task hands it back.
@@ -37,12 +54,12 @@ app.conf.update(
     task_default_queue="convdispatch.default",
     # Declared so Flower's Broker page lists every platform queue (with its length) even
     # before a worker of that platform has reported its queues.
-    task_queues=[Queue(settings.queue(p)) for p in PLATFORMS] + [Queue("convdispatch.default")],
+    task_queues=queues(settings.broker),
     task_create_missing_queues=True,
     broker_connection_retry_on_startup=True,
     broker_connection_retry=True,
     broker_connection_max_retries=None,
-    broker_transport_options={"visibility_timeout": 3600},
+    broker_transport_options=transport_options(settings.broker),
 )
 
 

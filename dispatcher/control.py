@@ -26,6 +26,8 @@ class DestinationStatus:
     last_error: str
     delivered: int
     dead: int
+    oldest_ms: int = 0  # when the oldest waiting event was stored (0: none waits)
+    failures: int = 0  # consecutive failed calls
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,36 @@ class Control:
             delivered=int(text.get("delivered", 0)),
             dead=int(text.get("dead", 0)),
         )
+
+    def statuses(self, destinations: list[str]) -> list[DestinationStatus]:
+        """The state of many destinations, read in one pipelined round trip."""
+        settings = self.dispatcher.settings
+        platforms = [settings.destination(name).platform for name in destinations]
+        with translate_redis_errors():
+            pipe = self.dispatcher.redis.pipeline(transaction=False)
+            for name in destinations:
+                pipe.xlen(keys.stream(name))
+                pipe.hgetall(keys.state(name))
+                pipe.xrange(keys.stream(name), "-", "+", 1)
+                pipe.xinfo_groups(keys.stream(name))
+            replies = pipe.execute(raise_on_error=False)
+        out = []
+        for i, (name, platform) in enumerate(zip(destinations, platforms, strict=True)):
+            backlog, state, first, groups = replies[4 * i : 4 * i + 4]
+            text = {k.decode(): v.decode() for k, v in state.items()}
+            pending = 0 if isinstance(groups, Exception) else sum(
+                int(g["pending"]) for g in groups if g["name"] in (keys.GROUP, keys.GROUP.encode())
+            )  # fmt: skip
+            out.append(DestinationStatus(
+                destination=name, platform=platform, backlog=int(backlog), in_flight=pending,
+                paused=bool(text.get("paused")), pause_reason=text.get("pause_reason", ""),
+                next_attempt_at_ms=int(text.get("next_at_ms", 0)),
+                last_error=text.get("last_error", ""), delivered=int(text.get("delivered", 0)),
+                dead=int(text.get("dead", 0)),
+                oldest_ms=int(first[0][0].split(b"-")[0]) if first else 0,
+                failures=int(text.get("failures", 0)),
+            ))  # fmt: skip
+        return out
 
     def pause(self, destination: str, reason: str = "paused by operator") -> None:
         """Stop delivering to `destination`; events keep waiting in Redis."""

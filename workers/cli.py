@@ -107,28 +107,49 @@ def up(
 def status(
     destination: Annotated[list[str] | None, typer.Argument()] = None,
     tenant: Annotated[str | None, typer.Option(help="Only this tenant's destinations.")] = None,
+    top: Annotated[int, typer.Option(help="Show this many destinations (0: all).")] = 50,
+    sort: Annotated[
+        str, typer.Option(help="Order: backlog, age (oldest waiting event), errors, name.")
+    ] = "backlog",
 ) -> None:
-    """Backlog, in-flight, delivered, dead and pause state of destinations."""
+    """Backlog, in-flight, delivered, dead and pause state of destinations: a totals line,
+    then the `top` destinations by `sort`."""
+    orders = {
+        "backlog": lambda s: (-s.backlog, s.destination),
+        "age": lambda s: (s.oldest_ms or float("inf"), s.destination),
+        "errors": lambda s: (-(s.paused * 10**9 + s.failures), s.destination),
+        "name": lambda s: (0, s.destination),
+    }
+    if sort not in orders:
+        raise ConfigurationError(f"--sort must be one of {', '.join(orders)}, not {sort!r}")
     control = Control()
     control.dispatcher.registry.sync(force=True)
     names = destination or _of_tenant(control.dispatcher.settings.destinations, tenant)
     orphaned = [] if destination else control.orphans()
     if not names and not orphaned:
         raise ConfigurationError(_nothing_configured())
+    found = sorted(control.statuses(names), key=orders[sort])
+    shown = found if top <= 0 else found[:top]
     table = Table()
     for column in ("destination", "platform", "backlog", "in flight", "delivered", "dead"):
         table.add_column(column, overflow="fold")
     table.add_column("state", overflow="fold")
-    for name in names:
-        s = control.status(name)
+    for s in shown:
         state = f"paused: {s.pause_reason}" if s.paused else (s.last_error or "ok")
         table.add_row(
-            name, s.platform, str(s.backlog), str(s.in_flight), str(s.delivered), str(s.dead), state
-        )
+            s.destination, s.platform, str(s.backlog), str(s.in_flight), str(s.delivered),
+            str(s.dead), state,
+        )  # fmt: skip
     for orphan in orphaned:
         state = "orphaned: not configured (convdispatch orphans dead-letter)"
         table.add_row(orphan.destination, orphan.platform, str(orphan.backlog), "", "", "", state)
     console.print(table)
+    paused = sum(s.paused for s in found)
+    console.print(
+        f"{len(found)} destination(s): backlog {sum(s.backlog for s in found):,}, "
+        f"{paused} paused, {sum(bool(s.last_error) for s in found)} with errors"
+        + (f"; showing {len(shown)} by {sort} (--top 0 for all)" if len(shown) < len(found) else "")
+    )
 
 
 def _of_tenant(destinations: Mapping[str, Destination], tenant: str | None) -> list[str]:

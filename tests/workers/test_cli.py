@@ -10,7 +10,7 @@ from pathlib import Path
 
 import redis
 
-from dispatcher import Dispatcher, Settings, keys
+from dispatcher import Destination, Dispatcher, Settings, keys
 from tests.pipeline.events import linkedin, many
 
 
@@ -44,7 +44,7 @@ def test_status_pause_and_resume(
     cli(settings, tmp_path, "pause", "li-main", "--reason", "maintenance")
     assert "paused: maintenance" in cli(settings, tmp_path, "status", "li-main")
     cli(settings, tmp_path, "resume", "li-main")
-    assert "paused" not in cli(settings, tmp_path, "status", "li-main")
+    assert "paused:" not in cli(settings, tmp_path, "status", "li-main")
 
 
 def test_dead_letters_list_replay_and_purge(
@@ -235,3 +235,29 @@ def test_trace_says_where_an_event_is(
     missing = run_cli(settings, tmp_path, {}, "trace", "nope")
     assert missing.returncode == 1
     assert "unknown" in missing.stdout
+
+
+def test_status_of_many_destinations_is_a_top_n_with_totals(
+    settings: Settings, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    # Given 30 destinations, one of them with a backlog of 5 and one paused
+    dests = {f"li-{i:02}": {"platform": "linkedin", "token": f"t{i}"} for i in range(30)}
+    env = {"CONVDISP_DESTINATIONS": json.dumps(dests)}
+    wide = settings.model_copy(
+        update={"destinations": {n: Destination.model_validate(d) for n, d in dests.items()}}
+    )
+    with Dispatcher(wide) as producer:
+        producer.enqueue_many(many(5), "li-17")
+    redis_client.hset(
+        keys.state("li-03"), mapping={"paused": 1, "pause_reason": "401", "failures": 2}
+    )
+    # When the top 3 by backlog, then by errors, are asked for
+    by_backlog = run_cli(settings, tmp_path, env, "status", "--top", "3")
+    by_errors = run_cli(settings, tmp_path, env, "status", "--top", "1", "--sort", "errors")
+    # Then the biggest backlog leads, the paused one leads by errors, and totals cover all 30
+    rows = [line for line in by_backlog.stdout.splitlines() if "li-" in line]
+    assert len(rows) == 3
+    assert "li-17" in rows[0]
+    assert "30 destination(s): backlog 5, 1 paused" in by_backlog.stdout
+    assert "showing 3 by backlog" in by_backlog.stdout
+    assert "li-03" in next(line for line in by_errors.stdout.splitlines() if "li-" in line)

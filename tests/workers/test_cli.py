@@ -261,3 +261,29 @@ def test_status_of_many_destinations_is_a_top_n_with_totals(
     assert "30 destination(s): backlog 5, 1 paused" in by_backlog.stdout
     assert "showing 3 by backlog" in by_backlog.stdout
     assert "li-03" in next(line for line in by_errors.stdout.splitlines() if "li-" in line)
+
+
+def test_check_online_makes_one_authenticated_call_per_destination(
+    settings: Settings, tmp_path: Path
+) -> None:
+    from sandboxes import linkedin as linkedin_sandbox
+    from sandboxes.base import serve
+
+    server = serve(linkedin_sandbox.make_app)
+    server.sandbox.configure({"revoked_tokens": ["revoked"]})
+    dests = {
+        "li-good": {"platform": "linkedin", "token": "good", "ad_account_id": "5"},
+        "li-revoked": {"platform": "linkedin", "token": "revoked", "ad_account_id": "5"},
+        "li-no-account": {"platform": "linkedin", "token": "good"},
+    }
+    env = {"CONVDISP_LINKEDIN__BASE_URL": server.url, "CONVDISP_DESTINATIONS": json.dumps(dests)}
+    try:
+        done = run_cli(settings, tmp_path, env, "check", "--online")
+    finally:
+        server.stop()
+    assert done.returncode == 1
+    assert "destination li-good (online): authenticated call answered 200" in done.stdout
+    assert "destination li-revoked (online): answered 401" in done.stdout
+    assert "li-no-account (online): no harmless call: set ad_account_id" in done.stdout
+    calls = [c for c in server.sandbox.calls() if c.path == "/rest/conversions"]
+    assert len(calls) == 2

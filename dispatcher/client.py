@@ -237,7 +237,8 @@ class Dispatcher:
             if not isinstance(destination, str):
                 kind = type(destination).__name__
                 raise ConfigurationError(f"destination must be a destination id, not a {kind}")
-            self.settings.destination(destination)
+            with translate_redis_errors():
+                self.registry.destination(destination)  # just registered elsewhere: found
             return destination
         candidates = [
             name for name, d in self.settings.destinations.items() if d.platform == platform

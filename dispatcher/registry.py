@@ -30,7 +30,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from pydantic import SecretStr, ValidationError
 
 from dispatcher import keys
-from dispatcher.errors import ConfigurationError
+from dispatcher.errors import ConfigurationError, UnknownDestinationError
 from dispatcher.settings import Destination, Route, Settings
 
 log = logging.getLogger(__name__)
@@ -103,6 +103,16 @@ class Registry:
             self.settings.destinations = destinations
             self.settings.routes = [r for r in routes if r.destination in destinations]
             self._version = version
+
+    def destination(self, name: str) -> Destination:
+        """`name`'s destination; one not known yet is looked up in Redis at once (another
+        process may have just registered it), so nobody takes it for a removed one."""
+        self.sync()
+        try:
+            return self.settings.destination(name)
+        except UnknownDestinationError:
+            self.sync(force=True)
+            return self.settings.destination(name)
 
     def due(self) -> bool:
         """Whether `sync` would look at Redis now (for callers that must not block)."""

@@ -133,8 +133,7 @@ class Engine:
 
     def target(self, name: str) -> Target:
         """What calls for destination `name` need (raises ConfigurationError if unknown)."""
-        self.registry.sync()
-        dest = self.tokens.bind(self.settings.destination(name))
+        dest = self.tokens.bind(self.registry.destination(name))
         table = self.settings.platform(dest.platform)
         adapter = adapter_for(dest.platform)
         return Target(name, dest, table, adapter, adapter.limits(dest, table))

@@ -151,3 +151,20 @@ def test_routes_registered_at_runtime_fan_out(keyed: Settings, redis_client: red
         assert [r.destination for r in receipt.receipts] == ["vn-rt"]
         assert admin.registry.remove_route("purchase", "vn-rt")
         assert admin.enqueue_conversion(full_conversion(event_id="x")).receipts == []
+
+
+def test_a_worker_that_has_not_looked_yet_finds_a_just_registered_destination(
+    keyed: Settings, redis_client: redis.Redis
+) -> None:
+    # Given a worker that looked at the registry a moment ago and would not look for an hour
+    slow = keyed.model_copy(update={"registry_refresh_s": 3600.0})
+    seen: list[str] = []
+    engine = worker(slow, redis_client, seen)
+    engine.registry.sync(force=True)
+    # When a destination is registered elsewhere and its first drain reaches that worker
+    with Dispatcher(keyed.model_copy()) as admin:
+        admin.registry.add("li-late", {"platform": "linkedin", "token": "late"})
+        admin.enqueue(linkedin(1, "late"), "li-late")
+    # Then the worker looks it up at once instead of taking it for a removed destination
+    assert engine.drain("li-late").delivered == 1
+    assert seen == ["Bearer late"]

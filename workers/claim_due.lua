@@ -1,17 +1,25 @@
 -- One scheduler's look at its platforms: claim the due destinations, and the job tracking
--- of a platform whose oldest open job is due.
+-- of a platform whose oldest open job is due; and say how many pool slots (worker
+-- processes or threads) consume each platform, so the claimed destinations can be split
+-- into enough drain tasks for every slot.
 --
--- KEYS, per platform: due index (destination -> due epoch ms), open jobs, tracker key
+-- KEYS, per platform: due index (destination -> due epoch ms), open jobs, tracker key,
+-- schedulers ("<slots>|<worker>" -> epoch ms until which that worker counts as alive)
 -- ARGV[1] at most this many destinations per platform, ARGV[2] claim ms: a claimed
 -- destination is due again then unless a drain rewrites it (its heartbeat and its release
 -- do), so a lost task message delays it by that much only; the tracker key is held as long.
--- Returns, per platform: {claimed destination names, 1 if job tracking is to be sent}.
+-- ARGV[3] this worker's member "<slots>|<worker>", ARGV[4] a member of it to remove
+-- ('' none: its slot count changed), ARGV[5] how long this look keeps it alive (ms).
+-- Returns, per platform: {claimed destination names, 1 if job tracking is to be sent,
+-- live slots (counted only when more than one destination was claimed, else 0)}.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local limit, claim_ms = tonumber(ARGV[1]), tonumber(ARGV[2])
+local member, old_member, alive_ms = ARGV[3], ARGV[4], tonumber(ARGV[5])
 local out = {}
-for p = 1, #KEYS / 3 do
-  local due_key, jobs_key, tracker = KEYS[3 * p - 2], KEYS[3 * p - 1], KEYS[3 * p]
+for p = 1, #KEYS / 4 do
+  local due_key, jobs_key = KEYS[4 * p - 3], KEYS[4 * p - 2]
+  local tracker, schedulers = KEYS[4 * p - 1], KEYS[4 * p]
   -- A first write that needs no memory, so claiming works on a full Redis.
   redis.call('ZREMRANGEBYSCORE', due_key, '-inf', '(-inf')
   local due = redis.call('ZRANGEBYSCORE', due_key, '-inf', now, 'LIMIT', 0, limit)
@@ -24,6 +32,16 @@ for p = 1, #KEYS / 3 do
     redis.call('SET', tracker, 1, 'PX', claim_ms)
     track = 1
   end
-  out[p] = {due, track}
+  if old_member ~= '' then redis.call('ZREM', schedulers, old_member) end
+  redis.call('ZADD', schedulers, now + alive_ms, member)
+  redis.call('PEXPIRE', schedulers, alive_ms)  -- a fleet gone for good leaves no key
+  local slots = 0
+  if #due > 1 then
+    redis.call('ZREMRANGEBYSCORE', schedulers, '-inf', now)
+    for _, m in ipairs(redis.call('ZRANGE', schedulers, 0, -1)) do
+      slots = slots + (tonumber(string.match(m, '^(%d+)|')) or 1)
+    end
+  end
+  out[p] = {due, track, slots}
 end
 return out

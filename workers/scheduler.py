@@ -3,19 +3,23 @@
 Every worker process runs one scheduler thread for the platform queues it consumes, so
 delivery needs no single scheduling process. Each tick is one Redis call for all of its
 platforms (claim_due.lua), whatever the number of destinations; a destination that is
-not due costs nothing.
+not due costs nothing. The same call keeps this worker's pool size in a per-platform
+roll of live workers, so the claimed destinations are split into at least as many drain
+tasks as there are pool slots to run them (`split`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
+import socket
 import threading
 from collections.abc import Sequence
 from typing import Any, cast
 
 import redis
-from celery import Celery
+from celery import Celery, signals
 
 from dispatcher import keys
 from dispatcher.settings import PLATFORMS, Settings
@@ -25,18 +29,70 @@ log = logging.getLogger(__name__)
 DRAIN_TASK = "convdispatch.drain"
 TRACK_TASK = "convdispatch.track"
 REDIS_DOWN_WAIT_S = 1.0
+ALIVE_S = 10.0  # a worker whose scheduler has not looked for this long counts no more
+
+
+def schedulers_key(platform: str) -> str:
+    """Sorted set: "<pool slots>|<worker>" -> epoch ms until which that worker counts as
+    consuming `platform`'s queue (written by every scheduler tick)."""
+    # Belongs with the other key names in dispatcher/keys.py (kept here: not this change's file).
+    return f"{keys.PREFIX}:schedulers:{platform}"
+
+
+def split(names: list[str], slots: int, max_size: int) -> list[list[str]]:
+    """`names` as drain tasks: at least `min(len(names), slots)` of them, so every live
+    pool slot gets work (8 due destinations and 2 worker processes: 2 tasks of 4, not 1
+    of 8), and no fewer than keep each at most `max_size` (a task of many small drains
+    runs them `drain_parallel` at a time, and costs one task message). Sizes differ by
+    one at most."""
+    if not names:
+        return []
+    n = max(min(len(names), max(1, slots)), math.ceil(len(names) / max_size))
+    size, extra = divmod(len(names), n)
+    tasks, at = [], 0
+    for i in range(n):
+        end = at + size + (1 if i < extra else 0)
+        tasks.append(names[at:end])
+        at = end
+    return tasks
+
+
+_worker: list[Any] = []  # the Celery WorkController of this process, once it starts
+
+
+@signals.worker_init.connect
+def _remember_worker(sender: Any = None, **_: Any) -> None:
+    _worker[:] = [sender]
+
+
+def pool_slots() -> int:
+    """How many tasks this worker runs at once (its pool's concurrency); 1 if unknown."""
+    concurrency = getattr(_worker[0], "concurrency", None) if _worker else None
+    return concurrency if isinstance(concurrency, int) and concurrency > 0 else 1
 
 
 class Scheduler:
     """Claims due destinations of `platforms` and sends them as drain tasks."""
 
     def __init__(
-        self, app: Celery, settings: Settings, platforms: Sequence[str], client: redis.Redis
+        self,
+        app: Celery,
+        settings: Settings,
+        platforms: Sequence[str],
+        client: redis.Redis,
+        slots: int | None = None,
+        name: str | None = None,
     ) -> None:
         self.app, self.settings, self.platforms = app, settings, list(platforms)
         self.redis = client
+        self.slots = slots  # None: the running worker's pool size, read on every tick
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self._member = ""
+        self.more = False  # the last tick claimed a full `scheduler_batch` somewhere
         self.keys = [
-            k for p in self.platforms for k in (keys.due(p), keys.open_jobs(p), keys.tracker(p))
+            k
+            for p in self.platforms
+            for k in (keys.due(p), keys.open_jobs(p), keys.tracker(p), schedulers_key(p))
         ]
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -54,19 +110,21 @@ class Scheduler:
         """Claim and send what is due now; returns how many destinations were sent."""
         s = self.settings
         claim_ms = int(s.dispatch_claim_s * 1000)
+        member = f"{self.slots or pool_slots()}|{self.name}"
+        old, self._member = (self._member if self._member != member else ""), member
         replies = cast(
             list[Any],
             self.redis.eval(
                 lua("workers", "claim_due.lua"), len(self.keys), *self.keys,
-                s.scheduler_batch, claim_ms,
+                s.scheduler_batch, claim_ms, member, old, int(ALIVE_S * 1000),
             ),
         )  # fmt: skip
-        sent = 0
-        for platform, (names, track) in zip(self.platforms, replies, strict=True):
+        sent, self.more = 0, False
+        for platform, (names, track, slots) in zip(self.platforms, replies, strict=True):
             queue = s.queue(platform)
             names = [n.decode() for n in names]
-            for i in range(0, len(names), s.drain_group_size):
-                group = names[i : i + s.drain_group_size]
+            self.more |= len(names) >= s.scheduler_batch  # more may be due: look again now
+            for group in split(names, int(slots), s.drain_group_size):
                 self.app.send_task(
                     DRAIN_TASK, args=[group], queue=queue, expires=s.dispatch_claim_s
                 )
@@ -88,11 +146,15 @@ class Scheduler:
                     log.warning("scheduler: %s: %s", type(exc).__name__, exc)
                 self._stop.wait(REDIS_DOWN_WAIT_S)
                 continue
-            if not sent:
+            if not (sent and self.more):
+                # Not at once after sending a few: destinations coming due one by one
+                # then travel as one task per tick, not as a task each.
                 self._stop.wait(self.settings.scheduler_tick_s)
 
     def start(self) -> None:
         """Run in a daemon thread."""
+        slots = self.slots or pool_slots()
+        log.info("scheduler for %s: %d pool slots here", ", ".join(self.platforms), slots)
         self._thread = threading.Thread(target=self.run, name="convdispatch-scheduler", daemon=True)
         self._thread.start()
 

@@ -1,0 +1,124 @@
+"""The scheduler on a real Redis, with a Celery app that records what it is asked to send."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis
+
+from dispatcher import Settings, keys
+from workers.scheduler import DRAIN_TASK, Scheduler, schedulers_key, split
+
+
+class Recorder:
+    """Stands in for the Celery app: keeps every `send_task` call."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, list[Any], str]] = []
+
+    def send_task(self, name: str, args: list[Any], queue: str, expires: float) -> None:
+        self.sent.append((name, args, queue))
+
+    def drains(self) -> list[list[str]]:
+        return [args[0] for name, args, _ in self.sent if name == DRAIN_TASK]
+
+
+def scheduler(
+    settings: Settings, client: redis.Redis, slots: int, name: str
+) -> tuple[Scheduler, Recorder]:
+    """A scheduler of `slots` pool slots for worker `name`, and what it sent."""
+    app = Recorder()
+    return Scheduler(app, settings, ["linkedin"], client, slots=slots, name=name), app
+
+
+def make_due(client: redis.Redis, n: int) -> list[str]:
+    names = [f"li-{i}" for i in range(n)]
+    client.zadd(keys.due("linkedin"), dict.fromkeys(names, time.time() * 1000 - 1))
+    return names
+
+
+def test_split_gives_every_slot_a_task_and_keeps_groups_within_the_size() -> None:
+    names = [f"d{i}" for i in range(40)]
+    assert split(names[:8], 2, 16) == [names[0:4], names[4:8]]
+    assert split(names[:8], 1, 16) == [names[:8]]
+    assert split(names[:3], 8, 16) == [[n] for n in names[:3]]
+    assert [len(t) for t in split(names, 2, 16)] == [14, 13, 13]
+    assert [len(t) for t in split(names, 0, 16)] == [14, 13, 13]
+    assert split([], 4, 16) == []
+    assert [n for task in split(names, 5, 16) for n in task] == names
+
+
+def test_due_destinations_are_split_over_the_live_workers_pool_slots(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    # Given two workers with one pool process each, both of whose schedulers have looked
+    first, sent = scheduler(settings, redis_client, 1, "host-1")
+    second, _ = scheduler(settings, redis_client, 1, "host-2")
+    assert first.tick() == 0
+    assert second.tick() == 0
+    # When 8 destinations are due and one scheduler claims them
+    names = make_due(redis_client, 8)
+    assert first.tick() == 8
+    # Then it sends two drain tasks of 4, one for each process, and the other sends none
+    assert sent.drains() == [names[:4], names[4:]]
+    assert second.tick() == 0
+
+
+def test_one_worker_gets_one_task_and_many_destinations_are_grouped(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    # Given one worker with one pool process
+    only, sent = scheduler(settings, redis_client, 1, "host-1")
+    # When 8, then 40 destinations are due
+    eight = make_due(redis_client, 8)
+    only.tick()
+    redis_client.delete(keys.due("linkedin"))
+    make_due(redis_client, 40)
+    only.tick()
+    # Then the 8 travel as one task, the 40 as tasks of at most drain_group_size
+    drains = sent.drains()
+    assert drains[0] == eight
+    assert [len(d) for d in drains[1:]] == [14, 13, 13]
+    assert settings.drain_group_size == 16
+
+
+def test_a_worker_that_stopped_looking_no_longer_counts(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    # Given a worker with 4 slots whose last look was long ago, and one live worker
+    redis_client.zadd(schedulers_key("linkedin"), {"4|gone": time.time() * 1000 - 1})
+    live, sent = scheduler(settings, redis_client, 1, "host-1")
+    # When 8 destinations are due
+    make_due(redis_client, 8)
+    live.tick()
+    # Then they go as one task (the gone worker's slots are not counted) and it is forgotten
+    assert sent.drains() == [[f"li-{i}" for i in range(8)]]
+    assert redis_client.zrange(schedulers_key("linkedin"), 0, -1) == [b"1|host-1"]
+
+
+def test_a_changed_pool_size_replaces_the_worker_s_entry(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    # Given a worker that looked with 2 slots, then with 3 (an autoscaled pool)
+    worker, _ = scheduler(settings, redis_client, 2, "host-1")
+    worker.tick()
+    worker.slots = 3
+    worker.tick()
+    # Then it counts once, with 3
+    assert redis_client.zrange(schedulers_key("linkedin"), 0, -1) == [b"3|host-1"]
+
+
+def test_a_full_claim_looks_again_at_once_a_partial_one_waits_a_tick(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    # Given a scheduler that claims at most 3 destinations per look
+    small = settings.model_copy(update={"scheduler_batch": 3})
+    worker, _ = scheduler(small, redis_client, 1, "host-1")
+    # When 4 are due
+    make_due(redis_client, 4)
+    # Then the first look claims 3 and wants another look at once; the second claims 1
+    assert worker.tick() == 3
+    assert worker.more
+    assert worker.tick() == 1
+    assert not worker.more

@@ -30,9 +30,8 @@ from dispatcher.errors import ConfigurationError, UnknownDestinationError
 from dispatcher.registry import Registry
 from dispatcher.settings import Settings
 from workers.adapters import JobAdapter, Outcome, Verdict, adapter_for
-from workers.lease import Lease
+from workers.lease import Lease, Start
 from workers.limiter import Limiter
-from workers.metrics import record_drain
 from workers.oauth import TokenStore
 from workers.request import Failed, NotSent, RequestPath, Target
 from workers.settle import FencedError, Settlement, mark_sending, settle
@@ -97,6 +96,7 @@ class _Drain:
     stream: DestinationStream
     report: DrainReport
     failures: int  # consecutive failed calls before this drain
+    start: Start | None = None  # what taking the lease read
 
 
 class Engine:
@@ -155,35 +155,39 @@ class Engine:
         """Deliver what is due for `name` while holding its lease."""
         target = self.target(name)
         lease = Lease(self.redis, self.settings, name, target.destination.platform)
-        if not lease.acquire():
+        # One call takes the lease, reads the state and the limiter, and takes the first
+        # batch when nothing stops a send (a disabled destination reads nothing).
+        start = lease.start(
+            target.table, target.limits, self.consumer, read=target.destination.enabled
+        )
+        if start is None:
             return DrainReport(name, DrainStatus.BUSY)
         report = DrainReport(name)
         started = time.monotonic()
         stream = DestinationStream(self.redis, name, self.consumer, lease.ms)
         try:
-            state = cast(dict[bytes, bytes], self.redis.hgetall(keys.state(name)))
-            run = _Drain(target, lease, stream, report, int(state.get(b"failures", 0)))
-            if self._ready(run, state):
+            failures = int(start.state.get(b"failures", 0))
+            run = _Drain(target, lease, stream, report, failures, start)
+            if self._ready(run, start):
                 self._batches(run)
         except FencedError:
             report.status = DrainStatus.FENCED
         finally:
-            lease.release(target.table, report.not_before_ms)
+            drain_s = time.monotonic() - started if report.batches else None
+            lease.release(target.table, report.not_before_ms, drain_s)
         idle = report.status is DrainStatus.IDLE
         if target.destination.draining and idle and self.registry.finish_draining(name):
             log.warning("destination %s: backlog delivered, removed from the registry", name)
-        if report.batches:
-            record_drain(self.redis, target.destination.platform, time.monotonic() - started)
         return report
 
     # -- before reading anything ---------------------------------------------------------
 
-    def _ready(self, run: _Drain, state: dict[bytes, bytes]) -> bool:
+    def _ready(self, run: _Drain, start: Start) -> bool:
         """Pause, backoff, limiter and unknown outcomes: may this drain read a batch?"""
-        name, report, target = run.target.name, run.report, run.target
+        name, report, target, state = run.target.name, run.report, run.target, start.state
         if not target.destination.enabled:  # disabled in the registry: look again later
             report.stop(
-                DrainStatus.PAUSED, self.now_ms() + int(self.settings.pause_recheck_s * 1000)
+                DrainStatus.PAUSED, start.now_ms + int(self.settings.pause_recheck_s * 1000)
             )
             return False
         if state.get(b"paused"):
@@ -197,16 +201,17 @@ class Engine:
             else:
                 report.stop(DrainStatus.PAUSED)
                 return False
-        now = self.now_ms()
+        now = start.now_ms
         next_at = int(state.get(b"next_at_ms", 0))
         if next_at > now:
             report.stop(DrainStatus.BACKING_OFF, next_at)
             return False
-        wait_s = self.path.wait_s(target)
+        wait_s = start.limiter_wait_s  # Limiter.peek, read when the lease was taken
         if wait_s > self.settings.max_limiter_wait_s:
             report.stop(DrainStatus.WAITING, now + int(wait_s * 1000))
             return False
-        if isinstance(target.adapter, JobAdapter):
+        # The lease script reads no batch while an unknown outcome waits for its look-up.
+        if isinstance(target.adapter, JobAdapter) and start.read == "none":
             self._unknown_outcomes(run, now)
         return not report.stopped
 
@@ -263,19 +268,30 @@ class Engine:
         table, report = run.target.table, run.report
         size, in_flight = table.batch_size, table.max_batches_in_flight
         futures: list[Future[None]] = []
-        entries, young = run.stream.claim_pending(size)
+        start = run.start
+        if start is not None and start.read != "none":  # the lease script read the first
+            entries, young, now = start.entries, start.young, start.now_ms
+            looked = start.read != "pending"  # it looked for new entries too
+        else:
+            entries, young = run.stream.claim_pending(size)
+            looked, now = False, 0
         if young:  # a holder that just lost its lease may still be sending those: come back
-            report.not_before_ms = max(report.not_before_ms, self.now_ms() + run.lease.ms)
+            report.not_before_ms = max(report.not_before_ms, (now or self.now_ms()) + run.lease.ms)
         for _ in range(self.settings.drain_max_batches):
             if report.stopped or run.lease.lost.is_set():
                 break
-            if not entries:
+            if not entries and not looked:
                 entries = run.stream.take_new(size, table.max_wait_s, self.now_ms())
+            looked = False
             if not entries:
                 break
             full = len(entries) >= size
-            entries = self._drop_expired(run, entries)
-            if entries:
+            entries = self._drop_expired(run, entries, now)
+            now = 0
+            if entries and not full and not futures:  # the last batch, alone: no hand-off
+                self._deliver(run, entries)
+                report.batches += 1
+            elif entries:
                 futures.append(self._pool.submit(self._deliver, run, entries))
                 report.batches += 1
             entries = []
@@ -291,8 +307,8 @@ class Engine:
         if report.batches == 0 and report.dead == 0 and not report.stopped:
             report.status = DrainStatus.IDLE
 
-    def _drop_expired(self, run: _Drain, entries: list[Entry]) -> list[Entry]:
-        now = self.now_ms()
+    def _drop_expired(self, run: _Drain, entries: list[Entry], now: int = 0) -> list[Entry]:
+        now = now or self.now_ms()
         live: list[Entry] = []
         expired: list[Entry] = []
         for entry in entries:  # the deadline is worked out once per entry (a hot path)

@@ -1,17 +1,93 @@
 -- A destination's drain lease, fenced by its token, and the due time it leaves behind.
+-- Taking the lease also does everything a drain needs before its first send, so a small
+-- destination's drain starts with one round trip instead of ten.
 --
--- KEYS[1] lease, KEYS[2] due index, KEYS[3] stream, KEYS[4] state
+-- KEYS[1] lease, KEYS[2] due index, KEYS[3] stream, KEYS[4] state; acquire also: KEYS[5]
+-- sending, then per rate-limit scope: bucket, blocked-until (as limiter.lua); release
+-- also: KEYS[5] the platform's drain-duration histogram.
 -- ARGV[1] op: 'acquire' | 'renew' | 'release'; ARGV[2] token; ARGV[3] lease ms;
--- ARGV[4] destination; release also: ARGV[5] batch size, ARGV[6] max wait ms,
--- ARGV[7] not-before (epoch ms, 0 = none), ARGV[8] paused-recheck ms.
+-- ARGV[4] destination;
+-- acquire also: ARGV[5] read (1: take the first batch, 0: only the lease and the state),
+--   ARGV[6] group, ARGV[7] consumer, ARGV[8] batch size, ARGV[9] max wait ms,
+--   ARGV[10] max limiter wait ms, then per scope: refill per second, burst (as limiter.lua);
+-- release also: ARGV[5] batch size, ARGV[6] max wait ms, ARGV[7] not-before (epoch ms,
+--   0 = none), ARGV[8] paused-recheck ms, ARGV[9] drain seconds ('' = record none),
+--   ARGV[10] the histogram field that duration falls in.
 -- Every op starts with a write that never needs memory, so it runs on a full Redis.
--- acquire -> 1 if taken; 0 if another holder has it, and then the destination is made due
--- no later than that lease's end (a dead holder is taken over as soon as it has run out).
+-- acquire -> {0} if another holder has it, and then the destination is made due no later
+--   than that lease's end (a dead holder is taken over as soon as it has run out);
+--   else {1, now ms, state hash (flat), limiter wait ms, how, entries, young} where how is
+--   'none' (nothing read: paused, backing off, throttled, unknown outcomes to look up, or
+--   read = 0), 'pending' (entries a dead holder or a retry left, idle a lease or more),
+--   'new' (never-read entries, a full batch or one whose oldest waited max wait) or
+--   'checked' (looked, nothing due); young is 1 if younger pending entries were left.
 -- renew -> 1 if still ours, else 0.
 -- release -> the due time written (0: removed, the stream is empty), -1 if not ours.
 local op, token, lease_ms, name = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+local function entry_ms(id) return tonumber(string.match(id, '^(%d+)')) end
+
+-- The limiter's peek (limiter.lua with 'peek'): ms until a call could take a token from
+-- every scope, taking nothing. The same arithmetic, so both agree (a test checks it).
+local function limiter_wait(first_key, first_arg)
+  local wait = 0
+  for i = 0, (#KEYS - first_key + 1) / 2 - 1 do
+    local bucket, blocked = KEYS[first_key + 2 * i], KEYS[first_key + 2 * i + 1]
+    local until_ms = tonumber(redis.call('GET', blocked) or '0')
+    if until_ms - now > wait then wait = until_ms - now end
+    local rate = tonumber(ARGV[first_arg + 2 * i]) / 1000
+    local capacity = tonumber(ARGV[first_arg + 2 * i + 1])
+    local level = redis.call('HMGET', bucket, 'tokens', 'ts')
+    local tokens = tonumber(level[1]) or capacity
+    local ts = tonumber(level[2]) or now
+    tokens = math.min(capacity, tokens + math.max(0, now - ts) * rate)
+    if tokens < 1 then
+      local need = math.ceil((1 - tokens) / rate)
+      if need > wait then wait = need end
+    end
+  end
+  return wait
+end
+
+-- The first batch, as streams.py would take it: pending entries idle for a lease first
+-- (XAUTOCLAIM), else new ones when a full batch waits or the oldest waited max wait.
+local function first_batch(stream, group, consumer, size, max_wait)
+  if redis.call('EXISTS', stream) == 0 then return 'checked', {}, 0 end
+  local pending = redis.call('XPENDING', stream, group)[1]
+  local young = 0
+  if pending > 0 then
+    local taken, cursor = {}, '0-0'
+    for _ = 1, 10 do  -- deleted entries come back as false: skip them, bounded
+      local reply = redis.call('XAUTOCLAIM', stream, group, consumer, lease_ms, cursor,
+        'COUNT', size - #taken)
+      cursor = reply[1]
+      for _, e in ipairs(reply[2]) do
+        if e then taken[#taken + 1] = e end
+      end
+      if cursor == '0-0' or #taken >= size then break end
+    end
+    if #taken > 0 then return 'pending', taken, 0 end
+    young = 1  -- a holder that just lost its lease may still be sending those
+  end
+  local fresh = redis.call('XLEN', stream) - pending
+  if fresh <= 0 then return 'checked', {}, young end
+  if fresh < size then
+    local last = '0-0'
+    for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+      local f = {}
+      for i = 1, #g, 2 do f[g[i]] = g[i + 1] end
+      if f['name'] == group then last = f['last-delivered-id'] end
+    end
+    local oldest = redis.call('XRANGE', stream, '(' .. last, '+', 'COUNT', 1)[1]
+    if oldest and now - entry_ms(oldest[1]) < max_wait then return 'checked', {}, young end
+  end
+  local reply = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', size,
+    'STREAMS', stream, '>')
+  return 'new', (reply and reply[1] and reply[1][2]) or {}, young
+end
+
 if op == 'acquire' then
   local left = redis.call('PTTL', KEYS[1])  -- -2: no lease
   if left ~= -2 then
@@ -19,13 +95,24 @@ if op == 'acquire' then
       redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(-inf')  -- a write that needs no memory
       redis.call('ZADD', KEYS[2], 'XX', 'LT', now + left + 1, name)
     end
-    return 0
+    return {0}
   end
   redis.call('DEL', KEYS[1])
   redis.call('SET', KEYS[1], token, 'PX', lease_ms)
   -- If this holder dies before its first heartbeat, it is due again when the lease ends.
   redis.call('ZADD', KEYS[2], 'XX', now + lease_ms, name)
-  return 1
+  local state = redis.call('HGETALL', KEYS[4])
+  local st = {}
+  for i = 1, #state, 2 do st[state[i]] = state[i + 1] end
+  local wait = limiter_wait(6, 11)
+  local read, max_limiter_wait = ARGV[5] == '1', tonumber(ARGV[10])
+  if not read or st['paused'] or (tonumber(st['next_at_ms'] or '0') or 0) > now
+      or wait > max_limiter_wait or redis.call('EXISTS', KEYS[5]) == 1 then
+    return {1, now, state, wait, 'none', {}, 0}
+  end
+  local how, entries, young = first_batch(KEYS[3], ARGV[6], ARGV[7], tonumber(ARGV[8]),
+    tonumber(ARGV[9]))
+  return {1, now, state, wait, how, entries, young}
 end
 if redis.call('GET', KEYS[1]) ~= token then return op == 'renew' and 0 or -1 end
 if op == 'renew' then
@@ -35,6 +122,10 @@ if op == 'renew' then
   return 1
 end
 redis.call('DEL', KEYS[1])
+if ARGV[9] ~= '' then  -- the drain's duration, for the metrics (workers/metrics.py)
+  redis.call('HINCRBY', KEYS[5], ARGV[10], 1)
+  redis.call('HINCRBYFLOAT', KEYS[5], 'sum', ARGV[9])
+end
 local batch, max_wait = tonumber(ARGV[5]), tonumber(ARGV[6])
 local not_before, recheck = tonumber(ARGV[7]), tonumber(ARGV[8])
 local st = redis.call('HMGET', KEYS[4], 'paused', 'next_at_ms')
@@ -50,7 +141,7 @@ else
   due = now
   if backlog < batch then
     local first = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)[1]
-    due = tonumber(string.match(first[1], '^(%d+)')) + max_wait
+    due = entry_ms(first[1]) + max_wait
   end
   local backoff = tonumber(st[2] or '0')
   if backoff > due then due = backoff end

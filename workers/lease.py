@@ -2,23 +2,51 @@
 
 Whoever holds the lease may take and settle the destination's entries; every settle step
 checks the token first (settle.lua), so a holder that lost its lease changes nothing.
-Releasing writes the destination's next due time in the same script, so an enqueue that
-arrives while the lease is held is never left without a due time.
+Taking the lease reads, in the same script, what a drain checks before its first send
+(state, limiter, unknown outcomes) and takes the first batch. Releasing writes the
+destination's next due time in the same script, so an enqueue that arrives while the
+lease is held is never left without a due time.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
+import os
 import threading
+import time
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
 
 import redis
+from redis.commands.core import Script
 
 from dispatcher import keys
 from dispatcher.settings import PlatformSettings, Settings
 from dispatcher.storage import lua
+from workers.limiter import Limit, Limiter
+from workers.metrics import DRAIN_BUCKETS, bucket_field, record_drain
+from workers.streams import Entry
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Start:
+    """What taking the lease found: the state and, unless `read` is "none", the first read.
+
+    `read`: "none" (nothing read: a check must run first), "pending" (entries idle for a
+    lease or more), "new" (never-read entries) or "checked" (nothing due to read).
+    """
+
+    now_ms: int
+    state: dict[bytes, bytes]
+    limiter_wait_s: float
+    read: str = "none"
+    entries: list[Entry] = field(default_factory=list)
+    young: bool = False  # younger pending entries were left (a holder just gone)
 
 
 class Lease:
@@ -26,46 +54,168 @@ class Lease:
 
     def __init__(self, client: redis.Redis, settings: Settings, name: str, platform: str) -> None:
         self.redis, self.settings, self.name = client, settings, name
+        self.platform = platform
         self.token = uuid.uuid4().hex
         self.ms = int(settings.lease_s * 1000)
         self.keys = [keys.lease(name), keys.due(platform), keys.stream(name), keys.state(name)]
         self.lost = threading.Event()
-        self._stop = threading.Event()
-        self._beat: threading.Thread | None = None
+        self._held = False  # renewed by the heartbeat while True
+        self._renewing = False  # a renewal is under way (see _Heartbeat.remove)
 
-    def _op(self, op: str, *extra: int) -> int:
-        script = lua("workers", "lease.lua")
-        return int(
-            self.redis.eval(script, 4, *self.keys, op, self.token, self.ms, self.name, *extra)
-        )
+    def _op(self, op: str, extra_keys: Sequence[str], *extra: Any) -> Any:
+        args = [op, self.token, self.ms, self.name, *extra]
+        return _script(self.redis)(keys=[*self.keys, *extra_keys], args=args, client=self.redis)
+
+    def start(
+        self,
+        table: PlatformSettings,
+        limits: Sequence[Limit],
+        consumer: str,
+        read: bool = True,
+    ) -> Start | None:
+        """Take the lease and start its heartbeat; None if another drain holds it.
+
+        In the same call: the destination's state, the limiter's wait (as `Limiter.peek`)
+        and, if `read` and nothing stops a send (pause, backoff, a wait over
+        `max_limiter_wait_s`, a batch with an unknown outcome), the first batch.
+        """
+        limiter = Limiter(self.redis, limits)
+        wait_limit = self.settings.max_limiter_wait_s
+        reply = self._op(
+            "acquire",
+            [keys.sending(self.name), *limiter.keys],
+            int(read), keys.GROUP, consumer, table.batch_size, int(table.max_wait_s * 1000),
+            int(wait_limit * 1000), *limiter.args,
+        )  # fmt: skip
+        if not int(reply[0]):
+            return None
+        raw_state = cast(list[bytes], reply[2])
+        state = dict(zip(raw_state[::2], raw_state[1::2], strict=True))
+        entries = [(e[0], _fields(e[1])) for e in cast(list[list[Any]], reply[5])]
+        how = reply[4].decode() if isinstance(reply[4], bytes) else str(reply[4])
+        self._held = True
+        _heartbeat().add(self)
+        return Start(int(reply[1]), state, int(reply[3]) / 1000, how, entries, bool(reply[6]))
 
     def acquire(self) -> bool:
-        """Take the lease and start the heartbeat; False if another drain holds it."""
-        if not self._op("acquire"):
-            return False
-        self._beat = threading.Thread(
-            target=self._heartbeat, name=f"lease-{self.name}", daemon=True
-        )
-        self._beat.start()
-        return True
+        """Take the lease and start the heartbeat (reading nothing); False if held."""
+        return self.start(self.settings.platform(self.platform), [], "", read=False) is not None
 
-    def _heartbeat(self) -> None:
-        while not self._stop.wait(self.ms / 3000):
-            try:
-                if not self._op("renew"):
-                    log.error(
-                        "destination %s: lease lost; this drain settles nothing more", self.name
-                    )
-                    self.lost.set()
-                    return
-            except redis.RedisError as exc:  # Redis away: the lease may run out; settle checks
-                log.warning("destination %s: lease renewal failed: %s", self.name, exc)
+    def renew(self) -> bool:
+        """Extend the lease by `lease_s`; False (and `lost` set) if it is no longer ours."""
+        if int(self._op("renew", [])):
+            return True
+        log.error("destination %s: lease lost; this drain settles nothing more", self.name)
+        self.lost.set()
+        return False
 
-    def release(self, table: PlatformSettings, not_before_ms: int = 0) -> int:
-        """Stop the heartbeat, give the lease back and write the next due time."""
-        self._stop.set()
-        if self._beat is not None:
-            self._beat.join()
+    def release(
+        self, table: PlatformSettings, not_before_ms: int = 0, drain_s: float | None = None
+    ) -> int:
+        """Stop the heartbeat, give the lease back and write the next due time; with
+        `drain_s`, count the drain's duration in the platform's drain histogram."""
+        _heartbeat().remove(self)
+        self._held = False
         recheck_ms = int(self.settings.pause_recheck_s * 1000)
         max_wait_ms = int(table.max_wait_s * 1000)
-        return self._op("release", table.batch_size, max_wait_ms, not_before_ms, recheck_ms)
+        seconds = "" if drain_s is None else repr(drain_s)
+        bucket = "" if drain_s is None else bucket_field(DRAIN_BUCKETS, drain_s)
+        due = int(
+            self._op(
+                "release", [keys.drain_latency(self.platform)],
+                table.batch_size, max_wait_ms, not_before_ms, recheck_ms, seconds, bucket,
+            )
+        )  # fmt: skip
+        if due == -1 and drain_s is not None:  # not ours any more: count the drain anyway
+            record_drain(self.redis, self.platform, drain_s)
+        return due
+
+
+def _fields(flat: list[bytes]) -> dict[bytes, bytes]:
+    it = iter(flat)
+    return dict(zip(it, it, strict=True))
+
+
+_script_cache: list[Script] = []
+
+
+def _script(client: redis.Redis) -> Script:
+    """lease.lua run by EVALSHA (it is long: its text is not sent on every call)."""
+    if not _script_cache:
+        _script_cache.append(Script(client, lua("workers", "lease.lua")))
+    return _script_cache[0]
+
+
+class _Heartbeat:
+    """One thread per process renews every lease the process holds, each `lease_s / 3`
+    after its last renewal, so a drain costs no thread of its own."""
+
+    def __init__(self) -> None:
+        self._due: list[tuple[float, int, Lease]] = []  # (renew at, tiebreak, lease) heap
+        self._cond = threading.Condition()
+        self._count = 0
+        self._thread: threading.Thread | None = None
+
+    def add(self, lease: Lease) -> None:
+        with self._cond:
+            self._count += 1
+            heapq.heappush(self._due, (time.monotonic() + lease.ms / 3000, self._count, lease))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="convdispatch-lease-heartbeat", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+
+    def remove(self, lease: Lease) -> None:
+        """After this returns, `lease` is renewed no more (a renewal under way has ended)."""
+        with self._cond:
+            lease._held = False
+            self._due = [d for d in self._due if d[2] is not lease]
+            heapq.heapify(self._due)
+            while lease._renewing:
+                self._cond.wait()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._due or self._due[0][0] > time.monotonic():
+                    timeout = None if not self._due else self._due[0][0] - time.monotonic()
+                    self._cond.wait(timeout)
+                _, _, lease = heapq.heappop(self._due)
+                lease._renewing = True
+            try:
+                keep = lease.renew()
+            except redis.RedisError as exc:  # Redis away: the lease may run out; settle checks
+                log.warning("destination %s: lease renewal failed: %s", lease.name, exc)
+                keep = True
+            with self._cond:
+                lease._renewing = False
+                if keep and lease._held:
+                    self._count += 1
+                    at = time.monotonic() + lease.ms / 3000
+                    heapq.heappush(self._due, (at, self._count, lease))
+                self._cond.notify_all()
+
+
+_beat: list[_Heartbeat] = []
+_beat_lock = threading.Lock()
+
+
+def _heartbeat() -> _Heartbeat:
+    """This process's heartbeat, started with its first lease."""
+    if not _beat:
+        with _beat_lock:
+            if not _beat:
+                _beat.append(_Heartbeat())
+    return _beat[0]
+
+
+def _after_fork_in_child() -> None:
+    # Threads do not survive a fork: a child (a prefork pool process) starts its own.
+    global _beat_lock
+    _beat.clear()
+    _beat_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

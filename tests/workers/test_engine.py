@@ -6,6 +6,7 @@ import json
 import random
 import time
 from collections.abc import Callable
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -252,3 +253,77 @@ def test_a_batch_too_large_for_the_platform_is_split_until_it_fits(
     assert report.delivered == 5
     assert report.dead == 0
     assert redis_client.xlen(keys.stream("li-main")) == 0
+
+
+class RoundTrips:
+    """Counts the Redis round trips made through a client (each takes a pool connection)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.count = 0
+        pool = client.connection_pool
+        take = pool.get_connection
+
+        def counted(*args: object, **kwargs: object) -> object:
+            self.count += 1
+            return take(*args, **kwargs)
+
+        pool.get_connection = counted  # type: ignore[assignment]
+
+
+def test_a_small_drain_costs_four_redis_round_trips(
+    fast: Settings, redis_client: redis.Redis
+) -> None:
+    # Given 50 events of one destination waiting, and an engine that has synced its registry
+    Dispatcher(fast).enqueue_many([linkedin(i) for i in range(50)], "li-main")
+    engine = engine_for(fast, redis_client, ok)
+    engine.target("li-main")
+    trips = RoundTrips(redis_client)
+    # When it drains them
+    report = engine.drain("li-main")
+    # Then: lease, state, limiter and the batch in one call; the rate token; the settle;
+    # the release (with the due time and the drain's duration)
+    assert report.delivered == 50
+    assert trips.count == 4
+    assert redis_client.xlen(keys.stream("li-main")) == 0
+    assert redis_client.hget(keys.drain_latency("linkedin"), "sum") is not None
+
+
+def test_a_dead_holders_entries_are_taken_over_and_a_live_holders_are_left(
+    fast: Settings, redis_client: redis.Redis
+) -> None:
+    # Given two events read by a worker that died a lease ago, and one read a moment ago
+    Dispatcher(fast).enqueue_many([linkedin(i) for i in range(3)], "li-main")
+    stream = keys.stream("li-main")
+    old = cast(list[Any], redis_client.xreadgroup(keys.GROUP, "dead", {stream: ">"}, count=2))
+    ids = [e[0] for e in old[0][1]]
+    redis_client.xclaim(stream, keys.GROUP, "dead", 0, ids, idle=60_000)
+    redis_client.xreadgroup(keys.GROUP, "alive", {stream: ">"}, count=1)
+    engine = engine_for(fast, redis_client, ok)
+    # When a worker drains, twice
+    first, second = engine.drain("li-main"), engine.drain("li-main")
+    # Then the dead holder's two are delivered and the live holder's one is left to it: the
+    # second drain comes back once that one's lease could have run out
+    assert first.delivered == 2
+    assert second.status == "idle"
+    assert redis_client.xpending(stream, keys.GROUP)["pending"] == 1
+    due_in_ms = redis_client.zscore(keys.due("linkedin"), "li-main") - time.time() * 1000
+    assert 2_000 <= due_in_ms <= fast.lease_s * 1000
+
+
+def test_a_drain_longer_than_its_lease_keeps_it_by_the_heartbeat(
+    fast: Settings, redis_client: redis.Redis
+) -> None:
+    # Given a lease of 0.3 s and a platform that takes 1 s to answer
+    short = fast.model_copy(update={"lease_s": 0.3})
+    Dispatcher(short).enqueue_many([linkedin(i) for i in range(3)], "li-main")
+
+    def slow(request: httpx.Request) -> httpx.Response:
+        time.sleep(1.0)
+        return ok(request)
+
+    # When it drains
+    report = engine_for(short, redis_client, slow).drain("li-main")
+    # Then the lease was renewed all along: the batch settled, and the lease is given back
+    assert report.status == "sent"
+    assert report.delivered == 3
+    assert redis_client.get(keys.lease("li-main")) is None

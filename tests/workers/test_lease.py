@@ -1,0 +1,93 @@
+"""The drain lease (lease.lua) on a real Redis: what taking it reads, and its fencing."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import redis
+
+from dispatcher import Dispatcher, Settings, keys
+from tests.pipeline.events import linkedin
+from workers.lease import Lease
+from workers.limiter import Limit, Limiter
+
+LIMITS = [Limit("linkedin", "token:x", 60, burst=2), Limit("linkedin", "account:1", 6000, 5)]
+
+
+def lease(settings: Settings, client: redis.Redis) -> Lease:
+    return Lease(client, settings, "li-main", "linkedin")
+
+
+def test_taking_the_lease_reads_the_limiter_as_its_peek_does(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    limiter = Limiter(redis_client, LIMITS)
+    table = settings.platform("linkedin")
+    # Given a fresh bucket, then one emptied by two calls, then an account blocked for 30 s
+    waits = []
+    for step in ("fresh", "empty", "blocked"):
+        if step == "empty":
+            assert limiter.acquire() == 0.0
+            assert limiter.acquire() == 0.0
+        if step == "blocked":
+            seconds, micros = redis_client.time()
+            limiter.block_until(seconds * 1000 + micros // 1000 + 30_000, ["account"])
+        held = lease(settings, redis_client)
+        start = held.start(table, LIMITS, "c", read=False)
+        assert start is not None
+        held.release(table)
+        waits.append((start.limiter_wait_s, limiter.peek()))
+    # Then both readings agree every time (to the ms a call apart)
+    for mine, peek in waits:
+        assert abs(mine - peek) <= 0.01
+    assert waits[0][0] == 0.0
+    assert 0.9 <= waits[1][0] <= 1.0
+    assert 29.9 <= waits[2][0] <= 30.0
+
+
+def test_the_first_batch_is_not_read_while_a_check_must_run_first(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    Dispatcher(settings).enqueue(linkedin(1), "li-main")
+    table = settings.platform("linkedin").model_copy(update={"max_wait_s": 0})
+    state = keys.state("li-main")
+    far = int(time.time() * 1000) + 60_000
+    cases: dict[str, Callable[[], object]] = {
+        "paused": lambda: redis_client.hset(state, "paused", "1"),
+        "backing off": lambda: redis_client.hset(state, "next_at_ms", far),
+        "unknown outcome": lambda: redis_client.hset(keys.sending("li-main"), "b", "{}"),
+    }
+    for what, given in cases.items():
+        # Given a destination with an event waiting, and one reason not to send yet
+        redis_client.delete(state, keys.sending("li-main"))
+        given()
+        # When a drain takes its lease
+        held = lease(settings, redis_client)
+        start = held.start(table, [], "c")
+        assert start is not None
+        held.release(table)
+        # Then it read nothing: the engine runs that check first
+        assert (what, start.read, start.entries) == (what, "none", [])
+    assert redis_client.xpending(keys.stream("li-main"), keys.GROUP)["pending"] == 0
+
+
+def test_a_held_lease_is_refused_and_a_stale_holder_is_fenced(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    Dispatcher(settings).enqueue(linkedin(1), "li-main")
+    table = settings.platform("linkedin")
+    first = lease(settings, redis_client)
+    assert first.start(table, [], "a") is not None
+    # When another drain tries while it is held, it is refused and reads nothing
+    assert lease(settings, redis_client).start(table, [], "b") is None
+    # And when the first holder's lease runs out and another takes it over
+    redis_client.delete(keys.lease("li-main"))
+    second = lease(settings, redis_client)
+    assert second.start(table, [], "b") is not None
+    # Then the first can neither renew nor release it, and the second's stays
+    assert not first.renew()
+    assert first.lost.is_set()
+    assert first.release(table) == -1
+    assert redis_client.get(keys.lease("li-main")) == second.token.encode()
+    assert second.release(table) >= 0

@@ -37,10 +37,8 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 import time
-from collections.abc import Callable, Mapping
-from typing import Any, cast
+from typing import cast
 
 import tornado.web
 
@@ -59,26 +57,22 @@ from sandboxes.linkedin_elements import (
     Answer,
     batch_associations,
     entity_problem,
-    injected_oauth_failure,
     is_account,
     linkedin_error,
     not_a,
     parse_ids,
     parse_key,
     patch_problems,
-    refresh_refusal,
     rule_problems,
     validate,
 )
+from sandboxes.linkedin_oauth import OAUTH_CONFIG, AccessToken, OAuthGrants, OAuthTallies
 
 BATCH_LIMIT = 5000
 RATE_LIMIT = 300  # calls per member token per minute (seed); other sources say 600
 OLDEST_VERSION = "202312"  # the seed: 202311 and older are sunset, except 202306 and 202307
 FIRST_RULE_ID = 100_001
 DEFAULT_COUNT = 10  # rest.li's page size when a finder call gives no `count`
-ACCESS_TOKEN_TTL_S = 60 * 86_400  # LinkedIn's authentication docs (PLATFORMS.md)
-REFRESH_TOKEN_TTL_S = 365 * 86_400
-SCOPE = "r_ads,rw_conversions"  # the seed's permissions
 
 _ERRORS: dict[tuple[int, str], Json] = {
     (401, ""): linkedin_error(401, "Invalid access token", "INVALID_ACCESS_TOKEN", 65600),
@@ -114,33 +108,6 @@ _STILL_ACTIVE = frozenset({"202306", "202307"})
 _AUTO_ASSOCIATION = (None, "ALL_CAMPAIGNS", "OBJECTIVE_BASED")
 _PAGE_ARG = re.compile(r"[0-9]{1,9}")
 _ASSOCIATIONS_PATH = "/rest/campaignConversions/"
-
-
-def _secret(v: object) -> bool:
-    return v is None or (isinstance(v, str) and v != "")
-
-
-def _positive(v: object) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and v > 0
-
-
-_OAUTH_CONFIG: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
-    "oauth_client_id": (None, _secret, "a non-empty string or null"),
-    "oauth_client_secret": (None, _secret, "a non-empty string or null"),
-    "oauth_refresh_token": (None, _secret, "a non-empty string or null"),
-    "access_token_ttl_s": (ACCESS_TOKEN_TTL_S, _positive, "a positive number"),
-    "refresh_token_ttl_s": (REFRESH_TOKEN_TTL_S, _positive, "a positive number"),
-    "oauth_fail": (
-        None,
-        lambda v: v is None or (type(v) is int and 400 <= v <= 599),
-        "null or an HTTP status from 400 to 599",
-    ),
-    "expired_tokens": (
-        (),
-        lambda v: isinstance(v, list | tuple) and all(isinstance(t, str) for t in v),
-        "a list of strings",
-    ),
-}
 
 
 class ConversionRules:
@@ -192,63 +159,6 @@ class ConversionRules:
         pairs = [{"campaign": c, "conversion": v} for c, v in self.associations]
         auto = {str(rule_id): kind for rule_id, kind in self.auto_association.items()}
         return {"associations": pairs, "auto_association": auto}
-
-
-class OAuthGrants:
-    """What the token endpoint issued and how often it answered.
-
-    Only the server's event loop changes the tokens and tallies; the configure hook may run
-    in a test's thread, and only sets a time.
-    """
-
-    def __init__(self, sandbox: Sandbox) -> None:
-        self.sandbox = sandbox
-        self.clear()
-
-    def clear(self) -> None:
-        """Forget issued tokens and tallies."""
-        self.expiry_s: dict[str, float] = {}  # issued access token -> when it expires
-        self.refreshes = self.refused = 0
-        self.authorized_s = self.sandbox.clock()
-
-    def configured(self, changes: Mapping[str, Any]) -> None:
-        """A new refresh token is a member's authorization: its lifetime starts now."""
-        if "oauth_refresh_token" in changes:
-            self.authorized_s = self.sandbox.clock()
-
-    def expired(self, token: str) -> bool:
-        """Whether `token` is listed as expired, or was issued here and has run out."""
-        if token in self.sandbox.options["expired_tokens"]:
-            return True
-        expiry_s = self.expiry_s.get(token)
-        return expiry_s is not None and self.sandbox.clock() >= expiry_s
-
-    def refresh(self, form: Mapping[str, str]) -> tuple[int, Json]:
-        """The token endpoint's answer to a refresh request."""
-        options, now_s = self.sandbox.options, self.sandbox.clock()
-        remaining_s = self.authorized_s + options["refresh_token_ttl_s"] - now_s
-        fail = options["oauth_fail"]
-        refusal: Answer = (
-            injected_oauth_failure(fail)
-            if fail is not None
-            else refresh_refusal(form, options, remaining_s)
-        )
-        if refusal is not None:
-            self.refused += 1
-            return refusal
-        self.refreshes += 1
-        # An access token never outlives the refresh token (LinkedIn's docs: on day 360 both
-        # expire in 5 days).
-        lifetime_s = min(options["access_token_ttl_s"], remaining_s)
-        token = "AQ" + secrets.token_urlsafe(48)
-        self.expiry_s[token] = now_s + lifetime_s
-        return 200, {
-            "access_token": token,
-            "expires_in": int(lifetime_s),
-            "refresh_token": form["refresh_token"],
-            "refresh_token_expires_in": int(remaining_s),
-            "scope": SCOPE,
-        }
 
 
 class _LinkedIn(PlatformHandler):
@@ -458,21 +368,6 @@ class _CampaignConversions(_LinkedIn):
             self.answer(*answer)
 
 
-class _AccessToken(JsonHandler):
-    def post(self) -> None:
-        arguments = self.request.body_arguments.items()  # parsed only from form-encoded bodies
-        form = {name: values[0].decode("utf-8", "replace") for name, values in arguments}
-        grants = cast(OAuthGrants, self.settings["linkedin_oauth"])
-        status, body = grants.refresh(form)
-        self.answer(status, body, {"Cache-Control": "no-store"})
-
-
-class _OAuthTallies(JsonHandler):
-    def get(self) -> None:
-        grants = cast(OAuthGrants, self.settings["linkedin_oauth"])
-        self.answer(200, {"refreshes": grants.refreshes, "refused": grants.refused})
-
-
 class _Associations(JsonHandler):
     def get(self) -> None:
         self.answer(200, cast(ConversionRules, self.settings["linkedin_rules"]).to_json())
@@ -493,7 +388,7 @@ def make_app(
     """
     if sandbox is None:
         sandbox = Sandbox(rate_limit=RATE_LIMIT, rate_window_s=60.0)
-    sandbox.add_config(_OAUTH_CONFIG)
+    sandbox.add_config(OAUTH_CONFIG)
     rules, grants = ConversionRules(), OAuthGrants(sandbox)
     sandbox.on_reset += [rules.clear, grants.clear]
     sandbox.on_configure.append(grants.configured)
@@ -502,11 +397,11 @@ def make_app(
         (r"/rest/conversions", _Conversions),
         (r"/rest/conversions/([^/]+)", _Conversion),
         (r"/rest/campaignConversions(?:/(.+))?", _CampaignConversions),
-        (r"/oauth/v2/accessToken", _AccessToken),
+        (r"/oauth/v2/accessToken", AccessToken),
         (r"/_sandbox/linkedin/associations", _Associations),
     ]
     settings = {"linkedin_rules": rules, "linkedin_oauth": grants}
     app = application(sandbox, routes, linkedin_oldest_version=oldest_version, **settings)
     # Host rules come before the app's own, so this one wins over `/_sandbox/(\w+)`.
-    app.add_handlers(r".*", [(r"/_sandbox/oauth", _OAuthTallies)])
+    app.add_handlers(r".*", [(r"/_sandbox/oauth", OAuthTallies)])
     return app

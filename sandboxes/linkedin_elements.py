@@ -12,10 +12,9 @@ Wording that neither the seed nor PLATFORMS.md quotes is ours unless said otherw
 
 from __future__ import annotations
 
-import hmac
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -400,52 +399,3 @@ def batch_associations(
             errors[key] = problem
     accepted = [keys[key] for key in results]
     return (200, {"results": results, "errors": errors}), accepted
-
-
-# -- OAuth token endpoint --------------------------------------------------------------------
-
-_FORM_FIELDS = ("grant_type", "client_id", "client_secret", "refresh_token")
-_FAIL_ERRORS = {400: "invalid_grant", 401: "invalid_client", 429: "temporarily_unavailable"}
-
-
-def oauth_error(status: int, error: str, description: str) -> tuple[int, Json]:
-    """An answer in the OAuth token endpoint's format."""
-    return status, {"error": error, "error_description": description}
-
-
-def injected_oauth_failure(status: int) -> tuple[int, Json]:
-    """What `oauth_fail` makes the token endpoint answer (our wording)."""
-    error = _FAIL_ERRORS.get(status, "server_error" if status >= 500 else "invalid_request")
-    return oauth_error(status, error, f"Sandbox oauth_fail: answering {status}")
-
-
-def refresh_refusal(form: Mapping[str, str], options: Json, remaining_s: float) -> Answer:
-    """The token endpoint's refusal of a refresh, or None if it is granted.
-
-    Args:
-        form: The form fields sent.
-        options: The sandbox's `oauth_client_id`, `oauth_client_secret`, `oauth_refresh_token`.
-        remaining_s: Seconds the configured refresh token has left.
-    """
-    for name in _FORM_FIELDS:
-        if not form.get(name):  # LinkedIn's wording (its OAuth docs' error table)
-            return oauth_error(400, "invalid_request", f'A required parameter "{name}" is missing')
-    if form["grant_type"] != "refresh_token":  # the sandbox has no member to authorize
-        message = f"Unsupported grant_type {form['grant_type']!r}: only refresh_token is served"
-        return oauth_error(400, "invalid_request", message)
-    if not (
-        _same(form["client_id"], options["oauth_client_id"])
-        and _same(form["client_secret"], options["oauth_client_secret"])
-    ):  # invalid_client's wording is LinkedIn's as its users quote it; the rest is ours
-        return oauth_error(401, "invalid_client", "Client authentication failed")
-    if not _same(form["refresh_token"], options["oauth_refresh_token"]):
-        return oauth_error(400, "invalid_grant", "The provided refresh token is invalid")
-    if remaining_s <= 0:
-        message = "The provided refresh token has expired: the member must authorize again"
-        return oauth_error(400, "invalid_grant", message)
-    return None
-
-
-def _same(sent: str, configured: object) -> bool:
-    """Whether `sent` is the configured secret; an unset one matches nothing."""
-    return isinstance(configured, str) and hmac.compare_digest(sent.encode(), configured.encode())

@@ -397,6 +397,9 @@ class Settings(BaseSettings):
     registry_refresh_s: float = Field(
         default=1.0, gt=0, description="How often a process looks for registry changes."
     )
+    metrics_max_destinations: int = Field(
+        default=1000, gt=0, description="Per-destination series beyond this: the busiest only."
+    )
     log_format: Literal["text", "json"] = Field(
         default="text", description="Worker logs: text, or one JSON object per line."
     )

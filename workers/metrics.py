@@ -123,10 +123,18 @@ class RedisCollector(Collector):
                 "When the destination is next due for a drain (0: nothing due).", labels=labels,
             ),
         }  # fmt: skip
+        rows = []
         for name in names:
-            platform = self.settings.destinations[name].platform
             length, raw, first, due = (next(replies) for _ in range(4))
             state = {k.decode(): v for k, v in cast(dict[bytes, bytes], raw).items()}
+            rows.append((name, int(length), state, first, due))
+        yield from self._totals(rows, now_s)
+        limit = self.settings.metrics_max_destinations
+        if len(rows) > limit:  # the busiest and every paused one; the rest is in the totals
+            rows.sort(key=lambda r: (not r[2].get("paused"), -r[1], r[0]))
+            rows = rows[:limit]
+        for name, length, state, first, due in rows:
+            platform = self.settings.destinations[name].platform
             key = [name, platform]
             for field, family in counters.items():
                 family.add_metric(key, float(state.get(field, 0)))
@@ -141,12 +149,54 @@ class RedisCollector(Collector):
             "convdispatch_destination_info", "1 per destination, with its tenant label.",
             labels=["destination", "platform", "tenant"],
         )  # fmt: skip
-        for name in names:
+        for name, *_ in rows:
             dest = self.settings.destinations[name]
             info.add_metric([name, dest.platform, dest.tenant or ""], 1.0)
         yield from counters.values()
         yield from gauges.values()
         yield info
+
+    def _totals(
+        self, rows: list[tuple[str, int, dict[str, bytes], Any, Any]], now_s: float
+    ) -> Iterator[Metric]:
+        """Per-platform sums over every destination, however many there are."""
+        labels = ["platform"]
+        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
+            "destinations": GaugeMetricFamily(
+                "convdispatch_platform_destinations", "Destinations configured.", labels=labels
+            ),
+            "backlog": GaugeMetricFamily(
+                "convdispatch_platform_backlog", "Events waiting, all destinations.", labels=labels
+            ),
+            "paused": GaugeMetricFamily(
+                "convdispatch_platform_paused", "Destinations paused.", labels=labels
+            ),
+            "oldest": GaugeMetricFamily(
+                "convdispatch_platform_oldest_waiting_age_seconds",
+                "Age of the oldest waiting event of any destination.", labels=labels,
+            ),
+            "delivered": CounterMetricFamily(
+                "convdispatch_platform_events_delivered", "Events accepted.", labels=labels
+            ),
+            "dead": CounterMetricFamily(
+                "convdispatch_platform_events_dead", "Events dead-lettered.", labels=labels
+            ),
+        }  # fmt: skip
+        sums = {p: dict.fromkeys(families, 0.0) for p in PLATFORMS}
+        for name, length, state, first, _ in rows:
+            total = sums[self.settings.destinations[name].platform]
+            total["destinations"] += 1
+            total["backlog"] += length
+            total["paused"] += 1 if state.get("paused") else 0
+            if first:
+                age = now_s - int(first[0][0].split(b"-")[0]) / 1000
+                total["oldest"] = max(total["oldest"], age)
+            total["delivered"] += float(state.get("delivered", 0))
+            total["dead"] += float(state.get("dead", 0))
+        for platform, total in sums.items():
+            for field, family in families.items():
+                family.add_metric([platform], total[field])
+        yield from families.values()
 
     def _platforms(self, replies: Iterator[Any]) -> Iterator[Metric]:
         dead = GaugeMetricFamily(

@@ -162,3 +162,25 @@ def test_flower_lists_every_platform_queue() -> None:
 
     names = BaseHandler.get_active_queue_names(Handler())
     assert {f"convdispatch.{p}" for p in PLATFORMS} <= set(names)
+
+
+def test_past_the_limit_only_the_busiest_and_paused_destinations_have_series(
+    settings: Settings, redis_client: redis.Redis, dispatcher: Dispatcher
+) -> None:
+    # Given 20 destinations, a limit of 3, one with a backlog and one paused
+    dests = {f"li-{i:02}": Destination(platform="linkedin", token=f"t{i}") for i in range(20)}
+    wide = settings.model_copy(update={"destinations": dests, "metrics_max_destinations": 3})
+    with Dispatcher(wide) as producer:
+        producer.enqueue_many(many(4), "li-11")
+    redis_client.hset(keys.state("li-07"), mapping={"paused": 1, "delivered": 5})
+    # When Prometheus scrapes
+    text = generate_latest(registry(wide, redis_client)).decode()
+    # Then 3 destinations have series, the paused and the busiest among them, and the
+    # platform totals cover all 20
+    assert text.count("convdispatch_backlog{") == 3
+    assert 'destination="li-07"' in text
+    assert 'destination="li-11"' in text
+    assert 'convdispatch_platform_destinations{platform="linkedin"} 20.0' in text
+    assert 'convdispatch_platform_backlog{platform="linkedin"} 4.0' in text
+    assert 'convdispatch_platform_paused{platform="linkedin"} 1.0' in text
+    assert 'convdispatch_platform_events_delivered_total{platform="linkedin"} 5.0' in text

@@ -269,7 +269,7 @@ class Engine:
         size, in_flight = table.batch_size, table.max_batches_in_flight
         futures: list[Future[None]] = []
         start = run.start
-        if start is not None and start.read != "none":  # the lease script read the first
+        if start is not None and start.read not in ("none", "large"):  # it read the first
             entries, young, now = start.entries, start.young, start.now_ms
             looked = start.read != "pending"  # it looked for new entries too
         else:

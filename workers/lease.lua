@@ -18,9 +18,10 @@
 --   than that lease's end (a dead holder is taken over as soon as it has run out);
 --   else {1, now ms, state hash (flat), limiter wait ms, how, entries, young} where how is
 --   'none' (nothing read: paused, backing off, throttled, unknown outcomes to look up, or
---   read = 0), 'pending' (entries a dead holder or a retry left, idle a lease or more),
---   'new' (never-read entries, a full batch or one whose oldest waited max wait) or
---   'checked' (looked, nothing due); young is 1 if younger pending entries were left.
+--   read = 0), 'large' (nothing read: a full batch or more waits, for the drain to read),
+--   'pending' (entries a dead holder or a retry left, idle a lease or more), 'new'
+--   (never-read entries whose oldest waited max wait) or 'checked' (looked, nothing due);
+--   young is 1 if younger pending entries were left.
 -- renew -> 1 if still ours, else 0.
 -- release -> the due time written (0: removed, the stream is empty), -1 if not ours.
 local op, token, lease_ms, name = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
@@ -51,11 +52,15 @@ local function limiter_wait(first_key, first_arg)
   return wait
 end
 
--- The first batch, as streams.py would take it: pending entries idle for a lease first
--- (XAUTOCLAIM), else new ones when a full batch waits or the oldest waited max wait.
+-- The first batch when it is a partial one, as streams.py would take it: pending entries
+-- idle for a lease first (XAUTOCLAIM), else new ones once the oldest waited max wait. A
+-- full batch is left to the drain ('large'): read after the lease is taken, its reply
+-- (megabytes) never delays the lease's first heartbeat.
 local function first_batch(stream, group, consumer, size, max_wait)
   if redis.call('EXISTS', stream) == 0 then return 'checked', {}, 0 end
   local pending = redis.call('XPENDING', stream, group)[1]
+  local fresh = redis.call('XLEN', stream) - pending
+  if pending >= size or fresh >= size then return 'large', {}, 0 end
   local young = 0
   if pending > 0 then
     local taken, cursor = {}, '0-0'
@@ -71,18 +76,15 @@ local function first_batch(stream, group, consumer, size, max_wait)
     if #taken > 0 then return 'pending', taken, 0 end
     young = 1  -- a holder that just lost its lease may still be sending those
   end
-  local fresh = redis.call('XLEN', stream) - pending
   if fresh <= 0 then return 'checked', {}, young end
-  if fresh < size then
-    local last = '0-0'
-    for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
-      local f = {}
-      for i = 1, #g, 2 do f[g[i]] = g[i + 1] end
-      if f['name'] == group then last = f['last-delivered-id'] end
-    end
-    local oldest = redis.call('XRANGE', stream, '(' .. last, '+', 'COUNT', 1)[1]
-    if oldest and now - entry_ms(oldest[1]) < max_wait then return 'checked', {}, young end
+  local last = '0-0'
+  for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+    local f = {}
+    for i = 1, #g, 2 do f[g[i]] = g[i + 1] end
+    if f['name'] == group then last = f['last-delivered-id'] end
   end
+  local oldest = redis.call('XRANGE', stream, '(' .. last, '+', 'COUNT', 1)[1]
+  if oldest and now - entry_ms(oldest[1]) < max_wait then return 'checked', {}, young end
   local reply = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', size,
     'STREAMS', stream, '>')
   return 'new', (reply and reply[1] and reply[1][2]) or {}, young

@@ -35,10 +35,11 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Start:
-    """What taking the lease found: the state and, unless `read` is "none", the first read.
+    """What taking the lease found: the state and, for a partial batch, the first read.
 
-    `read`: "none" (nothing read: a check must run first), "pending" (entries idle for a
-    lease or more), "new" (never-read entries) or "checked" (nothing due to read).
+    `read`: "none" (nothing read: a check must run first), "large" (nothing read: a full
+    batch or more waits), "pending" (entries idle for a lease or more), "new" (never-read
+    entries) or "checked" (nothing due to read).
     """
 
     now_ms: int
@@ -81,6 +82,9 @@ class Lease:
         """
         limiter = Limiter(self.redis, limits)
         wait_limit = self.settings.max_limiter_wait_s
+        # The first renewal is timed from the call, not from its reply: reading a batch of
+        # thousands of entries can take a busy process a second, and the lease runs meanwhile.
+        sent_at = time.monotonic()
         reply = self._op(
             "acquire",
             [keys.sending(self.name), *limiter.keys],
@@ -94,7 +98,7 @@ class Lease:
         entries = [(e[0], _fields(e[1])) for e in cast(list[list[Any]], reply[5])]
         how = reply[4].decode() if isinstance(reply[4], bytes) else str(reply[4])
         self._held = True
-        _heartbeat().add(self)
+        _heartbeat().add(self, sent_at)
         return Start(int(reply[1]), state, int(reply[3]) / 1000, how, entries, bool(reply[6]))
 
     def acquire(self) -> bool:
@@ -147,8 +151,13 @@ def _script(client: redis.Redis) -> Script:
 
 
 class _Heartbeat:
-    """One thread per process renews every lease the process holds, each `lease_s / 3`
-    after its last renewal, so a drain costs no thread of its own."""
+    """One thread per process renews every lease the process holds, `lease_s / 3` apart.
+
+    The leases due for renewal (or due within half an interval) are renewed together, in
+    one pipelined round trip per Redis client: a process busy with many drains (threads
+    that hold the GIL for tens of ms each) gets the thread scheduled a few times per beat,
+    not a few times per lease, so renewals do not queue up behind each other.
+    """
 
     def __init__(self) -> None:
         self._due: list[tuple[float, int, Lease]] = []  # (renew at, tiebreak, lease) heap
@@ -156,10 +165,10 @@ class _Heartbeat:
         self._count = 0
         self._thread: threading.Thread | None = None
 
-    def add(self, lease: Lease) -> None:
+    def add(self, lease: Lease, taken_at: float) -> None:
+        """Renew `lease`, taken at `taken_at` (monotonic), from `lease_s / 3` after that."""
         with self._cond:
-            self._count += 1
-            heapq.heappush(self._due, (time.monotonic() + lease.ms / 3000, self._count, lease))
+            self._push(lease, taken_at + lease.ms / 3000)
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="convdispatch-lease-heartbeat", daemon=True
@@ -176,26 +185,63 @@ class _Heartbeat:
             while lease._renewing:
                 self._cond.wait()
 
+    def _push(self, lease: Lease, at: float) -> None:
+        self._count += 1
+        heapq.heappush(self._due, (at, self._count, lease))
+
+    def _take_due(self) -> tuple[float, list[Lease]]:
+        """Wait for the first renewal time; then every lease due within half an interval."""
+        with self._cond:
+            while not self._due or self._due[0][0] > time.monotonic():
+                self._cond.wait(None if not self._due else self._due[0][0] - time.monotonic())
+            now = time.monotonic()
+            leases = []
+            while self._due and self._due[0][0] <= now + self._due[0][2].ms / 6000:
+                lease = heapq.heappop(self._due)[2]
+                lease._renewing = True
+                leases.append(lease)
+            return now, leases
+
     def _run(self) -> None:
         while True:
+            began, leases = self._take_due()
+            kept = _renew_all(leases)
             with self._cond:
-                while not self._due or self._due[0][0] > time.monotonic():
-                    timeout = None if not self._due else self._due[0][0] - time.monotonic()
-                    self._cond.wait(timeout)
-                _, _, lease = heapq.heappop(self._due)
-                lease._renewing = True
-            try:
-                keep = lease.renew()
-            except redis.RedisError as exc:  # Redis away: the lease may run out; settle checks
-                log.warning("destination %s: lease renewal failed: %s", lease.name, exc)
-                keep = True
-            with self._cond:
-                lease._renewing = False
-                if keep and lease._held:
-                    self._count += 1
-                    at = time.monotonic() + lease.ms / 3000
-                    heapq.heappush(self._due, (at, self._count, lease))
+                for lease, keep in zip(leases, kept, strict=True):
+                    lease._renewing = False
+                    if keep and lease._held:  # the next beat keeps its cadence from this one
+                        self._push(lease, began + lease.ms / 3000)
                 self._cond.notify_all()
+
+
+def _renew_all(leases: list[Lease]) -> list[bool]:
+    """Renew `leases`, one pipeline per client; False for each lease found lost."""
+    kept = dict.fromkeys(range(len(leases)), True)
+    by_client: dict[int, list[int]] = {}
+    for i, lease in enumerate(leases):
+        by_client.setdefault(id(lease.redis), []).append(i)
+    text = lua("workers", "lease.lua")
+    for members in by_client.values():
+        pipe = leases[members[0]].redis.pipeline(transaction=False)
+        for i in members:
+            lease = leases[i]
+            pipe.eval(
+                text, len(lease.keys), *lease.keys, "renew", lease.token, lease.ms, lease.name
+            )
+        try:
+            replies = pipe.execute(raise_on_error=False)
+        except redis.RedisError as exc:  # Redis away: the leases may run out; settle checks
+            log.warning("lease renewal failed for %d destinations: %s", len(members), exc)
+            continue
+        for i, reply in zip(members, replies, strict=True):
+            lease = leases[i]
+            if isinstance(reply, Exception):
+                log.warning("destination %s: lease renewal failed: %s", lease.name, reply)
+            elif not int(reply):
+                log.error("destination %s: lease lost; this drain settles nothing more", lease.name)
+                lease.lost.set()
+                kept[i] = False
+    return [kept[i] for i in range(len(leases))]
 
 
 _beat: list[_Heartbeat] = []

@@ -327,3 +327,24 @@ def test_a_drain_longer_than_its_lease_keeps_it_by_the_heartbeat(
     assert report.status == "sent"
     assert report.delivered == 3
     assert redis_client.get(keys.lease("li-main")) is None
+
+
+def test_a_backlog_of_full_batches_is_read_after_the_lease_and_sent_in_full(
+    fast: Settings, redis_client: redis.Redis
+) -> None:
+    # Given a batch size of 2 and 5 events waiting (two full batches and a partial one)
+    table = fast.linkedin.model_copy(update={"batch_size": 2})
+    small = fast.model_copy(update={"linkedin": table})
+    Dispatcher(small).enqueue_many([linkedin(i) for i in range(5)], "li-main")
+    sizes: list[int] = []
+
+    def record(request: httpx.Request) -> httpx.Response:
+        sizes.append(len(json.loads(request.content)["elements"]))
+        return ok(request)
+
+    # When a worker drains
+    report = engine_for(small, redis_client, record).drain("li-main")
+    # Then every event went, two by two and then the last one
+    assert sorted(sizes) == [1, 2, 2]
+    assert report.delivered == 5
+    assert redis_client.xlen(keys.stream("li-main")) == 0

@@ -91,3 +91,25 @@ def test_a_held_lease_is_refused_and_a_stale_holder_is_fenced(
     assert first.release(table) == -1
     assert redis_client.get(keys.lease("li-main")) == second.token.encode()
     assert second.release(table) >= 0
+
+
+def test_one_heartbeat_keeps_every_lease_of_the_process(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    # Given five destinations' leases of 0.3 s held at once by one process
+    short = settings.model_copy(update={"lease_s": 0.3})
+    table = short.platform("linkedin")
+    held = [Lease(redis_client, short, f"li-{i}", "linkedin") for i in range(5)]
+    for one in held:
+        assert one.start(table, [], "c", read=False) is not None
+    # When a second passes (three lease lengths)
+    time.sleep(1.0)
+    # Then each is still held by its holder, and once released none is renewed any more
+    assert [redis_client.get(keys.lease(one.name)) for one in held] == [
+        one.token.encode() for one in held
+    ]
+    assert not any(one.lost.is_set() for one in held)
+    for one in held:
+        one.release(table)
+    time.sleep(0.3)
+    assert not any(redis_client.exists(keys.lease(one.name)) for one in held)

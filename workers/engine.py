@@ -96,7 +96,7 @@ class _Drain:
     stream: DestinationStream
     report: DrainReport
     failures: int  # consecutive failed calls before this drain
-    start: Start | None = None  # what taking the lease read
+    start: Start | None = None  # what taking the lease found
 
 
 class Engine:
@@ -155,11 +155,9 @@ class Engine:
         """Deliver what is due for `name` while holding its lease."""
         target = self.target(name)
         lease = Lease(self.redis, self.settings, name, target.destination.platform)
-        # One call takes the lease, reads the state and the limiter, and takes the first
-        # batch when nothing stops a send (a disabled destination reads nothing).
-        start = lease.start(
-            target.table, target.limits, self.consumer, read=target.destination.enabled
-        )
+        # One call takes the lease, reads the state and the limiter, and says what to read
+        # first when nothing stops a send (a disabled destination reads nothing).
+        start = lease.start(target.table, target.limits, read=target.destination.enabled)
         if start is None:
             return DrainReport(name, DrainStatus.BUSY)
         report = DrainReport(name)
@@ -210,7 +208,7 @@ class Engine:
         if wait_s > self.settings.max_limiter_wait_s:
             report.stop(DrainStatus.WAITING, now + int(wait_s * 1000))
             return False
-        # The lease script reads no batch while an unknown outcome waits for its look-up.
+        # The lease script decides no read while an unknown outcome waits for its look-up.
         if isinstance(target.adapter, JobAdapter) and start.read == "none":
             self._unknown_outcomes(run, now)
         return not report.stopped
@@ -268,15 +266,15 @@ class Engine:
         table, report = run.target.table, run.report
         size, in_flight = table.batch_size, table.max_batches_in_flight
         futures: list[Future[None]] = []
-        start = run.start
-        if start is not None and start.read not in ("none", "large"):  # it read the first
-            entries, young, now = start.entries, start.young, start.now_ms
-            looked = start.read != "pending"  # it looked for new entries too
+        first, now = ("none", 0) if run.start is None else (run.start.read, run.start.now_ms)
+        if first in ("new", "checked"):  # the lease script saw nothing pending, and looked
+            entries = run.stream.read_new(size) if first == "new" else []
+            young, looked = False, True
         else:
             entries, young = run.stream.claim_pending(size)
-            looked, now = False, 0
+            looked = False
         if young:  # a holder that just lost its lease may still be sending those: come back
-            report.not_before_ms = max(report.not_before_ms, (now or self.now_ms()) + run.lease.ms)
+            report.not_before_ms = max(report.not_before_ms, self.now_ms() + run.lease.ms)
         for _ in range(self.settings.drain_max_batches):
             if report.stopped or run.lease.lost.is_set():
                 break

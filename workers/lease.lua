@@ -1,27 +1,25 @@
 -- A destination's drain lease, fenced by its token, and the due time it leaves behind.
--- Taking the lease also does everything a drain needs before its first send, so a small
--- destination's drain starts with one round trip instead of ten.
+-- Taking the lease also reads everything a drain checks before its first read (state,
+-- limiter, unknown outcomes, what waits in the stream), so a small destination's drain
+-- starts with two round trips (this one and the read) instead of ten.
 --
 -- KEYS[1] lease, KEYS[2] due index, KEYS[3] stream, KEYS[4] state; acquire also: KEYS[5]
 -- sending, then per rate-limit scope: bucket, blocked-until (as limiter.lua); release
 -- also: KEYS[5] the platform's drain-duration histogram.
 -- ARGV[1] op: 'acquire' | 'renew' | 'release'; ARGV[2] token; ARGV[3] lease ms;
 -- ARGV[4] destination;
--- acquire also: ARGV[5] read (1: take the first batch, 0: only the lease and the state),
---   ARGV[6] group, ARGV[7] consumer, ARGV[8] batch size, ARGV[9] max wait ms,
---   ARGV[10] max limiter wait ms, then per scope: refill per second, burst (as limiter.lua);
+-- acquire also: ARGV[5] read (1: decide the first read, 0: only the lease and the state),
+--   ARGV[6] group, ARGV[7] batch size, ARGV[8] max wait ms, ARGV[9] max limiter wait ms,
+--   then per scope: refill per second, burst (as limiter.lua);
 -- release also: ARGV[5] batch size, ARGV[6] max wait ms, ARGV[7] not-before (epoch ms,
 --   0 = none), ARGV[8] paused-recheck ms, ARGV[9] drain seconds ('' = record none),
 --   ARGV[10] the histogram field that duration falls in.
 -- Every op starts with a write that never needs memory, so it runs on a full Redis.
 -- acquire -> {0} if another holder has it, and then the destination is made due no later
 --   than that lease's end (a dead holder is taken over as soon as it has run out);
---   else {1, now ms, state hash (flat), limiter wait ms, how, entries, young} where how is
---   'none' (nothing read: paused, backing off, throttled, unknown outcomes to look up, or
---   read = 0), 'large' (nothing read: a full batch or more waits, for the drain to read),
---   'pending' (entries a dead holder or a retry left, idle a lease or more), 'new'
---   (never-read entries whose oldest waited max wait) or 'checked' (looked, nothing due);
---   young is 1 if younger pending entries were left.
+--   else {1, now ms, state hash (flat), limiter wait ms, first read}, the first read being
+--   'none' (not decided: paused, backing off, throttled, an unknown outcome to look up,
+--   or read = 0) or as first_read below.
 -- renew -> 1 if still ours, else 0.
 -- release -> the due time written (0: removed, the stream is empty), -1 if not ours.
 local op, token, lease_ms, name = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
@@ -52,31 +50,18 @@ local function limiter_wait(first_key, first_arg)
   return wait
 end
 
--- The first batch when it is a partial one, as streams.py would take it: pending entries
--- idle for a lease first (XAUTOCLAIM), else new ones once the oldest waited max wait. A
--- full batch is left to the drain ('large'): read after the lease is taken, its reply
--- (megabytes) never delays the lease's first heartbeat.
-local function first_batch(stream, group, consumer, size, max_wait)
-  if redis.call('EXISTS', stream) == 0 then return 'checked', {}, 0 end
+-- What the drain's first read should be, as streams.py would decide it: 'pending' if
+-- entries are pending (a retry, a dead holder's batch: the drain claims those first),
+-- 'new' if a full batch of never-read entries waits or the oldest of them waited max
+-- wait, else 'checked' (nothing to read yet). Only decided here: the drain reads
+-- itself, since a stream reply passed through Lua costs Redis twice the read.
+local function first_read(stream, group, size, max_wait)
+  if redis.call('EXISTS', stream) == 0 then return 'checked' end
   local pending = redis.call('XPENDING', stream, group)[1]
-  local fresh = redis.call('XLEN', stream) - pending
-  if pending >= size or fresh >= size then return 'large', {}, 0 end
-  local young = 0
-  if pending > 0 then
-    local taken, cursor = {}, '0-0'
-    for _ = 1, 10 do  -- deleted entries come back as false: skip them, bounded
-      local reply = redis.call('XAUTOCLAIM', stream, group, consumer, lease_ms, cursor,
-        'COUNT', size - #taken)
-      cursor = reply[1]
-      for _, e in ipairs(reply[2]) do
-        if e then taken[#taken + 1] = e end
-      end
-      if cursor == '0-0' or #taken >= size then break end
-    end
-    if #taken > 0 then return 'pending', taken, 0 end
-    young = 1  -- a holder that just lost its lease may still be sending those
-  end
-  if fresh <= 0 then return 'checked', {}, young end
+  if pending > 0 then return 'pending' end
+  local fresh = redis.call('XLEN', stream)
+  if fresh <= 0 then return 'checked' end
+  if fresh >= size then return 'new' end
   local last = '0-0'
   for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
     local f = {}
@@ -84,10 +69,8 @@ local function first_batch(stream, group, consumer, size, max_wait)
     if f['name'] == group then last = f['last-delivered-id'] end
   end
   local oldest = redis.call('XRANGE', stream, '(' .. last, '+', 'COUNT', 1)[1]
-  if oldest and now - entry_ms(oldest[1]) < max_wait then return 'checked', {}, young end
-  local reply = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', size,
-    'STREAMS', stream, '>')
-  return 'new', (reply and reply[1] and reply[1][2]) or {}, young
+  if oldest and now - entry_ms(oldest[1]) < max_wait then return 'checked' end
+  return 'new'
 end
 
 if op == 'acquire' then
@@ -106,15 +89,14 @@ if op == 'acquire' then
   local state = redis.call('HGETALL', KEYS[4])
   local st = {}
   for i = 1, #state, 2 do st[state[i]] = state[i + 1] end
-  local wait = limiter_wait(6, 11)
-  local read, max_limiter_wait = ARGV[5] == '1', tonumber(ARGV[10])
+  local wait = limiter_wait(6, 10)
+  local read, max_limiter_wait = ARGV[5] == '1', tonumber(ARGV[9])
   if not read or st['paused'] or (tonumber(st['next_at_ms'] or '0') or 0) > now
       or wait > max_limiter_wait or redis.call('EXISTS', KEYS[5]) == 1 then
-    return {1, now, state, wait, 'none', {}, 0}
+    return {1, now, state, wait, 'none'}
   end
-  local how, entries, young = first_batch(KEYS[3], ARGV[6], ARGV[7], tonumber(ARGV[8]),
-    tonumber(ARGV[9]))
-  return {1, now, state, wait, how, entries, young}
+  local size, max_wait = tonumber(ARGV[7]), tonumber(ARGV[8])
+  return {1, now, state, wait, first_read(KEYS[3], ARGV[6], size, max_wait)}
 end
 if redis.call('GET', KEYS[1]) ~= token then return op == 'renew' and 0 or -1 end
 if op == 'renew' then

@@ -2,10 +2,10 @@
 
 Whoever holds the lease may take and settle the destination's entries; every settle step
 checks the token first (settle.lua), so a holder that lost its lease changes nothing.
-Taking the lease reads, in the same script, what a drain checks before its first send
-(state, limiter, unknown outcomes) and takes the first batch. Releasing writes the
-destination's next due time in the same script, so an enqueue that arrives while the
-lease is held is never left without a due time.
+Taking the lease reads, in the same script, what a drain checks before its first read
+(state, limiter, unknown outcomes, what waits in the stream). Releasing writes the
+destination's next due time (and the drain's duration) in the same script, so an enqueue
+that arrives while the lease is held is never left without a due time.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
@@ -28,26 +28,23 @@ from dispatcher.settings import PlatformSettings, Settings
 from dispatcher.storage import lua
 from workers.limiter import Limit, Limiter
 from workers.metrics import DRAIN_BUCKETS, bucket_field, record_drain
-from workers.streams import Entry
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Start:
-    """What taking the lease found: the state and, for a partial batch, the first read.
+    """What taking the lease found: the state, the limiter's wait, and what to read first.
 
-    `read`: "none" (nothing read: a check must run first), "large" (nothing read: a full
-    batch or more waits), "pending" (entries idle for a lease or more), "new" (never-read
-    entries) or "checked" (nothing due to read).
+    `read`: "none" (not decided: a check must run first), "pending" (entries are pending:
+    claim those first), "new" (never-read entries are due: read them) or "checked"
+    (nothing is due to read).
     """
 
     now_ms: int
     state: dict[bytes, bytes]
     limiter_wait_s: float
     read: str = "none"
-    entries: list[Entry] = field(default_factory=list)
-    young: bool = False  # younger pending entries were left (a holder just gone)
 
 
 class Lease:
@@ -68,42 +65,37 @@ class Lease:
         return _script(self.redis)(keys=[*self.keys, *extra_keys], args=args, client=self.redis)
 
     def start(
-        self,
-        table: PlatformSettings,
-        limits: Sequence[Limit],
-        consumer: str,
-        read: bool = True,
+        self, table: PlatformSettings, limits: Sequence[Limit], read: bool = True
     ) -> Start | None:
         """Take the lease and start its heartbeat; None if another drain holds it.
 
         In the same call: the destination's state, the limiter's wait (as `Limiter.peek`)
         and, if `read` and nothing stops a send (pause, backoff, a wait over
-        `max_limiter_wait_s`, a batch with an unknown outcome), the first batch.
+        `max_limiter_wait_s`, a batch with an unknown outcome), what to read first.
         """
         limiter = Limiter(self.redis, limits)
         wait_limit = self.settings.max_limiter_wait_s
-        # The first renewal is timed from the call, not from its reply: reading a batch of
-        # thousands of entries can take a busy process a second, and the lease runs meanwhile.
+        # The first renewal is timed from the call, not from its reply: the lease runs
+        # from the moment Redis granted it, however long a busy process takes to go on.
         sent_at = time.monotonic()
         reply = self._op(
             "acquire",
             [keys.sending(self.name), *limiter.keys],
-            int(read), keys.GROUP, consumer, table.batch_size, int(table.max_wait_s * 1000),
+            int(read), keys.GROUP, table.batch_size, int(table.max_wait_s * 1000),
             int(wait_limit * 1000), *limiter.args,
         )  # fmt: skip
         if not int(reply[0]):
             return None
-        raw_state = cast(list[bytes], reply[2])
-        state = dict(zip(raw_state[::2], raw_state[1::2], strict=True))
-        entries = [(e[0], _fields(e[1])) for e in cast(list[list[Any]], reply[5])]
-        how = reply[4].decode() if isinstance(reply[4], bytes) else str(reply[4])
         self._held = True
         _heartbeat().add(self, sent_at)
-        return Start(int(reply[1]), state, int(reply[3]) / 1000, how, entries, bool(reply[6]))
+        raw_state = cast(list[bytes], reply[2])
+        state = dict(zip(raw_state[::2], raw_state[1::2], strict=True))
+        read_first = reply[4].decode() if isinstance(reply[4], bytes) else str(reply[4])
+        return Start(int(reply[1]), state, int(reply[3]) / 1000, read_first)
 
     def acquire(self) -> bool:
-        """Take the lease and start the heartbeat (reading nothing); False if held."""
-        return self.start(self.settings.platform(self.platform), [], "", read=False) is not None
+        """Take the lease and start the heartbeat (deciding nothing); False if held."""
+        return self.start(self.settings.platform(self.platform), [], read=False) is not None
 
     def renew(self) -> bool:
         """Extend the lease by `lease_s`; False (and `lost` set) if it is no longer ours."""
@@ -133,11 +125,6 @@ class Lease:
         if due == -1 and drain_s is not None:  # not ours any more: count the drain anyway
             record_drain(self.redis, self.platform, drain_s)
         return due
-
-
-def _fields(flat: list[bytes]) -> dict[bytes, bytes]:
-    it = iter(flat)
-    return dict(zip(it, it, strict=True))
 
 
 _script_cache: list[Script] = []

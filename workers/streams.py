@@ -98,6 +98,11 @@ class DestinationStream:
             oldest = cast(list[Entry], self.redis.xrange(self.key, b"(" + last, "+", count=1))
             if oldest and now - entry_ms(oldest[0][0]) < int(max_wait_s * 1000):
                 return []
+        return self.read_new(size)
+
+    def read_new(self, size: int) -> list[Entry]:
+        """Up to `size` entries never read yet, whatever their age (the lease script has
+        seen that they are due: workers/lease.lua)."""
         reply = self.redis.xreadgroup(keys.GROUP, self.consumer, {self.key: ">"}, count=size)
         taken: list[Entry] = []
         for _, entries in cast(list[tuple[bytes, list[Entry]]], reply or []):

@@ -34,7 +34,7 @@ def test_taking_the_lease_reads_the_limiter_as_its_peek_does(
             seconds, micros = redis_client.time()
             limiter.block_until(seconds * 1000 + micros // 1000 + 30_000, ["account"])
         held = lease(settings, redis_client)
-        start = held.start(table, LIMITS, "c", read=False)
+        start = held.start(table, LIMITS, read=False)
         assert start is not None
         held.release(table)
         waits.append((start.limiter_wait_s, limiter.peek()))
@@ -64,11 +64,11 @@ def test_the_first_batch_is_not_read_while_a_check_must_run_first(
         given()
         # When a drain takes its lease
         held = lease(settings, redis_client)
-        start = held.start(table, [], "c")
+        start = held.start(table, [])
         assert start is not None
         held.release(table)
-        # Then it read nothing: the engine runs that check first
-        assert (what, start.read, start.entries) == (what, "none", [])
+        # Then no read was decided: the engine runs that check first
+        assert (what, start.read) == (what, "none")
     assert redis_client.xpending(keys.stream("li-main"), keys.GROUP)["pending"] == 0
 
 
@@ -78,13 +78,13 @@ def test_a_held_lease_is_refused_and_a_stale_holder_is_fenced(
     Dispatcher(settings).enqueue(linkedin(1), "li-main")
     table = settings.platform("linkedin")
     first = lease(settings, redis_client)
-    assert first.start(table, [], "a") is not None
+    assert first.start(table, []) is not None
     # When another drain tries while it is held, it is refused and reads nothing
-    assert lease(settings, redis_client).start(table, [], "b") is None
+    assert lease(settings, redis_client).start(table, []) is None
     # And when the first holder's lease runs out and another takes it over
     redis_client.delete(keys.lease("li-main"))
     second = lease(settings, redis_client)
-    assert second.start(table, [], "b") is not None
+    assert second.start(table, []) is not None
     # Then the first can neither renew nor release it, and the second's stays
     assert not first.renew()
     assert first.lost.is_set()
@@ -101,7 +101,7 @@ def test_one_heartbeat_keeps_every_lease_of_the_process(
     table = short.platform("linkedin")
     held = [Lease(redis_client, short, f"li-{i}", "linkedin") for i in range(5)]
     for one in held:
-        assert one.start(table, [], "c", read=False) is not None
+        assert one.start(table, [], read=False) is not None
     # When a second passes (three lease lengths)
     time.sleep(1.0)
     # Then each is still held by its holder, and once released none is renewed any more

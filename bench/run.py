@@ -207,16 +207,29 @@ class Bench:
     # -- workers ------------------------------------------------------------------------
 
     def workers(self, n: int = 1, platforms: tuple[str, ...] = ("linkedin",)) -> list[int]:
-        """Start `n` product workers (prefork, concurrency 1) for `platforms`; their pids."""
-        names = []
+        """Start `n` product workers (prefork, concurrency 1) for `platforms`; their pids,
+        once each has said it is ready in this start's part of its log."""
+        since: dict[str, int] = {}
         for i in range(n):
             for platform in platforms:
                 name = f"worker-{platform}-{i}"
+                # A worker started again appends to its log: the " ready." of an earlier
+                # run must not count (it made runs after the first time the worker's start).
+                since[name] = len(self.procs.log(name)) if name in self.procs.commands else 0
                 self.procs.start(name, worker_command([platform], 1, name=f"{platform}{i}"))
-                names.append(name)
-        for name in names:
-            self.procs.wait_for_log(name, " ready.")
-        return [self.procs.children[name].pid for name in names]
+        for name, offset in since.items():
+            self._wait_ready(name, offset)
+        return [self.procs.children[name].pid for name in since]
+
+    def _wait_ready(self, name: str, offset: int, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while " ready." not in self.procs.log(name)[offset:]:
+            child = self.procs.children[name]
+            if child.poll() is not None:
+                raise RuntimeError(f"{name} exited with {child.returncode}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name} was not ready in {timeout_s:.0f} s")
+            time.sleep(0.05)
 
     def celery(self, module: str) -> int:
         """Start a worker of one of the bench's own Celery apps, sized like the product's."""
@@ -225,8 +238,9 @@ class Bench:
             "--pool", "prefork", "--loglevel", "INFO", "--without-gossip", "--without-mingle",
         ]  # fmt: skip
         name = f"worker-{module}"
+        offset = len(self.procs.log(name)) if name in self.procs.commands else 0
         self.procs.start(name, command)
-        self.procs.wait_for_log(name, " ready.")
+        self._wait_ready(name, offset)
         return self.procs.children[name].pid
 
     def stop_workers(self) -> None:

@@ -446,10 +446,18 @@ class Engine:
 
     def _settle(self, run: _Drain, s: Settlement) -> None:
         target = run.target
-        acked, dead = settle(
-            self.redis, self.settings, target.name, target.destination.platform,
+        settling = partial(
+            settle, self.redis, self.settings, target.name, target.destination.platform,
             run.lease.token, self.consumer, s,
         )  # fmt: skip
+        try:
+            acked, dead = settling()
+        except FencedError:
+            # The lease may only have run out (this process kept from the CPU past it): if
+            # no other drain has taken it since, it is ours again and nothing was touched.
+            if not run.lease.renew():
+                raise
+            acked, dead = settling()
         if acked or dead or s.retry:
             log.info(
                 "destination %s batch %s: %d delivered, %d dead, %d to retry (HTTP %s)",

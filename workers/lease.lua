@@ -20,7 +20,8 @@
 --   else {1, now ms, state hash (flat), limiter wait ms, first read}, the first read being
 --   'none' (not decided: paused, backing off, throttled, an unknown outcome to look up,
 --   or read = 0) or as first_read below.
--- renew -> 1 if still ours, else 0.
+-- renew -> 1 if still ours; 2 if it had run out and no other drain has taken it since, so
+--   it is ours again; else 0.
 -- release -> the due time written (0: removed, the stream is empty), -1 if not ours.
 local op, token, lease_ms, name = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local t = redis.call('TIME')
@@ -84,6 +85,7 @@ if op == 'acquire' then
   end
   redis.call('DEL', KEYS[1])
   redis.call('SET', KEYS[1], token, 'PX', lease_ms)
+  redis.call('HSET', KEYS[4], 'lease_holder', token)  -- the last drain to take it (renew)
   -- If this holder dies before its first heartbeat, it is due again when the lease ends.
   redis.call('ZADD', KEYS[2], 'XX', now + lease_ms, name)
   local state = redis.call('HGETALL', KEYS[4])
@@ -98,14 +100,27 @@ if op == 'acquire' then
   local size, max_wait = tonumber(ARGV[7]), tonumber(ARGV[8])
   return {1, now, state, wait, first_read(KEYS[3], ARGV[6], size, max_wait)}
 end
-if redis.call('GET', KEYS[1]) ~= token then return op == 'renew' and 0 or -1 end
+local holder = redis.call('GET', KEYS[1])
 if op == 'renew' then
-  redis.call('PEXPIRE', KEYS[1], lease_ms)
-  -- If this holder dies, its destination is due again when its lease has run out.
-  redis.call('ZADD', KEYS[2], now + lease_ms, name)
-  return 1
+  if holder == token then
+    redis.call('PEXPIRE', KEYS[1], lease_ms)
+    -- If this holder dies, its destination is due again when its lease has run out.
+    redis.call('ZADD', KEYS[2], now + lease_ms, name)
+    return 1
+  end
+  if not holder and redis.call('HGET', KEYS[4], 'lease_holder') == token then
+    -- It ran out while this live holder was kept from the CPU, and no drain has taken it
+    -- since (each writes its token first): nobody read or settled an entry meanwhile.
+    redis.call('DEL', KEYS[1])  -- a write that needs no memory
+    redis.call('SET', KEYS[1], token, 'PX', lease_ms)
+    redis.call('ZADD', KEYS[2], now + lease_ms, name)
+    return 2
+  end
+  return 0
 end
+if holder ~= token then return -1 end
 redis.call('DEL', KEYS[1])
+redis.call('HDEL', KEYS[4], 'lease_holder')
 if ARGV[9] ~= '' then  -- the drain's duration, for the metrics (workers/metrics.py)
   redis.call('HINCRBY', KEYS[5], ARGV[10], 1)
   redis.call('HINCRBYFLOAT', KEYS[5], 'sum', ARGV[9])

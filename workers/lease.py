@@ -98,7 +98,8 @@ class Lease:
         return self.start(self.settings.platform(self.platform), [], read=False) is not None
 
     def renew(self) -> bool:
-        """Extend the lease by `lease_s`; False (and `lost` set) if it is no longer ours."""
+        """Extend the lease by `lease_s`, or take it again if it ran out and no other drain
+        has taken it since; False (and `lost` set) if another drain has it."""
         if int(self._op("renew", [])):
             return True
         log.error("destination %s: lease lost; this drain settles nothing more", self.name)
@@ -224,6 +225,12 @@ def _renew_all(leases: list[Lease]) -> list[bool]:
             lease = leases[i]
             if isinstance(reply, Exception):
                 log.warning("destination %s: lease renewal failed: %s", lease.name, reply)
+            elif int(reply) == 2:
+                log.warning(
+                    "destination %s: the lease ran out while this process was kept from the "
+                    "CPU; no other drain had taken it, so this one goes on",
+                    lease.name,
+                )
             elif not int(reply):
                 log.error("destination %s: lease lost; this drain settles nothing more", lease.name)
                 lease.lost.set()

@@ -348,3 +348,30 @@ def test_a_backlog_of_full_batches_is_read_after_the_lease_and_sent_in_full(
     assert sorted(sizes) == [1, 2, 2]
     assert report.delivered == 5
     assert redis_client.xlen(keys.stream("li-main")) == 0
+
+
+@pytest.mark.parametrize("taken", [False, True])
+def test_a_lease_that_runs_out_during_a_call_settles_only_if_nobody_took_it(
+    fast: Settings, redis_client: redis.Redis, taken: bool
+) -> None:
+    # Given a platform call during which the drain's lease runs out, and (or not) another
+    # drain takes it
+    Dispatcher(fast).enqueue_many([linkedin(i) for i in range(3)], "li-main")
+
+    def lapse(request: httpx.Request) -> httpx.Response:
+        redis_client.delete(keys.lease("li-main"))
+        if taken:
+            redis_client.set(keys.lease("li-main"), "other", px=60_000)
+            redis_client.hset(keys.state("li-main"), "lease_holder", "other")
+        return ok(request)
+
+    # When the batch settles
+    report = engine_for(fast, redis_client, lapse).drain("li-main")
+    # Then it settles when nobody had taken the lease; else nothing is settled
+    if taken:
+        assert report.status == "fenced"
+        assert report.delivered == 0
+        assert redis_client.xlen(keys.stream("li-main")) == 3
+    else:
+        assert report.delivered == 3
+        assert redis_client.xlen(keys.stream("li-main")) == 0

@@ -113,3 +113,21 @@ def test_one_heartbeat_keeps_every_lease_of_the_process(
         one.release(table)
     time.sleep(0.3)
     assert not any(redis_client.exists(keys.lease(one.name)) for one in held)
+
+
+def test_a_lease_that_ran_out_untaken_is_resumed_by_its_holder(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    table = settings.platform("linkedin")
+    held = lease(settings, redis_client)
+    assert held.start(table, []) is not None
+    # When its lease runs out (a process kept from the CPU) and no drain takes it meanwhile
+    redis_client.delete(keys.lease("li-main"))
+    # Then its next renewal takes it back, and the destination is due when that one ends
+    assert held.renew()
+    assert not held.lost.is_set()
+    assert redis_client.get(keys.lease("li-main")) == held.token.encode()
+    assert held.release(table) >= 0
+    # And once released it cannot be resumed
+    assert not held.renew()
+    assert redis_client.get(keys.lease("li-main")) is None

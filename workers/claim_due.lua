@@ -8,8 +8,9 @@
 -- ARGV[1] at most this many destinations per platform, ARGV[2] claim ms: a claimed
 -- destination is due again then unless a drain rewrites it (its heartbeat and its release
 -- do), so a lost task message delays it by that much only; the tracker key is held as long.
--- ARGV[3] this worker's member "<slots>|<worker>", ARGV[4] a member of it to remove
--- ('' none: its slot count changed), ARGV[5] how long this look keeps it alive (ms).
+-- ARGV[3] this worker's member "<slots>|<worker>" ('' = not renewed by this look), ARGV[4]
+-- a member of it to remove ('' none: its slot count changed), ARGV[5] how long a renewal
+-- keeps it alive (ms).
 -- Returns, per platform: {claimed destination names, 1 if job tracking is to be sent,
 -- live slots (counted only when more than one destination was claimed, else 0)}.
 local t = redis.call('TIME')
@@ -33,8 +34,10 @@ for p = 1, #KEYS / 4 do
     track = 1
   end
   if old_member ~= '' then redis.call('ZREM', schedulers, old_member) end
-  redis.call('ZADD', schedulers, now + alive_ms, member)
-  redis.call('PEXPIRE', schedulers, alive_ms)  -- a fleet gone for good leaves no key
+  if member ~= '' then
+    redis.call('ZADD', schedulers, now + alive_ms, member)
+    redis.call('PEXPIRE', schedulers, alive_ms)  -- a fleet gone for good leaves no key
+  end
   local slots = 0
   if #due > 1 then
     redis.call('ZREMRANGEBYSCORE', schedulers, '-inf', now)

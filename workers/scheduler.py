@@ -15,6 +15,7 @@ import math
 import os
 import socket
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -30,6 +31,7 @@ DRAIN_TASK = "convdispatch.drain"
 TRACK_TASK = "convdispatch.track"
 REDIS_DOWN_WAIT_S = 1.0
 ALIVE_S = 10.0  # a worker whose scheduler has not looked for this long counts no more
+PRESENCE_S = 1.0  # how often a scheduler renews its worker's place in the roll
 
 
 def schedulers_key(platform: str) -> str:
@@ -88,6 +90,7 @@ class Scheduler:
         self.slots = slots  # None: the running worker's pool size, read on every tick
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self._member = ""
+        self._present_at = -PRESENCE_S  # monotonic time of the last renewal in the roll
         self.more = False  # the last tick claimed a full `scheduler_batch` somewhere
         self.keys = [
             k
@@ -111,7 +114,11 @@ class Scheduler:
         s = self.settings
         claim_ms = int(s.dispatch_claim_s * 1000)
         member = f"{self.slots or pool_slots()}|{self.name}"
-        old, self._member = (self._member if self._member != member else ""), member
+        old = self._member if self._member != member else ""
+        if old or time.monotonic() - self._present_at >= PRESENCE_S:
+            self._member, self._present_at = member, time.monotonic()
+        else:
+            member = ""  # in the roll already: an idle tick stays one small read
         replies = cast(
             list[Any],
             self.redis.eval(

@@ -122,3 +122,17 @@ def test_a_full_claim_looks_again_at_once_a_partial_one_waits_a_tick(
     assert worker.more
     assert worker.tick() == 1
     assert not worker.more
+
+
+def test_the_roll_is_renewed_once_a_second_not_on_every_look(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    # Given a worker whose scheduler has just looked
+    worker, _ = scheduler(settings, redis_client, 1, "host-1")
+    worker.tick()
+    first = redis_client.zscore(schedulers_key("linkedin"), "1|host-1")
+    # When it looks again at once
+    time.sleep(0.01)
+    worker.tick()
+    # Then its place in the roll was not rewritten (an idle look stays a small read)
+    assert redis_client.zscore(schedulers_key("linkedin"), "1|host-1") == first

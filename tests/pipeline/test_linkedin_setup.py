@@ -7,6 +7,7 @@ import os
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 import pytest
 from cryptography.fernet import Fernet
@@ -253,12 +254,29 @@ def test_a_destination_added_at_runtime_gets_events_and_token_updates_without_re
         # Then the workers deliver them within seconds, with its token
         wait_for(lambda: len(stack.sandbox.event_ids()) == 20, 15, "the first 20")
         first = {c["token_fingerprint"] for c in stack.sandbox.calls()}
-        # And after a token update, every worker's next calls carry the new token
+        # And after a token update, the workers take it up within registry_refresh_s
         admin.registry.update("li-runtime", token="runtime-2")
-        for part in range(4):
-            admin.enqueue_many([linkedin(i, f"rt2-{part}") for i in range(10)], "li-runtime")
-        wait_for(lambda: len(stack.sandbox.event_ids()) == 60, 15, "the next 40")
-        assert {c["token_fingerprint"] for c in stack.sandbox.calls()} == first | {
-            fingerprint("runtime-2")
-        }
+        updated = fingerprint("runtime-2")
+        sent = [20]
+
+        def new_token_used() -> bool:
+            admin.enqueue_many([linkedin(i, f"rt2-{sent[0]}") for i in range(10)], "li-runtime")
+            sent[0] += 10
+            return updated in {c["token_fingerprint"] for c in stack.sandbox.calls()}
+
+        wait_for(new_token_used, 15, "a call with the updated token")
+        calls = stack.sandbox.calls()
+        switched_s = min(c["at_s"] for c in calls if c["token_fingerprint"] == updated)
+        # And from a refresh interval later on, every worker's calls carry only the new one
+        settled_s = switched_s + 2 * stack.settings.registry_refresh_s
+
+        def calls_after_the_interval() -> list[dict[str, object]]:
+            admin.enqueue_many([linkedin(i, f"rt3-{sent[0]}") for i in range(10)], "li-runtime")
+            sent[0] += 10
+            return [c for c in stack.sandbox.calls() if c["at_s"] > settled_s]
+
+        late = cast(list[dict[str, object]], wait_for(calls_after_the_interval, 20, "later calls"))
+        assert {c["token_fingerprint"] for c in late} == {updated}
+        wait_for(lambda: len(stack.sandbox.event_ids()) == sent[0], 15, "every event")
+        assert {c["token_fingerprint"] for c in stack.sandbox.calls()} == first | {updated}
         admin.registry.remove("li-runtime", "keep")

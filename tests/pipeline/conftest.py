@@ -120,6 +120,16 @@ def start_stack(
         client.close()
 
 
+def start_broker_stack(tmp_path: Path, redis_url: str, broker_url: str) -> Iterator[Stack]:
+    """A LinkedIn stack with one destination, "li-a", whose Celery broker is `broker_url`."""
+    config = {
+        "broker_url": broker_url,
+        "linkedin": {"max_wait_s": 0.2, "rate_per_min": 60_000, "timeout_s": 3.0},
+        "destinations": {"li-a": {"platform": "linkedin", "token": "token-a"}},
+    }
+    yield from start_stack(tmp_path, redis_url, config)
+
+
 def settings_env(values: dict[str, Any], tmp_path: Path) -> dict[str, str]:
     """Settings as the CONVDISP_* environment of worker processes, and no config file."""
     env = {

@@ -6,7 +6,6 @@ it is missing this test says so and skips: then the RabbitMQ broker was NOT exer
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import wait_for
-from tests.pipeline.conftest import Stack, start_stack
+from tests.pipeline.conftest import Stack, start_broker_stack
 from tests.pipeline.events import linkedin
 from workers.processes import free_port
 
@@ -63,14 +62,7 @@ def amqp_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def stack(
     tmp_path_factory: pytest.TempPathFactory, redis_url: str, amqp_url: str
 ) -> Iterator[Stack]:
-    config = {
-        "broker_url": amqp_url,
-        "linkedin": {"max_wait_s": 0.2, "rate_per_min": 60_000, "timeout_s": 3.0},
-        "destinations": {"li-a": {"platform": "linkedin", "token": "token-a"}},
-    }
-    yield from start_stack(
-        tmp_path_factory.mktemp("amqp"), redis_url, json.loads(json.dumps(config))
-    )
+    yield from start_broker_stack(tmp_path_factory.mktemp("amqp"), redis_url, amqp_url)
 
 
 def test_delivery_with_rabbitmq_as_the_broker(stack: Stack) -> None:

@@ -13,8 +13,8 @@ import pytest
 from dispatcher.settings import LINKEDIN_VERSION
 from sandboxes import linkedin
 from sandboxes.base import RunningServer, fingerprint, serve
+from tests.workers.conftest import TOKEN, linkedin_headers
 
-TOKEN = "token-main"
 EMAIL_SHA256 = hashlib.sha256(b"ada@example.com").hexdigest()
 RULE = "urn:lla:llaPartnerConversion:123"
 ACCOUNT = "urn:li:sponsoredAccount:5123456"
@@ -39,21 +39,12 @@ def event(i: int = 0, **changes: Any) -> dict[str, Any]:
     }
 
 
-def headers(token: str | None = TOKEN, batch: bool = True) -> dict[str, str]:
-    sent = {
-        "LinkedIn-Version": LINKEDIN_VERSION,
-        "X-Restli-Protocol-Version": "2.0.0",
-        "Content-Type": "application/json",
-    }
-    if token is not None:
-        sent["Authorization"] = f"Bearer {token}"
-    if batch:
-        sent["X-RestLi-Method"] = "BATCH_CREATE"
-    return sent
-
-
 def send(client: httpx.Client, events: list[dict[str, Any]], token: str = TOKEN) -> httpx.Response:
-    return client.post("/rest/conversionEvents", json={"elements": events}, headers=headers(token))
+    return client.post(
+        "/rest/conversionEvents",
+        json={"elements": events},
+        headers=linkedin_headers("BATCH_CREATE", token),
+    )
 
 
 def received(client: httpx.Client) -> list[dict[str, Any]]:
@@ -150,7 +141,7 @@ def test_schema_errors_win_over_validation_errors(client: httpx.Client) -> None:
 
 def test_a_missing_version_header_is_refused(client: httpx.Client) -> None:
     # Given the usual headers without LinkedIn-Version
-    sent = headers()
+    sent = linkedin_headers("BATCH_CREATE")
     del sent["LinkedIn-Version"]
     # When a batch is sent
     response = client.post("/rest/conversionEvents", json={"elements": [event()]}, headers=sent)
@@ -166,7 +157,9 @@ def test_a_revoked_token_gets_65601_and_a_missing_one_65600(client: httpx.Client
     # When it is used, and when no token is sent at all
     revoked = send(client, [event()], token="gone")
     missing = client.post(
-        "/rest/conversionEvents", json={"elements": [event()]}, headers=headers(token=None)
+        "/rest/conversionEvents",
+        json={"elements": [event()]},
+        headers=linkedin_headers("BATCH_CREATE", token=None),
     )
     # Then both are 401s LinkedIn tells apart, and the call log has them without tokens
     assert revoked.status_code == missing.status_code == 401
@@ -246,7 +239,7 @@ def test_the_rate_limit_throttles_the_fourth_call_in_a_window(
 
 def test_a_sunset_version_gets_426(client: httpx.Client) -> None:
     # Given a LinkedIn-Version the seed lists as sunset
-    sent = {**headers(), "LinkedIn-Version": "202305"}
+    sent = {**linkedin_headers("BATCH_CREATE"), "LinkedIn-Version": "202305"}
     # When a batch is sent with it
     response = client.post("/rest/conversionEvents", json={"elements": [event()]}, headers=sent)
     # Then LinkedIn answers 426, which the adapter reads as "raise the version"
@@ -256,7 +249,7 @@ def test_a_sunset_version_gets_426(client: httpx.Client) -> None:
 
 def test_a_single_create_gets_201_and_an_empty_body(client: httpx.Client) -> None:
     # Given one event sent without X-RestLi-Method
-    sent = headers(batch=False)
+    sent = linkedin_headers()
     # When it is posted as the body itself
     response = client.post("/rest/conversionEvents", json=event(), headers=sent)
     # Then it is created with no body, and recorded
@@ -270,7 +263,7 @@ def test_a_single_create_reports_schema_errors_without_an_index(client: httpx.Cl
     body = event()
     del body["conversionHappenedAt"]
     # When it is posted alone
-    response = client.post("/rest/conversionEvents", json=body, headers=headers(batch=False))
+    response = client.post("/rest/conversionEvents", json=body, headers=linkedin_headers())
     # Then the 422 has no "Index: N, " prefix
     assert response.status_code == 422
     assert response.json()["message"] == (
@@ -292,19 +285,19 @@ def test_conversion_rules_are_created_listed_and_associated(client: httpx.Client
         "/rest/conversions",
         json=rule,
         params={"autoAssociationType": "ALL_CAMPAIGNS"},
-        headers=headers(batch=False),
+        headers=linkedin_headers(),
     )
     rule_id = created.json()["id"]
     listed = client.get(
         "/rest/conversions",
         params={"q": "account", "account": ACCOUNT},
-        headers=headers(batch=False),
+        headers=linkedin_headers(),
     )
     key = (
         "(campaign:urn%3Ali%3AsponsoredCampaign%3A337643194,"
         f"conversion:urn%3Alla%3AllaPartnerConversion%3A{rule_id})"
     )
-    associated = client.put(f"/rest/campaignConversions/{key}", headers=headers(batch=False))
+    associated = client.put(f"/rest/campaignConversions/{key}", headers=linkedin_headers())
     # Then the id comes in body and header, the list has LinkedIn's defaults, and 204 associates
     assert created.status_code == 201
     assert created.headers["x-restli-id"] == str(rule_id)
@@ -326,7 +319,7 @@ def test_a_rule_with_a_bad_window_is_refused(client: httpx.Client) -> None:
         "postClickAttributionWindowSize": 14,
     }
     # When it is created
-    response = client.post("/rest/conversions", json=rule, headers=headers(batch=False))
+    response = client.post("/rest/conversions", json=rule, headers=linkedin_headers())
     # Then it is refused
     assert response.status_code == 400
     assert "1, 7, 30 or 90" in response.json()["message"]
@@ -341,7 +334,7 @@ def test_events_for_a_disabled_rule_are_refused(client: httpx.Client) -> None:
         "type": "LEAD",
         "enabled": False,
     }
-    created = client.post("/rest/conversions", json=rule, headers=headers(batch=False))
+    created = client.post("/rest/conversions", json=rule, headers=linkedin_headers())
     urn = f"urn:lla:llaPartnerConversion:{created.json()['id']}"
     # When an event names it
     response = send(client, [event(conversion=urn)])
@@ -371,7 +364,9 @@ def test_count_gives_accepted_events_and_logged_calls_cheaply(client: httpx.Clie
     # When a batch of three is accepted and a call without a token is refused
     assert send(client, [event(i) for i in range(3)]).status_code == 200
     refused = client.post(
-        "/rest/conversionEvents", json={"elements": [event(3)]}, headers=headers(None)
+        "/rest/conversionEvents",
+        json={"elements": [event(3)]},
+        headers=linkedin_headers("BATCH_CREATE", token=None),
     )
     assert refused.status_code == 401
     # Then the count has the three accepted events and both calls, like /received and /calls

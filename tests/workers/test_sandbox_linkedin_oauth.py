@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from sandboxes import linkedin
-from sandboxes.base import RunningServer, Sandbox, fingerprint, serve
+from sandboxes.base import RunningServer, fingerprint
+from tests.workers.conftest import Clock, linkedin_headers, serve_linkedin
 
 DAY_S = 86_400
 GRANT = {
@@ -32,25 +32,12 @@ EXPIRED = {
 }
 
 
-class Clock:
-    """Wall-clock seconds that a test moves forward instead of sleeping."""
-
-    def __init__(self) -> None:
-        self.now_s = time.time()
-
-    def __call__(self) -> float:
-        return self.now_s
-
-
 CLOCK = Clock()
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[RunningServer]:
-    sandbox = Sandbox(rate_limit=linkedin.RATE_LIMIT, rate_window_s=60.0, clock=CLOCK)
-    running = serve(lambda: linkedin.make_app(sandbox))
-    yield running
-    running.stop()
+    yield from serve_linkedin(CLOCK)
 
 
 def refresh(client: httpx.Client, **changes: Any) -> httpx.Response:
@@ -66,12 +53,9 @@ def call(client: httpx.Client, token: str) -> httpx.Response:
         "conversionHappenedAt": int(CLOCK() * 1000) - 60_000,
         "user": {"userIds": [{"idType": "LINKEDIN_FIRST_PARTY_ADS_TRACKING_UUID", "idValue": "x"}]},
     }
-    sent = {
-        "Authorization": f"Bearer {token}",
-        # the version of the (moved) sandbox month: an older one would be sunset by then
-        "LinkedIn-Version": time.strftime("%Y%m", time.gmtime(CLOCK())),
-        "X-Restli-Protocol-Version": "2.0.0",
-    }
+    # the version of the (moved) sandbox month: an older one would be sunset by then
+    version = time.strftime("%Y%m", time.gmtime(CLOCK()))
+    sent = linkedin_headers(token=token) | {"LinkedIn-Version": version}
     return client.post("/rest/conversionEvents", json=event, headers=sent)
 
 

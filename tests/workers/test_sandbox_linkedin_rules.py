@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from dispatcher.settings import LINKEDIN_VERSION
-from sandboxes import linkedin
-from sandboxes.base import RunningServer, Sandbox, serve
+from sandboxes.base import RunningServer
+from tests.workers.conftest import Clock, linkedin_headers, serve_linkedin
 
-TOKEN = "token-main"
 ACCOUNT, OTHER_ACCOUNT = "urn:li:sponsoredAccount:5123456", "urn:li:sponsoredAccount:51234560"
 # The seed's batch association sample, verbatim.
 SEED_BATCH_URL = (
@@ -40,35 +37,12 @@ SEED_ENTITIES = {
 }
 
 
-class Clock:
-    """Wall-clock seconds that a test moves forward instead of sleeping."""
-
-    def __init__(self) -> None:
-        self.now_s = time.time()
-
-    def __call__(self) -> float:
-        return self.now_s
-
-
 CLOCK = Clock()
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[RunningServer]:
-    sandbox = Sandbox(rate_limit=linkedin.RATE_LIMIT, rate_window_s=60.0, clock=CLOCK)
-    running = serve(lambda: linkedin.make_app(sandbox))
-    yield running
-    running.stop()
-
-
-def headers(method: str | None = None) -> dict[str, str]:
-    sent = {
-        "Authorization": f"Bearer {TOKEN}",
-        "LinkedIn-Version": LINKEDIN_VERSION,
-        "X-Restli-Protocol-Version": "2.0.0",
-        "Content-Type": "application/json",
-    }
-    return sent | ({"X-RestLi-Method": method} if method else {})
+    yield from serve_linkedin(CLOCK)
 
 
 def rule(**changes: Any) -> dict[str, Any]:
@@ -87,7 +61,7 @@ def rule(**changes: Any) -> dict[str, Any]:
 
 
 def create(client: httpx.Client, **changes: Any) -> int:
-    response = client.post("/rest/conversions", json=rule(**changes), headers=headers())
+    response = client.post("/rest/conversions", json=rule(**changes), headers=linkedin_headers())
     assert response.status_code == 201, response.text
     rule_id: int = response.json()["id"]
     return rule_id
@@ -95,11 +69,13 @@ def create(client: httpx.Client, **changes: Any) -> int:
 
 def patch(client: httpx.Client, rule_id: int | str, changes: Any) -> httpx.Response:
     body = {"patch": {"$set": changes}}
-    return client.post(f"/rest/conversions/{rule_id}", json=body, headers=headers("PARTIAL_UPDATE"))
+    return client.post(
+        f"/rest/conversions/{rule_id}", json=body, headers=linkedin_headers("PARTIAL_UPDATE")
+    )
 
 
 def get(client: httpx.Client, rule_id: int | str) -> httpx.Response:
-    return client.get(f"/rest/conversions/{rule_id}", headers=headers())
+    return client.get(f"/rest/conversions/{rule_id}", headers=linkedin_headers())
 
 
 def associations(client: httpx.Client) -> list[dict[str, str]]:
@@ -221,10 +197,12 @@ def test_malformed_patches_and_missing_method_are_refused(client: httpx.Client) 
     rule_id = create(client)
     url = f"/rest/conversions/{rule_id}"
     # When it is posted without X-RestLi-Method, without a patch, with $delete, or $set a list
-    no_method = client.post(url, json={"patch": {"$set": {"name": "x"}}}, headers=headers())
-    no_patch = client.post(url, json={"name": "x"}, headers=headers("PARTIAL_UPDATE"))
+    no_method = client.post(
+        url, json={"patch": {"$set": {"name": "x"}}}, headers=linkedin_headers()
+    )
+    no_patch = client.post(url, json={"name": "x"}, headers=linkedin_headers("PARTIAL_UPDATE"))
     delete = client.post(
-        url, json={"patch": {"$delete": ["name"]}}, headers=headers("PARTIAL_UPDATE")
+        url, json={"patch": {"$delete": ["name"]}}, headers=linkedin_headers("PARTIAL_UPDATE")
     )
     not_a_map = patch(client, rule_id, ["name"])
     # Then each is refused and nothing changed
@@ -248,7 +226,7 @@ def test_events_for_a_rule_disabled_by_a_patch_are_refused(client: httpx.Client)
         "user": {"userIds": [{"idType": "LINKEDIN_FIRST_PARTY_ADS_TRACKING_UUID", "idValue": "x"}]},
     }
     # When an event names it
-    response = client.post("/rest/conversionEvents", json=event, headers=headers())
+    response = client.post("/rest/conversionEvents", json=event, headers=linkedin_headers())
     # Then LinkedIn's "marked as deleted" answer comes back
     assert response.status_code == 400
     assert "marked as deleted" in response.json()["message"]
@@ -258,15 +236,15 @@ def test_create_still_refuses_what_the_seed_refuses(client: httpx.Client) -> Non
     # Given rules missing a required field, with another method, or a bad auto association
     missing = {k: v for k, v in rule().items() if k != "type"}
     # When they are created
-    no_type = client.post("/rest/conversions", json=missing, headers=headers())
+    no_type = client.post("/rest/conversions", json=missing, headers=linkedin_headers())
     pixel = client.post(
-        "/rest/conversions", json=rule(conversionMethod="INSIGHT_TAG"), headers=headers()
+        "/rest/conversions", json=rule(conversionMethod="INSIGHT_TAG"), headers=linkedin_headers()
     )
     auto = client.post(
         "/rest/conversions",
         json=rule(),
         params={"autoAssociationType": "SOME"},
-        headers=headers(),
+        headers=linkedin_headers(),
     )
     # Then each is refused
     assert no_type.status_code == 422
@@ -279,7 +257,7 @@ def test_create_still_refuses_what_the_seed_refuses(client: httpx.Client) -> Non
 
 def find(client: httpx.Client, **paging: Any) -> httpx.Response:
     params = {"q": "account", "account": ACCOUNT, **paging}
-    return client.get("/rest/conversions", params=params, headers=headers())
+    return client.get("/rest/conversions", params=params, headers=linkedin_headers())
 
 
 def test_the_finder_pages_with_start_and_count(client: httpx.Client) -> None:
@@ -313,9 +291,11 @@ def test_the_finder_refuses_bad_paging(client: httpx.Client) -> None:
 def test_the_seeds_batch_association_is_a_rest_li_batch_update(client: httpx.Client) -> None:
     # Given the seed's sample batch request
     # When it is sent, with and without X-RestLi-Method: BATCH_UPDATE
-    response = client.put(SEED_BATCH_URL, json={"entities": SEED_ENTITIES}, headers=headers())
+    response = client.put(
+        SEED_BATCH_URL, json={"entities": SEED_ENTITIES}, headers=linkedin_headers()
+    )
     again = client.put(
-        SEED_BATCH_URL, json={"entities": SEED_ENTITIES}, headers=headers("BATCH_UPDATE")
+        SEED_BATCH_URL, json={"entities": SEED_ENTITIES}, headers=linkedin_headers("BATCH_UPDATE")
     )
     # Then each key gets 204 in rest.li's batch answer, and both associations are recorded once
     assert response.status_code == again.status_code == 200
@@ -329,8 +309,8 @@ def test_a_batch_whose_entities_do_not_match_its_ids_is_refused(client: httpx.Cl
     one = {KEY_555: SEED_ENTITIES[KEY_555]}
     lower = {key.replace("%3A", "%3a"): value for key, value in SEED_ENTITIES.items()}
     # When they are sent with the seed's two ids
-    short = client.put(SEED_BATCH_URL, json={"entities": one}, headers=headers())
-    other = client.put(SEED_BATCH_URL, json={"entities": lower}, headers=headers())
+    short = client.put(SEED_BATCH_URL, json={"entities": one}, headers=linkedin_headers())
+    other = client.put(SEED_BATCH_URL, json={"entities": lower}, headers=linkedin_headers())
     # Then rest.li's mismatch answer comes back and nothing is associated
     assert short.status_code == other.status_code == 400
     assert short.json()["message"].startswith("Batch request mismatch, URI keys: '[")
@@ -344,7 +324,7 @@ def test_an_entity_naming_another_campaign_fails_only_its_key(client: httpx.Clie
         KEY_777: {**SEED_ENTITIES[KEY_777], "campaign": "urn:li:sponsoredCampaign:1"},
     }
     # When they are sent
-    response = client.put(SEED_BATCH_URL, json={"entities": entities}, headers=headers())
+    response = client.put(SEED_BATCH_URL, json={"entities": entities}, headers=linkedin_headers())
     # Then the answer is per key: the first is associated, the second is in errors
     assert response.status_code == 200
     body = response.json()
@@ -368,7 +348,7 @@ def test_an_entity_naming_another_campaign_fails_only_its_key(client: httpx.Clie
 def test_malformed_batch_ids_are_refused(client: httpx.Client, url: str) -> None:
     # Given a batch URL whose ids are not as the seed encodes them
     # When the seed's entities are sent to it
-    response = client.put(url, json={"entities": SEED_ENTITIES}, headers=headers())
+    response = client.put(url, json={"entities": SEED_ENTITIES}, headers=linkedin_headers())
     # Then it is refused naming the form, and nothing is associated
     assert response.status_code == 400
     assert "%3A" in response.json()["message"]
@@ -379,9 +359,9 @@ def test_a_batch_without_entities_or_with_another_method_is_refused(
     client: httpx.Client,
 ) -> None:
     # Given / When the seed's ids are sent without entities, and as a BATCH_CREATE
-    missing = client.put(SEED_BATCH_URL, json={"elements": []}, headers=headers())
+    missing = client.put(SEED_BATCH_URL, json={"elements": []}, headers=linkedin_headers())
     create_method = client.put(
-        SEED_BATCH_URL, json={"entities": SEED_ENTITIES}, headers=headers("BATCH_CREATE")
+        SEED_BATCH_URL, json={"entities": SEED_ENTITIES}, headers=linkedin_headers("BATCH_CREATE")
     )
     # Then rest.li's 422 and a 400 come back, and nothing is associated
     assert missing.status_code == 422
@@ -402,9 +382,11 @@ def test_a_single_association_needs_encoded_urns_and_is_listed(client: httpx.Cli
     }
     # When both are PUT
     plain = client.put(
-        f"/rest/campaignConversions/{key.replace('%3A', ':')}", json=body, headers=headers()
+        f"/rest/campaignConversions/{key.replace('%3A', ':')}",
+        json=body,
+        headers=linkedin_headers(),
     )
-    encoded = client.put(f"/rest/campaignConversions/{key}", json=body, headers=headers())
+    encoded = client.put(f"/rest/campaignConversions/{key}", json=body, headers=linkedin_headers())
     # Then only the encoded one is associated, with 204
     assert plain.status_code == 400
     assert encoded.status_code == 204
@@ -417,9 +399,9 @@ def test_associations_and_auto_association_are_shown_then_reset(client: httpx.Cl
         "/rest/conversions",
         json=rule(),
         params={"autoAssociationType": "ALL_CAMPAIGNS"},
-        headers=headers(),
+        headers=linkedin_headers(),
     )
-    client.put(SEED_BATCH_URL, json={"entities": SEED_ENTITIES}, headers=headers())
+    client.put(SEED_BATCH_URL, json={"entities": SEED_ENTITIES}, headers=linkedin_headers())
     # When the control API is asked, before and after a reset
     before = client.get("/_sandbox/linkedin/associations").json()
     client.post("/_sandbox/reset").raise_for_status()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,20 +14,10 @@ from referencing.jsonschema import DRAFT4
 
 from sandboxes import pinterest
 from sandboxes.base import RunningServer, Sandbox, fingerprint, serve
+from tests.workers.conftest import TOKEN, Clock
 
-TOKEN = "token-main"
 ACCOUNT, OTHER, DENIED = "549755885175", "549755885176", "666"
 EM = hashlib.sha256(b"ada@example.com").hexdigest()
-
-
-class Clock:
-    """Wall-clock seconds that a test moves forward instead of sleeping."""
-
-    def __init__(self) -> None:
-        self.now_s = time.time()
-
-    def __call__(self) -> float:
-        return self.now_s
 
 
 CLOCK = Clock()

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -334,9 +334,7 @@ def dead_replay(
     since: Since = None, until: Until = None, reason: Reason = None, dry_run: DryRun = False,
 ) -> None:  # fmt: skip
     """Send dead letters again (all, or those the options select)."""
-    chosen = _selection(ids, destination, since, until, reason)
-    n = DeadLetters().replay(platform, selection=chosen, dry_run=dry_run)
-    console.print(f"would replay {n}" if dry_run else f"replayed {n}")
+    _take("replay", platform, _selection(ids, destination, since, until, reason), dry_run)
 
 
 @dead.command("purge")
@@ -345,9 +343,18 @@ def dead_purge(
     since: Since = None, until: Until = None, reason: Reason = None, dry_run: DryRun = False,
 ) -> None:  # fmt: skip
     """Delete dead letters for good (all, or those the options select)."""
-    chosen = _selection(ids, destination, since, until, reason)
-    n = DeadLetters().purge(platform, selection=chosen, dry_run=dry_run)
-    console.print(f"would purge {n}" if dry_run else f"purged {n}")
+    _take("purge", platform, _selection(ids, destination, since, until, reason), dry_run)
+
+
+def _take(
+    operation: Literal["replay", "purge"], platform: str, chosen: Selection, dry_run: bool
+) -> None:
+    """Replay or purge the chosen dead letters of `platform`, and say how many."""
+    letters = DeadLetters()
+    take = letters.replay if operation == "replay" else letters.purge
+    n = take(platform, selection=chosen, dry_run=dry_run)
+    done = {"replay": "replayed", "purge": "purged"}[operation]
+    console.print(f"would {operation} {n}" if dry_run else f"{done} {n}")
 
 
 @app.command("trace")

@@ -31,7 +31,7 @@ from pydantic import SecretStr, ValidationError
 
 from dispatcher import keys
 from dispatcher.errors import ConfigurationError, UnknownDestinationError
-from dispatcher.settings import Destination, Route, Settings
+from dispatcher.settings import Destination, Route, Settings, check_destination_id
 
 log = logging.getLogger(__name__)
 KEYS_ENV = "CONVDISP_SECRET_KEYS"
@@ -235,14 +235,21 @@ class Registry:
 
     def _validated(self, name: str, destination: Destination | Mapping[str, Any]) -> Destination:
         try:
-            Settings.model_validate({"destinations": {name: destination}})  # the id's rules
-            return destination if isinstance(destination, Destination) else (
-                Destination.model_validate(destination)
-            )  # fmt: skip
+            dest = (
+                destination
+                if isinstance(destination, Destination)
+                else Destination.model_validate(destination)
+            )
         except ValidationError as exc:
             first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+            # The field's path as the configuration file spells it.
+            where = ".".join(str(p) for p in ("destinations", name, *first["loc"]))
             raise ConfigurationError(f"destination {name!r}: {where}: {first['msg']}") from None
+        try:
+            check_destination_id(name)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+        return dest
 
     def _require_keys(self) -> MultiFernet:
         fernet = _fernet()

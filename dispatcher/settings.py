@@ -299,6 +299,12 @@ class Destination(BaseModel):
         return hashlib.sha256(material.encode()).hexdigest()[:16]
 
 
+def check_destination_id(name: str) -> None:
+    """Raise `ValueError` unless `name` is a valid destination id (it is part of Redis keys)."""
+    if not _DESTINATION_ID.match(name):
+        raise ValueError(f"destination id {name!r} must match {_DESTINATION_ID.pattern}")
+
+
 class Route(BaseModel):
     """Where one kind of platform-neutral `Conversion` goes, and what it is called there.
 
@@ -414,8 +420,7 @@ class Settings(BaseSettings):
     @classmethod
     def _ids_are_key_safe(cls, value: dict[str, Destination]) -> dict[str, Destination]:
         for name in value:
-            if not _DESTINATION_ID.match(name):
-                raise ValueError(f"destination id {name!r} must match {_DESTINATION_ID.pattern}")
+            check_destination_id(name)
         return value
 
     @model_validator(mode="after")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from dispatcher import keys
 from dispatcher.client import Dispatcher
 from dispatcher.errors import ConfigurationError
+from dispatcher.registry import Backlog
 from dispatcher.settings import PLATFORMS
 from dispatcher.storage import lua, translate_redis_errors
 from dispatcher.trace import Trace, trace
@@ -153,6 +154,22 @@ class Control:
                 if backlog:
                     found.append(Orphan(name, _text(platform), backlog))
         return sorted(found, key=lambda o: o.destination)
+
+    def remove_destination(self, name: str, backlog: Backlog) -> int:
+        """Remove a destination registered at runtime; what waits for it is drained first
+        (`drain`: new events are refused and the entry goes once the backlog is
+        delivered), dead-lettered (`dead-letter`, replayable), or kept in Redis as an
+        orphan (`keep`). Returns the backlog.
+
+        Raises:
+            ConfigurationError: `name` comes from the configuration, not the registry.
+        """
+        registry = self.dispatcher.registry
+        platform = registry.destination(name).platform
+        waiting = registry.remove(name, "keep" if backlog == "dead-letter" else backlog)
+        if backlog == "dead-letter" and waiting:
+            self.dead_letter_orphan(name, platform)
+        return waiting
 
     def dead_letter_orphan(self, destination: str, platform: str = "") -> int:
         """Move every event of an orphaned stream to its platform's dead letters.

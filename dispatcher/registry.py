@@ -161,12 +161,18 @@ class Registry:
         """Disable (new events refused, delivery paused) or enable a destination."""
         self.update(name, enabled=enabled)
 
-    def remove(self, name: str, backlog: Backlog) -> int:
+    def remove(self, name: str, backlog: Literal["drain", "keep"]) -> int:
         """Remove a registered destination; what waits for it is drained first (`drain`:
-        new events are refused and the entry goes once the backlog is delivered),
-        dead-lettered (replayable), or kept in Redis as an orphan. Returns the backlog."""
+        new events are refused and the entry goes once the backlog is delivered), or kept
+        in Redis as an orphan. Returns the backlog. `Control.remove_destination` can also
+        dead-letter it."""
+        if backlog not in ("drain", "keep"):
+            raise ConfigurationError(
+                f"backlog must be drain or keep, not {backlog!r} (dead-letter: "
+                "Control.remove_destination)"
+            )
         self.sync(force=True)
-        dest = self.settings.destination(name)
+        self.settings.destination(name)
         if name.encode() not in set(
             cast(list[bytes], self.redis.hkeys(keys.registry_destinations()))
         ):
@@ -179,12 +185,6 @@ class Registry:
             return waiting
         self.redis.hdel(keys.registry_destinations(), name)
         self._changed()
-        if backlog == "dead-letter" and waiting:
-            from dispatcher.client import Dispatcher
-            from dispatcher.control import Control
-
-            self.sync(force=True)
-            Control(Dispatcher(self.settings)).dead_letter_orphan(name, dest.platform)
         return waiting
 
     def finish_draining(self, name: str) -> bool:

@@ -493,7 +493,7 @@ def destinations_remove(
     """Remove a registered destination; --backlog says what happens to its waiting events."""
     if backlog not in ("drain", "dead-letter", "keep"):
         raise ConfigurationError(f"--backlog must be drain, dead-letter or keep, not {backlog!r}")
-    waiting = _registry().remove(name, backlog)  # type: ignore[arg-type]
+    waiting = Control().remove_destination(name, backlog)  # type: ignore[arg-type]
     done = {"drain": "removed once its backlog is delivered", "keep": "removed; its events stay",
             "dead-letter": "removed; its events are dead letters"}  # fmt: skip
     console.print(f"{name}: {done[backlog] if waiting else 'removed'} ({waiting} waiting)")

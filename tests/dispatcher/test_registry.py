@@ -11,7 +11,7 @@ import pytest
 import redis
 from cryptography.fernet import Fernet
 
-from dispatcher import ConfigurationError, DeadLetters, Dispatcher, Settings, keys
+from dispatcher import ConfigurationError, Control, DeadLetters, Dispatcher, Settings, keys
 from dispatcher.settings import LinkedInSettings
 from tests.pipeline.events import full_conversion, linkedin
 from workers.engine import DrainStatus, Engine
@@ -124,7 +124,7 @@ def test_removal_with_a_backlog_follows_the_policy(
     with Dispatcher(keyed) as admin:
         admin.registry.add("li-gone", {"platform": "linkedin", "token": "t"})
         admin.enqueue_many([linkedin(i, "gone") for i in range(3)], "li-gone")
-        assert admin.registry.remove("li-gone", policy) == 3
+        assert Control(admin).remove_destination("li-gone", policy) == 3
         if policy == "keep":
             assert redis_client.xlen(keys.stream("li-gone")) == 3
             assert "li-gone" not in admin.settings.destinations
@@ -141,6 +141,16 @@ def test_removal_with_a_backlog_follows_the_policy(
             admin.registry.sync(force=True)
             assert "li-gone" not in admin.settings.destinations
             assert len(seen) == 1
+
+
+def test_the_registry_alone_does_not_dead_letter(keyed: Settings) -> None:
+    # Given a registered destination, when the registry alone is asked to dead-letter it
+    with Dispatcher(keyed) as admin:
+        admin.registry.add("li-dl", {"platform": "linkedin", "token": "t"})
+        with pytest.raises(ConfigurationError, match="remove_destination"):
+            admin.registry.remove("li-dl", "dead-letter")
+        # Then it refuses, and the destination stays
+        assert "li-dl" in admin.settings.destinations
 
 
 def test_routes_registered_at_runtime_fan_out(keyed: Settings, redis_client: redis.Redis) -> None:

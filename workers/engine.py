@@ -459,7 +459,11 @@ class Engine:
                 raise
             acked, dead = settling()
         if acked or dead or s.retry:
-            log.info(
+            # A line per batch is noise in a text log, but what a log pipeline counts
+            # batches by: JSON logs keep it at INFO (the README promises it there).
+            level = logging.INFO if self.settings.log_format == "json" else logging.DEBUG
+            log.log(
+                level,
                 "destination %s batch %s: %d delivered, %d dead, %d to retry (HTTP %s)",
                 target.name, s.batch_id or "-", acked, dead, len(s.retry), s.status or "-",
                 extra={"destination": target.name, "platform": target.destination.platform,

@@ -375,3 +375,25 @@ def test_a_lease_that_runs_out_during_a_call_settles_only_if_nobody_took_it(
     else:
         assert report.delivered == 3
         assert redis_client.xlen(keys.stream("li-main")) == 0
+
+
+@pytest.mark.parametrize(("log_format", "level"), [("text", "DEBUG"), ("json", "INFO")])
+def test_a_settled_batch_is_logged_at_info_only_for_json_logs(
+    fast: Settings,
+    redis_client: redis.Redis,
+    caplog: pytest.LogCaptureFixture,
+    log_format: str,
+    level: str,
+) -> None:
+    # Given an event waiting, and workers logging in `log_format`
+    chosen = fast.model_copy(update={"log_format": log_format})
+    Dispatcher(chosen).enqueue(linkedin(1), "li-main")
+    # When it is delivered
+    with caplog.at_level("DEBUG", logger="workers.engine"):
+        engine_for(chosen, redis_client, ok).drain("li-main")
+    # Then its batch's line carries the delivery fields, at DEBUG in text and INFO in JSON
+    [record] = [vars(r) for r in caplog.records if hasattr(r, "outcome")]
+    assert record["levelname"] == level
+    assert (record["destination"], record["events"]) == ("li-main", 1)
+    assert record["outcome"] == "delivered"
+    assert record["batch"]

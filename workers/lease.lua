@@ -118,13 +118,21 @@ if op == 'renew' then
   end
   return 0
 end
-if holder ~= token then return -1 end
+-- The drain's duration, for the metrics (workers/metrics.py): counted whether or not the
+-- lease was still ours, since the drain ran either way.
+local function count_drain()
+  if ARGV[9] ~= '' then
+    redis.call('HINCRBY', KEYS[5], ARGV[10], 1)
+    redis.call('HINCRBYFLOAT', KEYS[5], 'sum', ARGV[9])
+  end
+end
+if holder ~= token then
+  count_drain()
+  return -1
+end
 redis.call('DEL', KEYS[1])
 redis.call('HDEL', KEYS[4], 'lease_holder')
-if ARGV[9] ~= '' then  -- the drain's duration, for the metrics (workers/metrics.py)
-  redis.call('HINCRBY', KEYS[5], ARGV[10], 1)
-  redis.call('HINCRBYFLOAT', KEYS[5], 'sum', ARGV[9])
-end
+count_drain()
 local batch, max_wait = tonumber(ARGV[5]), tonumber(ARGV[6])
 local not_before, recheck = tonumber(ARGV[7]), tonumber(ARGV[8])
 local st = redis.call('HMGET', KEYS[4], 'paused', 'next_at_ms')

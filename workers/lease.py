@@ -27,7 +27,7 @@ from dispatcher import keys
 from dispatcher.settings import PlatformSettings, Settings
 from dispatcher.storage import lua
 from workers.limiter import Limit, Limiter
-from workers.metrics import DRAIN_BUCKETS, bucket_field, record_drain
+from workers.metrics import DRAIN_BUCKETS, bucket_field
 
 log = logging.getLogger(__name__)
 
@@ -106,22 +106,20 @@ class Lease:
         self, table: PlatformSettings, not_before_ms: int = 0, drain_s: float | None = None
     ) -> int:
         """Stop the heartbeat, give the lease back and write the next due time; with
-        `drain_s`, count the drain's duration in the platform's drain histogram."""
+        `drain_s`, count the drain's duration in the platform's drain histogram (even if
+        another drain has taken the lease over: -1 then)."""
         _heartbeat().remove(self)
         self._held = False
         recheck_ms = int(self.settings.pause_recheck_s * 1000)
         max_wait_ms = int(table.max_wait_s * 1000)
         seconds = "" if drain_s is None else repr(drain_s)
         bucket = "" if drain_s is None else bucket_field(DRAIN_BUCKETS, drain_s)
-        due = int(
+        return int(
             self._op(
                 "release", [keys.drain_latency(self.platform)],
                 table.batch_size, max_wait_ms, not_before_ms, recheck_ms, seconds, bucket,
             )
         )  # fmt: skip
-        if due == -1 and drain_s is not None:  # not ours any more: count the drain anyway
-            record_drain(self.redis, self.platform, drain_s)
-        return due
 
 
 _script_cache: list[Script] = []

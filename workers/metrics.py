@@ -45,14 +45,6 @@ def bucket_field(bounds: tuple[float, ...], seconds: float) -> str:
     return "le:+Inf"
 
 
-def record_drain(client: redis.Redis, platform: str, seconds: float) -> None:
-    """Count one drain's duration in the platform's drain histogram."""
-    pipe = client.pipeline(transaction=False)
-    pipe.hincrby(keys.drain_latency(platform), bucket_field(DRAIN_BUCKETS, seconds), 1)
-    pipe.hincrbyfloat(keys.drain_latency(platform), "sum", seconds)
-    pipe.execute()
-
-
 class RedisCollector(Collector):
     """Collects every destination's state from Redis on each scrape."""
 

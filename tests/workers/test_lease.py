@@ -93,6 +93,25 @@ def test_a_held_lease_is_refused_and_a_stale_holder_is_fenced(
     assert second.release(table) >= 0
 
 
+def test_the_drain_duration_is_counted_whoever_holds_the_lease(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    table = settings.platform("linkedin")
+    # Given a drain whose lease another drain took over, and a drain that kept its own
+    first = lease(settings, redis_client)
+    assert first.start(table, []) is not None
+    redis_client.delete(keys.lease("li-main"))
+    second = lease(settings, redis_client)
+    assert second.start(table, []) is not None
+    # When both release with their durations
+    assert first.release(table, drain_s=0.2) == -1
+    assert second.release(table, drain_s=3.0) >= 0
+    # Then the platform's drain histogram counts both
+    histogram = redis_client.hgetall(keys.drain_latency("linkedin"))
+    assert (histogram[b"le:0.25"], histogram[b"le:5"]) == (b"1", b"1")
+    assert float(histogram[b"sum"]) == 3.2
+
+
 def test_one_heartbeat_keeps_every_lease_of_the_process(
     settings: Settings, redis_client: redis.Redis
 ) -> None:

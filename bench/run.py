@@ -334,8 +334,8 @@ def _now_ms() -> int:
 
 
 def enqueue(producer: Dispatcher, events: list[dict[str, Any]], destination: str) -> None:
-    for i in range(0, len(events), CHUNK):
-        producer.enqueue_many(events[i : i + CHUNK], destination)
+    """One bulk call: the producer writes chunk k while it validates chunk k + 1."""
+    producer.enqueue_many(events, destination)
 
 
 # -- the figures ----------------------------------------------------------------------------

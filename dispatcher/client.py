@@ -15,7 +15,7 @@ import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import Any, Literal, NamedTuple, cast
 
 import redis
 import redis.asyncio
@@ -30,9 +30,9 @@ from dispatcher.errors import (
 )
 from dispatcher.events import PlatformEvent, model_for
 from dispatcher.registry import Registry
-from dispatcher.settings import Settings, get_settings
+from dispatcher.settings import Destination, Settings, get_settings
 from dispatcher.storage import aconnect, connect, translate_redis_errors
-from dispatcher.validation import refusing
+from dispatcher.validation import REFUSED, refusal, refusing
 from dispatcher.writer import CHUNK_EVENTS, Refused, Writer
 
 RULE_NAMES_TTL_S = 60.0  # how long a producer trusts the rule names it read
@@ -43,8 +43,7 @@ AsyncRedis = redis.asyncio.Redis
 EventInput = PlatformEvent | Mapping[str, Any]
 
 
-@dataclass(frozen=True)
-class Receipt:
+class Receipt(NamedTuple):
     """Proof that one event is stored durably and will be delivered or dead-lettered."""
 
     event_id: str
@@ -75,6 +74,15 @@ class Plan:
     groups: dict[str, list[tuple[str, bytes, int]]] = field(default_factory=dict)
     receipts: list[Receipt] = field(default_factory=list)
     rejected: list[FieldError] = field(default_factory=list)
+
+    def add(self, destination: str, model: PlatformEvent) -> None:
+        """Add a validated event's script arguments and its receipt."""
+        event_id, payload = model.to_payload()
+        self.groups.setdefault(destination, []).append((event_id, payload, model.happened_at_ms()))
+        self.receipts.append(Receipt(event_id, destination))
+
+
+Target = tuple[str, Destination]  # a destination id and its settings, resolved once a call
 
 
 class Dispatcher:
@@ -263,15 +271,15 @@ class Dispatcher:
             message = f"must be an iterable of events, not {type(events).__name__}"
             raise InvalidEventError([FieldError("events", message)])
         index = 0
+        targets: dict[str | None, Target] = {}  # by the input's platform, once a call
         for chunk in _chunked(events, CHUNK_EVENTS):
             plan = Plan()
             for raw in chunk:
                 try:
-                    name, model = self._validate(raw, destination, index)
-                    with refusing(index):
-                        _add(plan, name, model)
-                except InvalidEventError as exc:
-                    plan.rejected.extend(exc.errors)
+                    name, model = self._validate(raw, destination, targets)
+                    plan.add(name, model)
+                except REFUSED as exc:
+                    plan.rejected.extend(refusal(exc, index).errors)
                 index += 1
             if plan.rejected and on_invalid == "raise":
                 raise InvalidEventError(plan.rejected)
@@ -291,12 +299,12 @@ class Dispatcher:
             events, skipped = fan_out(
                 conversion,
                 self.settings,
-                lambda raw, name: self._validate(raw, name, None)[1],
+                lambda raw, name: self._validate(raw, name)[1],
                 self._rule_urn,
             )
             for name, model in events:
                 with refusing():
-                    _add(one, name, model)
+                    one.add(name, model)
             for name, rows in one.groups.items():
                 plan.groups.setdefault(name, []).extend(rows)
             fanned.append(FanOutReceipt(one.receipts, skipped))
@@ -331,36 +339,42 @@ class Dispatcher:
         if self.registry.due():
             await asyncio.to_thread(self._sync)
 
-    def _validate(
-        self, raw: EventInput, destination: str | None, index: int | None
-    ) -> tuple[str, PlatformEvent]:
-        if isinstance(raw, PlatformEvent):
-            name = self._resolve(raw.platform, destination)
-            with refusing(index):  # validated again: the caller may have changed it since
-                model = type(raw).model_validate(raw)
-        else:
-            name = self._resolve(None, destination)
-            platform = self.settings.destination(name).platform
-            with refusing(index):
-                model = model_for(platform).model_validate(raw)
+    def _target(self, platform: str | None, destination: str | None) -> Target:
+        """The destination events of `platform` go to, checked to take new events."""
+        name = self._resolve(platform, destination)
         dest = self.settings.destination(name)
         if not dest.enabled or dest.draining:
             why = "is disabled" if not dest.enabled else "is being removed (draining)"
             raise ConfigurationError(f"destination {name!r} {why}: it takes no new events")
-        if model.platform != dest.platform:
+        if platform is not None and platform != dest.platform:
             raise ConfigurationError(
-                f"a {model.platform} event cannot go to {dest.platform} destination {name!r}"
+                f"a {platform} event cannot go to {dest.platform} destination {name!r}"
             )
+        return name, dest
+
+    def _validate(
+        self,
+        raw: EventInput,
+        destination: str | None,
+        targets: dict[str | None, Target] | None = None,
+    ) -> tuple[str, PlatformEvent]:
+        """The validated model of `raw` and where it goes; `targets` caches the resolved
+        destinations of one call (the hot path resolves each once, not once per event)."""
+        platform = raw.platform if isinstance(raw, PlatformEvent) else None
+        target = targets.get(platform) if targets is not None else None
+        if target is None:
+            target = self._target(platform, destination)
+            if targets is not None:
+                targets[platform] = target
+        name, dest = target
+        if isinstance(raw, PlatformEvent):
+            model = type(raw).model_validate(raw)  # again: the caller may have changed it
+        else:
+            model = model_for(dest.platform).model_validate(raw)
         problems = model.policy_errors(dest)
         if problems:
-            raise InvalidEventError([FieldError(f, m, index) for f, m in problems])
+            raise InvalidEventError([FieldError(f, m) for f, m in problems])
         return name, model
-
-
-def _add(plan: Plan, destination: str, model: PlatformEvent) -> None:
-    event_id, payload = model.to_payload()
-    plan.groups.setdefault(destination, []).append((event_id, payload, model.happened_at_ms()))
-    plan.receipts.append(Receipt(event_id, destination))
 
 
 def _chunked(items: Iterable[Any], size: int) -> Iterator[list[Any]]:

@@ -17,6 +17,7 @@ _EMAIL = re.compile(
     r"^[^@\s\"(),:;<>\[\\\]]{1,64}@(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+[^\W\d_]{2,63}$"
 )
 _INVISIBLE = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Zs"}  # controls, bidi marks, spaces
+_ASCII_INVISIBLE = re.compile(r"[\x00-\x20\x7f]")  # the same, for ASCII text
 _NOT_DIGIT = re.compile(r"[^0-9]")
 
 
@@ -27,7 +28,10 @@ def is_sha256(value: str) -> bool:
 
 def is_email(value: str) -> bool:
     """Whether `value` is an email address: no controls, bidi marks or spaces anywhere."""
-    if any(unicodedata.category(c) in _INVISIBLE for c in value):
+    if value.isascii():
+        if _ASCII_INVISIBLE.search(value):
+            return False
+    elif any(unicodedata.category(c) in _INVISIBLE for c in value):
         return False
     return _EMAIL.match(value) is not None
 

@@ -128,6 +128,12 @@ def drain_latency(platform: str) -> str:
     return f"{PREFIX}:drainlatency:{platform}"
 
 
+def schedulers(platform: str) -> str:
+    """Sorted set, the roll of live workers: "<pool slots>|<worker>" -> epoch ms until which
+    that worker counts as consuming `platform`'s queue (renewed by its scheduler)."""
+    return f"{PREFIX}:schedulers:{platform}"
+
+
 def tracker(platform: str) -> str:
     """Held while a job-tracking task of `platform` is queued or running."""
     return f"{PREFIX}:tracker:{platform}"

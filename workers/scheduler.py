@@ -34,13 +34,6 @@ ALIVE_S = 10.0  # a worker whose scheduler has not looked for this long counts n
 PRESENCE_S = 1.0  # how often a scheduler renews its worker's place in the roll
 
 
-def schedulers_key(platform: str) -> str:
-    """Sorted set: "<pool slots>|<worker>" -> epoch ms until which that worker counts as
-    consuming `platform`'s queue (written by every scheduler tick)."""
-    # Belongs with the other key names in dispatcher/keys.py (kept here: not this change's file).
-    return f"{keys.PREFIX}:schedulers:{platform}"
-
-
 def split(names: list[str], slots: int, max_size: int) -> list[list[str]]:
     """`names` as drain tasks: at least `min(len(names), slots)` of them, so every live
     pool slot gets work (8 due destinations and 2 worker processes: 2 tasks of 4, not 1
@@ -95,7 +88,7 @@ class Scheduler:
         self.keys = [
             k
             for p in self.platforms
-            for k in (keys.due(p), keys.open_jobs(p), keys.tracker(p), schedulers_key(p))
+            for k in (keys.due(p), keys.open_jobs(p), keys.tracker(p), keys.schedulers(p))
         ]
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -8,7 +8,7 @@ from typing import Any
 import redis
 
 from dispatcher import Settings, keys
-from workers.scheduler import DRAIN_TASK, Scheduler, schedulers_key, split
+from workers.scheduler import DRAIN_TASK, Scheduler, split
 
 
 class Recorder:
@@ -87,14 +87,14 @@ def test_a_worker_that_stopped_looking_no_longer_counts(
     settings: Settings, redis_client: redis.Redis
 ) -> None:
     # Given a worker with 4 slots whose last look was long ago, and one live worker
-    redis_client.zadd(schedulers_key("linkedin"), {"4|gone": time.time() * 1000 - 1})
+    redis_client.zadd(keys.schedulers("linkedin"), {"4|gone": time.time() * 1000 - 1})
     live, sent = scheduler(settings, redis_client, 1, "host-1")
     # When 8 destinations are due
     make_due(redis_client, 8)
     live.tick()
     # Then they go as one task (the gone worker's slots are not counted) and it is forgotten
     assert sent.drains() == [[f"li-{i}" for i in range(8)]]
-    assert redis_client.zrange(schedulers_key("linkedin"), 0, -1) == [b"1|host-1"]
+    assert redis_client.zrange(keys.schedulers("linkedin"), 0, -1) == [b"1|host-1"]
 
 
 def test_a_changed_pool_size_replaces_the_worker_s_entry(
@@ -106,7 +106,7 @@ def test_a_changed_pool_size_replaces_the_worker_s_entry(
     worker.slots = 3
     worker.tick()
     # Then it counts once, with 3
-    assert redis_client.zrange(schedulers_key("linkedin"), 0, -1) == [b"3|host-1"]
+    assert redis_client.zrange(keys.schedulers("linkedin"), 0, -1) == [b"3|host-1"]
 
 
 def test_a_full_claim_looks_again_at_once_a_partial_one_waits_a_tick(
@@ -130,9 +130,9 @@ def test_the_roll_is_renewed_once_a_second_not_on_every_look(
     # Given a worker whose scheduler has just looked
     worker, _ = scheduler(settings, redis_client, 1, "host-1")
     worker.tick()
-    first = redis_client.zscore(schedulers_key("linkedin"), "1|host-1")
+    first = redis_client.zscore(keys.schedulers("linkedin"), "1|host-1")
     # When it looks again at once
     time.sleep(0.01)
     worker.tick()
     # Then its place in the roll was not rewritten (an idle look stays a small read)
-    assert redis_client.zscore(schedulers_key("linkedin"), "1|host-1") == first
+    assert redis_client.zscore(keys.schedulers("linkedin"), "1|host-1") == first

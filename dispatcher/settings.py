@@ -378,7 +378,9 @@ class Settings(BaseSettings):
     dispatch_claim_s: float = Field(
         default=5.0, gt=0, description="A sent drain task that has not started by then is resent."
     )
-    drain_group_size: int = Field(default=16, gt=0, description="Destinations per drain task.")
+    drain_group_size: int = Field(
+        default=16, gt=0, description="At most this many destinations per drain task."
+    )
     drain_parallel: int = Field(
         default=8, gt=0, description="Destinations of one drain task drained at once."
     )

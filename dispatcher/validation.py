@@ -74,7 +74,7 @@ class _RefusingMeta(ModelMetaclass):
     pydantic validates a model with a custom `__init__` through that Python method, which
     would double the cost of every `model_validate`."""
 
-    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return super().__call__(*args, **kwargs)
         except REFUSED as exc:

@@ -66,7 +66,8 @@ class PlatformEvent(Refusing):
         producer that sends the same event twice gets the same id and the platform
         deduplicates it.
         """
-        body = self.model_dump_json(by_alias=True, exclude_none=True).encode()
+        # The serializer itself: model_dump_json's wrapper costs a tenth of the call.
+        body = self.__pydantic_serializer__.to_json(self, by_alias=True, exclude_none=True)
         if b"@" in body or b"%40" in body or b'"+' in body:
             refuse_personal_text(json.loads(body))
         event_id = self.given_event_id()

@@ -10,7 +10,14 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, ClassVar
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
 
 from dispatcher.currencies import Currency
 from dispatcher.events.base import STRICT, PlatformEvent, aware_to_epoch, check_event_time
@@ -42,11 +49,11 @@ class UserId(_Part):
     id_type: IdType = Field(alias="idType")
     id_value: str = Field(alias="idValue", min_length=1, max_length=512)
 
-    @model_validator(mode="after")
-    def _hash_email(self) -> UserId:
-        if self.id_type is IdType.SHA256_EMAIL:
-            self.id_value = hash_email(self.id_value)
-        return self
+    @field_validator("id_value")
+    @classmethod
+    def _hash_email(cls, value: str, info: ValidationInfo) -> str:
+        # id_type is declared first, so it is validated (or missing) by now.
+        return hash_email(value) if info.data.get("id_type") is IdType.SHA256_EMAIL else value
 
 
 class UserInfo(_Part):
@@ -105,15 +112,10 @@ class LinkedInConversionEvent(PlatformEvent):
     event_id: str | None = Field(default=None, alias="eventId", min_length=1, max_length=256)
     user: ConversionUser
 
-    @field_validator("conversion_happened_at", mode="before")
+    @field_validator("conversion_happened_at", mode="wrap")
     @classmethod
-    def _datetime_to_ms(cls, value: object) -> object:
-        return aware_to_epoch(value, per_second=1000)
-
-    @field_validator("conversion_happened_at")
-    @classmethod
-    def _in_window(cls, value: int) -> int:
-        return check_event_time(value, WINDOW_MS)
+    def _in_window(cls, value: object, handler: ValidatorFunctionWrapHandler) -> int:
+        return check_event_time(handler(aware_to_epoch(value, per_second=1000)), WINDOW_MS)
 
     def happened_at_ms(self) -> int:
         return self.conversion_happened_at

@@ -10,7 +10,10 @@ polled once a second; the moment of completion is the sandbox's own timestamp of
 accepted call (`/_sandbox/received?summary=1`, read once at the end), so the poll interval
 does not inflate the times.
 
-(a)  bulk enqueue: one producer process, `Dispatcher.enqueue_many` in chunks of 5,000;
+(a)  bulk enqueue: one producer process, one `Dispatcher.enqueue_many` call (the producer
+     writes in chunks of 5,000 and validates chunk k+1 while chunk k is written); with it
+     (as) and (ai): Redis bytes per waiting event (the stream's MEMORY USAGE over the
+     events) and per event of the idempotency index;
 (a0) the same validation, hashing, policy checks and serialisation per event, no Redis;
 (b)  draining a backlog already in Redis: one worker, from the moment the destination is
      made due until the sandbox accepted the last event;
@@ -43,7 +46,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import httpx
@@ -341,8 +344,10 @@ def enqueue(producer: Dispatcher, events: list[dict[str, Any]], destination: str
 # -- the figures ----------------------------------------------------------------------------
 
 
-def enqueue_rate(bench: Bench, n: int, seed: int) -> float:
-    """(a) events/s: validation, hashing and one Lua call per chunk of 5,000."""
+def enqueue_rate(bench: Bench, n: int, seed: int, memory: dict[str, list[float]]) -> float:
+    """(a) events/s: validation, hashing and one Lua call per chunk of 5,000; the bytes
+    Redis holds per waiting event (the stream) and per event id (the idempotency index)
+    are added to `memory`."""
     bench.reset()
     settings = bench.configure(destinations(1))
     events = demo.linkedin_events(n, seed=seed)
@@ -351,6 +356,9 @@ def enqueue_rate(bench: Bench, n: int, seed: int) -> float:
     started = time.perf_counter()
     enqueue(producer, events, "bench-li")
     elapsed = time.perf_counter() - started
+    for what, key in (("stream", keys.stream("bench-li")), ("ids", keys.event_ids("bench-li"))):
+        used = cast(int, producer.redis.memory_usage(key, samples=0))
+        memory.setdefault(what, []).append(used / n)
     producer.close()
     return n / elapsed
 
@@ -603,7 +611,12 @@ def main(argv: list[str] | None = None) -> int:
         bench.start()
         if "a" in only:
             fa = Figure("a", f"bulk enqueue, one producer ({n:,} events)", "events/s")
-            figures["a"] = repeat(fa, runs, lambda i: enqueue_rate(bench, n, 10 + i))
+            memory: dict[str, list[float]] = {}
+            figures["a"] = repeat(fa, runs, lambda i: enqueue_rate(bench, n, 10 + i, memory))
+            for key, what in (("as", "stream"), ("ai", "ids")):
+                label = f"Redis bytes per event, {what} (MEMORY USAGE / events)"
+                figures[key] = Figure(key, label, "B", runs=memory[what])
+                print(f"  {figures[key].line()}", flush=True)
             fa0 = Figure("a0", "validate + hash + serialise only, no Redis", "events/s")
             figures["a0"] = repeat(fa0, runs, lambda i: plan_rate(bench, n, 10 + i))
         if "b" in only:

@@ -16,6 +16,7 @@ import redis
 
 from dispatcher import keys
 from dispatcher.client import Dispatcher, Plan
+from dispatcher.compact import expand
 from dispatcher.errors import ConfigurationError, DispatcherError
 from dispatcher.settings import PLATFORMS
 from dispatcher.storage import translate_redis_errors
@@ -89,7 +90,7 @@ class DeadLetter:
             attempts=int(text.get("attempts", "0")),
             failed_at_ms=int(text.get("at", "0")),
             happened_at_ms=int(text.get("t", "0")),
-            payload=fields[b"p"],
+            payload=expand(fields[b"p"]),
         )
 
 

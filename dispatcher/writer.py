@@ -2,8 +2,8 @@
 
 Each call appends at most `CHUNK_EVENTS` events of one destination, all or none, so no
 call holds Redis for long and every script touches one destination (one Cluster slot).
-Before writing, the memory guard refuses once Redis is past `memory_high_watermark` of
-its `maxmemory`.
+Payloads are stored packed (`dispatcher.compact`). Before writing, the memory guard
+refuses once Redis is past `memory_high_watermark` of its `maxmemory`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import redis
 import redis.asyncio
 
 from dispatcher import keys
+from dispatcher.compact import pack
 from dispatcher.errors import BackpressureError, StorageError
 from dispatcher.settings import Settings
 from dispatcher.storage import lua, translate_redis_errors
@@ -56,7 +57,7 @@ class Writer:
         ]  # fmt: skip
         for event_id, payload, at_ms in rows:
             # Bytes pass through redis-py's encoder untouched: this loop is the hot path.
-            args += [payload, event_id.encode(), b"%d" % at_ms]
+            args += [pack(platform, payload), event_id.encode(), b"%d" % at_ms]
         return args
 
     def write(self, client: redis.Redis, groups: Mapping[str, Rows], dedup: bool = True) -> Refused:

@@ -26,6 +26,7 @@ import httpx
 import redis
 
 from dispatcher import keys
+from dispatcher.compact import expand_all
 from dispatcher.errors import ConfigurationError, UnknownDestinationError
 from dispatcher.registry import Registry
 from dispatcher.settings import Settings
@@ -327,7 +328,7 @@ class Engine:
             if not mark_sending(self.redis, target.name, run.lease.token, batch_id, record):
                 raise FencedError(target.name)
             marked = True
-        payloads = [fields[b"p"] for _, fields in entries]
+        payloads = expand_all(dest.platform, [fields[b"p"] for _, fields in entries])
         n = len(entries)
         result = self.path.call(
             target,

@@ -21,6 +21,7 @@ from dispatcher import (
     Settings,
     keys,
 )
+from dispatcher.compact import expand
 from dispatcher.settings import LinkedInSettings
 
 NOW_MS = int(time.time() * 1000)
@@ -38,7 +39,7 @@ def event(i: int = 0, **overrides: Any) -> dict[str, Any]:
 
 
 def stored(client: redis.Redis, destination: str = "li-main") -> list[dict[str, Any]]:
-    return [json.loads(f[b"p"]) for _, f in client.xrange(keys.stream(destination))]
+    return [json.loads(expand(f[b"p"])) for _, f in client.xrange(keys.stream(destination))]
 
 
 def test_enqueue_stores_the_hashed_event_and_returns_a_receipt(

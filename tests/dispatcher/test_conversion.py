@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from dispatcher import Conversion, Destination, Dispatcher, InvalidEventError, Settings, keys
+from dispatcher.compact import expand
 from dispatcher.settings import LinkedInSettings, Route
 
 DESTINATIONS = {
@@ -57,7 +58,7 @@ def purchase(**overrides: object) -> Conversion:
 
 
 def stored(client: redis.Redis, destination: str) -> list[dict[str, object]]:
-    return [json.loads(f[b"p"]) for _, f in client.xrange(keys.stream(destination))]
+    return [json.loads(expand(f[b"p"])) for _, f in client.xrange(keys.stream(destination))]
 
 
 def test_a_purchase_reaches_every_routed_platform_in_its_own_shape(
@@ -81,7 +82,7 @@ def test_a_purchase_reaches_every_routed_platform_in_its_own_shape(
     (vn,) = stored(redis_client, "vn")
     assert vn["click_id"] == "5aae975a9b155cccddccefbe"
     assert vn["sub1"] == "shop"
-    raw = [bytes(f[b"p"]) for _, f in redis_client.xrange(keys.stream("pin"))]
+    raw = [expand(f[b"p"]) for _, f in redis_client.xrange(keys.stream("pin"))]
     assert not any(b"Jane.Doe" in payload for payload in raw)
 
 

@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from dispatcher import Destination, Dispatcher, InvalidEventError, Settings, keys
+from dispatcher.compact import expand
 from dispatcher.events.pinterest import ActionSource, EventName, PinterestConversionEvent
 from sandboxes.pinterest import check_event, contract_errors, listed
 
@@ -256,7 +257,7 @@ def test_the_stored_payload_validates_against_the_official_contract(
     # When the stored payload is read back from Redis
     entries: Any = redis_client.xrange(keys.stream("pin"))
     ((_, fields),) = entries
-    stored = json.loads(fields[b"p"])
+    stored = json.loads(expand(fields[b"p"]))
     # Then it is valid under Pinterest's contract and rules, hashed, and names its event_id
     assert contract_errors({"data": [stored]}) == []
     assert check_event(stored, time.time())[0] is None

@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from dispatcher import Destination, Dispatcher, InvalidEventError, Settings, keys
+from dispatcher.compact import expand
 from dispatcher.events import model_for
 from dispatcher.events.vnative import EVENT, VNativeConversion, dimension_key
 
@@ -204,7 +205,7 @@ def test_enqueue_stores_only_hashes_and_the_conversion_time(
     receipt = producer.enqueue(body | {"conversion_time": at_s}, "vn-main")
     # Then Redis holds the hashed email, never the raw one, and the time beside the payload
     [(_, fields)] = cast(list[Any], redis_client.xrange(keys.stream("vn-main")))
-    assert json.loads(fields[b"p"]) == {
+    assert json.loads(expand(fields[b"p"])) == {
         "click_id": "c1",
         "custom_dimensions": {"email": EMAIL_SHA256},
     }

@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from dispatcher import Destination, Dispatcher, InvalidEventError, Settings, keys
+from dispatcher.compact import expand
 from dispatcher.events import model_for
 from dispatcher.events.yandex import EVENT, YandexOfflineConversion
 from dispatcher.settings import YandexSettings
@@ -147,7 +148,7 @@ def test_enqueue_stores_a_valid_row(ym: Dispatcher, redis_client: redis.Redis) -
     assert len(entries) == 1
     fields = entries[0][1]
     assert fields[b"e"].decode() == receipt.event_id
-    assert json.loads(fields[b"p"])["ClientId"] == "157000000.1"
+    assert json.loads(expand(fields[b"p"]))["ClientId"] == "157000000.1"
 
 
 def test_a_row_with_the_wrong_identifier_is_refused_naming_it(

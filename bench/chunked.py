@@ -16,6 +16,8 @@ import os
 import httpx
 from celery import Celery
 
+from dispatcher.settings import LINKEDIN_VERSION
+
 CHUNK = 5000
 
 app = Celery("chunked", broker=os.environ.get("CONVDISP_REDIS_URL", "redis://127.0.0.1:6379/0"))
@@ -41,7 +43,7 @@ def send(events: list[str]) -> int:
         content=body,
         headers={
             "Authorization": "Bearer bench-token",
-            "LinkedIn-Version": os.environ.get("BENCH_LINKEDIN_VERSION", "202505"),
+            "LinkedIn-Version": os.environ.get("BENCH_LINKEDIN_VERSION", LINKEDIN_VERSION),
             "X-Restli-Protocol-Version": "2.0.0",
             "X-RestLi-Method": "BATCH_CREATE",
             "Content-Type": "application/json",

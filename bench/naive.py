@@ -10,6 +10,8 @@ import os
 import httpx
 from celery import Celery
 
+from dispatcher.settings import LINKEDIN_VERSION
+
 app = Celery("naive", broker=os.environ.get("CONVDISP_REDIS_URL", "redis://127.0.0.1:6379/0"))
 app.conf.update(task_acks_late=True, worker_prefetch_multiplier=1, task_ignore_result=True)
 _client: httpx.Client | None = None
@@ -26,7 +28,7 @@ def send(event_json: str) -> int:
         content=event_json,
         headers={
             "Authorization": "Bearer bench-token",
-            "LinkedIn-Version": os.environ.get("BENCH_LINKEDIN_VERSION", "202505"),
+            "LinkedIn-Version": os.environ.get("BENCH_LINKEDIN_VERSION", LINKEDIN_VERSION),
             "X-Restli-Protocol-Version": "2.0.0",
             "Content-Type": "application/json",
         },

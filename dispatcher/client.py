@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sized
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, cast
@@ -148,9 +148,14 @@ class Dispatcher:
         """
         out = BulkReceipt()
         writing: tuple[Plan, Future[Refused]] | None = None
+        # One chunk has nothing to overlap with: written here, without a thread handoff.
+        inline = isinstance(events, Sized) and len(events) <= CHUNK_EVENTS
         self._sync()
         try:
             for plan in self._plans(events, destination, on_invalid):
+                if inline:
+                    _collect_now(out, plan, self.writer.write(self.redis, plan.groups))
+                    continue
                 if writing is not None:
                     _collect(out, *writing)
                 writing = (

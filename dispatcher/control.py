@@ -9,7 +9,7 @@ from dispatcher.client import Dispatcher
 from dispatcher.errors import ConfigurationError
 from dispatcher.registry import Backlog
 from dispatcher.settings import PLATFORMS
-from dispatcher.storage import lua, translate_redis_errors
+from dispatcher.storage import run, translate_redis_errors
 from dispatcher.trace import Trace, trace
 
 
@@ -186,14 +186,14 @@ class Control:
             platform = platform or _text(recorded)
             if platform not in PLATFORMS:
                 raise ConfigurationError(f"name the platform of {destination!r} (--platform)")
-            script = lua("dispatcher", "orphans.lua")
             moved, total = 1, 0
             while moved:
                 moved = int(
-                    r.eval(
-                        script, 4, keys.stream(destination), keys.state(destination),
-                        keys.attempts(destination), keys.deadletters(platform), keys.GROUP,
-                        destination, ORPHAN_REASON.format(name=destination), 1000,
+                    run(
+                        r, "dispatcher", "orphans.lua",
+                        [keys.stream(destination), keys.state(destination),
+                         keys.attempts(destination), keys.deadletters(platform)],
+                        keys.GROUP, destination, ORPHAN_REASON.format(name=destination), 1000,
                     )
                 )  # fmt: skip
                 total += moved

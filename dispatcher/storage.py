@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import hashlib
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import cache
 from importlib import resources
+from typing import Any
 
 import redis
 import redis.asyncio
@@ -27,6 +29,61 @@ def aconnect(url: str) -> redis.asyncio.Redis:
 def lua(package: str, name: str) -> str:
     """The text of a Lua script shipped as package data next to its Python user."""
     return resources.files(package).joinpath(name).read_text()
+
+
+@cache
+def _sha(package: str, name: str) -> str:
+    return hashlib.sha1(lua(package, name).encode(), usedforsecurity=False).hexdigest()
+
+
+Call = tuple[Sequence[Any], Sequence[Any]]  # one script call's keys and arguments
+
+
+def run(client: redis.Redis, package: str, name: str, keys: Sequence[Any], *args: Any) -> Any:
+    """Run a shipped script by its SHA-1 (EVALSHA): its text goes to Redis only when Redis
+    does not know it yet (first use, or a restart), and then by EVAL, which also loads it."""
+    try:
+        return client.evalsha(_sha(package, name), len(keys), *keys, *args)
+    except redis.exceptions.NoScriptError:
+        return client.eval(lua(package, name), len(keys), *keys, *args)
+
+
+def run_all(client: redis.Redis, package: str, name: str, calls: Sequence[Call]) -> list[Any]:
+    """`run` for many calls of one script in one pipelined round trip (non-transactional);
+    each reply or error in call order. A call answered NOSCRIPT did not run: it runs again
+    by EVAL."""
+    pipe = client.pipeline(transaction=False)
+    for keys, args in calls:
+        pipe.evalsha(_sha(package, name), len(keys), *keys, *args)
+    replies = pipe.execute(raise_on_error=False)
+    missing = [i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)]
+    if missing:
+        pipe = client.pipeline(transaction=False)
+        for i in missing:
+            keys, args = calls[i]
+            pipe.eval(lua(package, name), len(keys), *keys, *args)
+        for i, reply in zip(missing, pipe.execute(raise_on_error=False), strict=True):
+            replies[i] = reply
+    return replies
+
+
+async def arun_all(
+    client: redis.asyncio.Redis, package: str, name: str, calls: Sequence[Call]
+) -> list[Any]:
+    """The asyncio twin of `run_all`."""
+    pipe = client.pipeline(transaction=False)
+    for keys, args in calls:
+        pipe.evalsha(_sha(package, name), len(keys), *keys, *args)
+    replies = await pipe.execute(raise_on_error=False)
+    missing = [i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)]
+    if missing:
+        pipe = client.pipeline(transaction=False)
+        for i in missing:
+            keys, args = calls[i]
+            pipe.eval(lua(package, name), len(keys), *keys, *args)
+        for i, reply in zip(missing, await pipe.execute(raise_on_error=False), strict=True):
+            replies[i] = reply
+    return list(replies)
 
 
 @contextmanager

@@ -20,8 +20,10 @@ from dispatcher import keys
 from dispatcher.compact import pack
 from dispatcher.errors import BackpressureError, StorageError
 from dispatcher.settings import Settings
-from dispatcher.storage import lua, translate_redis_errors
+from dispatcher.storage import Call, arun_all, run_all, translate_redis_errors
 
+ENQUEUE = ("dispatcher", "enqueue.lua")
+ENQUEUE_KEYS = 5  # stream, state, lease, due index, ids: the arguments that follow are ARGV
 CHUNK_EVENTS = 5_000  # events per script call (~10-20 ms inside Redis)
 MEMORY_CHECK_S = 1.0  # how long a reading of Redis's INFO memory is trusted
 BYTES_PER_ENTRY = 200  # a stream entry's overhead beyond its payload, for the estimate
@@ -68,9 +70,8 @@ class Writer:
             if self._stale():
                 self._seen(client.info("memory"))
             self._admit(groups)
-            pipe = client.pipeline(transaction=False)
-            calls = self._queue(pipe, groups, dedup)
-            return _outcome(calls, pipe.execute(raise_on_error=False))
+            calls = self.calls(groups, dedup)
+            return _outcome(calls, run_all(client, *ENQUEUE, [_split(a) for _, a in calls]))
 
     async def awrite(
         self, client: redis.asyncio.Redis, groups: Mapping[str, Rows], dedup: bool = True
@@ -82,19 +83,9 @@ class Writer:
             if self._stale():
                 self._seen(await client.info("memory"))
             self._admit(groups)
-            apipe = client.pipeline(transaction=False)
-            calls = self._queue(apipe, groups, dedup)
-            return _outcome(calls, await apipe.execute(raise_on_error=False))
-
-    def _queue(
-        self, pipe: Any, groups: Mapping[str, Rows], dedup: bool
-    ) -> list[tuple[str, list[Any]]]:
-        """Queue every script call of `groups` on `pipe` (sync or asyncio); the calls."""
-        calls = self.calls(groups, dedup)
-        script = lua("dispatcher", "enqueue.lua")
-        for _, args in calls:
-            pipe.eval(script, 5, *args)
-        return calls
+            calls = self.calls(groups, dedup)
+            replies = await arun_all(client, *ENQUEUE, [_split(a) for _, a in calls])
+            return _outcome(calls, replies)
 
     # -- the memory guard: refuse before Redis itself refuses writes ---------------------
 
@@ -117,6 +108,10 @@ class Writer:
                 raise BackpressureError.memory(watermark)
             for rows in groups.values():
                 self._used += sum(len(p) for _, p, _ in rows) + BYTES_PER_ENTRY * len(rows)
+
+
+def _split(args: list[Any]) -> Call:
+    return args[:ENQUEUE_KEYS], args[ENQUEUE_KEYS:]
 
 
 def _outcome(calls: list[tuple[str, list[Any]]], replies: list[Any]) -> Refused:

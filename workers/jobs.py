@@ -22,7 +22,7 @@ import redis
 
 from dispatcher import keys
 from dispatcher.settings import Settings
-from dispatcher.storage import lua
+from dispatcher.storage import run
 from workers.adapters import JobAdapter, JobState, adapter_for
 from workers.adapters.base import retry_after_s
 from workers.limiter import Limiter
@@ -167,8 +167,8 @@ def _claim_due(
     claimed = []
     for raw_id in due:
         job_id = raw_id.decode()
-        if not client.eval(
-            lua("workers", "claim_job.lua"), 1, keys.open_jobs(platform), job_id, now_ms,
+        if not run(
+            client, "workers", "claim_job.lua", [keys.open_jobs(platform)], job_id, now_ms,
             now_ms + hold_ms,
         ):  # fmt: skip
             continue  # another tracker has it

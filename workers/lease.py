@@ -21,11 +21,10 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
-from redis.commands.core import Script
 
 from dispatcher import keys
 from dispatcher.settings import PlatformSettings, Settings
-from dispatcher.storage import lua
+from dispatcher.storage import run, run_all
 from workers.limiter import Limit, Limiter
 from workers.metrics import DRAIN_BUCKETS, bucket_field
 
@@ -62,7 +61,7 @@ class Lease:
 
     def _op(self, op: str, extra_keys: Sequence[str], *extra: Any) -> Any:
         args = [op, self.token, self.ms, self.name, *extra]
-        return _script(self.redis)(keys=[*self.keys, *extra_keys], args=args, client=self.redis)
+        return run(self.redis, "workers", "lease.lua", [*self.keys, *extra_keys], *args)
 
     def start(
         self, table: PlatformSettings, limits: Sequence[Limit], read: bool = True
@@ -120,16 +119,6 @@ class Lease:
                 table.batch_size, max_wait_ms, not_before_ms, recheck_ms, seconds, bucket,
             )
         )  # fmt: skip
-
-
-_script_cache: list[Script] = []
-
-
-def _script(client: redis.Redis) -> Script:
-    """lease.lua run by EVALSHA (it is long: its text is not sent on every call)."""
-    if not _script_cache:
-        _script_cache.append(Script(client, lua("workers", "lease.lua")))
-    return _script_cache[0]
 
 
 class _Heartbeat:
@@ -202,16 +191,13 @@ def _renew_all(leases: list[Lease]) -> list[bool]:
     by_client: dict[int, list[int]] = {}
     for i, lease in enumerate(leases):
         by_client.setdefault(id(lease.redis), []).append(i)
-    text = lua("workers", "lease.lua")
     for members in by_client.values():
-        pipe = leases[members[0]].redis.pipeline(transaction=False)
-        for i in members:
-            lease = leases[i]
-            pipe.eval(
-                text, len(lease.keys), *lease.keys, "renew", lease.token, lease.ms, lease.name
-            )
+        calls = [
+            (leases[i].keys, ("renew", leases[i].token, leases[i].ms, leases[i].name))
+            for i in members
+        ]
         try:
-            replies = pipe.execute(raise_on_error=False)
+            replies = run_all(leases[members[0]].redis, "workers", "lease.lua", calls)
         except redis.RedisError as exc:  # Redis away: the leases may run out; settle checks
             log.warning("lease renewal failed for %d destinations: %s", len(members), exc)
             continue

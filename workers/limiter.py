@@ -17,7 +17,7 @@ import redis
 
 from dispatcher import keys
 from dispatcher.settings import PlatformSettings
-from dispatcher.storage import lua
+from dispatcher.storage import run
 
 
 @dataclass(frozen=True)
@@ -50,15 +50,12 @@ class Limiter:
 
     def acquire(self) -> float:
         """Take one call from every scope; 0.0 if it may go now, else seconds to wait."""
-        wait_ms = self.client.eval(
-            lua("workers", "limiter.lua"), len(self.keys), *self.keys, *self.args
-        )
+        wait_ms = run(self.client, "workers", "limiter.lua", self.keys, *self.args)
         return int(wait_ms) / 1000.0
 
     def peek(self) -> float:
         """Seconds until a call could take its tokens (0.0: now); takes nothing."""
-        script = lua("workers", "limiter.lua")
-        wait_ms = self.client.eval(script, len(self.keys), *self.keys, *self.args, "peek")
+        wait_ms = run(self.client, "workers", "limiter.lua", self.keys, *self.args, "peek")
         return int(wait_ms) / 1000.0
 
     def block_until(self, until_ms: int, scopes: Sequence[str] | None = None) -> None:
@@ -66,7 +63,7 @@ class Limiter:
         for limit in self.limits:
             if scopes is None or limit.scope.split(":", 1)[0] in scopes or limit.scope in scopes:
                 key = keys.blocked(limit.platform, limit.scope)
-                self.client.eval(lua("workers", "block.lua"), 1, key, until_ms)
+                run(self.client, "workers", "block.lua", [key], until_ms)
 
 
 class InFlight:
@@ -80,16 +77,16 @@ class InFlight:
 
     def acquire(self, holder: str) -> bool:
         """Take a slot for `holder`; False when all are taken."""
-        script = lua("workers", "semaphore.lua")
         return bool(
-            self.client.eval(script, 1, self.key, "acquire", self.limit, holder, self.hold_ms)
-        )
+            run(
+                self.client, "workers", "semaphore.lua", [self.key],
+                "acquire", self.limit, holder, self.hold_ms,
+            )
+        )  # fmt: skip
 
     def release(self, holder: str) -> None:
         """Give the slot back."""
-        self.client.eval(
-            lua("workers", "semaphore.lua"), 1, self.key, "release", self.limit, holder, 0
-        )
+        run(self.client, "workers", "semaphore.lua", [self.key], "release", self.limit, holder, 0)
 
 
 class _NoCap:

@@ -24,7 +24,7 @@ from celery import Celery, signals
 
 from dispatcher import keys
 from dispatcher.settings import PLATFORMS, Settings
-from dispatcher.storage import lua
+from dispatcher.storage import run
 
 log = logging.getLogger(__name__)
 DRAIN_TASK = "convdispatch.drain"
@@ -114,8 +114,8 @@ class Scheduler:
             member = ""  # in the roll already: an idle tick stays one small read
         replies = cast(
             list[Any],
-            self.redis.eval(
-                lua("workers", "claim_due.lua"), len(self.keys), *self.keys,
+            run(
+                self.redis, "workers", "claim_due.lua", self.keys,
                 s.scheduler_batch, claim_ms, member, old, int(ALIVE_S * 1000),
             ),
         )  # fmt: skip

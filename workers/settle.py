@@ -14,7 +14,7 @@ import redis
 
 from dispatcher import keys
 from dispatcher.settings import Settings
-from dispatcher.storage import lua
+from dispatcher.storage import run
 from workers.metrics import DELIVERY_BUCKETS
 
 JOB_TTL_S = 7 * 86_400  # how long a job stays visible after its maximum age
@@ -86,7 +86,7 @@ def settle(
     args += [s.job_id, s.job_state, s.job_detail, int(s.job_poll_s * 1000), ttl_ms]
     args += [s.next_at_ms, s.failures, s.last_error, s.pause_reason, s.pause_fingerprint]
     args += [s.warnings, s.batch_id, int(settings.idempotency_window_s * 1000), BOUNDS]
-    reply = client.eval(lua("workers", "settle.lua"), len(keys_), *keys_, *args)
+    reply = run(client, "workers", "settle.lua", keys_, *args)
     if int(reply[0]) < 0:
         raise FencedError(name)
     return int(reply[0]), int(reply[1])
@@ -94,7 +94,9 @@ def settle(
 
 def mark_sending(client: redis.Redis, name: str, token: str, batch_id: str, record: str) -> bool:
     """Record `batch_id` as about to be sent (outcome unknown until settled)."""
-    script = lua("workers", "mark.lua")
     return bool(
-        client.eval(script, 2, keys.lease(name), keys.sending(name), token, batch_id, record)
-    )
+        run(
+            client, "workers", "mark.lua", [keys.lease(name), keys.sending(name)],
+            token, batch_id, record,
+        )
+    )  # fmt: skip

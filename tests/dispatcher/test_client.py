@@ -294,3 +294,20 @@ def test_a_bad_conversion_raises_invalid_event_error_naming_the_field(
 def digest(client: redis.Redis) -> bytes:
     """Redis's digest of the whole dataset: equal digests, byte-for-byte equal data."""
     return bytes(client.execute_command("DEBUG", "DIGEST"))  # type: ignore[no-untyped-call]
+
+
+def test_writes_go_on_after_redis_forgot_its_scripts(
+    dispatcher: Dispatcher, redis_client: redis.Redis
+) -> None:
+    # Given a producer whose scripts Redis knows (they run by SHA-1, the text sent once)
+    ids = [dispatcher.enqueue(event(1), "li-main").event_id]
+    # When Redis forgets them (as after a restart) and the producer writes again, alone
+    # and in a pipelined bulk call
+    redis_client.script_flush()
+    ids.append(dispatcher.enqueue(event(2), "li-main").event_id)
+    redis_client.script_flush()
+    bulk = dispatcher.enqueue_many([event(i) for i in range(3, 8)], "li-main")
+    ids += [r.event_id for r in bulk.receipts]
+    # Then every write was stored, once
+    assert [e["eventId"] for e in stored(redis_client)] == ids
+    assert len(set(ids)) == 7

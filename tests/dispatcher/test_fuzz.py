@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -96,7 +97,7 @@ def mutated(base: dict[str, Any], path: tuple[Any, ...], value: Any, how: str) -
 
 
 @pytest.fixture(scope="module")
-def producer(redis_url: str) -> Dispatcher:
+def producer(redis_url: str) -> Iterator[Dispatcher]:
     destinations = {
         "li": Destination(platform="linkedin", token="t1"),
         "pin": Destination(platform="pinterest", token="t2", ad_account_id="549755885175"),
@@ -104,7 +105,8 @@ def producer(redis_url: str) -> Dispatcher:
         "vn": Destination(platform="vnative", token="t4"),
     }
     routes = [Route(event="buy", destination="vn")]
-    return Dispatcher(Settings(redis_url=redis_url, destinations=destinations, routes=routes))
+    with Dispatcher(Settings(redis_url=redis_url, destinations=destinations, routes=routes)) as d:
+        yield d
 
 
 def digest(client: redis.Redis) -> bytes:

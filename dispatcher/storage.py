@@ -52,18 +52,12 @@ def run_all(client: redis.Redis, package: str, name: str, calls: Sequence[Call])
     """`run` for many calls of one script in one pipelined round trip (non-transactional);
     each reply or error in call order. A call answered NOSCRIPT did not run: it runs again
     by EVAL."""
-    pipe = client.pipeline(transaction=False)
-    for keys, args in calls:
-        pipe.evalsha(_sha(package, name), len(keys), *keys, *args)
-    replies = pipe.execute(raise_on_error=False)
-    missing = [i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)]
+    pipe = _pipeline(client, package, name, calls, by_sha=True)
+    replies = list(pipe.execute(raise_on_error=False))
+    missing = _noscript(replies)
     if missing:
-        pipe = client.pipeline(transaction=False)
-        for i in missing:
-            keys, args = calls[i]
-            pipe.eval(lua(package, name), len(keys), *keys, *args)
-        for i, reply in zip(missing, pipe.execute(raise_on_error=False), strict=True):
-            replies[i] = reply
+        again = _pipeline(client, package, name, [calls[i] for i in missing], by_sha=False)
+        _splice(replies, missing, again.execute(raise_on_error=False))
     return replies
 
 
@@ -71,19 +65,33 @@ async def arun_all(
     client: redis.asyncio.Redis, package: str, name: str, calls: Sequence[Call]
 ) -> list[Any]:
     """The asyncio twin of `run_all`."""
+    pipe = _pipeline(client, package, name, calls, by_sha=True)
+    replies = list(await pipe.execute(raise_on_error=False))
+    missing = _noscript(replies)
+    if missing:
+        again = _pipeline(client, package, name, [calls[i] for i in missing], by_sha=False)
+        _splice(replies, missing, await again.execute(raise_on_error=False))
+    return replies
+
+
+def _pipeline(client: Any, package: str, name: str, calls: Sequence[Call], by_sha: bool) -> Any:
+    """A pipeline (sync or asyncio) with each call queued by EVALSHA, or by EVAL."""
     pipe = client.pipeline(transaction=False)
     for keys, args in calls:
-        pipe.evalsha(_sha(package, name), len(keys), *keys, *args)
-    replies = await pipe.execute(raise_on_error=False)
-    missing = [i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)]
-    if missing:
-        pipe = client.pipeline(transaction=False)
-        for i in missing:
-            keys, args = calls[i]
+        if by_sha:
+            pipe.evalsha(_sha(package, name), len(keys), *keys, *args)
+        else:
             pipe.eval(lua(package, name), len(keys), *keys, *args)
-        for i, reply in zip(missing, await pipe.execute(raise_on_error=False), strict=True):
-            replies[i] = reply
-    return list(replies)
+    return pipe
+
+
+def _noscript(replies: list[Any]) -> list[int]:
+    return [i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)]
+
+
+def _splice(replies: list[Any], at: list[int], again: list[Any]) -> None:
+    for i, reply in zip(at, again, strict=True):
+        replies[i] = reply
 
 
 @contextmanager

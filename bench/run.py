@@ -195,7 +195,7 @@ class Bench:
         path.write_text("\n".join(to_toml(values)) + "\n")
         self.procs.env = {
             "CONVDISP_CONFIG": str(path),
-            "CONVDISP_REDIS_URL": self.redis_url,
+            "CONVDISP_REDIS_URL": values["redis_url"],
             "BENCH_LINKEDIN_URL": self.urls["linkedin"],
         }
         return Settings(**values)

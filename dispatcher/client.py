@@ -31,7 +31,7 @@ from dispatcher.errors import (
 from dispatcher.events import PlatformEvent, model_for
 from dispatcher.registry import Registry
 from dispatcher.settings import Destination, Settings, get_settings
-from dispatcher.storage import aconnect, connect, translate_redis_errors
+from dispatcher.storage import aopen_store, open_store, translate_redis_errors
 from dispatcher.validation import REFUSED, refusal, refusing
 from dispatcher.writer import CHUNK_EVENTS, Refused, Writer
 
@@ -206,7 +206,7 @@ class Dispatcher:
         """The synchronous Redis client, connected on first use."""
         with self._lock:
             if self._redis is None:
-                self._redis = connect(self.settings.redis_url)
+                self._redis = open_store(self.settings)
             return self._redis
 
     def _aclient(self) -> AsyncRedis:
@@ -215,7 +215,7 @@ class Dispatcher:
         with self._lock:
             client = self._aredis.get(loop)
             if client is None:
-                client = self._aredis[loop] = aconnect(self.settings.redis_url)
+                client = self._aredis[loop] = aopen_store(self.settings)
             return client
 
     def _writer_pool(self) -> ThreadPoolExecutor:

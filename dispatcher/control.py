@@ -136,7 +136,7 @@ class Control:
         with translate_redis_errors():
             pipe = self.dispatcher.redis.pipeline(transaction=True)
             pipe.hdel(keys.state(destination), "paused", "paused_fp", "pause_reason", "next_at_ms")
-            pipe.zadd(keys.due(platform), {destination: 0})  # due now
+            pipe.zadd(keys.due(platform, keys.shard(destination)), {destination: 0})  # due now
             pipe.execute()
 
     def orphans(self) -> list[Orphan]:
@@ -145,8 +145,8 @@ class Control:
         configured = self.dispatcher.settings.destinations
         found = []
         with translate_redis_errors():
-            for key in r.scan_iter(match=keys.stream("*"), count=1000):
-                name = key.decode().split("{", 1)[1].rsplit("}", 1)[0]
+            for key in r.scan_iter(match=keys.streams_pattern(), count=1000):
+                name = keys.destination_of(key.decode())
                 if name in configured:
                     continue
                 backlog = int(r.xlen(key))
@@ -192,12 +192,13 @@ class Control:
                     run(
                         r, "dispatcher", "orphans.lua",
                         [keys.stream(destination), keys.state(destination),
-                         keys.attempts(destination), keys.deadletters(platform)],
+                         keys.attempts(destination),
+                         keys.deadletters(platform, keys.shard(destination))],
                         keys.GROUP, destination, ORPHAN_REASON.format(name=destination), 1000,
                     )
                 )  # fmt: skip
                 total += moved
-            r.zrem(keys.due(platform), destination)
+            r.zrem(keys.due(platform, keys.shard(destination)), destination)
             r.srem(keys.orphans(), destination)
         return total
 

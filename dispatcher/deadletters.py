@@ -1,14 +1,17 @@
 """Dead letters: events a platform refused or that ran out of retries, kept with the reason.
 
-One Redis stream per platform. Entries hold the event exactly as it would be sent
-(already hashed), so replaying one is a plain re-enqueue with the same event id.
+One Redis stream per platform (per platform and shard in the cluster layout: a letter's
+id is then `<shard>:<entry id>`, and listings merge the shards oldest first). Entries hold
+the event exactly as it would be sent (already hashed), so replaying one is a plain
+re-enqueue with the same event id.
 """
 
 from __future__ import annotations
 
 import builtins
+import heapq
 import json
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -76,12 +79,14 @@ class DeadLetter:
         return loaded
 
     @classmethod
-    def from_entry(cls, entry_id: bytes, fields: dict[bytes, bytes]) -> DeadLetter:
-        """Decode one stream entry."""
+    def from_entry(
+        cls, entry_id: bytes, fields: dict[bytes, bytes], shard: int | None = None
+    ) -> DeadLetter:
+        """Decode one stream entry (of `shard`'s stream in the cluster layout)."""
         text = {k.decode(): v.decode() for k, v in fields.items() if k != b"p"}
         status = text.get("status", "")
         return cls(
-            id=entry_id.decode(),
+            id=entry_id.decode() if shard is None else f"{shard}:{entry_id.decode()}",
             destination=text["d"],
             event_id=text["e"],
             reason=text["reason"],
@@ -106,7 +111,7 @@ class DeadLetters:
     def count(self, platform: str) -> int:
         """How many dead letters the platform holds."""
         with translate_redis_errors():
-            return int(self._redis().xlen(keys.deadletters(known_platform(platform))))
+            return sum(int(self._redis().xlen(key)) for _, key in _streams(platform))
 
     def iter(
         self, platform: str, destination: str | None = None, selection: Selection | None = None
@@ -114,9 +119,12 @@ class DeadLetters:
         """Every dead letter of a platform, oldest first, optionally for one destination
         or as `selection` narrows them."""
         chosen = selection or Selection(destination=destination)
+        scans = [self._scan(key, shard, chosen) for shard, key in _streams(platform, chosen)]
+        return heapq.merge(*scans, key=lambda letter: _entry_order(letter.id))
+
+    def _scan(self, stream: str, shard: int | None, chosen: Selection) -> Iterator[DeadLetter]:
         start = "-" if chosen.since_ms is None else str(chosen.since_ms)
         end = "+" if chosen.until_ms is None else f"({chosen.until_ms}"
-        stream = keys.deadletters(known_platform(platform))
         while True:
             with translate_redis_errors():
                 page = cast(
@@ -124,7 +132,7 @@ class DeadLetters:
                     self._redis().xrange(stream, start, end, _SCAN_PAGE),
                 )
             for entry_id, fields in page:
-                letter = DeadLetter.from_entry(entry_id, fields)
+                letter = DeadLetter.from_entry(entry_id, fields, shard)
                 if chosen.takes(letter):
                     yield letter
             if len(page) < _SCAN_PAGE:
@@ -133,15 +141,15 @@ class DeadLetters:
 
     def show(self, platform: str, letter_id: str) -> DeadLetter:
         """One dead letter by its id (as `list` shows it)."""
-        stream = keys.deadletters(known_platform(platform))
+        stream, entry_id, shard = _locate(known_platform(platform), letter_id)
         with translate_redis_errors():
             found = cast(
                 "builtins.list[tuple[bytes, dict[bytes, bytes]]]",
-                self._redis().xrange(stream, letter_id, letter_id, 1),
+                self._redis().xrange(stream, entry_id, entry_id, 1),
             )
         if not found:
             raise DispatcherError(f"no dead letter {letter_id} in {platform}")
-        return DeadLetter.from_entry(*found[0])
+        return DeadLetter.from_entry(*found[0], shard)
 
     def list(
         self, platform: str, destination: str | None = None, limit: int = 100
@@ -192,8 +200,7 @@ class DeadLetters:
                     (letter.event_id, letter.payload, letter.happened_at_ms)
                 )
             self.dispatcher.store(Plan(groups=groups), dedup=False)  # same ids, on purpose
-            with translate_redis_errors():
-                self._redis().xdel(keys.deadletters(platform), *[x.id for x in chunk])
+            self._delete(platform, chunk)
         return len(letters)
 
     def purge(
@@ -210,14 +217,51 @@ class DeadLetters:
         if chosen.everything and not dry_run:
             with translate_redis_errors():
                 n = self.count(platform)
-                self._redis().delete(keys.deadletters(platform))
+                for _, key in _streams(platform):
+                    self._redis().delete(key)
             return n
         letters = self._select(platform, None, None, chosen)
         if dry_run:
             return len(letters)
-        with translate_redis_errors():
-            for i in range(0, len(letters), _SCAN_PAGE):
-                self._redis().xdel(
-                    keys.deadletters(platform), *[x.id for x in letters[i : i + _SCAN_PAGE]]
-                )
+        for i in range(0, len(letters), _SCAN_PAGE):
+            self._delete(platform, letters[i : i + _SCAN_PAGE])
         return len(letters)
+
+    def _delete(self, platform: str, letters: Sequence[DeadLetter]) -> None:
+        by_stream: dict[str, builtins.list[str]] = {}
+        for letter in letters:
+            stream, entry_id, _ = _locate(platform, letter.id)
+            by_stream.setdefault(stream, []).append(entry_id)
+        with translate_redis_errors():
+            for stream, ids in by_stream.items():
+                self._redis().xdel(stream, *ids)
+
+
+def _streams(
+    platform: str, chosen: Selection | None = None
+) -> builtins.list[tuple[int | None, str]]:
+    """(shard, key) of the dead-letter streams to look at: the one of a single node; in the
+    cluster layout every shard's, or only the destination's when one is chosen."""
+    known_platform(platform)
+    if not keys.sharded():
+        return [(None, keys.deadletters(platform))]
+    if chosen is not None and chosen.destination is not None:
+        shards: Iterable[int] = [keys.shard(chosen.destination)]
+    else:
+        shards = keys.shards()
+    return [(shard, keys.deadletters(platform, shard)) for shard in shards]
+
+
+def _locate(platform: str, letter_id: str) -> tuple[str, str, int | None]:
+    """The stream, entry id and shard of a letter id as `DeadLetter.id` gives it."""
+    if not keys.sharded():
+        return keys.deadletters(platform), letter_id, None
+    shard, _, entry_id = letter_id.partition(":")
+    if not shard.isdecimal() or int(shard) not in keys.shards() or not entry_id:
+        raise DispatcherError(f"no dead letter {letter_id} in {platform} (ids are <shard>:<id>)")
+    return keys.deadletters(platform, int(shard)), entry_id, int(shard)
+
+
+def _entry_order(letter_id: str) -> tuple[int, int]:
+    ms, _, seq = letter_id.rpartition(":")[2].partition("-")
+    return int(ms), int(seq or 0)

@@ -1,20 +1,77 @@
 """Every Redis key name the product uses, built in one place.
 
-All keys share a prefix so an operator can find (and a test can flush) them. Every key
-of one destination carries the hash tag `{<destination>}`, so a script that touches one
-destination touches one Redis Cluster slot. The keys shared by several destinations
-(the due index, dead letters, rate-limit scopes, the job index) are named per platform.
-See docs/architecture.md for what each key holds.
+All keys share a prefix so an operator can find (and a test can flush) them. There are
+two layouts, one per installation (`configure`, called when a process opens its event
+store; see docs/architecture.md, "Redis Cluster"):
+
+- single node (the default): every key of one destination carries the hash tag
+  `{<destination>}`; the keys shared by the destinations of a platform (the due index,
+  dead letters, the job records and indexes, the latency histograms) are one per platform.
+- sharded (`keyspace_shards`, for Redis Cluster): a destination belongs to the shard
+  `crc32(id) % shards`, and its keys and the per-platform keys its scripts write all carry
+  the tag `{s<shard>}`, so every script touches one slot and the due index is one sorted
+  set per platform and shard. Rate-limit scopes carry `{limits:<platform>}` (the scopes of
+  one call are taken together), the registry `{registry}`.
 """
 
 from __future__ import annotations
 
+import zlib
+
 PREFIX = "convdispatch"
 GROUP = "delivery"  # the consumer group every destination stream is read through
 
+_shards: int | None = None  # None: the single-node layout
+
+
+def configure(shards: int | None) -> None:
+    """Choose this process's layout: None for a single node, else the number of shards."""
+    global _shards
+    if shards is not None and not 1 <= shards <= 16384:
+        raise ValueError(f"keyspace_shards must be 1..16384, got {shards}")
+    _shards = shards
+
+
+def sharded() -> bool:
+    """Whether keys carry shard tags (the Redis Cluster layout)."""
+    return _shards is not None
+
+
+def shards() -> range:
+    """Every shard number: readers of the per-platform keys visit each."""
+    return range(_shards or 1)
+
+
+def shard(destination: str) -> int:
+    """The shard `destination`'s keys live in (always 0 on a single node)."""
+    return 0 if _shards is None else zlib.crc32(destination.encode()) % _shards
+
 
 def _dest(destination: str, what: str) -> str:
-    return f"{PREFIX}:{{{destination}}}:{what}"
+    if _shards is None:
+        return f"{PREFIX}:{{{destination}}}:{what}"
+    return f"{PREFIX}:{{s{shard(destination)}}}:{destination}:{what}"
+
+
+def _per_platform(what: str, platform: str, shard: int) -> str:
+    if _shards is None:
+        return f"{PREFIX}:{what}:{platform}"
+    return f"{PREFIX}:{{s{shard}}}:{what}:{platform}"
+
+
+def _tagged(tag: str, rest: str) -> str:
+    return f"{PREFIX}:{rest}" if _shards is None else f"{PREFIX}:{{{tag}}}:{rest}"
+
+
+def streams_pattern() -> str:
+    """A SCAN pattern matching every destination's stream."""
+    return f"{PREFIX}:{{*}}:stream" if _shards is None else f"{PREFIX}:{{s*}}:*:stream"
+
+
+def destination_of(stream_key: str) -> str:
+    """The destination a stream key (as `streams_pattern` finds them) belongs to."""
+    middle = stream_key[len(PREFIX) + 1 : -len(":stream")]
+    return middle[1:-1] if _shards is None else middle.split("}:", 1)[1]
 
 
 def stream(destination: str) -> str:
@@ -53,64 +110,64 @@ def sending(destination: str) -> str:
     return _dest(destination, "sending")
 
 
-def due(platform: str) -> str:
+def due(platform: str, shard: int = 0) -> str:
     """Sorted set: destination -> when it should be drained next (epoch ms)."""
-    return f"{PREFIX}:due:{platform}"
+    return _per_platform("due", platform, shard)
 
 
-def deadletters(platform: str) -> str:
+def deadletters(platform: str, shard: int = 0) -> str:
     """Events a platform refused or that ran out of retries, with the reason."""
-    return f"{PREFIX}:dead:{platform}"
+    return _per_platform("dead", platform, shard)
 
 
 def bucket(platform: str, scope: str) -> str:
     """Token bucket of one rate-limit scope (an access token, an ad account...)."""
-    return f"{PREFIX}:bucket:{platform}:{scope}"
+    return _tagged(f"limits:{platform}", f"bucket:{platform}:{scope}")
 
 
 def blocked(platform: str, scope: str) -> str:
     """Epoch ms before which nobody may call the platform for this scope (after a 429)."""
-    return f"{PREFIX}:blocked:{platform}:{scope}"
+    return _tagged(f"limits:{platform}", f"blocked:{platform}:{scope}")
 
 
 def in_flight(platform: str, scope: str) -> str:
     """Sorted set of calls in flight for a scope (holder -> expiry ms), for concurrency caps."""
-    return f"{PREFIX}:inflight:{platform}:{scope}"
+    return _tagged(f"limits:{platform}", f"inflight:{platform}:{scope}")
 
 
-def job(platform: str, job_id: str) -> str:
+def job(platform: str, job_id: str, shard: int = 0) -> str:
     """Hash: a platform's background job (Yandex upload, vNative import) and its state."""
-    return f"{PREFIX}:job:{platform}:{job_id}"
+    return _per_platform("job", f"{platform}:{job_id}", shard)
 
 
-def job_events(platform: str, job_id: str) -> str:
+def job_events(platform: str, job_id: str, shard: int = 0) -> str:
     """List of the job's events (JSON), kept until the job finishes, to dead-letter on failure."""
-    return f"{PREFIX}:jobevents:{platform}:{job_id}"
+    return _per_platform("jobevents", f"{platform}:{job_id}", shard)
 
 
-def open_jobs(platform: str) -> str:
+def open_jobs(platform: str, shard: int = 0) -> str:
     """Sorted set: unfinished job id -> when to look at it next (epoch ms)."""
-    return f"{PREFIX}:openjobs:{platform}"
+    return _per_platform("openjobs", platform, shard)
 
 
-def jobs_index(platform: str) -> str:
+def jobs_index(platform: str, shard: int = 0) -> str:
     """Sorted set: every recorded job id -> when it was submitted (epoch ms)."""
-    return f"{PREFIX}:jobs:{platform}"
+    return _per_platform("jobs", platform, shard)
 
 
 def registry_destinations() -> str:
     """Hash: destination id -> JSON of a destination registered at runtime (tokens sealed)."""
-    return f"{PREFIX}:registry:destinations"
+    return _tagged("registry", "registry:destinations")
 
 
 def registry_routes() -> str:
     """Hash: "<event>\x1f<destination>" -> JSON of a route registered at runtime."""
-    return f"{PREFIX}:registry:routes"
+    return _tagged("registry", "registry:routes")
 
 
 def registry_version() -> str:
     """Counter bumped on every registry change; processes reload when it moves."""
-    return f"{PREFIX}:registry:version"
+    return _tagged("registry", "registry:version")
 
 
 def orphans() -> str:
@@ -118,25 +175,25 @@ def orphans() -> str:
     return f"{PREFIX}:orphans"
 
 
-def delivery_latency(platform: str) -> str:
+def delivery_latency(platform: str, shard: int = 0) -> str:
     """Hash: histogram of enqueue-to-acceptance seconds (`le:<bound>` counts, `sum`)."""
-    return f"{PREFIX}:latency:{platform}"
+    return _per_platform("latency", platform, shard)
 
 
-def drain_latency(platform: str) -> str:
+def drain_latency(platform: str, shard: int = 0) -> str:
     """Hash: histogram of drain durations in seconds (`le:<bound>` counts, `sum`)."""
-    return f"{PREFIX}:drainlatency:{platform}"
+    return _per_platform("drainlatency", platform, shard)
 
 
-def schedulers(platform: str) -> str:
+def schedulers(platform: str, shard: int = 0) -> str:
     """Sorted set, the roll of live workers: "<pool slots>|<worker>" -> epoch ms until which
     that worker counts as consuming `platform`'s queue (renewed by its scheduler)."""
-    return f"{PREFIX}:schedulers:{platform}"
+    return _per_platform("schedulers", platform, shard)
 
 
-def tracker(platform: str) -> str:
+def tracker(platform: str, shard: int = 0) -> str:
     """Held while a job-tracking task of `platform` is queued or running."""
-    return f"{PREFIX}:tracker:{platform}"
+    return _per_platform("tracker", platform, shard)
 
 
 def oauth(platform: str, fingerprint: str) -> str:

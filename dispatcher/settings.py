@@ -369,6 +369,13 @@ class Settings(BaseSettings):
     broker_url: str | None = Field(
         default=None, description="Celery's broker; default: the event store's redis_url."
     )
+    redis_cluster: bool = Field(
+        default=False, description="redis_url is a node of a Redis Cluster (needs broker_url)."
+    )
+    keyspace_shards: int = Field(
+        default=16, ge=1, le=16384,
+        description="Cluster mode: shards of the event store; fixed for an installation.",
+    )  # fmt: skip
     lease_s: float = Field(
         default=3.0, gt=0, description="A drain's lease, renewed every lease_s/3 while it runs."
     )
@@ -434,6 +441,8 @@ class Settings(BaseSettings):
             given = needs.get(self.destinations[route.destination].platform, ())
             if given and all(getattr(route, name) is None for name in given):
                 raise ValueError(f"routes[{i}] to {route.destination!r} needs {' or '.join(given)}")
+        if self.redis_cluster and not self.broker_url:
+            raise ValueError("redis_cluster needs broker_url: Celery's broker cannot be a cluster")
         return self
 
     @classmethod

@@ -7,22 +7,84 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
+import redis.cluster
 
+from dispatcher import keys
 from dispatcher.errors import StorageError
+
+if TYPE_CHECKING:
+    from dispatcher.settings import Settings
+
+_OPTIONS: dict[str, Any] = {"socket_timeout": 30, "health_check_interval": 30}
 
 
 def connect(url: str) -> redis.Redis:
     """A synchronous client; responses stay bytes so payloads are never re-encoded."""
-    return redis.Redis.from_url(url, socket_timeout=30, health_check_interval=30)
+    return redis.Redis.from_url(url, **_OPTIONS)
 
 
 def aconnect(url: str) -> redis.asyncio.Redis:
     """The asyncio twin of `connect`."""
-    return redis.asyncio.Redis.from_url(url, socket_timeout=30, health_check_interval=30)
+    return redis.asyncio.Redis.from_url(url, **_OPTIONS)
+
+
+def open_store(settings: Settings, **options: Any) -> redis.Redis:
+    """The event store's client as `settings` name it: a single node, or a Redis Cluster
+    (one of its nodes in `redis_url`), and this process's key layout to match. `options`
+    override the connection's (timeouts)."""
+    keys.configure(settings.keyspace_shards if settings.redis_cluster else None)
+    options = {**_OPTIONS, **options}
+    if settings.redis_cluster:
+        # A cluster client has the same command methods; typed as one for its callers.
+        cluster = redis.cluster.RedisCluster.from_url(settings.redis_url, **options)
+        return cast(redis.Redis, cluster)
+    return redis.Redis.from_url(settings.redis_url, **options)
+
+
+def aopen_store(settings: Settings) -> redis.asyncio.Redis:
+    """The asyncio twin of `open_store`."""
+    keys.configure(settings.keyspace_shards if settings.redis_cluster else None)
+    if settings.redis_cluster:
+        return cast(
+            redis.asyncio.Redis,
+            redis.asyncio.cluster.RedisCluster.from_url(settings.redis_url, **_OPTIONS),
+        )
+    return aconnect(settings.redis_url)
+
+
+def clustered(client: Any) -> bool:
+    """Whether `client` talks to a Redis Cluster."""
+    return isinstance(client, redis.cluster.RedisCluster | redis.asyncio.cluster.RedisCluster)
+
+
+def memory(client: redis.Redis) -> tuple[int, int]:
+    """(used, maxmemory) of the fullest node (a cluster's writes go to every primary)."""
+    if not clustered(client):
+        return _memory(client.info("memory"))
+    nodes = client.info("memory", target_nodes=redis.cluster.RedisCluster.PRIMARIES)
+    return _fullest(nodes.values())
+
+
+async def amemory(client: redis.asyncio.Redis) -> tuple[int, int]:
+    """The asyncio twin of `memory`."""
+    if not clustered(client):
+        return _memory(await client.info("memory"))
+    nodes = await client.info("memory", target_nodes=redis.asyncio.cluster.RedisCluster.PRIMARIES)
+    return _fullest(nodes.values())
+
+
+def _memory(info: Any) -> tuple[int, int]:
+    return int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+
+
+def _fullest(infos: Any) -> tuple[int, int]:
+    readings = [_memory(info) for info in infos]
+    return max(readings, key=lambda r: r[0] / r[1] if r[1] else 0.0, default=(0, 0))
 
 
 @cache
@@ -75,13 +137,13 @@ async def arun_all(
 
 
 def _pipeline(client: Any, package: str, name: str, calls: Sequence[Call], by_sha: bool) -> Any:
-    """A pipeline (sync or asyncio) with each call queued by EVALSHA, or by EVAL."""
+    """A pipeline (sync or asyncio) with each call queued by EVALSHA, or by EVAL. Queued
+    as raw commands: a cluster pipeline refuses its `evalsha` method, but routes the
+    command by its keys like any other."""
     pipe = client.pipeline(transaction=False)
-    for keys, args in calls:
-        if by_sha:
-            pipe.evalsha(_sha(package, name), len(keys), *keys, *args)
-        else:
-            pipe.eval(lua(package, name), len(keys), *keys, *args)
+    command, script = ("EVALSHA", _sha(package, name)) if by_sha else ("EVAL", lua(package, name))
+    for names, args in calls:
+        pipe.execute_command(command, script, len(names), *names, *args)
     return pipe
 
 

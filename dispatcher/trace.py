@@ -102,7 +102,7 @@ def _in_stream(client: redis.Redis, name: str, platform: str, entry: str, ms: in
             f"(delivery {p['times_delivered']}, {attempts} failed attempt(s) counted)"
         )
         return Trace(name, "in flight", detail, ms, facts)
-    due = client.zscore(keys.due(platform), name)
+    due = client.zscore(keys.due(platform, keys.shard(name)), name)
     if state.get(b"paused"):
         detail = f"waiting: the destination is paused ({state.get(b'pause_reason', b'').decode()})"
     else:
@@ -115,16 +115,17 @@ def _in_stream(client: redis.Redis, name: str, platform: str, entry: str, ms: in
 
 def _dead(client: redis.Redis, name: str, platform: str, event_id: str, ms: int) -> Trace | None:
     start, seen = f"{ms}-0", 0
-    stream = keys.deadletters(platform)
+    stream = keys.deadletters(platform, keys.shard(name))
+    shard = f"{keys.shard(name)}:" if keys.sharded() else ""  # as DeadLetter.id names it
     while seen < MAX_SCAN:
         rows = cast(list[Any], client.xrange(stream, start, "+", SCAN_PAGE))
         for letter_id, f in rows:
             if f.get(b"e") == event_id.encode() and f.get(b"d") == name.encode():
                 reason = f.get(b"reason", b"").decode()
-                facts = {"dead_letter": letter_id.decode(), "reason": reason,
+                facts = {"dead_letter": shard + letter_id.decode(), "reason": reason,
                          "status": f.get(b"status", b"").decode(),
                          "attempts": int(f.get(b"attempts", b"0") or 0)}  # fmt: skip
-                detail = f"dead: {reason} (dead letter {letter_id.decode()})"
+                detail = f"dead: {reason} (dead letter {shard}{letter_id.decode()})"
                 return Trace(name, "dead", detail, ms, facts)
         seen += len(rows)
         if len(rows) < SCAN_PAGE:

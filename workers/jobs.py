@@ -51,9 +51,9 @@ class Job:
     submitted_at_ms: int
 
 
-def load(client: redis.Redis, platform: str, job_id: str) -> Job | None:
-    """A recorded job, or None."""
-    raw = cast(dict[bytes, bytes], client.hgetall(keys.job(platform, job_id)))
+def load(client: redis.Redis, platform: str, job_id: str, shard: int = 0) -> Job | None:
+    """A recorded job of `shard` (its destination's), or None."""
+    raw = cast(dict[bytes, bytes], client.hgetall(keys.job(platform, job_id, shard)))
     if b"destination" not in raw:
         return None
     f = {k.decode(): v.decode() for k, v in raw.items()}
@@ -72,26 +72,36 @@ def load(client: redis.Redis, platform: str, job_id: str) -> Job | None:
 
 
 def recent(client: redis.Redis, platform: str, limit: int = 50) -> list[Job]:
-    """The most recently submitted jobs, newest first."""
-    ids = cast(list[bytes], client.zrevrange(keys.jobs_index(platform), 0, limit - 1))
-    jobs = [load(client, platform, i.decode()) for i in ids]
+    """The most recently submitted jobs, newest first (of every shard)."""
+    newest: list[tuple[float, str, int]] = []
+    for shard in keys.shards():
+        got = client.zrevrange(keys.jobs_index(platform, shard), 0, limit - 1, withscores=True)
+        newest += [(score, raw.decode(), shard) for raw, score in cast(Any, got)]
+    newest.sort(reverse=True)
+    jobs = [load(client, platform, job_id, shard) for _, job_id, shard in newest[:limit]]
     return [j for j in jobs if j is not None]
 
 
 def track(
-    settings: Settings, client: redis.Redis, path: RequestPath, platform: str, now_ms: int
+    settings: Settings,
+    client: redis.Redis,
+    path: RequestPath,
+    platform: str,
+    now_ms: int,
+    shard: int = 0,
 ) -> dict[str, int]:
     """Follow the jobs that are due: one listing call per destination (counter, API key)
     for all of its due jobs, a poll of its own only for a job the listing does not show.
     Each job is finished, failed (its events dead-lettered), expired or rescheduled; a
-    destination whose calls must wait is rescheduled without holding up the others."""
+    destination whose calls must wait is rescheduled without holding up the others.
+    The jobs are those of one shard (the only one on a single node)."""
     adapter = cast(JobAdapter, adapter_for(platform))
     table = settings.platform(platform)
     poll_ms = int(float(getattr(table, "job_poll_interval_s", 30.0)) * 1000)
     max_age_ms = int(float(getattr(table, "job_max_age_s", 86_400.0)) * 1000)
     counts = dict.fromkeys(("polled", "listed", "finished", "failed", "expired", "waiting"), 0)
     groups: dict[str, list[Job]] = {}
-    for job in _claim_due(settings, client, platform, table.timeout_s, now_ms):
+    for job in _claim_due(settings, client, platform, table.timeout_s, now_ms, shard):
         if now_ms - job.submitted_at_ms > max_age_ms:
             detail = f"never finished within job_max_age_s (last state {job.state})"
             _update(client, platform, job, JobState("EXPIRED", True, True, detail), 0)
@@ -157,24 +167,27 @@ def _unless_throttled(
 
 
 def _claim_due(
-    settings: Settings, client: redis.Redis, platform: str, timeout_s: float, now_ms: int
+    settings: Settings,
+    client: redis.Redis,
+    platform: str,
+    timeout_s: float,
+    now_ms: int,
+    shard: int,
 ) -> list[Job]:
     """The due jobs, each claimed so no other tracker takes it meanwhile."""
-    due = cast(
-        list[bytes], client.zrangebyscore(keys.open_jobs(platform), "-inf", now_ms, 0, POLL_BATCH)
-    )
+    open_jobs = keys.open_jobs(platform, shard)
+    due = cast(list[bytes], client.zrangebyscore(open_jobs, "-inf", now_ms, 0, POLL_BATCH))
     hold_ms = int(timeout_s * 2000) + 1000
     claimed = []
     for raw_id in due:
         job_id = raw_id.decode()
         if not run(
-            client, "workers", "claim_job.lua", [keys.open_jobs(platform)], job_id, now_ms,
-            now_ms + hold_ms,
-        ):  # fmt: skip
+            client, "workers", "claim_job.lua", [open_jobs], job_id, now_ms, now_ms + hold_ms
+        ):
             continue  # another tracker has it
-        job = load(client, platform, job_id)
+        job = load(client, platform, job_id, shard)
         if job is None or job.destination not in settings.destinations:
-            client.zrem(keys.open_jobs(platform), job_id)
+            client.zrem(open_jobs, job_id)
             continue
         claimed.append(job)
     return claimed
@@ -183,14 +196,16 @@ def _claim_due(
 def _later(
     client: redis.Redis, platform: str, jobs: list[Job], at_ms: int, counts: dict[str, int]
 ) -> None:
-    client.zadd(keys.open_jobs(platform), {job.id: at_ms for job in jobs})
+    for job in jobs:
+        client.zadd(keys.open_jobs(platform, keys.shard(job.destination)), {job.id: at_ms})
     counts["waiting"] += len(jobs)
 
 
 def _update(client: redis.Redis, platform: str, job: Job, state: JobState, next_ms: int) -> None:
+    shard = keys.shard(job.destination)
     pipe = client.pipeline(transaction=True)
     pipe.hset(
-        keys.job(platform, job.id),
+        keys.job(platform, job.id, shard),
         mapping={
             "state": state.state,
             "detail": state.detail or job.detail,
@@ -199,11 +214,11 @@ def _update(client: redis.Redis, platform: str, job: Job, state: JobState, next_
         },
     )
     if not state.finished:
-        pipe.zadd(keys.open_jobs(platform), {job.id: next_ms})
+        pipe.zadd(keys.open_jobs(platform, shard), {job.id: next_ms})
         pipe.execute()
         return
-    pipe.zrem(keys.open_jobs(platform), job.id)
-    pipe.expire(keys.job(platform, job.id), JOB_TTL_S)
+    pipe.zrem(keys.open_jobs(platform, shard), job.id)
+    pipe.expire(keys.job(platform, job.id, shard), JOB_TTL_S)
     if state.failed:
         _dead_letter_events(pipe, client, platform, job, state)
         log.error(
@@ -214,19 +229,20 @@ def _update(client: redis.Redis, platform: str, job: Job, state: JobState, next_
             state.state,
             state.detail,
         )
-    pipe.delete(keys.job_events(platform, job.id))
+    pipe.delete(keys.job_events(platform, job.id, shard))
     pipe.execute()
 
 
 def _dead_letter_events(
     pipe: Any, client: redis.Redis, platform: str, job: Job, state: JobState
 ) -> None:
-    rows = cast(list[bytes], client.lrange(keys.job_events(platform, job.id), 0, -1))
+    shard = keys.shard(job.destination)
+    rows = cast(list[bytes], client.lrange(keys.job_events(platform, job.id, shard), 0, -1))
     reason = f"{platform} job {job.id} finished {state.state}: {state.detail}"[:1000]
     for raw in rows:
         row = json.loads(raw)
         pipe.xadd(
-            keys.deadletters(platform),
+            keys.deadletters(platform, shard),
             {"d": job.destination, "e": row["e"], "p": row["p"], "t": row["t"], "reason": reason,
              "status": "", "excerpt": state.detail[:500], "attempts": 1, "at": job.submitted_at_ms},
         )  # fmt: skip

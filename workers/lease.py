@@ -54,7 +54,8 @@ class Lease:
         self.platform = platform
         self.token = uuid.uuid4().hex
         self.ms = int(settings.lease_s * 1000)
-        self.keys = [keys.lease(name), keys.due(platform), keys.stream(name), keys.state(name)]
+        due = keys.due(platform, keys.shard(name))
+        self.keys = [keys.lease(name), due, keys.stream(name), keys.state(name)]
         self.lost = threading.Event()
         self._held = False  # renewed by the heartbeat while True
         self._renewing = False  # a renewal is under way (see _Heartbeat.remove)
@@ -74,14 +75,19 @@ class Lease:
         """
         limiter = Limiter(self.redis, limits)
         wait_limit = self.settings.max_limiter_wait_s
+        scope_keys, scope_args, wait_s = limiter.keys, limiter.args, 0.0
+        if keys.sharded():  # the scopes live in their own slot: peek at them apart
+            scope_keys, scope_args = [], []
+            wait_s = limiter.peek() if limits else 0.0
+            read = read and wait_s <= wait_limit
         # The first renewal is timed from the call, not from its reply: the lease runs
         # from the moment Redis granted it, however long a busy process takes to go on.
         sent_at = time.monotonic()
         reply = self._op(
             "acquire",
-            [keys.sending(self.name), *limiter.keys],
+            [keys.sending(self.name), *scope_keys],
             int(read), keys.GROUP, table.batch_size, int(table.max_wait_s * 1000),
-            int(wait_limit * 1000), *limiter.args,
+            int(wait_limit * 1000), *scope_args,
         )  # fmt: skip
         if not int(reply[0]):
             return None
@@ -90,7 +96,7 @@ class Lease:
         raw_state = cast(list[bytes], reply[2])
         state = dict(zip(raw_state[::2], raw_state[1::2], strict=True))
         read_first = reply[4].decode() if isinstance(reply[4], bytes) else str(reply[4])
-        return Start(int(reply[1]), state, int(reply[3]) / 1000, read_first)
+        return Start(int(reply[1]), state, max(wait_s, int(reply[3]) / 1000), read_first)
 
     def renew(self) -> bool:
         """Extend the lease by `lease_s`, or take it again if it ran out and no other drain
@@ -115,7 +121,7 @@ class Lease:
         bucket = "" if drain_s is None else bucket_field(DRAIN_BUCKETS, drain_s)
         return int(
             self._op(
-                "release", [keys.drain_latency(self.platform)],
+                "release", [keys.drain_latency(self.platform, keys.shard(self.name))],
                 table.batch_size, max_wait_ms, not_before_ms, recheck_ms, seconds, bucket,
             )
         )  # fmt: skip

@@ -24,7 +24,7 @@ import redis
 from dispatcher import keys
 from dispatcher.errors import DispatcherError
 from dispatcher.settings import Destination, LinkedInRule, LinkedInSettings, Settings
-from dispatcher.storage import connect
+from dispatcher.storage import open_store
 from workers.adapters import adapter_for
 from workers.adapters.base import retry_after_s
 from workers.oauth import TokenStore
@@ -78,7 +78,7 @@ class RuleManager:
         http: httpx.Client | None = None,
     ) -> None:
         self.settings = settings
-        self.redis = client or connect(settings.redis_url)
+        self.redis = client or open_store(settings)
         self.http = http or httpx.Client()
         self.tokens = TokenStore(self.redis, self.http, settings)
         self.path = RequestPath(

@@ -77,12 +77,13 @@ class RedisCollector(Collector):
             pipe.xlen(keys.stream(name))
             pipe.hgetall(keys.state(name))
             pipe.xrange(keys.stream(name), "-", "+", 1)
-            pipe.zscore(keys.due(dest.platform), name)
+            pipe.zscore(keys.due(dest.platform, keys.shard(name)), name)
         for platform in PLATFORMS:
-            pipe.xlen(keys.deadletters(platform))
-            pipe.zcard(keys.open_jobs(platform))
-            pipe.hgetall(keys.delivery_latency(platform))
-            pipe.hgetall(keys.drain_latency(platform))
+            for shard in keys.shards():  # one on a single node
+                pipe.xlen(keys.deadletters(platform, shard))
+                pipe.zcard(keys.open_jobs(platform, shard))
+                pipe.hgetall(keys.delivery_latency(platform, shard))
+                pipe.hgetall(keys.drain_latency(platform, shard))
         replies = iter(pipe.execute())
         seconds, micros = next(replies)
         now_s = int(seconds) + int(micros) / 1e6
@@ -207,11 +208,11 @@ class RedisCollector(Collector):
             labels=["platform"],
         )  # fmt: skip
         for platform in PLATFORMS:
-            n_dead, n_jobs, latency, drain = (next(replies) for _ in range(4))
-            dead.add_metric([platform], float(n_dead))
-            jobs.add_metric([platform], float(n_jobs))
-            _histogram(delivery, platform, DELIVERY_BUCKETS, latency)
-            _histogram(drains, platform, DRAIN_BUCKETS, drain)
+            shards = [[next(replies) for _ in range(4)] for _ in keys.shards()]
+            dead.add_metric([platform], float(sum(int(s[0]) for s in shards)))
+            jobs.add_metric([platform], float(sum(int(s[1]) for s in shards)))
+            _histogram(delivery, platform, DELIVERY_BUCKETS, [s[2] for s in shards])
+            _histogram(drains, platform, DRAIN_BUCKETS, [s[3] for s in shards])
         yield from (dead, jobs, delivery, drains)
 
     def _orphans(self, names: list[str]) -> Metric:
@@ -230,9 +231,15 @@ class RedisCollector(Collector):
 
 
 def _histogram(
-    family: HistogramMetricFamily, platform: str, bounds: tuple[float, ...], raw: dict[bytes, bytes]
+    family: HistogramMetricFamily,
+    platform: str,
+    bounds: tuple[float, ...],
+    shards: list[dict[bytes, bytes]],
 ) -> None:
-    counts = {k.decode(): float(v) for k, v in raw.items()}
+    counts: dict[str, float] = {}
+    for raw in shards:  # the shards' hashes add up
+        for k, v in raw.items():
+            counts[k.decode()] = counts.get(k.decode(), 0.0) + float(v)
     cumulative, buckets = 0.0, []
     for bound in [f"{b:g}" for b in bounds] + ["+Inf"]:
         cumulative += counts.get(f"le:{bound}", 0.0)

@@ -50,6 +50,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_cluster_port() -> int:
+    """A free port for a Redis Cluster node: its bus listens on port + 10000, so that one
+    must be free too (and both below 65536)."""
+    while True:
+        port = free_port()
+        if port + 10_000 > 65_535:
+            port -= 20_000
+        try:
+            for p in (port, port + 10_000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return port
+
+
 def wait_for_http(url: str, timeout_s: float = 20.0) -> None:
     """Block until `url` answers at all."""
     deadline = time.monotonic() + timeout_s

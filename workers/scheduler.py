@@ -24,7 +24,7 @@ from celery import Celery, signals
 
 from dispatcher import keys
 from dispatcher.settings import PLATFORMS, Settings
-from dispatcher.storage import run
+from dispatcher.storage import open_store, run_all
 
 log = logging.getLogger(__name__)
 DRAIN_TASK = "convdispatch.drain"
@@ -85,10 +85,18 @@ class Scheduler:
         self._member = ""
         self._present_at = -PRESENCE_S  # monotonic time of the last renewal in the roll
         self.more = False  # the last tick claimed a full `scheduler_batch` somewhere
-        self.keys = [
-            k
-            for p in self.platforms
-            for k in (keys.due(p), keys.open_jobs(p), keys.tracker(p), keys.schedulers(p))
+        self.keys = [  # one claim call per shard (one on a single node), pipelined
+            [
+                k
+                for p in self.platforms
+                for k in (
+                    keys.due(p, shard),
+                    keys.open_jobs(p, shard),
+                    keys.tracker(p, shard),
+                    keys.schedulers(p, shard),
+                )
+            ]
+            for shard in keys.shards()
         ]
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -112,27 +120,30 @@ class Scheduler:
             self._member, self._present_at = member, time.monotonic()
         else:
             member = ""  # in the roll already: an idle tick stays one small read
-        replies = cast(
-            list[Any],
-            run(
-                self.redis, "workers", "claim_due.lua", self.keys,
-                s.scheduler_batch, claim_ms, member, old, int(ALIVE_S * 1000),
-            ),
-        )  # fmt: skip
+        args = (s.scheduler_batch, claim_ms, member, old, int(ALIVE_S * 1000))
+        replies = run_all(self.redis, "workers", "claim_due.lua", [(k, args) for k in self.keys])
         sent, self.more = 0, False
-        for platform, (names, track, slots) in zip(self.platforms, replies, strict=True):
+        for i, platform in enumerate(self.platforms):
             queue = s.queue(platform)
-            names = [n.decode() for n in names]
-            self.more |= len(names) >= s.scheduler_batch  # more may be due: look again now
-            for group in split(names, int(slots), s.drain_group_size):
+            names: list[str] = []
+            slots = 0
+            for shard, reply in enumerate(replies):
+                if isinstance(reply, Exception):
+                    raise reply
+                claimed, track, live = cast(list[Any], reply)[i]
+                names += [n.decode() for n in claimed]
+                slots = max(slots, int(live))
+                self.more |= len(claimed) >= s.scheduler_batch  # more may be due: look again
+                if track:
+                    self.app.send_task(
+                        TRACK_TASK, args=[platform, shard], queue=queue,
+                        expires=s.dispatch_claim_s,
+                    )  # fmt: skip
+            for group in split(names, slots, s.drain_group_size):
                 self.app.send_task(
                     DRAIN_TASK, args=[group], queue=queue, expires=s.dispatch_claim_s
                 )
                 sent += len(group)
-            if track:
-                self.app.send_task(
-                    TRACK_TASK, args=[platform], queue=queue, expires=s.dispatch_claim_s
-                )
         return sent
 
     def run(self) -> None:
@@ -172,5 +183,5 @@ def for_worker(app: Celery, settings: Settings, queues: Sequence[str]) -> Schedu
     if not platforms:
         return None
     # Short timeouts: a fork of a pool child waits for a tick to end (see Scheduler).
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+    client = open_store(settings, socket_timeout=5, socket_connect_timeout=2)
     return Scheduler(app, settings, platforms, client)

@@ -67,11 +67,13 @@ def settle(
     """
     table = settings.platform(platform)
     job = s.job_id or "-"
+    shard = keys.shard(name)  # the per-platform keys of this destination's shard
     keys_ = [
         keys.lease(name), keys.stream(name), keys.state(name), keys.attempts(name),
-        keys.sending(name), keys.deadletters(platform), keys.job(platform, job),
-        keys.job_events(platform, job), keys.open_jobs(platform), keys.jobs_index(platform),
-        keys.deliveries(name), keys.delivery_latency(platform),
+        keys.sending(name), keys.deadletters(platform, shard), keys.job(platform, job, shard),
+        keys.job_events(platform, job, shard), keys.open_jobs(platform, shard),
+        keys.jobs_index(platform, shard), keys.deliveries(name),
+        keys.delivery_latency(platform, shard),
     ]  # fmt: skip
     args: list[Any] = [
         token, keys.GROUP, consumer, name, s.forget_batch, table.max_attempts,

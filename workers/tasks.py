@@ -12,7 +12,7 @@ import httpx
 from dispatcher import keys
 from dispatcher.errors import UnknownDestinationError
 from dispatcher.settings import PLATFORMS
-from dispatcher.storage import connect
+from dispatcher.storage import open_store
 from workers import jobs
 from workers.app import app, settings
 from workers.engine import DrainStatus, Engine
@@ -30,7 +30,7 @@ def engine() -> Engine:
         consumer = f"{socket.gethostname()}-{os.getpid()}"
         _engine = (
             os.getpid(),
-            Engine(settings, connect(settings.redis_url), http, consumer=consumer),
+            Engine(settings, open_store(settings), http, consumer=consumer),
         )
     return _engine[1]
 
@@ -44,7 +44,7 @@ def drain(destinations: list[str] | str) -> list[dict[str, Any]]:
         if isinstance(report, UnknownDestinationError):
             # No longer configured: stop scheduling it. Its events stay (see `orphans`).
             for platform in PLATFORMS:
-                engine().redis.zrem(keys.due(platform), name)
+                engine().redis.zrem(keys.due(platform, keys.shard(name)), name)
             engine().redis.sadd(keys.orphans(), name)
             log.warning("destination %s is not configured: no longer scheduled", name)
             reports.append({"destination": name, "status": str(DrainStatus.UNKNOWN)})
@@ -54,11 +54,13 @@ def drain(destinations: list[str] | str) -> list[dict[str, Any]]:
 
 
 @app.task(name=TRACK_TASK, acks_late=True)
-def track(platform: str) -> dict[str, int]:
-    """Follow `platform`'s background jobs (uploads, imports) that are due for a look."""
+def track(platform: str, shard: int = 0) -> dict[str, int]:
+    """Follow `platform`'s background jobs (uploads, imports) of `shard` due for a look."""
     eng = engine()
     try:
-        result: dict[str, int] = jobs.track(settings, eng.redis, eng.path, platform, eng.now_ms())
+        result: dict[str, int] = jobs.track(
+            settings, eng.redis, eng.path, platform, eng.now_ms(), shard
+        )
     finally:
-        eng.redis.delete(keys.tracker(platform))
+        eng.redis.delete(keys.tracker(platform, shard))
     return result

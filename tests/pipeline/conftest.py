@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from dispatcher import Control, DeadLetters, Dispatcher, Settings, keys
+from dispatcher.storage import open_store
 from tests.conftest import wait_for
 from workers.processes import (
     Processes,
@@ -94,8 +95,6 @@ def start_stack(
     `config` holds Settings values; `config[platform]` is merged over the sandbox's URL
     (and "{sandbox}" in its strings becomes that URL).
     """
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()
     port = free_port()
     sandbox_url = f"http://127.0.0.1:{port}"
     table = {"base_url": sandbox_url, **config.pop(platform, {})}
@@ -105,6 +104,8 @@ def start_stack(
     values = {"redis_url": redis_url, platform: table, **config}
     procs = Processes(tmp_path / "logs", settings_env(values, tmp_path))
     settings = Settings(**values)
+    client = open_store(settings)  # a cluster client with `redis_cluster`
+    client.flushdb()  # (on every primary of a cluster)
     stack = Stack(settings, Dispatcher(settings), Sandbox(sandbox_url), procs, client)
     try:
         procs.start("sandbox", sandbox_command(platform, port))
@@ -118,6 +119,7 @@ def start_stack(
         procs.stop()
         stack.dispatcher.close()
         client.close()
+        keys.configure(None)  # the next module's stack is single-node again
 
 
 def start_broker_stack(tmp_path: Path, redis_url: str, broker_url: str) -> Iterator[Stack]:

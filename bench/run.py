@@ -1,6 +1,6 @@
 """Benchmark: the delivery core against two Celery anchors, scaling, and idle cost.
 
-    python -m bench.run [--only a,b,c,d,e,f,g,h] [--runs 3] [--events 100003] ...
+    python -m bench.run [--only a,b,c,d,e,f,g,h,i] [--runs 3] [--events 100003] ...
 
 Starts its own embedded Redis, the LinkedIn sandbox (rate limits lifted, bodies not kept)
 and Celery workers (prefork, concurrency 1: one pool process per worker); prints every
@@ -24,6 +24,8 @@ does not inflate the times.
 (g)  1,000 destinations x 50 events vs 1 destination x 50,000, end to end;
 (h)  idle cost: 10,000 registered destinations, nothing due: CPU of one worker (main
      process and pool) and of Redis over `--idle-seconds`, vs one destination;
+(i)  10,000 registered destinations, 100 active x 500 events, end to end, vs one
+     destination with the same 50,000 events;
 (m)  (not in the default run) four platforms: `Conversion`s fanned out to LinkedIn,
      Pinterest, Yandex and vNative, one worker per platform queue.
 
@@ -72,7 +74,7 @@ SANDBOX_CONFIG = {"rate_limit": None, "record_bodies": False}
 CHUNK = 5000  # producer chunk, and LinkedIn's batch
 POLL_S = 1.0  # the completion check polls the sandbox at most once a second
 FAR_MS = 10 * 365 * 86_400_000  # "not due for ten years"
-ALL_SECTIONS = "abcdefgh"
+ALL_SECTIONS = "abcdefghi"
 
 
 def uptime() -> str:
@@ -410,12 +412,13 @@ def drain_backlog(
     return rate
 
 
-def end_to_end(bench: Bench, n: int, seed: int, dests: int = 1) -> float:
-    """(c), (g) events/s from the first enqueue until the sandbox accepted the last event;
-    with `dests` > 1 the events are spread evenly, one `enqueue_many` per destination."""
+def end_to_end(bench: Bench, n: int, seed: int, dests: int = 1, registered: int = 0) -> float:
+    """(c), (g), (i) events/s from the first enqueue until the sandbox accepted the last
+    event; with `dests` > 1 the events are spread evenly, one `enqueue_many` per
+    destination; with `registered`, that many destinations are configured (the rest idle)."""
     bench.reset()
-    settings = bench.configure(destinations(dests))
-    names = list(settings.destinations)
+    settings = bench.configure(destinations(max(dests, registered)))
+    names = list(settings.destinations)[:dests]
     events = demo.linkedin_events(n, seed=seed)
     per = n // len(names)
     producer = Dispatcher(settings)
@@ -590,7 +593,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--many-destinations", type=int, default=1_000, help="(g)")
     parser.add_argument("--many-events", type=int, default=50, help="(g) per destination")
-    parser.add_argument("--idle-destinations", type=int, default=10_000, help="(h)")
+    parser.add_argument("--idle-destinations", type=int, default=10_000, help="(h), (i)")
+    parser.add_argument("--active-destinations", type=int, default=100, help="(i)")
+    parser.add_argument("--active-events", type=int, default=500, help="(i) per destination")
     parser.add_argument("--idle-seconds", type=float, default=20.0, help="(h)")
     parser.add_argument("--mixed", type=int, default=20_000, help="(m) conversions (x4 events)")
     args = parser.parse_args(argv)
@@ -653,6 +658,14 @@ def main(argv: list[str] | None = None) -> int:
             figures["g1"] = repeat(g1, runs, lambda i: end_to_end(bench, k * per, 70 + i, k))
             g0 = Figure("g0", f"1 destination x {k * per:,} events, end to end", "events/s")
             figures["g0"] = repeat(g0, runs, lambda i: end_to_end(bench, k * per, 70 + i))
+        if "i" in only:
+            k, active, per = args.idle_destinations, args.active_destinations, args.active_events
+            i1 = Figure("i1", f"{k:,} registered, {active} active x {per:,} events", "events/s")
+            figures["i1"] = repeat(
+                i1, runs, lambda i: end_to_end(bench, active * per, 90 + i, active, k)
+            )
+            i0 = Figure("i0", f"1 destination x {active * per:,} events, end to end", "events/s")
+            figures["i0"] = repeat(i0, runs, lambda i: end_to_end(bench, active * per, 90 + i))
         if "h" in only:
             k, secs = args.idle_destinations, args.idle_seconds
             for key, dests in (("h", k), ("h0", 1)):
@@ -684,6 +697,12 @@ def main(argv: list[str] | None = None) -> int:
         ("f2/f1", "f2", "f1", "2 worker processes vs 1"),
         ("g1/g0", "g1", "g0", f"{args.many_destinations:,} small destinations vs 1 big one"),
         ("h/h0", "h", "h0", "idle worker CPU, many destinations vs 1"),
+        (
+            "i1/i0",
+            "i1",
+            "i0",
+            f"{args.active_destinations} active of {args.idle_destinations:,} vs 1",
+        ),
     ]
     for name, over, under, what in ratios:
         if over in figures and under in figures and figures[under].median:

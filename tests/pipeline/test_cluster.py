@@ -50,6 +50,8 @@ def stack(
     tmp_path_factory: pytest.TempPathFactory, cluster: Cluster, redis_url: str
 ) -> Iterator[Stack]:
     config = {**json.loads(json.dumps(CONFIG)), "broker_url": redis_url}
+    with redis.Redis.from_url(redis_url) as broker:
+        broker.flushdb()  # what earlier modules' stacks left: this one's broker starts empty
     yield from start_stack(tmp_path_factory.mktemp("on-cluster"), cluster.url, config)
 
 

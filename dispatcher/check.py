@@ -9,14 +9,17 @@ cannot be served, with the reason, instead of failing every batch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, cast
+from functools import partial
+from typing import Any, Literal, cast
 
 import redis
 
 from dispatcher import keys
 from dispatcher.errors import ConfigurationError
 from dispatcher.settings import Destination, Settings, config_file
+from dispatcher.storage import clustered
 
 Level = Literal["ok", "warn", "error"]
 
@@ -77,31 +80,42 @@ def route_findings(settings: Settings, client: redis.Redis) -> list[Finding]:
 
 
 def redis_findings(client: redis.Redis) -> list[Finding]:
-    """Reachable, and set up to keep events: AOF on, `maxmemory` set, `noeviction`."""
+    """Reachable, and set up to keep events: AOF on, `maxmemory` set, `noeviction` (on
+    every primary of a cluster)."""
     try:
         client.ping()
     except redis.RedisError as exc:
         return [Finding("error", "redis", f"unreachable: {type(exc).__name__}: {exc}")]
+    if not clustered(client):
+        return _node_findings("redis", lambda: client.config_get("*"))
+    found = []
+    for node in cast(Any, client).get_primaries():
+        read = partial(client.config_get, "*", target_nodes=node)
+        found += _node_findings(f"redis {node.name}", read)
+    return found
+
+
+def _node_findings(subject: str, read_config: Callable[[], object]) -> list[Finding]:
     try:
-        config = cast(dict[str, str], client.config_get("*"))
+        config = cast(dict[str, str], read_config())
     except redis.ResponseError:  # managed services often disable CONFIG
-        return [Finding("warn", "redis", "CONFIG GET is refused: check AOF and maxmemory by hand")]
-    found = [Finding("ok", "redis", "reachable")]
+        return [Finding("warn", subject, "CONFIG GET is refused: check AOF and maxmemory by hand")]
+    found = [Finding("ok", subject, "reachable")]
     if config.get("appendonly") != "yes":
         found.append(
-            Finding("error", "redis", "appendonly is off: a restart loses every waiting event")
+            Finding("error", subject, "appendonly is off: a restart loses every waiting event")
         )
     else:
         fsync = config.get("appendfsync", "?")
-        found.append(Finding("ok", "redis", f"AOF on (appendfsync {fsync})"))
+        found.append(Finding("ok", subject, f"AOF on (appendfsync {fsync})"))
     if int(config.get("maxmemory", "0") or 0) == 0:
         found.append(
-            Finding("warn", "redis", "maxmemory is 0: a full host fails instead of refusing")
+            Finding("warn", subject, "maxmemory is 0: a full host fails instead of refusing")
         )
     policy = config.get("maxmemory-policy", "?")
     if policy != "noeviction":
         found.append(
-            Finding("error", "redis", f"maxmemory-policy {policy}: Redis may evict events")
+            Finding("error", subject, f"maxmemory-policy {policy}: Redis may evict events")
         )
     return found
 

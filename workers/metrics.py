@@ -4,7 +4,8 @@ The counters live in each destination's state hash and the latency histograms in
 hash per platform (written by whichever worker did the work), so one exporter shows the
 whole fleet and no multiprocess bookkeeping is needed: `convdispatch metrics --port 9108`.
 A scrape is one pipelined Redis round trip, whatever the number of destinations (one
-more for the runtime registry's version, one more when orphaned streams exist). With
+more for the runtime registry's version, one more when orphaned streams exist; on a
+Redis Cluster, one per master and one for the clock). With
 Redis down a scrape still answers: `convdispatch_up 0`.
 """
 
@@ -25,6 +26,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from dispatcher import keys
 from dispatcher.registry import Registry
 from dispatcher.settings import PLATFORMS, Settings
+from dispatcher.storage import clustered
 
 COUNTERS = {
     "delivered": "Events the platform accepted.",
@@ -69,8 +71,10 @@ class RedisCollector(Collector):
         if self.runtime is not None:  # destinations registered at runtime: one GET more
             self.runtime.sync()
         names = list(self.settings.destinations)
+        cluster = clustered(self.client)  # a cluster pipeline takes only commands with keys
         pipe = self.client.pipeline(transaction=False)
-        pipe.time()
+        if not cluster:
+            pipe.time()  # Redis's clock, as the workers read it
         pipe.smembers(keys.orphans())
         for name in names:
             dest = self.settings.destinations[name]
@@ -85,7 +89,7 @@ class RedisCollector(Collector):
                 pipe.hgetall(keys.delivery_latency(platform, shard))
                 pipe.hgetall(keys.drain_latency(platform, shard))
         replies = iter(pipe.execute())
-        seconds, micros = next(replies)
+        seconds, micros = self.client.time() if cluster else next(replies)
         now_s = int(seconds) + int(micros) / 1e6
         orphans = sorted(n.decode() for n in cast(set[bytes], next(replies)))
         yield from self._destinations(names, replies, now_s)

@@ -6,20 +6,28 @@ sandbox and worker processes as the single-node tests; a master is failed over u
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
 import redis
+from prometheus_client import generate_latest
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
 from dispatcher import keys
 from tests.conftest import Cluster, start_cluster, wait_for
-from tests.pipeline.conftest import Stack, start_stack
+from tests.pipeline.conftest import Stack, settings_env, start_stack
 from tests.pipeline.events import linkedin, many
+from workers.metrics import registry
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.usefixtures("fresh")]
 
@@ -189,3 +197,48 @@ def _master_of_fresh(cluster: Cluster, key: str) -> int:
         if int(start) <= slot <= int(end):
             return int(master[1])
     raise AssertionError(f"slot {slot} unassigned")
+
+
+def test_the_operator_commands_read_every_shard(stack: Stack, tmp_path: Path) -> None:
+    # Given a backlog held back (503) on two destinations of different shards
+    stack.sandbox.control("faults", {"status": 503, "count": 1000, "retry_after": "60"})
+    other = next(n for n in NAMES if keys.shard(n) != keys.shard("li-a"))
+    for name in ("li-a", other):
+        stack.dispatcher.enqueue_many(many(7, f"held-{name}"), name)
+    wait_for(lambda: stack.control.status("li-a").backlog == 7, 30, "the backlog")
+    env = settings_env(
+        {"redis_url": stack.settings.redis_url, "redis_cluster": True, "keyspace_shards": 16,
+         "broker_url": stack.settings.broker, "destinations": CONFIG["destinations"]},
+        tmp_path,
+    )  # fmt: skip
+    run = partial(_cli, env)
+    # Then `check` reads every master, `status` totals both shards, metrics add them up
+    checked = run("check")
+    assert checked.stdout.count("AOF on") == 3, checked.stdout
+    assert "6 destination(s): backlog 14, 0 paused, 2 with errors" in run("status").stdout
+    text = generate_latest(registry(stack.settings, stack.redis)).decode()
+    backlog = [line for line in text.splitlines() if line.startswith("convdispatch_backlog{")]
+    assert sum(float(line.rsplit(" ", 1)[1]) for line in backlog) == 14
+
+
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CONVDISP_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "workers.cli", *args], env={**clean, **env, "COLUMNS": "200"},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    return done
+
+
+def test_the_asyncio_producer_writes_to_the_cluster(stack: Stack) -> None:
+    async def produce() -> None:
+        for name in NAMES:
+            await stack.dispatcher.aenqueue_many(many(3, f"async-{name}"), name)
+        await stack.dispatcher.aclose()
+
+    asyncio.run(produce())
+    wait_for(lambda: len(stack.sandbox.event_ids()) == 18, 30, "the 18 events")
+    assert sorted(stack.sandbox.event_ids()) == sorted(
+        f"async-{n}-{i}" for n in NAMES for i in range(3)
+    )

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from cryptography.fernet import Fernet
 import redis
 from prometheus_client import generate_latest
 from redis.cluster import RedisCluster
@@ -31,6 +32,7 @@ from workers.metrics import registry
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.usefixtures("fresh")]
 
+SECRET_KEY = Fernet.generate_key().decode()
 # Six destinations: with 16 shards they land on every master (checked below).
 NAMES = [f"li-{c}" for c in "abcdef"]
 CONFIG = {
@@ -60,7 +62,9 @@ def stack(
     config = {**json.loads(json.dumps(CONFIG)), "broker_url": redis_url}
     with redis.Redis.from_url(redis_url) as broker:
         broker.flushdb()  # what earlier modules' stacks left: this one's broker starts empty
-    yield from start_stack(tmp_path_factory.mktemp("on-cluster"), cluster.url, config)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("CONVDISP_SECRET_KEYS", SECRET_KEY)  # the workers unseal registry tokens
+        yield from start_stack(tmp_path_factory.mktemp("on-cluster"), cluster.url, config)
 
 
 def _master_of(stack: Stack, key: str) -> tuple[str, int]:
@@ -242,3 +246,21 @@ def test_the_asyncio_producer_writes_to_the_cluster(stack: Stack) -> None:
     assert sorted(stack.sandbox.event_ids()) == sorted(
         f"async-{n}-{i}" for n in NAMES for i in range(3)
     )
+
+
+def test_a_destination_registered_at_runtime_is_served_from_the_cluster(stack: Stack) -> None:
+    # Given a destination added through the registry while the workers run
+    registry = stack.dispatcher.registry
+    registry.add("li-late", {"platform": "linkedin", "token": "late-secret-token"})
+    try:
+        # When events are enqueued for it, the workers deliver them without a restart
+        stack.dispatcher.enqueue_many(many(5, "late"), "li-late")
+        wait_for(lambda: len(stack.sandbox.event_ids()) == 5, 20, "the 5 events")
+        # And its token is nowhere in the cluster in clear
+        for key in stack.redis.scan_iter(f"{keys.PREFIX}:*"):
+            if stack.redis.type(key) == b"hash":
+                assert b"late-secret-token" not in b"".join(
+                    b"".join(kv) for kv in stack.redis.hgetall(key).items()
+                )
+    finally:
+        registry.remove("li-late", "keep")

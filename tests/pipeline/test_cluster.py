@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from cryptography.fernet import Fernet
 import redis
+from cryptography.fernet import Fernet
 from prometheus_client import generate_latest
 from redis.cluster import RedisCluster
 from redis.crc import key_slot

@@ -27,13 +27,16 @@ def entry_ms(entry_id: bytes) -> int:
     return int(entry_id.split(b"-", 1)[0])
 
 
+def budget_ms(table: PlatformSettings) -> tuple[int, int]:
+    """An entry's retry budget: the acceptance window (from when the event happened) and
+    the retry age (from when it was stored)."""
+    return int(table.acceptance_window_s * 1000), int(table.max_retry_age_s * 1000)
+
+
 def deadline_ms(table: PlatformSettings, entry: Entry) -> int:
     """When an entry's retry budget ends: the acceptance window or the retry age, first."""
-    happened = int(entry[1][b"t"])
-    return min(
-        happened + int(table.acceptance_window_s * 1000),
-        entry_ms(entry[0]) + int(table.max_retry_age_s * 1000),
-    )
+    window_ms, age_ms = budget_ms(table)
+    return min(int(entry[1][b"t"]) + window_ms, entry_ms(entry[0]) + age_ms)
 
 
 class DestinationStream:

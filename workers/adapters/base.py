@@ -38,6 +38,9 @@ class EventResult:
     reason: str = ""
 
 
+DELIVERED = EventResult(Verdict.DELIVERED)  # shared: results are immutable
+
+
 @dataclass
 class Outcome:
     """The verdicts on one batch, in request order, plus what the response said overall."""
@@ -53,6 +56,11 @@ class Outcome:
     job_state: str = ""  # the job's state as first reported
     job_detail: str = ""  # e.g. "line_quantity 9 of source_quantity 10"
     split: bool = False  # the request was too large (413): send each half on its own
+
+    @property
+    def all_delivered(self) -> bool:
+        """Every event was taken (the common case, checked without grouping verdicts)."""
+        return all(r.verdict is Verdict.DELIVERED for r in self.results)
 
     @classmethod
     def every(cls, n: int, verdict: Verdict, reason: str = "", **kw: object) -> Outcome:

@@ -14,6 +14,7 @@ import httpx
 
 from dispatcher.settings import LINKEDIN_VERSION, Destination, LinkedInSettings, PlatformSettings
 from workers.adapters.base import (
+    DELIVERED,
     EventResult,
     Outcome,
     Verdict,
@@ -101,7 +102,7 @@ def _batch_results(response: httpx.Response, n: int) -> Outcome:
     for element in elements:
         code = element.get("status", 201) if isinstance(element, dict) else 201
         if code in (200, 201):
-            results.append(EventResult(Verdict.DELIVERED))
+            results.append(DELIVERED)
         elif code == 429:  # this element was throttled, not refused
             results.append(EventResult(Verdict.WAIT, "element status 429"))
         elif isinstance(code, int) and code >= 500:

@@ -13,7 +13,15 @@ from typing import Any
 import httpx
 
 from dispatcher.settings import Destination, PlatformSettings
-from workers.adapters.base import EventResult, Outcome, Verdict, common_outcome, excerpt, json_body
+from workers.adapters.base import (
+    DELIVERED,
+    EventResult,
+    Outcome,
+    Verdict,
+    common_outcome,
+    excerpt,
+    json_body,
+)
 from workers.limiter import Limit
 
 MAX_WARNING_INDICES = 10  # a warning names at most this many events (a batch holds 1000)
@@ -101,7 +109,7 @@ def _per_event(events: object, n: int, response: httpx.Response) -> Outcome:
         if isinstance(warning, str) and warning:
             warned.setdefault(warning, []).append(index)
         if item.get("status") == "processed":
-            results.append(EventResult(Verdict.DELIVERED))
+            results.append(DELIVERED)
         else:
             error = item.get("error_message") or f"status {item.get('status')!r}"
             results.append(EventResult(Verdict.REJECTED, f"{status}: {error}"[:1000]))

@@ -1,0 +1,42 @@
+"""The settle script's records of a delivered batch: trace runs and latency histogram."""
+
+from __future__ import annotations
+
+import redis
+
+from dispatcher import Settings, keys
+from workers.settle import Settlement, settle
+
+
+def _stored(client: redis.Redis, n: int) -> list[str]:
+    stream = keys.stream("li-main")
+    client.xgroup_create(stream, keys.GROUP, id="0", mkstream=True)
+    for i in range(n):
+        client.xadd(stream, {"p": b"{}", "e": f"ev-{i}", "t": 0}, id=f"1000-{i}")
+    client.xadd(stream, {"p": b"{}", "e": "late", "t": 0}, id="2000-0")
+    client.xreadgroup(keys.GROUP, "c", {stream: ">"})
+    client.set(keys.lease("li-main"), "tok")
+    return [f"1000-{i}" for i in range(n)] + ["2000-0"]
+
+
+def test_acks_in_any_order_give_the_same_runs_and_histogram(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    # Given ten stored entries, of which eight are acknowledged out of stream order
+    ids = _stored(redis_client, 9)
+    acked = [ids[9], ids[4], ids[0], ids[1], ids[2], ids[6], ids[7], ids[3]]
+    # When the batch is settled
+    batch = Settlement(acked=acked, failures="reset", retry_counted=False, batch_id="b")
+    done = settle(redis_client, settings, "li-main", "linkedin", "tok", "c", batch)
+    # Then the trace record holds the runs of consecutive ids, in order
+    assert done == (8, 0)
+    ((_, record),) = redis_client.xrange(keys.deliveries("li-main"))
+    assert record[b"r"] == b"1000-0-4 1000-6-7 2000-0-0"
+    assert record[b"n"] == b"8"
+    # And every acknowledged event is counted once in the latency histogram
+    histogram = redis_client.hgetall(keys.delivery_latency("linkedin"))
+    assert sum(int(v) for k, v in histogram.items() if k != b"sum") == 8
+    assert int(redis_client.hget(keys.state("li-main"), "delivered") or 0) == 8
+    # And only the two left out are still in the stream
+    left = [e[0].decode() for e in redis_client.xrange(keys.stream("li-main"))]
+    assert left == [ids[5], ids[8]]

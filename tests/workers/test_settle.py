@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import redis
 
 from dispatcher import Settings, keys
@@ -30,7 +32,7 @@ def test_acks_in_any_order_give_the_same_runs_and_histogram(
     done = settle(redis_client, settings, "li-main", "linkedin", "tok", "c", batch)
     # Then the trace record holds the runs of consecutive ids, in order
     assert done == (8, 0)
-    ((_, record),) = redis_client.xrange(keys.deliveries("li-main"))
+    ((_, record),) = cast(list[Any], redis_client.xrange(keys.deliveries("li-main")))
     assert record[b"r"] == b"1000-0-4 1000-6-7 2000-0-0"
     assert record[b"n"] == b"8"
     # And every acknowledged event is counted once in the latency histogram

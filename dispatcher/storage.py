@@ -41,7 +41,9 @@ def open_store(settings: Settings, **options: Any) -> redis.Redis:
     options = {**_OPTIONS, **options}
     if settings.redis_cluster:
         # A cluster client has the same command methods; typed as one for its callers.
-        cluster = redis.cluster.RedisCluster.from_url(settings.redis_url, **options)
+        cluster = redis.cluster.RedisCluster(
+            url=settings.redis_url, **_every_node(settings.redis_url, options), **options
+        )
         return cast(redis.Redis, cluster)
     return redis.Redis.from_url(settings.redis_url, **options)
 
@@ -50,11 +52,25 @@ def aopen_store(settings: Settings) -> redis.asyncio.Redis:
     """The asyncio twin of `open_store`."""
     keys.configure(settings.keyspace_shards if settings.redis_cluster else None)
     if settings.redis_cluster:
-        return cast(
-            redis.asyncio.Redis,
-            redis.asyncio.cluster.RedisCluster.from_url(settings.redis_url, **_OPTIONS),
-        )
+        node = cast(Any, redis.asyncio.cluster.ClusterNode)
+        found = _every_node(settings.redis_url, _OPTIONS)["startup_nodes"]
+        cluster = redis.asyncio.cluster.RedisCluster.from_url(
+            settings.redis_url, startup_nodes=[node(n.host, n.port) for n in found],
+            dynamic_startup_nodes=False, **_OPTIONS,
+        )  # fmt: skip
+        return cast(redis.asyncio.Redis, cluster)
     return aconnect(settings.redis_url)
+
+
+def _every_node(url: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Every node of the cluster `url` names, as fixed startup nodes: redis-py forgets a
+    node that failed, and with the default (dynamic) startup nodes a client whose first
+    node died stays stuck on it after the failover (tests/pipeline/test_cluster.py kills
+    one); with all of them fixed it asks a live one for the new layout."""
+    with redis.cluster.RedisCluster.from_url(url, **options) as probe:
+        node = cast(Any, redis.cluster.ClusterNode)
+        nodes = [node(n.host, n.port) for n in probe.get_nodes()]
+    return {"startup_nodes": nodes, "dynamic_startup_nodes": False}
 
 
 def clustered(client: Any) -> bool:

@@ -31,7 +31,7 @@ from dispatcher.errors import (
 from dispatcher.events import PlatformEvent, model_for
 from dispatcher.registry import Registry
 from dispatcher.settings import Destination, Settings, get_settings
-from dispatcher.storage import aopen_store, open_store, translate_redis_errors
+from dispatcher.storage import aopen_store, open_store, reopen_store, translate_redis_errors
 from dispatcher.validation import REFUSED, refusal, refusing
 from dispatcher.writer import CHUNK_EVENTS, Refused, Writer
 
@@ -204,9 +204,11 @@ class Dispatcher:
     @property
     def redis(self) -> redis.Redis:
         """The synchronous Redis client, connected on first use."""
-        with self._lock:
+        with self._lock, translate_redis_errors():
             if self._redis is None:
                 self._redis = open_store(self.settings)
+            elif self.writer.lost:  # a cluster client can stay routed to a dead master
+                self._redis, self.writer.lost = reopen_store(self.settings, self._redis), False
             return self._redis
 
     def _aclient(self) -> AsyncRedis:

@@ -40,12 +40,31 @@ def open_store(settings: Settings, **options: Any) -> redis.Redis:
     keys.configure(settings.keyspace_shards if settings.redis_cluster else None)
     options = {**_OPTIONS, **options}
     if settings.redis_cluster:
-        # A cluster client has the same command methods; typed as one for its callers.
-        cluster = redis.cluster.RedisCluster(
-            url=settings.redis_url, **_every_node(settings.redis_url, options), **options
-        )
-        return cast(redis.Redis, cluster)
+        nodes = _every_node(settings.redis_url, options)
+        return _cluster(settings.redis_url, nodes, options)
     return redis.Redis.from_url(settings.redis_url, **options)
+
+
+def reopen_store(settings: Settings, old: redis.Redis, **options: Any) -> redis.Redis:
+    """A new client in place of `old`, after connection errors. redis-py's cluster client
+    can stay routed to a master that died even once its replica took over, while a new
+    one asks the live nodes for the layout: it starts from every node `old` knew (the
+    node in `redis_url` may be the one that died)."""
+    if not clustered(old):
+        return old  # a single-node client reconnects by itself
+    node = cast(Any, redis.cluster.ClusterNode)
+    nodes = [node(n.host, n.port) for n in cast(Any, old).get_nodes()]
+    new = _cluster(settings.redis_url, nodes, {**_OPTIONS, **options})  # raises if none answers
+    old.close()
+    return new
+
+
+def _cluster(url: str, nodes: list[Any], options: dict[str, Any]) -> redis.Redis:
+    # A cluster client has the same command methods; typed as one for its callers.
+    cluster = redis.cluster.RedisCluster(
+        url=url, startup_nodes=nodes, dynamic_startup_nodes=False, **options
+    )
+    return cast(redis.Redis, cluster)
 
 
 def aopen_store(settings: Settings) -> redis.asyncio.Redis:
@@ -53,7 +72,7 @@ def aopen_store(settings: Settings) -> redis.asyncio.Redis:
     keys.configure(settings.keyspace_shards if settings.redis_cluster else None)
     if settings.redis_cluster:
         node = cast(Any, redis.asyncio.cluster.ClusterNode)
-        found = _every_node(settings.redis_url, _OPTIONS)["startup_nodes"]
+        found = _every_node(settings.redis_url, _OPTIONS)
         cluster = redis.asyncio.cluster.RedisCluster.from_url(
             settings.redis_url, startup_nodes=[node(n.host, n.port) for n in found],
             dynamic_startup_nodes=False, **_OPTIONS,
@@ -62,15 +81,13 @@ def aopen_store(settings: Settings) -> redis.asyncio.Redis:
     return aconnect(settings.redis_url)
 
 
-def _every_node(url: str, options: dict[str, Any]) -> dict[str, Any]:
-    """Every node of the cluster `url` names, as fixed startup nodes: redis-py forgets a
+def _every_node(url: str, options: dict[str, Any]) -> list[Any]:
+    """Every node of the cluster `url` names, to be fixed startup nodes: redis-py forgets a
     node that failed, and with the default (dynamic) startup nodes a client whose first
-    node died stays stuck on it after the failover (tests/pipeline/test_cluster.py kills
-    one); with all of them fixed it asks a live one for the new layout."""
+    node died stayed stuck on it after the failover."""
     with redis.cluster.RedisCluster.from_url(url, **options) as probe:
         node = cast(Any, redis.cluster.ClusterNode)
-        nodes = [node(n.host, n.port) for n in probe.get_nodes()]
-    return {"startup_nodes": nodes, "dynamic_startup_nodes": False}
+        return [node(n.host, n.port) for n in probe.get_nodes()]
 
 
 def clustered(client: Any) -> bool:

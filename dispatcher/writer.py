@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import redis
@@ -39,6 +40,7 @@ class Writer:
         self._lock = threading.Lock()
         self._checked_s = 0.0
         self._used = self._limit = 0
+        self.lost = False  # a write met a connection error: the client may need replacing
 
     def calls(self, groups: Mapping[str, Rows], dedup: bool) -> list[tuple[str, list[Any]]]:
         """(destination, keys + args) of every script call, a chunk of one destination each."""
@@ -67,7 +69,7 @@ class Writer:
         """Store `groups`; the destinations refused for their backlog cap, with why."""
         if not groups:
             return {}
-        with translate_redis_errors():
+        with translate_redis_errors(), self._noting_lost():
             if self._stale():
                 self._seen(*memory(client))
             self._admit(groups)
@@ -80,13 +82,21 @@ class Writer:
         """The asyncio twin of `write`."""
         if not groups:
             return {}
-        with translate_redis_errors():
+        with translate_redis_errors(), self._noting_lost():
             if self._stale():
                 self._seen(*await amemory(client))
             self._admit(groups)
             calls = self.calls(groups, dedup)
             replies = await arun_all(client, *ENQUEUE, [_split(a) for _, a in calls])
             return _outcome(calls, replies)
+
+    @contextmanager
+    def _noting_lost(self) -> Iterator[None]:
+        try:
+            yield
+        except redis.ConnectionError:
+            self.lost = True
+            raise
 
     # -- the memory guard: refuse before Redis itself refuses writes ---------------------
 

@@ -16,7 +16,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import redis
@@ -24,7 +24,7 @@ from celery import Celery, signals
 
 from dispatcher import keys
 from dispatcher.settings import PLATFORMS, Settings
-from dispatcher.storage import open_store, run_all
+from dispatcher.storage import open_store, reopen_store, run_all
 
 log = logging.getLogger(__name__)
 DRAIN_TASK = "convdispatch.drain"
@@ -77,9 +77,11 @@ class Scheduler:
         client: redis.Redis,
         slots: int | None = None,
         name: str | None = None,
+        reopen: Callable[[redis.Redis], redis.Redis] | None = None,
     ) -> None:
         self.app, self.settings, self.platforms = app, settings, list(platforms)
         self.redis = client
+        self.reopen = reopen  # a new client in place of one that lost its connection
         self.slots = slots  # None: the running worker's pool size, read on every tick
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self._member = ""
@@ -155,12 +157,21 @@ class Scheduler:
             except Exception as exc:  # Redis restarting, broker away: try again shortly
                 with self._ticking:
                     log.warning("scheduler: %s: %s", type(exc).__name__, exc)
+                    if self.reopen is not None and isinstance(exc, redis.ConnectionError):
+                        self._reopen()
                 self._stop.wait(REDIS_DOWN_WAIT_S)
                 continue
             if not (sent and self.more):
                 # Not at once after sending a few: destinations coming due one by one
                 # then travel as one task per tick, not as a task each.
                 self._stop.wait(self.settings.scheduler_tick_s)
+
+    def _reopen(self) -> None:
+        assert self.reopen is not None
+        try:
+            self.redis = self.reopen(self.redis)
+        except redis.RedisError as exc:  # no node answers yet: the next error tries again
+            log.warning("scheduler: no new Redis client yet: %s", exc)
 
     def start(self) -> None:
         """Run in a daemon thread."""
@@ -183,5 +194,9 @@ def for_worker(app: Celery, settings: Settings, queues: Sequence[str]) -> Schedu
     if not platforms:
         return None
     # Short timeouts: a fork of a pool child waits for a tick to end (see Scheduler).
-    client = open_store(settings, socket_timeout=5, socket_connect_timeout=2)
-    return Scheduler(app, settings, platforms, client)
+    timeouts = {"socket_timeout": 5, "socket_connect_timeout": 2}
+    client = open_store(settings, **timeouts)
+    return Scheduler(
+        app, settings, platforms, client,
+        reopen=lambda old: reopen_store(settings, old, **timeouts),
+    )  # fmt: skip

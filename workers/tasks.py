@@ -8,11 +8,12 @@ import socket
 from typing import Any
 
 import httpx
+import redis
 
 from dispatcher import keys
 from dispatcher.errors import UnknownDestinationError
 from dispatcher.settings import PLATFORMS
-from dispatcher.storage import open_store
+from dispatcher.storage import open_store, reopen_store
 from workers import jobs
 from workers.app import app, settings
 from workers.engine import DrainStatus, Engine
@@ -22,16 +23,16 @@ log = logging.getLogger(__name__)
 _engine: tuple[int, Engine] | None = None
 
 
-def engine() -> Engine:
-    """This process's engine, built after the fork so no socket is shared with a parent."""
+def engine(lost: bool = False) -> Engine:
+    """This process's engine, built after the fork so no socket is shared with a parent;
+    with `lost`, rebuilt on a new Redis client (see `reopen_store`)."""
     global _engine
-    if _engine is None or _engine[0] != os.getpid():
+    if _engine is None or _engine[0] != os.getpid() or lost:
         http = httpx.Client()  # each request carries its platform's timeout (with_timeout)
         consumer = f"{socket.gethostname()}-{os.getpid()}"
-        _engine = (
-            os.getpid(),
-            Engine(settings, open_store(settings), http, consumer=consumer),
-        )
+        old = _engine[1].redis if _engine is not None and _engine[0] == os.getpid() else None
+        client = reopen_store(settings, old) if old is not None else open_store(settings)
+        _engine = (os.getpid(), Engine(settings, client, http, consumer=consumer))
     return _engine[1]
 
 
@@ -39,8 +40,13 @@ def engine() -> Engine:
 def drain(destinations: list[str] | str) -> list[dict[str, Any]]:
     """Drain each of `destinations` (ids of one platform) while holding its lease."""
     names = [destinations] if isinstance(destinations, str) else destinations
+    try:
+        drained = engine().drain_many(names)
+    except redis.ConnectionError:
+        engine(lost=settings.redis_cluster)  # the next task starts on a new cluster client
+        raise
     reports = []
-    for name, report in zip(names, engine().drain_many(names), strict=True):
+    for name, report in zip(names, drained, strict=True):
         if isinstance(report, UnknownDestinationError):
             # No longer configured: stop scheduling it. Its events stay (see `orphans`).
             for platform in PLATFORMS:

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import redis.asyncio
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
     from dispatcher.settings import Settings
 
 _OPTIONS: dict[str, Any] = {"socket_timeout": 30, "health_check_interval": 30}
+# What tells a client to replace itself (`reopen_store`): a lost connection, or a cluster
+# client that found no node to ask.
+LOST = (redis.ConnectionError, redis.exceptions.RedisClusterException)
 
 
 def connect(url: str) -> redis.Redis:
@@ -35,8 +39,8 @@ def aconnect(url: str) -> redis.asyncio.Redis:
 
 def open_store(settings: Settings, **options: Any) -> redis.Redis:
     """The event store's client as `settings` name it: a single node, or a Redis Cluster
-    (one of its nodes in `redis_url`), and this process's key layout to match. `options`
-    override the connection's (timeouts)."""
+    (one or more of its nodes in `redis_url`: `redis://h1:7000,h2:7000`), and this
+    process's key layout to match. `options` override the connection's (timeouts)."""
     keys.configure(settings.keyspace_shards if settings.redis_cluster else None)
     options = {**_OPTIONS, **options}
     if settings.redis_cluster:
@@ -62,7 +66,7 @@ def reopen_store(settings: Settings, old: redis.Redis, **options: Any) -> redis.
 def _cluster(url: str, nodes: list[Any], options: dict[str, Any]) -> redis.Redis:
     # A cluster client has the same command methods; typed as one for its callers.
     cluster = redis.cluster.RedisCluster(
-        url=url, startup_nodes=nodes, dynamic_startup_nodes=False, **options
+        url=_seeds(url)[0], startup_nodes=nodes, dynamic_startup_nodes=False, **options
     )
     return cast(redis.Redis, cluster)
 
@@ -74,7 +78,7 @@ def aopen_store(settings: Settings) -> redis.asyncio.Redis:
         node = cast(Any, redis.asyncio.cluster.ClusterNode)
         found = _every_node(settings.redis_url, _OPTIONS)
         cluster = redis.asyncio.cluster.RedisCluster.from_url(
-            settings.redis_url, startup_nodes=[node(n.host, n.port) for n in found],
+            _seeds(settings.redis_url)[0], startup_nodes=[node(n.host, n.port) for n in found],
             dynamic_startup_nodes=False, **_OPTIONS,
         )  # fmt: skip
         return cast(redis.asyncio.Redis, cluster)
@@ -85,9 +89,23 @@ def _every_node(url: str, options: dict[str, Any]) -> list[Any]:
     """Every node of the cluster `url` names, to be fixed startup nodes: redis-py forgets a
     node that failed, and with the default (dynamic) startup nodes a client whose first
     node died stayed stuck on it after the failover."""
-    with redis.cluster.RedisCluster.from_url(url, **options) as probe:
-        node = cast(Any, redis.cluster.ClusterNode)
-        return [node(n.host, n.port) for n in probe.get_nodes()]
+    node = cast(Any, redis.cluster.ClusterNode)
+    failed: Exception | None = None
+    for seed in _seeds(url):  # the first that answers: the others may be down
+        try:
+            with redis.cluster.RedisCluster.from_url(seed, **options) as probe:
+                return [node(n.host, n.port) for n in probe.get_nodes()]
+        except (redis.RedisError, *LOST, OSError) as exc:
+            failed = exc
+    assert failed is not None
+    raise failed
+
+
+def _seeds(url: str) -> list[str]:
+    """One URL per node of a `redis://[auth@]h1:p1,h2:p2[/db]` list (one for a plain URL)."""
+    parts = urlsplit(url)
+    auth, at, hosts = parts.netloc.rpartition("@")
+    return [urlunsplit(parts._replace(netloc=auth + at + host)) for host in hosts.split(",")]
 
 
 def clustered(client: Any) -> bool:
@@ -194,5 +212,5 @@ def translate_redis_errors() -> Iterator[None]:
     """Turn any redis-py exception into `StorageError` (the one boundary that does so)."""
     try:
         yield
-    except redis.RedisError as exc:
+    except (redis.RedisError, *LOST) as exc:
         raise StorageError(f"redis: {type(exc).__name__}: {exc}") from exc

@@ -21,7 +21,15 @@ from dispatcher import keys
 from dispatcher.compact import pack
 from dispatcher.errors import BackpressureError, StorageError
 from dispatcher.settings import Settings
-from dispatcher.storage import Call, amemory, arun_all, memory, run_all, translate_redis_errors
+from dispatcher.storage import (
+    LOST,
+    Call,
+    amemory,
+    arun_all,
+    memory,
+    run_all,
+    translate_redis_errors,
+)
 
 ENQUEUE = ("dispatcher", "enqueue.lua")
 ENQUEUE_KEYS = 5  # stream, state, lease, due index, ids: the arguments that follow are ARGV
@@ -94,7 +102,7 @@ class Writer:
     def _noting_lost(self) -> Iterator[None]:
         try:
             yield
-        except redis.ConnectionError:
+        except LOST:
             self.lost = True
             raise
 

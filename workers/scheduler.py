@@ -24,7 +24,7 @@ from celery import Celery, signals
 
 from dispatcher import keys
 from dispatcher.settings import PLATFORMS, Settings
-from dispatcher.storage import open_store, reopen_store, run_all
+from dispatcher.storage import LOST, open_store, reopen_store, run_all
 
 log = logging.getLogger(__name__)
 DRAIN_TASK = "convdispatch.drain"
@@ -157,7 +157,7 @@ class Scheduler:
             except Exception as exc:  # Redis restarting, broker away: try again shortly
                 with self._ticking:
                     log.warning("scheduler: %s: %s", type(exc).__name__, exc)
-                    if self.reopen is not None and isinstance(exc, redis.ConnectionError):
+                    if self.reopen is not None and isinstance(exc, LOST):
                         self._reopen()
                 self._stop.wait(REDIS_DOWN_WAIT_S)
                 continue
@@ -170,7 +170,7 @@ class Scheduler:
         assert self.reopen is not None
         try:
             self.redis = self.reopen(self.redis)
-        except redis.RedisError as exc:  # no node answers yet: the next error tries again
+        except (redis.RedisError, *LOST) as exc:  # no node answers yet: the next error retries
             log.warning("scheduler: no new Redis client yet: %s", exc)
 
     def start(self) -> None:

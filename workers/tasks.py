@@ -8,12 +8,11 @@ import socket
 from typing import Any
 
 import httpx
-import redis
 
 from dispatcher import keys
 from dispatcher.errors import UnknownDestinationError
 from dispatcher.settings import PLATFORMS
-from dispatcher.storage import open_store, reopen_store
+from dispatcher.storage import LOST, open_store, reopen_store
 from workers import jobs
 from workers.app import app, settings
 from workers.engine import DrainStatus, Engine
@@ -42,7 +41,7 @@ def drain(destinations: list[str] | str) -> list[dict[str, Any]]:
     names = [destinations] if isinstance(destinations, str) else destinations
     try:
         drained = engine().drain_many(names)
-    except redis.ConnectionError:
+    except LOST:
         engine(lost=settings.redis_cluster)  # the next task starts on a new cluster client
         raise
     reports = []

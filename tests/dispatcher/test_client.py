@@ -311,3 +311,14 @@ def test_writes_go_on_after_redis_forgot_its_scripts(
     # Then every write was stored, once
     assert [e["eventId"] for e in stored(redis_client)] == ids
     assert len(set(ids)) == 7
+
+
+def test_a_cluster_url_may_list_several_nodes() -> None:
+    from dispatcher.storage import _seeds
+
+    assert _seeds("redis://:pw@h1:7000,h2:7001/0") == [
+        "redis://:pw@h1:7000/0",
+        "redis://:pw@h2:7001/0",
+    ]
+    assert _seeds("rediss://u:p@a:1,b:2") == ["rediss://u:p@a:1", "rediss://u:p@b:2"]
+    assert _seeds("redis://localhost:6379/0") == ["redis://localhost:6379/0"]

@@ -24,7 +24,7 @@ from prometheus_client import generate_latest
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
-from dispatcher import StorageError, keys
+from dispatcher import Dispatcher, StorageError, keys
 from tests.conftest import Cluster, start_cluster, wait_for
 from tests.pipeline.conftest import Stack, settings_env, start_stack
 from tests.pipeline.events import linkedin, many
@@ -287,10 +287,26 @@ def test_a_master_killed_without_warning_loses_no_replicated_event(
              "the replica to take over")  # fmt: skip
     # And the application enqueues more, retrying on StorageError as documented
     wait_for(lambda: _enqueued(stack, many(500, "after-kill"), busy), 30, "an enqueue to land")
+    # And a new asyncio producer that lists several nodes in redis_url, the dead one
+    # first, gets through
+    seeds = ",".join(f"127.0.0.1:{p}" for p in [port, *[q for q in cluster.ports if q != port]])
+    listed = stack.settings.model_copy(update={"redis_url": f"redis://{seeds}/0"})
+
+    late = Dispatcher(listed)
+
+    async def produce() -> None:
+        try:
+            await late.aenqueue_many(many(100, "async-after-kill"), busy)
+        finally:
+            await late.aclose()
+
+    asyncio.run(produce())
+    late.close()
     # Then every event arrives (LinkedIn deduplicates by eventId; resends are counted)
     stack.sandbox.control("config", {"latency_s": 0.0})
     wanted = {f"kill-{i}" for i in range(2000)} | {f"after-kill-{i}" for i in range(500)}
-    wait_for(lambda: wanted <= set(stack.sandbox.event_ids()), 60, "all 2,500 events")
+    wanted |= {f"async-after-kill-{i}" for i in range(100)}
+    wait_for(lambda: wanted <= set(stack.sandbox.event_ids()), 60, "all 2,600 events")
     assert stack.dead.count("linkedin") == 0
     resent = len(stack.sandbox.event_ids()) - len(wanted)
     print(f"sent again after the unplanned failover: {resent} events")

@@ -86,7 +86,7 @@ class DeadLetter:
         text = {k.decode(): v.decode() for k, v in fields.items() if k != b"p"}
         status = text.get("status", "")
         return cls(
-            id=entry_id.decode() if shard is None else f"{shard}:{entry_id.decode()}",
+            id=letter_id(entry_id.decode(), shard),
             destination=text["d"],
             event_id=text["e"],
             reason=text["reason"],
@@ -235,6 +235,11 @@ class DeadLetters:
         with translate_redis_errors():
             for stream, ids in by_stream.items():
                 self._redis().xdel(stream, *ids)
+
+
+def letter_id(entry_id: str, shard: int | None) -> str:
+    """A dead letter's id: its stream entry id, prefixed by its shard in the cluster layout."""
+    return entry_id if shard is None else f"{shard}:{entry_id}"
 
 
 def _streams(

@@ -65,10 +65,13 @@ def reopen_store(settings: Settings, old: redis.Redis, **options: Any) -> redis.
 
 def _cluster(url: str, nodes: list[Any], options: dict[str, Any]) -> redis.Redis:
     # A cluster client has the same command methods; typed as one for its callers.
-    cluster = redis.cluster.RedisCluster(
-        url=_seeds(url)[0], startup_nodes=nodes, dynamic_startup_nodes=False, **options
-    )
+    cluster = redis.cluster.RedisCluster(url=_seeds(url)[0], **_fixed(nodes), **options)
     return cast(redis.Redis, cluster)
+
+
+def _fixed(nodes: list[Any]) -> dict[str, Any]:
+    """Startup nodes that redis-py keeps (see `_every_node`)."""
+    return {"startup_nodes": nodes, "dynamic_startup_nodes": False}
 
 
 def aopen_store(settings: Settings) -> redis.asyncio.Redis:
@@ -77,10 +80,10 @@ def aopen_store(settings: Settings) -> redis.asyncio.Redis:
     if settings.redis_cluster:
         node = cast(Any, redis.asyncio.cluster.ClusterNode)
         found = _every_node(settings.redis_url, _OPTIONS)
+        ours = _fixed([node(n.host, n.port) for n in found])
         cluster = redis.asyncio.cluster.RedisCluster.from_url(
-            _seeds(settings.redis_url)[0], startup_nodes=[node(n.host, n.port) for n in found],
-            dynamic_startup_nodes=False, **_OPTIONS,
-        )  # fmt: skip
+            _seeds(settings.redis_url)[0], **ours, **_OPTIONS
+        )
         return cast(redis.asyncio.Redis, cluster)
     return aconnect(settings.redis_url)
 

@@ -16,6 +16,7 @@ from typing import Any, cast
 import redis
 
 from dispatcher import keys
+from dispatcher.deadletters import letter_id
 from dispatcher.settings import Settings
 
 SEQ_BITS = 4096  # the ids score is entry ms * 4096 + min(seq, 4095)
@@ -116,16 +117,17 @@ def _in_stream(client: redis.Redis, name: str, platform: str, entry: str, ms: in
 def _dead(client: redis.Redis, name: str, platform: str, event_id: str, ms: int) -> Trace | None:
     start, seen = f"{ms}-0", 0
     stream = keys.deadletters(platform, keys.shard(name))
-    shard = f"{keys.shard(name)}:" if keys.sharded() else ""  # as DeadLetter.id names it
+    shard = keys.shard(name) if keys.sharded() else None
     while seen < MAX_SCAN:
         rows = cast(list[Any], client.xrange(stream, start, "+", SCAN_PAGE))
-        for letter_id, f in rows:
+        for entry, f in rows:
             if f.get(b"e") == event_id.encode() and f.get(b"d") == name.encode():
                 reason = f.get(b"reason", b"").decode()
-                facts = {"dead_letter": shard + letter_id.decode(), "reason": reason,
+                found = letter_id(entry.decode(), shard)
+                facts = {"dead_letter": found, "reason": reason,
                          "status": f.get(b"status", b"").decode(),
                          "attempts": int(f.get(b"attempts", b"0") or 0)}  # fmt: skip
-                detail = f"dead: {reason} (dead letter {shard}{letter_id.decode()})"
+                detail = f"dead: {reason} (dead letter {found})"
                 return Trace(name, "dead", detail, ms, facts)
         seen += len(rows)
         if len(rows) < SCAN_PAGE:

@@ -196,8 +196,11 @@ def _claim_due(
 def _later(
     client: redis.Redis, platform: str, jobs: list[Job], at_ms: int, counts: dict[str, int]
 ) -> None:
+    by_shard: dict[int, dict[str, int]] = {}
     for job in jobs:
-        client.zadd(keys.open_jobs(platform, keys.shard(job.destination)), {job.id: at_ms})
+        by_shard.setdefault(keys.shard(job.destination), {})[job.id] = at_ms
+    for shard, scores in by_shard.items():  # one ZADD per shard (one on a single node)
+        client.zadd(keys.open_jobs(platform, shard), scores)
     counts["waiting"] += len(jobs)
 
 

@@ -243,7 +243,8 @@ def _histogram(
     counts: dict[str, float] = {}
     for raw in shards:  # the shards' hashes add up
         for k, v in raw.items():
-            counts[k.decode()] = counts.get(k.decode(), 0.0) + float(v)
+            field = k.decode()
+            counts[field] = counts.get(field, 0.0) + float(v)
     cumulative, buckets = 0.0, []
     for bound in [f"{b:g}" for b in bounds] + ["+Inf"]:
         cumulative += counts.get(f"le:{bound}", 0.0)

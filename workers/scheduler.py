@@ -124,14 +124,15 @@ class Scheduler:
             member = ""  # in the roll already: an idle tick stays one small read
         args = (s.scheduler_batch, claim_ms, member, old, int(ALIVE_S * 1000))
         replies = run_all(self.redis, "workers", "claim_due.lua", [(k, args) for k in self.keys])
+        failed = next((r for r in replies if isinstance(r, Exception)), None)
+        if failed is not None:
+            raise failed
         sent, self.more = 0, False
         for i, platform in enumerate(self.platforms):
             queue = s.queue(platform)
             names: list[str] = []
             slots = 0
             for shard, reply in enumerate(replies):
-                if isinstance(reply, Exception):
-                    raise reply
                 claimed, track, live = cast(list[Any], reply)[i]
                 names += [n.decode() for n in claimed]
                 slots = max(slots, int(live))

@@ -55,12 +55,10 @@ local after = backlog + #fresh
 if #fresh > 0 then
   local due = now
   if after < batch then
-    local oldest = now
-    if backlog > 0 then
-      local first = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1]
-      oldest = tonumber(string.match(first[1], '^(%d+)'))
-    end
-    due = oldest + max_wait
+    -- The oldest entry's own ms (Redis 6.2 does not freeze the clock in a script: an entry
+    -- written now may carry a later ms than `now`)
+    local first = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1]
+    due = tonumber(string.match(first[1], '^(%d+)')) + max_wait
   end
   local st = redis.call('HMGET', state, 'paused', 'next_at_ms')
   if not st[1] and redis.call('EXISTS', lease) == 0 then

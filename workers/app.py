@@ -19,6 +19,9 @@ from dispatcher.settings import PLATFORMS, get_settings
 from workers import scheduler
 
 log = logging.getLogger(__name__)
+# httpx logs every request at INFO ("HTTP Request: POST ..."): a line per platform call,
+# thousands a minute with many destinations. Drains report their calls in their results.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 settings = get_settings()
 # A drain allocates ~3 containers per event (a 5,000-entry read is 15,000), most of them
 # alive until the batch is settled: at CPython's default gen-0 threshold (700) the collector

@@ -392,11 +392,10 @@ def check(
     client = open_store(settings)
     found = offline(settings, client)
     if online:
-        import httpx
-
         from workers.probe import online as online_checks
+        from workers.request import PlatformClient
 
-        with httpx.Client() as http:
+        with PlatformClient() as http:
             found += online_checks(settings, client, http)
     marks = {"ok": "[green]ok[/]   ", "warn": "[yellow]warn[/] ", "error": "[red]error[/]"}
     for finding in found:

@@ -28,7 +28,7 @@ from dispatcher.storage import open_store
 from workers.adapters import adapter_for
 from workers.adapters.base import retry_after_s
 from workers.oauth import TokenStore
-from workers.request import Failed, NotSent, RequestPath, Target
+from workers.request import Failed, NotSent, PlatformClient, RequestPath, Target
 
 RULE_URN = "urn:lla:llaPartnerConversion:"
 ACCOUNT_URN = "urn:li:sponsoredAccount:"
@@ -79,7 +79,7 @@ class RuleManager:
     ) -> None:
         self.settings = settings
         self.redis = client or open_store(settings)
-        self.http = http or httpx.Client()
+        self.http = http or PlatformClient()
         self.tokens = TokenStore(self.redis, self.http, settings)
         self.path = RequestPath(
             self.redis, self.http, "rules", settings.max_limiter_wait_s, time.sleep, self.tokens

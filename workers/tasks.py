@@ -7,8 +7,6 @@ import os
 import socket
 from typing import Any
 
-import httpx
-
 from dispatcher import keys
 from dispatcher.errors import UnknownDestinationError
 from dispatcher.settings import PLATFORMS
@@ -16,6 +14,7 @@ from dispatcher.storage import LOST, open_store, reopen_store
 from workers import jobs
 from workers.app import app, settings
 from workers.engine import DrainStatus, Engine
+from workers.request import PlatformClient
 from workers.scheduler import DRAIN_TASK, TRACK_TASK
 
 log = logging.getLogger(__name__)
@@ -27,7 +26,7 @@ def engine(lost: bool = False) -> Engine:
     with `lost`, rebuilt on a new Redis client (see `reopen_store`)."""
     global _engine
     if _engine is None or _engine[0] != os.getpid() or lost:
-        http = httpx.Client()  # each request carries its platform's timeout (with_timeout)
+        http = PlatformClient()  # each request carries its platform's timeout (with_timeout)
         consumer = f"{socket.gethostname()}-{os.getpid()}"
         old = _engine[1].redis if _engine is not None and _engine[0] == os.getpid() else None
         client = reopen_store(settings, old) if old is not None else open_store(settings)

@@ -165,9 +165,7 @@ class Engine:
         lease = Lease(self.redis, self.settings, name, target.destination.platform)
         # One call takes the lease, reads the state and the limiter, and says what to read
         # first when nothing stops a send (a disabled destination reads nothing).
-        start = lease.start(
-            target.table, target.limits, read=target.destination.enabled, consumer=self.consumer
-        )
+        start = lease.start(target.table, target.limits, read=target.destination.enabled)
         if start is None:
             return DrainReport(name, DrainStatus.BUSY)
         report = DrainReport(name)
@@ -277,9 +275,8 @@ class Engine:
         size, in_flight = table.batch_size, table.max_batches_in_flight
         futures: list[Future[None]] = []
         first, now = ("none", 0) if run.start is None else (run.start.read, run.start.now_ms)
-        if first in ("new", "read", "checked"):  # the lease script saw nothing pending
-            taken = run.start.entries if run.start is not None else []
-            entries = run.stream.read_new(size) if first == "new" else taken
+        if first in ("new", "checked"):  # the lease script saw nothing pending, and looked
+            entries = run.stream.read_new(size) if first == "new" else []
             young, looked = False, True
         else:
             entries, young = run.stream.claim_pending(size)

@@ -1,7 +1,7 @@
 -- A destination's drain lease, fenced by its token, and the due time it leaves behind.
 -- Taking the lease also reads everything a drain checks before its first read (state,
 -- limiter, unknown outcomes, what waits in the stream), so a small destination's drain
--- starts with one round trip (this one, which also reads a small batch) instead of ten.
+-- starts with two round trips (this one and the read) instead of ten.
 --
 -- KEYS[1] lease, KEYS[2] due index, KEYS[3] stream, KEYS[4] state; acquire also: KEYS[5]
 -- sending, then per rate-limit scope: bucket, blocked-until (as limiter.lua); release
@@ -10,7 +10,6 @@
 -- ARGV[4] destination;
 -- acquire also: ARGV[5] read (1: decide the first read, 0: only the lease and the state),
 --   ARGV[6] group, ARGV[7] batch size, ARGV[8] max wait ms, ARGV[9] max limiter wait ms,
---   ARGV[10] consumer, ARGV[11] small read (due entries up to this many are read here),
 --   then per scope: refill per second, burst (as limiter.lua);
 -- release also: ARGV[5] batch size, ARGV[6] max wait ms, ARGV[7] not-before (epoch ms,
 --   0 = none), ARGV[8] paused-recheck ms, ARGV[9] drain seconds ('' = record none),
@@ -20,8 +19,7 @@
 --   than that lease's end (a dead holder is taken over as soon as it has run out);
 --   else {1, now ms, state hash (flat), limiter wait ms, first read}, the first read being
 --   'none' (not decided: paused, backing off, throttled, an unknown outcome to look up,
---   or read = 0) or as first_read below; or {1, now ms, state, wait ms, 'read', entries}
---   when at most `small read` due entries were read (XREADGROUP) in this call.
+--   or read = 0) or as first_read below.
 -- renew -> 1 if still ours; 2 if it had run out and no other drain has taken it since, so
 --   it is ours again; else 0.
 -- release -> the due time written (0: removed, the stream is empty), -1 if not ours.
@@ -56,15 +54,15 @@ end
 -- What the drain's first read should be, as streams.py would decide it: 'pending' if
 -- entries are pending (a retry, a dead holder's batch: the drain claims those first),
 -- 'new' if a full batch of never-read entries waits or the oldest of them waited max
--- wait, else 'checked' (nothing to read yet); and how many entries wait. A large read is
--- left to the drain, since a stream reply passed through Lua costs Redis twice the read.
+-- wait, else 'checked' (nothing to read yet). Only decided here: the drain reads
+-- itself, since a stream reply passed through Lua costs Redis twice the read.
 local function first_read(stream, group, size, max_wait)
-  if redis.call('EXISTS', stream) == 0 then return 'checked', 0 end
+  if redis.call('EXISTS', stream) == 0 then return 'checked' end
   local pending = redis.call('XPENDING', stream, group)[1]
-  if pending > 0 then return 'pending', 0 end
+  if pending > 0 then return 'pending' end
   local fresh = redis.call('XLEN', stream)
-  if fresh <= 0 then return 'checked', 0 end
-  if fresh >= size then return 'new', fresh end
+  if fresh <= 0 then return 'checked' end
+  if fresh >= size then return 'new' end
   local last = '0-0'
   for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
     local f = {}
@@ -72,8 +70,8 @@ local function first_read(stream, group, size, max_wait)
     if f['name'] == group then last = f['last-delivered-id'] end
   end
   local oldest = redis.call('XRANGE', stream, '(' .. last, '+', 'COUNT', 1)[1]
-  if oldest and now - entry_ms(oldest[1]) < max_wait then return 'checked', 0 end
-  return 'new', fresh
+  if oldest and now - entry_ms(oldest[1]) < max_wait then return 'checked' end
+  return 'new'
 end
 
 if op == 'acquire' then
@@ -93,20 +91,14 @@ if op == 'acquire' then
   local state = redis.call('HGETALL', KEYS[4])
   local st = {}
   for i = 1, #state, 2 do st[state[i]] = state[i + 1] end
-  local wait = limiter_wait(6, 12)
+  local wait = limiter_wait(6, 10)
   local read, max_limiter_wait = ARGV[5] == '1', tonumber(ARGV[9])
   if not read or st['paused'] or (tonumber(st['next_at_ms'] or '0') or 0) > now
       or wait > max_limiter_wait or redis.call('EXISTS', KEYS[5]) == 1 then
     return {1, now, state, wait, 'none'}
   end
   local size, max_wait = tonumber(ARGV[7]), tonumber(ARGV[8])
-  local first, fresh = first_read(KEYS[3], ARGV[6], size, max_wait)
-  if first == 'new' and fresh <= tonumber(ARGV[11]) then
-    local reply = redis.call('XREADGROUP', 'GROUP', ARGV[6], ARGV[10], 'COUNT', size,
-      'STREAMS', KEYS[3], '>')
-    return {1, now, state, wait, 'read', reply[1][2]}
-  end
-  return {1, now, state, wait, first}
+  return {1, now, state, wait, first_read(KEYS[3], ARGV[6], size, max_wait)}
 end
 local holder = redis.call('GET', KEYS[1])
 if op == 'renew' then

@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
@@ -27,12 +27,6 @@ from dispatcher.settings import PlatformSettings, Settings
 from dispatcher.storage import run, run_all
 from workers.limiter import Limit, Limiter
 from workers.metrics import DRAIN_BUCKETS, bucket_field
-from workers.streams import Entry
-
-# Due entries up to this many are read by the call that takes the lease: a small
-# destination's drain saves a round trip. Larger reads are the drain's own (a stream reply
-# passed through Lua costs Redis about twice the read).
-SMALL_READ = 500
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +36,14 @@ class Start:
     """What taking the lease found: the state, the limiter's wait, and what to read first.
 
     `read`: "none" (not decided: a check must run first), "pending" (entries are pending:
-    claim those first), "new" (never-read entries are due: read them), "read" (up to
-    `SMALL_READ` due entries were read by the same call: `entries`) or "checked" (nothing
-    is due to read).
+    claim those first), "new" (never-read entries are due: read them) or "checked"
+    (nothing is due to read).
     """
 
     now_ms: int
     state: dict[bytes, bytes]
     limiter_wait_s: float
     read: str = "none"
-    entries: list[Entry] = field(default_factory=list)
 
 
 class Lease:
@@ -73,18 +65,13 @@ class Lease:
         return run(self.redis, "workers", "lease.lua", [*self.keys, *extra_keys], *args)
 
     def start(
-        self,
-        table: PlatformSettings,
-        limits: Sequence[Limit],
-        read: bool = True,
-        consumer: str = "",
+        self, table: PlatformSettings, limits: Sequence[Limit], read: bool = True
     ) -> Start | None:
         """Take the lease and start its heartbeat; None if another drain holds it.
 
         In the same call: the destination's state, the limiter's wait (as `Limiter.peek`)
         and, if `read` and nothing stops a send (pause, backoff, a wait over
-        `max_limiter_wait_s`, a batch with an unknown outcome), what to read first; with a
-        `consumer`, up to `SMALL_READ` due entries are read for it.
+        `max_limiter_wait_s`, a batch with an unknown outcome), what to read first.
         """
         limiter = Limiter(self.redis, limits)
         wait_limit = self.settings.max_limiter_wait_s
@@ -100,7 +87,7 @@ class Lease:
             "acquire",
             [keys.sending(self.name), *scope_keys],
             int(read), keys.GROUP, table.batch_size, int(table.max_wait_s * 1000),
-            int(wait_limit * 1000), consumer, SMALL_READ if consumer else 0, *scope_args,
+            int(wait_limit * 1000), *scope_args,
         )  # fmt: skip
         if not int(reply[0]):
             return None
@@ -109,9 +96,7 @@ class Lease:
         raw_state = cast(list[bytes], reply[2])
         state = dict(zip(raw_state[::2], raw_state[1::2], strict=True))
         read_first = reply[4].decode() if isinstance(reply[4], bytes) else str(reply[4])
-        read_now = reply[5] if len(reply) > 5 else []
-        entries = [(e[0], dict(zip(e[1][::2], e[1][1::2], strict=True))) for e in read_now]
-        return Start(int(reply[1]), state, max(wait_s, int(reply[3]) / 1000), read_first, entries)
+        return Start(int(reply[1]), state, max(wait_s, int(reply[3]) / 1000), read_first)
 
     def renew(self) -> bool:
         """Extend the lease by `lease_s`, or take it again if it ran out and no other drain

@@ -9,7 +9,7 @@ import redis
 
 from dispatcher import Dispatcher, Settings, keys
 from tests.pipeline.events import linkedin
-from workers.lease import SMALL_READ, Lease
+from workers.lease import Lease
 from workers.limiter import Limit, Limiter
 
 LIMITS = [Limit("linkedin", "token:x", 60, burst=2), Limit("linkedin", "account:1", 6000, 5)]
@@ -64,37 +64,12 @@ def test_the_first_batch_is_not_read_while_a_check_must_run_first(
         given()
         # When a drain takes its lease
         held = lease(settings, redis_client)
-        start = held.start(table, [], consumer="c")
+        start = held.start(table, [])
         assert start is not None
         held.release(table)
-        # Then no read was decided (nor made): the engine runs that check first
+        # Then no read was decided: the engine runs that check first
         assert (what, start.read) == (what, "none")
     assert redis_client.xpending(keys.stream("li-main"), keys.GROUP)["pending"] == 0
-
-
-def test_a_small_due_batch_is_read_by_the_call_that_takes_the_lease(
-    settings: Settings, redis_client: redis.Redis
-) -> None:
-    table = settings.platform("linkedin").model_copy(update={"max_wait_s": 0})
-    stream = keys.stream("li-main")
-    for n, read in ((SMALL_READ, "read"), (SMALL_READ + 1, "new")):
-        # Given n due events, never read
-        redis_client.flushdb()
-        Dispatcher(settings).enqueue_many([linkedin(i) for i in range(n)], "li-main")
-        # When a drain takes the lease for its consumer
-        held = lease(settings, redis_client)
-        start = held.start(table, [], consumer="c")
-        assert start is not None
-        held.release(table)
-        # Then up to SMALL_READ entries came with it, read for that consumer; more are
-        # left to the drain's own read
-        assert start.read == read
-        got = len(start.entries)
-        assert got == (n if read == "read" else 0)
-        assert redis_client.xpending(stream, keys.GROUP)["pending"] == got
-        if got:
-            assert start.entries[0][1][b"e"] == linkedin(0)["eventId"].encode()
-            assert set(start.entries[0][1]) == {b"p", b"e", b"t"}
 
 
 def test_a_held_lease_is_refused_and_a_stale_holder_is_fenced(

@@ -104,13 +104,39 @@ if job_id ~= '' then
   redis.call('ZREMRANGEBYSCORE', KEYS[10], '-inf', now - job_ttl)
 end
 
+-- Each delivered entry id as numbers, parsed once: ms (when it was stored) and seq.
+local function id_number(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return {tonumber(ms), tonumber(seq)}
+end
+local function older(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end
+local parsed, sorted, newest = {}, true, nil
+for i, id in ipairs(acks) do
+  local x = id_number(id)
+  parsed[i] = x
+  if i > 1 and older(x, parsed[i - 1]) then sorted = false end
+  if not newest or older(newest, x) then newest = x end
+end
+
+for _, id in ipairs(dead) do
+  local x = id_number(id[1])
+  if not newest or older(newest, x) then newest = x end
+end
 for _, id in ipairs(acks) do gone[#gone + 1] = id end
 if #gone > 0 then
-  each_slice(gone, function(s)
-    redis.call('XACK', stream, group, unpack(s))
-    redis.call('XDEL', stream, unpack(s))
-    redis.call('HDEL', attempts, unpack(s))
-  end)
+  each_slice(gone, function(s) redis.call('XACK', stream, group, unpack(s)) end)
+  if redis.call('EXISTS', attempts) == 1 then
+    each_slice(gone, function(s) redis.call('HDEL', attempts, unpack(s)) end)
+  end
+  -- Entries leave the group in stream order and every acknowledged one is deleted, so
+  -- when nothing older than this batch's newest entry is still pending, every entry up to
+  -- it is this batch's: one XTRIM frees whole stream nodes where XDEL marks each entry.
+  local pending = redis.call('XPENDING', stream, group)
+  if pending[1] == 0 or older(newest, id_number(pending[2])) then
+    redis.call('XTRIM', stream, 'MINID', string.format('%.0f-%.0f', newest[1], newest[2] + 1))
+  else
+    each_slice(gone, function(s) redis.call('XDEL', stream, unpack(s)) end)
+  end
 end
 if #keep > 0 then
   -- Left pending, looking idle for a lease, so the next drain claims them at once.
@@ -121,22 +147,11 @@ if #keep > 0 then
 end
 if ARGV[5] ~= '' then redis.call('HDEL', KEYS[5], ARGV[5]) end
 
--- Each delivered entry id as numbers, parsed once: ms (when it was stored) and seq.
-local parsed, sorted = {}, true
-for i, id in ipairs(acks) do
-  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
-  local x = {tonumber(ms), tonumber(seq)}
-  parsed[i] = x
-  local before = parsed[i - 1]
-  if before and (x[1] < before[1] or (x[1] == before[1] and x[2] < before[2])) then
-    sorted = false
-  end
-end
 if #acks > 0 and trace_ms > 0 then
   -- One record per delivered batch, its entry ids as runs "ms-first-last", for the trace.
   -- A batch comes in stream order: sorted only when it does not.
   if not sorted then  -- (the latency below does not mind the order)
-    table.sort(parsed, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)
+    table.sort(parsed, older)
   end
   local runs, first = {}, parsed[1]
   local last = first

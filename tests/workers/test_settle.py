@@ -42,3 +42,47 @@ def test_acks_in_any_order_give_the_same_runs_and_histogram(
     # And only the two left out are still in the stream
     left = [e[0].decode() for e in redis_client.xrange(keys.stream("li-main"))]
     assert left == [ids[5], ids[8]]
+
+
+def test_batches_settled_in_any_order_remove_exactly_their_own_entries(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    # Given 30 stored entries: batch A (the oldest 10) and batch B (the next 10) read and
+    # in flight at once, and 10 more never read
+    stream = keys.stream("li-main")
+    redis_client.xgroup_create(stream, keys.GROUP, id="0", mkstream=True)
+    ids = [redis_client.xadd(stream, {"p": b"{}", "e": f"ev-{i}", "t": 0}) for i in range(30)]
+    redis_client.xreadgroup(keys.GROUP, "c", {stream: ">"}, count=20)
+    redis_client.set(keys.lease("li-main"), "tok")
+    a, b, unread = ids[:10], ids[10:20], ids[20:]
+
+    def settle_(s: Settlement) -> tuple[int, int]:
+        return settle(redis_client, settings, "li-main", "linkedin", "tok", "c", s)
+
+    def left() -> list[bytes]:
+        return [e[0] for e in redis_client.xrange(stream)]
+
+    # When B is settled first: 8 delivered, 1 dead-lettered, 1 left for a retry
+    delivered_b = [*b[:4], *b[5:9]]
+    assert settle_(Settlement(acked=delivered_b, dead=[(b[4], "bad", True)], retry=[b[9]])) == (
+        8,
+        1,
+    )
+    # Then A (still pending, older) is untouched, and so are B's retry and the unread ones
+    assert left() == [*a, b[9], *unread]
+    # When A is settled, all delivered
+    redis_client.config_resetstat()
+    assert settle_(Settlement(acked=a, failures="reset", retry_counted=False)) == (10, 0)
+    # Then nothing older was pending: one trim removed A's entries (no per-entry XDEL)
+    stats = redis_client.info("commandstats")
+    assert stats["cmdstat_xtrim"]["calls"] == 1
+    assert "cmdstat_xdel" not in stats
+    # And only B's retry and the unread entries are left, and they are still readable
+    assert left() == [b[9], *unread]
+    assert redis_client.xpending(stream, keys.GROUP)["pending"] == 1
+    fresh = redis_client.xreadgroup(keys.GROUP, "c", {stream: ">"})
+    assert [e[0] for e in fresh[0][1]] == unread
+    # When the retry is delivered: the oldest pending entry, so its settle trims
+    assert settle_(Settlement(acked=[b[9]], retry_counted=False)) == (1, 0)
+    assert left() == unread
+    assert int(redis_client.hget(keys.state("li-main"), "delivered") or 0) == 19

@@ -51,7 +51,10 @@ def test_batches_settled_in_any_order_remove_exactly_their_own_entries(
     # in flight at once, and 10 more never read
     stream = keys.stream("li-main")
     redis_client.xgroup_create(stream, keys.GROUP, id="0", mkstream=True)
-    ids = [redis_client.xadd(stream, {"p": b"{}", "e": f"ev-{i}", "t": 0}) for i in range(30)]
+    ids = [
+        cast(bytes, redis_client.xadd(stream, {"p": b"{}", "e": f"ev-{i}", "t": 0}))
+        for i in range(30)
+    ]
     redis_client.xreadgroup(keys.GROUP, "c", {stream: ">"}, count=20)
     redis_client.set(keys.lease("li-main"), "tok")
     a, b, unread = ids[:10], ids[10:20], ids[20:]
@@ -60,7 +63,7 @@ def test_batches_settled_in_any_order_remove_exactly_their_own_entries(
         return settle(redis_client, settings, "li-main", "linkedin", "tok", "c", s)
 
     def left() -> list[bytes]:
-        return [e[0] for e in redis_client.xrange(stream)]
+        return [cast(bytes, e[0]) for e in cast(list[Any], redis_client.xrange(stream))]
 
     # When B is settled first: 8 delivered, 1 dead-lettered, 1 left for a retry
     delivered_b = [*b[:4], *b[5:9]]

@@ -42,11 +42,11 @@ class PlatformClient(httpx.Client):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._none = _NoCookies()
+        self._jar = _NoCookies()
 
     @property
     def cookies(self) -> httpx.Cookies:
-        return self._none
+        return self._jar
 
     @cookies.setter
     def cookies(self, cookies: Any) -> None:

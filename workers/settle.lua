@@ -47,6 +47,13 @@ local function each_slice(ids, call)
   for i = 1, #ids, 1000 do call({unpack(ids, i, math.min(i + 999, #ids))}) end
 end
 
+-- Each entry id as numbers, parsed once: ms (when it was stored) and seq.
+local function id_number(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return {tonumber(ms), tonumber(seq)}
+end
+local function older(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end
+
 -- The first write frees memory, so settling runs on a full Redis.
 redis.call('XACK', stream, group, '0-0')
 
@@ -71,10 +78,12 @@ for _, id in ipairs(retry) do
 end
 
 local minid = tostring(math.max(0, now - retention)) .. '-0'
-local gone = {}
+local gone, newest = {}, nil
 local n_dead = 0
 for _, row in ipairs(dead) do
   local id, reason, this_one = row[1], row[2], row[3]
+  local x = id_number(id)
+  if not newest or older(newest, x) then newest = x end
   local f = fields(id)
   if f then
     local tries = tonumber(redis.call('HGET', attempts, id) or '0') + this_one
@@ -104,25 +113,15 @@ if job_id ~= '' then
   redis.call('ZREMRANGEBYSCORE', KEYS[10], '-inf', now - job_ttl)
 end
 
--- Each delivered entry id as numbers, parsed once: ms (when it was stored) and seq.
-local function id_number(id)
-  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
-  return {tonumber(ms), tonumber(seq)}
-end
-local function older(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end
-local parsed, sorted, newest = {}, true, nil
+-- The delivered ids as numbers, and the newest id of every entry this batch removes.
+local parsed, sorted = {}, true
 for i, id in ipairs(acks) do
   local x = id_number(id)
   parsed[i] = x
   if i > 1 and older(x, parsed[i - 1]) then sorted = false end
   if not newest or older(newest, x) then newest = x end
+  gone[#gone + 1] = id
 end
-
-for _, id in ipairs(dead) do
-  local x = id_number(id[1])
-  if not newest or older(newest, x) then newest = x end
-end
-for _, id in ipairs(acks) do gone[#gone + 1] = id end
 if #gone > 0 then
   each_slice(gone, function(s) redis.call('XACK', stream, group, unpack(s)) end)
   if redis.call('EXISTS', attempts) == 1 then

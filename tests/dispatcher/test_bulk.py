@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 import redis
 
-from dispatcher import Dispatcher, InvalidEventError, Settings, StorageError, keys
+from dispatcher import Destination, Dispatcher, InvalidEventError, Settings, StorageError, keys
+from dispatcher.settings import LinkedInSettings
 from dispatcher.storage import connect
 from dispatcher.writer import CHUNK_EVENTS
 
@@ -145,3 +146,79 @@ def test_aenqueue_works_across_event_loops_and_threads(
         t.join()
     assert sorted(results) == [f"bulk-{10 + i}" for i in range(4)]
     assert backlog(redis_client) == 6
+
+
+def routed_settings(redis_url: str, n: int) -> Settings:
+    return Settings(
+        redis_url=redis_url,
+        linkedin=LinkedInSettings(base_url="http://127.0.0.1:9"),
+        destinations={
+            f"li-{k}": Destination(platform="linkedin", token=f"token-{k}") for k in range(n)
+        },
+    )
+
+
+class CountingConnection(redis.Connection):
+    """A real connection that counts what it sends: one count per round trip."""
+
+    sends = 0
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        CountingConnection.sends += 1
+        super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
+
+
+def test_routed_events_of_many_destinations_are_written_in_one_round_trip_per_chunk(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    producer = Dispatcher(routed_settings(redis_url, 201))
+    pool = redis.ConnectionPool.from_url(redis_url, connection_class=CountingConnection)
+    producer._redis = redis.Redis(connection_pool=pool)
+    producer.enqueue_routed([("li-200", event(-1))])  # the registry read, the script loaded
+    redis_client.config_resetstat()
+    CountingConnection.sends = 0
+    items = [(f"li-{i % 200}", event(i)) for i in range(CHUNK_EVENTS + 1_000)]
+    receipt = producer.enqueue_routed(items)
+    # Every event is stored in its own destination's stream, receipts in input order
+    assert [r.destination for r in receipt.receipts] == [d for d, _ in items]
+    assert all(int(redis_client.xlen(keys.stream(f"li-{k}"))) == 30 for k in range(200))
+    # A script call per destination and chunk, two chunks in two round trips (and one
+    # reading of INFO memory), not one round trip per destination
+    calls = redis_client.info("commandstats")["cmdstat_evalsha"]["calls"]
+    assert calls == 2 * 200
+    assert CountingConnection.sends <= 3
+    producer.close()
+
+
+def test_a_routed_item_with_a_bad_destination_is_refused_by_index_and_nothing_written(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    producer = Dispatcher(routed_settings(redis_url, 2))
+    items: list[Any] = [("li-0", event(0)), ("li-nowhere", event(1)), event(2), ("li-1", event(3))]
+    digest = redis_client.execute_command("DEBUG", "DIGEST")  # type: ignore[no-untyped-call]
+    with pytest.raises(InvalidEventError) as caught:
+        producer.enqueue_routed(items)
+    assert [(e.field, e.index) for e in caught.value.errors] == [("destination", 1), ("item", 2)]
+    assert "li-nowhere" in caught.value.errors[0].message
+    assert redis_client.execute_command("DEBUG", "DIGEST") == digest  # type: ignore[no-untyped-call]
+    # In skip mode the good items are stored and the bad ones rejected, by index
+    receipt = producer.enqueue_routed(items, on_invalid="skip")
+    assert [r.event_id for r in receipt.receipts] == ["bulk-0", "bulk-3"]
+    assert [e.index for e in receipt.rejected] == [1, 2]
+    with pytest.raises(InvalidEventError):
+        producer.enqueue_routed(None)
+    producer.close()
+
+
+def test_aenqueue_routed_stores_each_event_in_its_destination(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    producer = Dispatcher(routed_settings(redis_url, 3))
+
+    async def run() -> list[str]:
+        receipt = await producer.aenqueue_routed((f"li-{i % 3}", event(i)) for i in range(9))
+        await producer.aclose()
+        return [r.destination for r in receipt.receipts]
+
+    assert asyncio.run(run()) == [f"li-{i % 3}" for i in range(9)]
+    assert [int(redis_client.xlen(keys.stream(f"li-{k}"))) for k in range(3)] == [3, 3, 3]

@@ -113,7 +113,7 @@ def digest(client: redis.Redis) -> bytes:
     return bytes(client.execute_command("DEBUG", "DIGEST"))  # type: ignore[no-untyped-call]
 
 
-ENTRY_POINTS = ["enqueue", "many", "skip", "aenqueue"]
+ENTRY_POINTS = ["enqueue", "many", "skip", "routed", "aenqueue"]
 
 
 def call(producer: Dispatcher, entry: str, event: Any, destination: Any) -> None:
@@ -124,6 +124,8 @@ def call(producer: Dispatcher, entry: str, event: Any, destination: Any) -> None
     elif entry == "skip":
         if producer.enqueue_many([event], destination, on_invalid="skip").rejected:
             raise InvalidEventError([FieldError("event", "refused in skip mode")])
+    elif entry == "routed":
+        producer.enqueue_routed([(destination, event)])
     else:
         asyncio.run(_aenqueue(producer, event, destination))
 

@@ -30,7 +30,7 @@ from dispatcher.compact import expand_all
 from dispatcher.errors import ConfigurationError, UnknownDestinationError
 from dispatcher.registry import Registry
 from dispatcher.settings import Settings
-from workers.adapters import JobAdapter, Outcome, Verdict, adapter_for
+from workers.adapters import JobAdapter, Outcome, Verdict, adapter_for, follows_jobs
 from workers.lease import Lease, Start
 from workers.limiter import Limiter
 from workers.oauth import TokenStore
@@ -217,7 +217,7 @@ class Engine:
             report.stop(DrainStatus.WAITING, now + int(wait_s * 1000))
             return False
         # The lease script decides no read while an unknown outcome waits for its look-up.
-        if isinstance(target.adapter, JobAdapter) and start.read == "none":
+        if follows_jobs(target.adapter) and start.read == "none":
             self._unknown_outcomes(run, now)
         return not report.stopped
 
@@ -504,7 +504,7 @@ def _fingerprint(target: Target) -> str:
 
 
 def _has_lookup(target: Target) -> bool:
-    return isinstance(target.adapter, JobAdapter) and target.adapter.can_look_up
+    return follows_jobs(target.adapter) and target.adapter.can_look_up
 
 
 def _checked(outcome: Outcome, n: int) -> Outcome:

@@ -19,7 +19,7 @@ import redis
 
 from dispatcher.check import Finding, Level, credentials
 from dispatcher.settings import Destination, LinkedInSettings, Settings
-from workers.adapters import JobAdapter, adapter_for
+from workers.adapters import adapter_for, follows_jobs
 from workers.adapters.base import excerpt
 from workers.oauth import TokenStore
 from workers.request import Failed, NotSent, RequestPath, Target
@@ -54,7 +54,7 @@ def _same(response: httpx.Response) -> httpx.Response:
 def _probe(target: Target) -> httpx.Request:
     """The destination's harmless call, built with its current token."""
     dest, table, adapter = target.destination, target.table, target.adapter
-    if isinstance(adapter, JobAdapter):  # Yandex and vNative list their jobs
+    if follows_jobs(adapter):  # Yandex and vNative list their jobs
         return adapter.list_request(dest, table)
     if dest.platform == "pinterest":
         event = {

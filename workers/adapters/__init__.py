@@ -9,7 +9,15 @@ from __future__ import annotations
 from functools import cache
 from importlib import import_module
 
-from workers.adapters.base import Adapter, EventResult, JobAdapter, JobState, Outcome, Verdict
+from workers.adapters.base import (
+    Adapter,
+    EventResult,
+    JobAdapter,
+    JobState,
+    Outcome,
+    Verdict,
+    follows_jobs,
+)
 
 
 @cache
@@ -19,4 +27,13 @@ def adapter_for(platform: str) -> Adapter:
     return adapter
 
 
-__all__ = ["Adapter", "EventResult", "JobAdapter", "JobState", "Outcome", "Verdict", "adapter_for"]
+__all__ = [
+    "Adapter",
+    "EventResult",
+    "JobAdapter",
+    "JobState",
+    "Outcome",
+    "Verdict",
+    "adapter_for",
+    "follows_jobs",
+]

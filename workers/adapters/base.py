@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
@@ -9,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeGuard, runtime_checkable
 
 import httpx
 
@@ -17,6 +18,13 @@ from dispatcher.settings import Destination, PlatformSettings
 from workers.limiter import Limit
 
 EXCERPT_CHARS = 500
+
+
+@functools.lru_cache(maxsize=4096)
+def endpoint(base_url: str, path: str) -> httpx.URL:
+    """`base_url` joined with `path`, parsed once: a str URL is parsed on every request
+    (~15 µs of a small drain's CPU)."""
+    return httpx.URL(base_url.rstrip("/") + path)
 
 
 class Verdict(StrEnum):
@@ -225,3 +233,15 @@ class JobAdapter(Adapter, Protocol):
     def parse_lookup(self, response: httpx.Response, batch_id: str) -> str | None:
         """The job id of an earlier send of `batch_id`, or None if there was none."""
         ...
+
+
+_FOLLOWS_JOBS: dict[type, bool] = {}
+
+
+def follows_jobs(adapter: Adapter) -> TypeGuard[JobAdapter]:
+    """Whether `adapter` is a `JobAdapter`, decided once per adapter class: a Protocol
+    `isinstance` costs ~16 µs, and a small drain asked it up to four times."""
+    kind = type(adapter)
+    if kind not in _FOLLOWS_JOBS:
+        _FOLLOWS_JOBS[kind] = isinstance(adapter, JobAdapter)
+    return _FOLLOWS_JOBS[kind]

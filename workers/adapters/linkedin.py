@@ -19,6 +19,7 @@ from workers.adapters.base import (
     Outcome,
     Verdict,
     common_outcome,
+    endpoint,
     excerpt,
     json_body,
 )
@@ -49,7 +50,7 @@ class LinkedInAdapter:
         assert isinstance(table, LinkedInSettings)
         return httpx.Request(
             "POST",
-            f"{table.base_url.rstrip('/')}/rest/conversionEvents",
+            endpoint(table.base_url, "/rest/conversionEvents"),
             headers={
                 "Authorization": f"Bearer {destination.secret()}",
                 "LinkedIn-Version": table.version,

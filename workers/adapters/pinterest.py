@@ -19,6 +19,7 @@ from workers.adapters.base import (
     Outcome,
     Verdict,
     common_outcome,
+    endpoint,
     excerpt,
     json_body,
 )
@@ -45,7 +46,7 @@ class PinterestAdapter:
         batch_id: str,
     ) -> httpx.Request:
         assert destination.ad_account_id is not None  # Destination requires it for pinterest
-        url = f"{table.base_url.rstrip('/')}/v5/ad_accounts/{destination.ad_account_id}/events"
+        url = endpoint(table.base_url, f"/v5/ad_accounts/{destination.ad_account_id}/events")
         return httpx.Request(
             "POST",
             url,

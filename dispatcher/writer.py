@@ -18,7 +18,7 @@ import redis
 import redis.asyncio
 
 from dispatcher import keys
-from dispatcher.compact import pack
+from dispatcher.compact import pack_all
 from dispatcher.errors import BackpressureError, StorageError
 from dispatcher.settings import Settings
 from dispatcher.storage import (
@@ -68,9 +68,10 @@ class Writer:
             keys.GROUP, name, platform, table.max_backlog,
             table.batch_size, int(table.max_wait_s * 1000), window_ms, len(rows),
         ]  # fmt: skip
-        for event_id, payload, at_ms in rows:
+        packed = pack_all(platform, [payload for _, payload, _ in rows])
+        for (event_id, _, at_ms), payload in zip(rows, packed, strict=True):
             # Bytes pass through redis-py's encoder untouched: this loop is the hot path.
-            args += [pack(platform, payload), event_id.encode(), b"%d" % at_ms]
+            args += [payload, event_id.encode(), b"%d" % at_ms]
         return args
 
     def write(self, client: redis.Redis, groups: Mapping[str, Rows], dedup: bool = True) -> Refused:

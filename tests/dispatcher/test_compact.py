@@ -29,6 +29,8 @@ def test_any_json_text_expands_to_exactly_what_was_packed(platform: str, value: 
     # Then it comes back byte for byte, both ways
     assert compact.expand(stored) == text
     assert compact.expand_all(platform, [stored, stored]) == [text, text]
+    # and packing many at once is packing each
+    assert compact.pack_all(platform, [text] * 3) == [stored] * 3
 
 
 def test_a_linkedin_event_is_stored_in_well_under_half_its_size_with_its_values_kept() -> None:
@@ -55,3 +57,13 @@ def test_a_payload_never_packed_expands_to_itself() -> None:
 def test_text_that_is_not_json_is_refused_rather_than_stored_ambiguously() -> None:
     with pytest.raises(ValueError, match="raw control character"):
         compact.pack("linkedin", b'{"a":"\x01"}')
+
+
+def test_packing_many_is_packing_each_and_refuses_raw_control_bytes() -> None:
+    model = model_for("linkedin")
+    payloads = [model.model_validate(e).to_payload()[1] for e in demo.linkedin_events(300)]
+    assert compact.pack_all("linkedin", payloads) == [compact.pack("linkedin", p) for p in payloads]
+    assert compact.pack_all("linkedin", []) == []
+    for raw in (b'{"a":"x\x01"}', b'{"a":"x\x00"}'):
+        with pytest.raises(ValueError, match="raw"):
+            compact.pack_all("linkedin", [*payloads[:200], raw])

@@ -78,8 +78,12 @@ class Plan:
     def add(self, destination: str, model: PlatformEvent) -> None:
         """Add a validated event's script arguments and its receipt."""
         event_id, payload = model.to_payload()
-        self.groups.setdefault(destination, []).append((event_id, payload, model.happened_at_ms()))
-        self.receipts.append(Receipt(event_id, destination))
+        rows = self.groups.get(destination)
+        if rows is None:
+            rows = self.groups[destination] = []
+        rows.append((event_id, payload, model.happened_at_ms()))
+        # tuple.__new__ directly: the NamedTuple's own __new__ is a Python call an event
+        self.receipts.append(tuple.__new__(Receipt, (event_id, destination)))
 
 
 Target = tuple[str, Destination]  # a destination id and its settings, resolved once a call

@@ -17,14 +17,21 @@ local window, n = tonumber(ARGV[7]), tonumber(ARGV[8])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
+-- The per-event ZSCOREs and ZADDs go as one ZMSCORE and one ZADD per PART events: a
+-- command from Lua costs about as much as the work it does for one event.
+local PART = 1000
 local fresh = {}
 if window > 0 then
   redis.call('ZREMRANGEBYSCORE', ids, '-inf', string.format('%.0f', (now - window) * 4096))
   local seen = {}
-  for i = 1, n do
-    local id = ARGV[8 + 3 * i - 1]
-    if not seen[id] and not redis.call('ZSCORE', ids, id) then fresh[#fresh + 1] = i end
-    seen[id] = true
+  for first = 1, n, PART do
+    local part = {}
+    for i = first, math.min(n, first + PART - 1) do part[#part + 1] = ARGV[8 + 3 * i - 1] end
+    local scores = redis.call('ZMSCORE', ids, unpack(part))
+    for k, id in ipairs(part) do
+      if not seen[id] and not scores[k] then fresh[#fresh + 1] = first + k - 1 end
+      seen[id] = true
+    end
   end
 else
   for i = 1, n do fresh[i] = i end
@@ -40,13 +47,19 @@ if backlog == 0 and redis.call('EXISTS', stream) == 0 then
   -- Kept so the stream can still be handled if its destination is removed from config.
   redis.call('HSET', state, 'platform', platform)
 end
-for _, i in ipairs(fresh) do
+local scored = {}
+for k, i in ipairs(fresh) do
   local p = 8 + 3 * i - 2
   local entry = redis.call('XADD', stream, '*', 'p', ARGV[p], 'e', ARGV[p + 1], 't', ARGV[p + 2])
   if window > 0 then
     local ms, seq = string.match(entry, '^(%d+)-(%d+)$')
     local score = tonumber(ms) * 4096 + math.min(tonumber(seq), 4095)
-    redis.call('ZADD', ids, string.format('%.0f', score), ARGV[p + 1])
+    scored[#scored + 1] = string.format('%.0f', score)
+    scored[#scored + 1] = ARGV[p + 1]
+    if #scored >= 2 * PART or k == #fresh then
+      redis.call('ZADD', ids, unpack(scored))
+      scored = {}
+    end
   end
 end
 if window > 0 and #fresh > 0 then redis.call('PEXPIRE', ids, window) end

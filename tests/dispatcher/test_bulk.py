@@ -226,3 +226,21 @@ def test_aenqueue_routed_stores_each_event_in_its_destination(
 
     assert asyncio.run(run()) == [f"li-{i % 3}" for i in range(9)]
     assert [int(redis_client.xlen(keys.stream(f"li-{k}"))) for k in range(3)] == [3, 3, 3]
+
+
+def test_event_ids_repeated_across_a_chunks_parts_and_calls_are_stored_once(
+    dispatcher: Dispatcher, redis_client: redis.Redis
+) -> None:
+    # Ids repeat inside one script call, across its 1,000-event parts, and in a second call
+    first = dispatcher.enqueue_many([event(i % 1_200) for i in range(2_500)], "li-main")
+    assert len(first.receipts) == 2_500  # every input gets its receipt, repeats too
+    assert backlog(redis_client) == 1_200
+    dispatcher.enqueue_many([event(i) for i in range(1_100, 1_300)], "li-main")
+    assert backlog(redis_client) == 1_300
+    # Each stored id points at its own entry (ms * 4096 + sequence), as the trace reads it
+    entries = redis_client.xrange(keys.stream("li-main"))
+    index = dict(redis_client.zrange(keys.event_ids("li-main"), 0, -1, withscores=True))
+    assert len(index) == 1_300
+    for entry_id, fields in entries[::97]:
+        ms, seq = (int(x) for x in entry_id.split(b"-"))
+        assert index[fields[b"e"]] == ms * 4096 + min(seq, 4095)

@@ -154,7 +154,8 @@ class Dispatcher:
         """
         _check_events(events)
         _check_destination(destination)
-        return self._store_all(((destination, e) for e in events), events, on_invalid)
+        pairs = ((destination, e) for e in events)
+        return self._store_all(pairs, on_invalid, _one_chunk(events))
 
     def enqueue_routed(
         self,
@@ -171,19 +172,19 @@ class Dispatcher:
         naming `destination` (or `item`) with its index, or a rejection in skip mode.
         """
         _check_events(items)
-        return self._store_all(items, items, on_invalid, routed=True)
+        return self._store_all(items, on_invalid, _one_chunk(items), routed=True)
 
     def _store_all(
         self,
         items: Iterable[tuple[str | None, EventInput]],
-        given: object,
         on_invalid: str,
+        inline: bool,
         routed: bool = False,
     ) -> BulkReceipt:
+        """Validate and write `items` chunk by chunk; `inline`: written here, without a
+        thread handoff (one chunk has nothing to overlap with)."""
         out = BulkReceipt()
         writing: tuple[Plan, Future[Refused]] | None = None
-        # One chunk has nothing to overlap with: written here, without a thread handoff.
-        inline = isinstance(given, Sized) and len(given) <= CHUNK_EVENTS
         self._sync()
         try:
             for plan in self._plans(items, on_invalid, routed):
@@ -448,6 +449,10 @@ def _check_events(events: object) -> None:
     ):
         message = f"must be an iterable of events, not {type(events).__name__}"
         raise InvalidEventError([FieldError("events", message)])
+
+
+def _one_chunk(events: object) -> bool:
+    return isinstance(events, Sized) and len(events) <= CHUNK_EVENTS
 
 
 def _check_destination(destination: object) -> None:

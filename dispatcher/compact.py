@@ -75,11 +75,7 @@ def pack(platform: str, payload: bytes) -> bytes:
     Raises:
         ValueError: `payload` holds a raw control byte, so it is not JSON text.
     """
-    if len(payload.translate(None, _CODES)) != len(payload):
-        raise ValueError("a payload must be JSON text: it holds a raw control character")
-    for token, code in _PACK.get(platform, ()):
-        payload = payload.replace(token, code)
-    return payload
+    return pack_all(platform, [payload])[0]
 
 
 PACK_GROUP = 128  # payloads packed together: ~40 KB stays in the CPU's cache per pass
@@ -97,11 +93,11 @@ def pack_all(platform: str, payloads: list[bytes]) -> list[bytes]:
     for i in range(0, len(payloads), PACK_GROUP):
         group = payloads[i : i + PACK_GROUP]
         joined = b"\0".join(group)
-        raw = len(joined.translate(None, _CODES)) != len(joined)
-        if raw or joined.count(b"\0") != len(group) - 1:
-            for payload in group:
-                pack(platform, payload)  # raises for a raw control character
-            raise ValueError("a payload must be JSON text: it holds a raw NUL byte")
+        if (
+            len(joined.translate(None, _CODES)) != len(joined)
+            or joined.count(b"\0") != len(group) - 1
+        ):
+            raise ValueError("a payload must be JSON text: it holds a raw control character")
         for token, code in table:
             joined = joined.replace(token, code)
         out += joined.split(b"\0")

@@ -48,7 +48,7 @@ if backlog == 0 and redis.call('EXISTS', stream) == 0 then
   redis.call('HSET', state, 'platform', platform)
 end
 local scored = {}
-for k, i in ipairs(fresh) do
+for _, i in ipairs(fresh) do
   local p = 8 + 3 * i - 2
   local entry = redis.call('XADD', stream, '*', 'p', ARGV[p], 'e', ARGV[p + 1], 't', ARGV[p + 2])
   if window > 0 then
@@ -56,12 +56,13 @@ for k, i in ipairs(fresh) do
     local score = tonumber(ms) * 4096 + math.min(tonumber(seq), 4095)
     scored[#scored + 1] = string.format('%.0f', score)
     scored[#scored + 1] = ARGV[p + 1]
-    if #scored >= 2 * PART or k == #fresh then
+    if #scored >= 2 * PART then
       redis.call('ZADD', ids, unpack(scored))
       scored = {}
     end
   end
 end
+if #scored > 0 then redis.call('ZADD', ids, unpack(scored)) end
 if window > 0 and #fresh > 0 then redis.call('PEXPIRE', ids, window) end
 
 local after = backlog + #fresh

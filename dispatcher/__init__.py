@@ -11,7 +11,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Literal, overload
 
-from dispatcher.client import BulkReceipt, Dispatcher, EventInput, FanOutReceipt, Receipt
+from dispatcher.client import (
+    BulkReceipt,
+    Dispatcher,
+    EventInput,
+    FanOutReceipt,
+    Receipt,
+    Receipts,
+)
 from dispatcher.control import Control, DestinationStatus
 from dispatcher.conversion import Conversion
 from dispatcher.deadletters import DeadLetter, DeadLetters, Selection
@@ -119,6 +126,7 @@ __all__ = [
     "LinkedInConversionEvent",
     "PinterestConversionEvent",
     "Receipt",
+    "Receipts",
     "Selection",
     "Settings",
     "StorageError",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import resource
 import threading
 import time
@@ -12,7 +13,16 @@ from typing import Any
 import pytest
 import redis
 
-from dispatcher import Destination, Dispatcher, InvalidEventError, Settings, StorageError, keys
+from dispatcher import (
+    Destination,
+    Dispatcher,
+    InvalidEventError,
+    Receipt,
+    Receipts,
+    Settings,
+    StorageError,
+    keys,
+)
 from dispatcher.settings import LinkedInSettings
 from dispatcher.storage import connect
 from dispatcher.writer import CHUNK_EVENTS
@@ -66,6 +76,31 @@ def test_bulk_input_of_several_chunks_from_a_generator_is_stored_in_order(
     )
     assert first[0][1][b"e"] == b"bulk-0"
     assert last[0][1][b"e"] == f"bulk-{n - 1}".encode()
+
+
+def test_bulk_receipts_are_a_sequence_of_receipts_that_the_collector_need_not_track(
+    dispatcher: Dispatcher,
+) -> None:
+    # Given the input of three chunks, made before the call
+    n = CHUNK_EVENTS * 2 + 7
+    events = [event(i) for i in range(n)]
+    gc.collect()
+    tracked = len(gc.get_objects())
+    # When it is stored
+    receipts = dispatcher.enqueue_many(events, "li-main").receipts
+    # Then the receipts read as `Receipt`s in input order, equal to a list of them
+    assert len(receipts) == n
+    assert receipts[0] == Receipt("bulk-0", "li-main")
+    assert receipts[-1].event_id == f"bulk-{n - 1}"
+    assert receipts[1:3] == [Receipt("bulk-1", "li-main"), Receipt("bulk-2", "li-main")]
+    assert receipts == [Receipt(f"bulk-{i}", "li-main") for i in range(n)]
+    assert receipts != [Receipt("bulk-0", "li-main")]
+    assert Receipts(receipts) == receipts
+    assert repr(Receipts(receipts[:1])) == "[Receipt(event_id='bulk-0', destination='li-main')]"
+    # And they hold no object per event for the garbage collector (a NamedTuple each
+    # would be 10,007 tracked objects, each scanned by every full collection)
+    gc.collect()
+    assert len(gc.get_objects()) - tracked < n // 10
 
 
 def test_an_invalid_event_in_a_later_chunk_leaves_the_earlier_chunks_stored_and_says_so(

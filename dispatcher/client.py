@@ -88,7 +88,7 @@ class Receipts(Sequence[Receipt]):
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Sequence) or isinstance(other, str | bytes):
             return NotImplemented
-        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=False))
+        return len(self) == len(other) and list(self) == list(other)
 
     __hash__ = None  # type: ignore[assignment]  # equal to lists, which are unhashable
 

@@ -79,8 +79,9 @@ def _row_problem(row: dict[str, str], id_column: str, now_s: float, goals: froze
         return f"unknown goal {row['Target']!r}"
     if not (date_time.isdigit() and int(date_time) <= now_s):
         return "DateTime must be Unix seconds, not in the future"
-    if price and not _PRICE.match(price):
+    # A column in the header is filled in every row: an empty cell is no price or code.
+    if price is not None and not _PRICE.match(price):
         return "Price must be a decimal with a dot separator"
-    if currency and not _CURRENCY.match(currency):
+    if currency is not None and not _CURRENCY.match(currency):
         return "Currency must be a three-letter ISO 4217 code"
     return ""

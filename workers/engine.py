@@ -30,7 +30,15 @@ from dispatcher.compact import expand_all
 from dispatcher.errors import ConfigurationError, UnknownDestinationError
 from dispatcher.registry import Registry
 from dispatcher.settings import Settings
-from workers.adapters import JobAdapter, Outcome, Verdict, adapter_for, follows_jobs
+from workers.adapters import (
+    Adapter,
+    JobAdapter,
+    Outcome,
+    Verdict,
+    adapter_for,
+    follows_jobs,
+    whole_batch,
+)
 from workers.lease import Lease, Start
 from workers.limiter import Limiter
 from workers.oauth import TokenStore
@@ -332,13 +340,19 @@ class Engine:
         """Send one batch through the request path and settle what came back."""
         target = run.target
         adapter, dest, table = target.adapter, target.destination, target.table
+        payloads = expand_all(dest.platform, [fields[b"p"] for _, fields in entries])
+        if not marked:  # a marked batch is resent as it was first sent
+            parts = _parts(adapter, payloads)
+            if len(parts) > 1:  # rows the platform takes in separate requests (Yandex)
+                for part in parts:
+                    self._deliver(run, [entries[i] for i in part])
+                return
         batch_id = batch_id or batch_id_of(entries)
         if not marked and _has_lookup(target):
             record = json.dumps({"ids": [e[0].decode() for e in entries], "at": self.now_ms()})
             if not mark_sending(self.redis, target.name, run.lease.token, batch_id, record):
                 raise FencedError(target.name)
             marked = True
-        payloads = expand_all(dest.platform, [fields[b"p"] for _, fields in entries])
         n = len(entries)
         result = self.path.call(
             target,
@@ -501,6 +515,16 @@ def _fingerprint(target: Target) -> str:
         return target.destination.fingerprint()
     except Exception:  # an unset token env var: nothing to compare, stay paused
         return "unset"
+
+
+def _parts(adapter: Adapter, payloads: list[bytes]) -> list[list[int]]:
+    """`adapter.parts`, or the whole batch if it raises (the request path then counts the
+    adapter's failure, if building the request fails too)."""
+    try:
+        return adapter.parts(payloads)
+    except Exception:  # an adapter never stops a drain
+        log.exception("%s adapter: parts failed; sending the batch whole", adapter.platform)
+        return whole_batch(payloads)
 
 
 def _has_lookup(target: Target) -> bool:

@@ -323,3 +323,22 @@ def test_a_routes_fixed_price_and_an_events_own_reach_the_upload(stack: Stack) -
         r["ClientId"]: (r.get("Price"), r.get("Currency")) for r in stack.sandbox.get("events")
     }
     assert prices == {"157000000.1": ("49.90", "EUR"), "157000000.2": ("5", "RUB")}
+
+
+def test_priced_and_unpriced_rows_go_as_separate_uploads_with_no_empty_cell(stack: Stack) -> None:
+    # Given 4 rows that fit one batch (5), two with a price and two without, interleaved
+    # (the sandbox, like a strict reading of the docs, refuses a row with an empty Price)
+    priced = conversions(2, "priced", Price="12.50", Currency="EUR")
+    plain = conversions(2, "plain")
+    stack.dispatcher.enqueue_many([plain[0], priced[0], plain[1], priced[1]], "ym-a")
+    # When the workers deliver them
+    wait_for(lambda: len(rows(stack)) == 4, 30, "4 rows to arrive")
+    # Then they went as two uploads, one per column set, and Yandex took every row
+    sent = sorted(uploads(stack), key=lambda u: len(u["events"][0]))
+    assert [sorted(r["ClientId"] for r in u["events"]) for u in sent] == [
+        ["plain.0", "plain.1"],
+        ["priced.0", "priced.1"],
+    ]
+    assert all(r.get("Price") == "12.50" for r in sent[1]["events"])
+    assert not stack.redis.xlen(keys.deadletters("yandex"))
+    assert upload_statuses(stack) == [200, 200]

@@ -80,6 +80,18 @@ def test_a_400_naming_no_element_rejects_the_whole_batch() -> None:
     assert {r.verdict for r in outcome.results} == {Verdict.REJECTED}
 
 
+def test_a_deleted_or_disabled_rule_pauses_the_destination_instead_of_rejecting() -> None:
+    # Given LinkedIn's answer for events of a rule marked as deleted (seed 003)
+    message = (
+        "Invalid Conversion information provided, this event(s) is associated to a "
+        "conversion that is marked as deleted. Conversion enabled should be true"
+    )
+    outcome = ADAPTER.parse_response(respond(400, {"status": 400, "message": message}), 3)
+    # Then no event is dead-lettered: the destination pauses as misconfigured, saying why
+    assert {r.verdict for r in outcome.results} == {Verdict.AUTH}
+    assert outcome.results[0].reason.startswith("configuration: the conversion rule is deleted")
+
+
 def test_throttling_outages_and_auth_map_to_retry_and_pause() -> None:
     throttled = ADAPTER.parse_response(respond(429, {}, {"Retry-After": "7"}), 2)
     assert throttled.throttled

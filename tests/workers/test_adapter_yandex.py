@@ -101,6 +101,19 @@ def test_price_and_currency_columns_appear_only_when_a_row_has_them() -> None:
     ]
 
 
+def test_rows_that_fill_different_columns_go_in_separate_uploads() -> None:
+    # Given a batch of rows with and without a price, interleaved
+    priced = {"Price": "49.90", "Currency": "EUR"}
+    payloads = [row(0), row(1, **priced), row(2), row(3, **priced)]
+    # Then the engine is told to send them as two uploads, each in its original order
+    assert ADAPTER.parts(payloads) == [[0, 2], [1, 3]]
+    # And each upload fills every cell of its header
+    for part in ADAPTER.parts(payloads):
+        lines = to_csv([payloads[i] for i in part]).decode().splitlines()
+        assert all(",," not in line and not line.endswith(",") for line in lines)
+    assert ADAPTER.parts([row(0), row(1)]) == [[0, 1]]
+
+
 def test_non_ascii_values_are_sent_as_utf8() -> None:
     text = to_csv([row(0, Target="покупка")])
     assert "покупка".encode() in text

@@ -91,10 +91,23 @@ def in_flight(http: httpx.Client) -> int:
     return counts.get(fingerprint(TOKEN), 0)
 
 
-def test_a_valid_upload_is_accepted_and_its_rows_recorded(client: httpx.Client) -> None:
-    # Given a CSV file of two valid rows, one with a price
+def test_an_empty_price_or_currency_cell_is_a_rejected_row(client: httpx.Client) -> None:
+    # Given a file whose header has Price and Currency, one row leaving both empty
     at = past()
     data = csv_file(f"111.1,paid,{at},49.90,EUR", f"222.2,paid,{at},,")
+    # When it is uploaded
+    response = upload(client, data)
+    # Then that row is not taken: the docs define a price by its format, not an empty cell
+    assert response.status_code == 200
+    uploading = response.json()["uploading"]
+    assert (uploading["source_quantity"], uploading["line_quantity"]) == (2, 1)
+    assert [r["ClientId"] for r in events(client)] == ["111.1"]
+
+
+def test_a_valid_upload_is_accepted_and_its_rows_recorded(client: httpx.Client) -> None:
+    # Given a CSV file of two valid rows with a price each
+    at = past()
+    data = csv_file(f"111.1,paid,{at},49.90,EUR", f"222.2,paid,{at},5,RUB")
     # When it is uploaded for a CLIENT_ID counter with a comment
     response = upload(client, data)
     # Then Yandex's uploading object answers, counting both rows
@@ -115,7 +128,13 @@ def test_a_valid_upload_is_accepted_and_its_rows_recorded(client: httpx.Client) 
             "Price": "49.90",
             "Currency": "EUR",
         },
-        {"ClientId": "222.2", "Target": "paid", "DateTime": str(at)},
+        {
+            "ClientId": "222.2",
+            "Target": "paid",
+            "DateTime": str(at),
+            "Price": "5",
+            "Currency": "RUB",
+        },
     ]
     (call,) = client.get("/_sandbox/received").json()
     assert call["token_fingerprint"] == fingerprint(TOKEN)
@@ -135,14 +154,14 @@ def test_credentials_are_checked(
     client: httpx.Client, token: str | None, scheme: str, status: int, kind: str
 ) -> None:
     client.post("/_sandbox/config", json={"revoked_tokens": ["revoked"]})
-    response = upload(client, csv_file(f"1,paid,{past()},,"), token=token, scheme=scheme)
+    response = upload(client, csv_file(f"1,paid,{past()},1,RUB"), token=token, scheme=scheme)
     assert response.status_code == status
     assert error_type(response) == kind
     assert events(client) == []
 
 
 def test_an_unknown_client_id_type_is_refused(client: httpx.Client) -> None:
-    response = upload(client, csv_file(f"1,paid,{past()},,"), client_id_type="EMAIL")
+    response = upload(client, csv_file(f"1,paid,{past()},1,RUB"), client_id_type="EMAIL")
     assert response.status_code == 400
     assert error_type(response) == "invalid_parameter"
 
@@ -203,7 +222,7 @@ def test_a_file_without_a_valid_row_is_refused(client: httpx.Client) -> None:
 
 def test_an_upload_advances_one_status_per_poll_and_is_listed(client: httpx.Client) -> None:
     # Given an accepted upload
-    upload_id = upload(client, csv_file(f"1,paid,{past()},,")).json()["uploading"]["id"]
+    upload_id = upload(client, csv_file(f"1,paid,{past()},1,RUB")).json()["uploading"]["id"]
     path = f"/management/v1/counter/4242/offline_conversions/uploading/{upload_id}"
     # When it is polled five times
     statuses = [get(client, path).json()["uploading"]["status"] for _ in range(5)]
@@ -214,7 +233,7 @@ def test_an_upload_advances_one_status_per_poll_and_is_listed(client: httpx.Clie
 
 
 def test_uploads_are_per_counter(client: httpx.Client) -> None:
-    upload_id = upload(client, csv_file(f"1,paid,{past()},,")).json()["uploading"]["id"]
+    upload_id = upload(client, csv_file(f"1,paid,{past()},1,RUB")).json()["uploading"]["id"]
     other = f"/management/v1/counter/7/offline_conversions/uploading/{upload_id}"
     assert get(client, other).status_code == 404
     assert get(client, "/management/v1/counter/7/offline_conversions/uploadings").json() == {
@@ -225,7 +244,7 @@ def test_uploads_are_per_counter(client: httpx.Client) -> None:
 def test_the_linkage_failure_switch_fails_new_uploads(client: httpx.Client) -> None:
     # Given the switch is on
     client.post("/_sandbox/yandex/config", json={"linkage_failure": True})
-    upload_id = upload(client, csv_file(f"1,paid,{past()},,")).json()["uploading"]["id"]
+    upload_id = upload(client, csv_file(f"1,paid,{past()},1,RUB")).json()["uploading"]["id"]
     path = f"/management/v1/counter/4242/offline_conversions/uploading/{upload_id}"
     # When the upload is polled to the end
     statuses = [get(client, path).json()["uploading"]["status"] for _ in range(4)]
@@ -240,7 +259,7 @@ def test_a_fourth_parallel_request_of_a_user_is_refused(client: httpx.Client) ->
 
     def send(i: int) -> None:
         with httpx.Client(base_url=str(client.base_url), timeout=10) as own:
-            answers.append(upload(own, csv_file(f"{i},paid,{past()},,")).status_code)
+            answers.append(upload(own, csv_file(f"{i},paid,{past()},1,RUB")).status_code)
 
     threads = [threading.Thread(target=send, args=(i,)) for i in range(3)]
     for thread in threads:
@@ -290,7 +309,7 @@ def test_injected_faults_answer_in_yandex_s_error_body(
     client: httpx.Client, status: int, kind: str
 ) -> None:
     client.post("/_sandbox/faults", json={"status": status})
-    response = upload(client, csv_file(f"1,paid,{past()},,"))
+    response = upload(client, csv_file(f"1,paid,{past()},1,RUB"))
     assert response.status_code == status
     assert error_type(response) == kind
     assert events(client) == []
@@ -304,7 +323,7 @@ def test_an_upload_whose_answer_is_held_is_listed_after_the_client_gave_up(
     # When the client gives up after 0.2 s
     impatient = httpx.Client(base_url=str(client.base_url), timeout=0.2)
     with impatient, pytest.raises(httpx.ReadTimeout):
-        upload(impatient, csv_file(f"1,paid,{past()},,"), comment="held")
+        upload(impatient, csv_file(f"1,paid,{past()},1,RUB"), comment="held")
     # Then the list still shows the upload, as Yandex did receive it
     comments = [u["comment"] for u in get(client, UPLOADINGS).json()["uploadings"]]
     assert comments == ["held"]
@@ -320,7 +339,7 @@ def test_bad_switches_are_refused(client: httpx.Client) -> None:
 
 def test_reset_forgets_uploads_and_switches(client: httpx.Client) -> None:
     client.post("/_sandbox/yandex/config", json={"linkage_failure": True, "unknown_goals": ["x"]})
-    upload(client, csv_file(f"1,paid,{past()},,"))
+    upload(client, csv_file(f"1,paid,{past()},1,RUB"))
     client.post("/_sandbox/reset")
     switches = client.get("/_sandbox/yandex/config").json()
     assert (switches["linkage_failure"], switches["unknown_goals"]) == (False, [])

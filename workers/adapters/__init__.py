@@ -17,6 +17,7 @@ from workers.adapters.base import (
     Outcome,
     Verdict,
     follows_jobs,
+    whole_batch,
 )
 
 
@@ -36,4 +37,5 @@ __all__ = [
     "Verdict",
     "adapter_for",
     "follows_jobs",
+    "whole_batch",
 ]

@@ -104,6 +104,16 @@ class Adapter(Protocol):
         """Verdicts on the `n` events of the request that got `response`."""
         ...
 
+    def parts(self, payloads: list[bytes]) -> list[list[int]]:
+        """The batch's payloads (by index) as the requests that must carry them apart; one
+        part (`whole_batch`) unless the platform cannot take them in one request."""
+        ...
+
+
+def whole_batch(payloads: list[bytes]) -> list[list[int]]:
+    """`Adapter.parts` of a platform that takes any mix of events in one request."""
+    return [list(range(len(payloads)))]
+
 
 MAX_RETRY_AFTER_S = 7 * 86_400.0  # a longer wait is taken as garbage
 _DELTA_SECONDS = re.compile(r"[0-9]{1,10}(\.[0-9]{1,6})?")

@@ -22,9 +22,12 @@ from workers.adapters.base import (
     endpoint,
     excerpt,
     json_body,
+    whole_batch,
 )
 from workers.limiter import Limit
 
+# LinkedIn's answer when an event names a deleted or disabled rule (seed 003's error table).
+_RULE_OFF = re.compile(r"marked as deleted|conversion enabled should be true", re.IGNORECASE)
 _INDEX_GROUP = re.compile(r"Index: (\d+), ")
 _BATCH_INDEX = re.compile(r"\{([^{}]*?batchIndex=(\d+)[^{}]*)\}")
 _INDICES = re.compile(r"indices \[([\d,\s]+)\]")
@@ -34,6 +37,7 @@ class LinkedInAdapter:
     """Builds `BATCH_CREATE` calls and reads LinkedIn's per-element answers."""
 
     platform = "linkedin"
+    parts = staticmethod(whole_batch)  # any mix of events goes in one request
 
     def limits(self, destination: Destination, table: PlatformSettings) -> list[Limit]:
         # LinkedIn limits calls per member access token.
@@ -137,6 +141,12 @@ def _validation_failure(message: str, status: int, n: int, response: httpx.Respo
     """A 400/422: reject exactly the named elements; resend the others, which were fine."""
     bad = {i: m for i, m in element_errors(message).items() if 0 <= i < n}
     kw: dict[str, Any] = {"status": status, "excerpt": excerpt(response)}
+    if not bad and _RULE_OFF.search(message):
+        # A deleted or disabled conversion rule: a configuration problem, as a wrong URL is.
+        # Pause (every later batch would be refused alike) rather than dead-letter events
+        # that go through once the rule is enabled again and the destination resumed.
+        reason = f"configuration: the conversion rule is deleted or disabled ({status}): {message}"
+        return Outcome.every(n, Verdict.AUTH, reason[:1000], **kw)
     if not bad:
         # Nothing names an element: the whole call is refused as sent (documented choice).
         return Outcome.every(n, Verdict.REJECTED, f"{status}: {message}"[:1000], **kw)

@@ -22,6 +22,7 @@ from workers.adapters.base import (
     endpoint,
     excerpt,
     json_body,
+    whole_batch,
 )
 from workers.limiter import Limit
 
@@ -32,6 +33,7 @@ class PinterestAdapter:
     """Builds Send conversions calls and reads Pinterest's per-event answers."""
 
     platform = "pinterest"
+    parts = staticmethod(whole_batch)  # any mix of events goes in one request
 
     def limits(self, destination: Destination, table: PlatformSettings) -> list[Limit]:
         # Pinterest limits calls per ad account, whichever token makes them (seed 001).

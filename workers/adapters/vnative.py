@@ -51,6 +51,7 @@ from workers.adapters.base import (
     excerpt,
     json_body,
     retry_after_s,
+    whole_batch,
 )
 from workers.limiter import Limit
 
@@ -105,6 +106,7 @@ class VNativeAdapter:
     """Builds conversion-import calls and follows the import jobs they start."""
 
     platform = "vnative"
+    parts = staticmethod(whole_batch)  # any mix of events goes in one request
     can_look_up = False
     listing_has_detail = False  # the listing has states, not the logs a finished job shows
 

@@ -52,6 +52,15 @@ class YandexAdapter:
             Limit(self.platform, "ip", table.ip_rate_per_s * 60, burst=ip_burst),
         ]
 
+    def parts(self, payloads: list[bytes]) -> list[list[int]]:
+        """Rows apart by the columns they fill: each upload's rows fill every column of its
+        header (the docs define an optional `Price` or `Currency` by its format, never an
+        empty cell), so a batch of priced and unpriced rows goes as two uploads."""
+        by_columns: dict[frozenset[str], list[int]] = {}
+        for i, payload in enumerate(payloads):
+            by_columns.setdefault(frozenset(json.loads(payload)), []).append(i)
+        return list(by_columns.values())
+
     def build_request(
         self,
         destination: Destination,
@@ -148,7 +157,8 @@ class YandexAdapter:
 
 
 def to_csv(payloads: list[bytes]) -> bytes:
-    """The UTF-8 CSV file of the stored rows: a header, then one line per row, in order."""
+    """The UTF-8 CSV file of the stored rows: a header, then one line per row, in order
+    (the engine sends rows of one column set together: `YandexAdapter.parts`)."""
     rows = [json.loads(payload) for payload in payloads]
     present = {column for row in rows for column in row}
     columns = [column for column in COLUMNS if column in present]

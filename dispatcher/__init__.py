@@ -54,6 +54,14 @@ def default_dispatcher() -> Dispatcher:
     return _default
 
 
+def _no_destination(destination: object) -> None:
+    """A Conversion goes where its routes say: a destination passed with one is a mistake."""
+    if destination is not None:
+        raise ConfigurationError(
+            "a Conversion goes to the destinations its routes name: pass no destination"
+        )
+
+
 @overload
 def enqueue(event: Conversion, destination: None = None) -> FanOutReceipt: ...
 @overload
@@ -67,6 +75,7 @@ def enqueue(
     `event` and returns a `FanOutReceipt`; a platform event returns a `Receipt`.
     """
     if isinstance(event, Conversion):
+        _no_destination(destination)
         return default_dispatcher().enqueue_conversion(event)
     return default_dispatcher().enqueue(event, destination)
 
@@ -90,6 +99,7 @@ async def aenqueue(
 ) -> Receipt | FanOutReceipt:
     """The asyncio twin of `enqueue`."""
     if isinstance(event, Conversion):
+        _no_destination(destination)
         return await default_dispatcher().aenqueue_conversion(event)
     return await default_dispatcher().aenqueue(event, destination)
 

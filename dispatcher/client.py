@@ -7,6 +7,7 @@ its platform's due index, where the workers' schedulers find it (docs/architectu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import threading
@@ -23,8 +24,8 @@ import redis.asyncio
 from dispatcher import keys
 from dispatcher.conversion import Conversion, fan_out
 from dispatcher.errors import (
-    BackpressureError,
     ConfigurationError,
+    DispatcherError,
     FieldError,
     InvalidEventError,
 )
@@ -175,17 +176,24 @@ class Dispatcher:
 
     def enqueue_conversions(self, conversions: Iterable[Conversion]) -> list[FanOutReceipt]:
         """`enqueue_conversion` for many (imports, replays), written in chunks."""
+        _check_events(conversions, "conversions")
         out: list[FanOutReceipt] = []
         self._sync()
-        for chunk in _chunked(conversions, CHUNK_EVENTS // 4):
-            plan, fanned = self._plan_conversions(chunk)
-            _skip_refused(fanned, self.writer.write(self.redis, plan.groups))
-            out += fanned
+        try:
+            for chunk in _chunked(conversions, CHUNK_EVENTS // 4):
+                plan, fanned = self._plan_conversions(chunk)
+                _skip_refused(fanned, self.writer.write(self.redis, plan.groups))
+                out += fanned
+        except DispatcherError as exc:
+            exc.stored = out  # the fan-out receipts of the chunks stored before
+            raise
         return out
 
     async def aenqueue_conversion(self, conversion: Conversion) -> FanOutReceipt:
         """The asyncio twin of `enqueue_conversion`."""
         await self._async_sync()
+        if isinstance(conversion, Conversion):
+            await self._arule_names(conversion)
         plan, fanned = self._plan_conversions([conversion])
         _skip_refused(fanned, await self.writer.awrite(self._aclient(), plan.groups))
         return fanned[0]
@@ -258,10 +266,15 @@ class Dispatcher:
             if writing is not None:
                 _collect(out, *writing)
                 writing = None
-        except (InvalidEventError, BackpressureError) as exc:
+        except BaseException as exc:
+            # Whatever stops the call (a bad event, a full destination, the caller's own
+            # iterable raising), the write in flight ends before the caller hears of it, and
+            # what is stored is in `stored`: nothing lands after the call has returned.
             if writing is not None:
-                _collect(out, *writing)
-            exc.stored = out.receipts
+                with contextlib.suppress(Exception):  # its own failure: `exc` comes first
+                    _collect(out, *writing)
+            if isinstance(exc, DispatcherError):
+                exc.stored = out.receipts
             raise
         return out
 
@@ -304,7 +317,7 @@ class Dispatcher:
             for plan in self._plans(items, on_invalid, destination, routed):
                 refused = await self.writer.awrite(self._aclient(), plan.groups)
                 _collect_now(out, plan, refused)
-        except (InvalidEventError, BackpressureError) as exc:
+        except DispatcherError as exc:
             exc.stored = out.receipts
             raise
         return out
@@ -402,6 +415,8 @@ class Dispatcher:
             if plan.rejected and on_invalid == "raise":
                 raise InvalidEventError(plan.rejected)
             yield plan
+        if index == 0 and destination is not None:  # no event: the destination is still checked
+            self._target(None, destination)
 
     def _plan_conversions(
         self, conversions: Iterable[Conversion]
@@ -413,6 +428,10 @@ class Dispatcher:
                 raise InvalidEventError(
                     [FieldError("conversion", f"must be a Conversion, not {kind}")]
                 )
+            try:  # validated again: the caller may have made it with `model_copy(update=...)`
+                conversion = Conversion.__pydantic_validator__.validate_python(conversion)
+            except REFUSED as exc:
+                raise refusal(exc) from None
             one = Plan()
             events, skipped = fan_out(
                 conversion,
@@ -431,14 +450,30 @@ class Dispatcher:
     def _rule_urn(self, destination: str, name: str) -> str | None:
         """A LinkedIn rule's URN by name, from what `convdispatch linkedin ensure` stored;
         re-read from Redis at most every `RULE_NAMES_TTL_S` (sooner after a miss)."""
-        now = time.monotonic()
+        if self._rule_names_stale(destination, name):
+            with translate_redis_errors():
+                raw = self.redis.hgetall(keys.rule_names(destination))
+            self._keep_rule_names(destination, cast(dict[bytes, bytes], raw))
+        return self._rule_names[destination][1].get(name)
+
+    async def _arule_names(self, conversion: Conversion) -> None:
+        """Refresh, on this loop's client, the rule names `conversion`'s routes need, so
+        its fan-out finds them cached and never blocks the loop on Redis."""
+        for route in self.settings.routes:
+            wanted = route.event == conversion.event and route.conversion is None
+            if wanted and route.rule and self._rule_names_stale(route.destination, route.rule):
+                with translate_redis_errors():
+                    raw = await self._aclient().hgetall(keys.rule_names(route.destination))
+                self._keep_rule_names(route.destination, cast(dict[bytes, bytes], raw))
+
+    def _rule_names_stale(self, destination: str, name: str) -> bool:
         loaded_at, names = self._rule_names.get(destination, (-1e9, {}))
-        stale = now - loaded_at > (RULE_NAMES_TTL_S if name in names else RULE_MISS_TTL_S)
-        if stale:
-            raw = cast(dict[bytes, bytes], self.redis.hgetall(keys.rule_names(destination)))
-            names = {k.decode(): v.decode() for k, v in raw.items()}
-            self._rule_names[destination] = (now, names)
-        return names.get(name)
+        ttl = RULE_NAMES_TTL_S if name in names else RULE_MISS_TTL_S
+        return time.monotonic() - loaded_at > ttl
+
+    def _keep_rule_names(self, destination: str, raw: dict[bytes, bytes]) -> None:
+        names = {k.decode(): v.decode() for k, v in raw.items()}
+        self._rule_names[destination] = (time.monotonic(), names)
 
     @property
     def registry(self) -> Registry:
@@ -508,12 +543,12 @@ class Dispatcher:
         return name, model
 
 
-def _check_events(events: object) -> None:
-    if isinstance(events, str | bytes | Mapping | PlatformEvent) or not isinstance(
+def _check_events(events: object, name: str = "events") -> None:
+    if isinstance(events, str | bytes | Mapping | PlatformEvent | Conversion) or not isinstance(
         events, Iterable
     ):
-        message = f"must be an iterable of events, not {type(events).__name__}"
-        raise InvalidEventError([FieldError("events", message)])
+        message = f"must be an iterable of {name}, not {type(events).__name__}"
+        raise InvalidEventError([FieldError(name, message)])
 
 
 def _one_chunk(events: object) -> bool:

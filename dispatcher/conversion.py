@@ -17,13 +17,13 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from dispatcher.currencies import Currency
 from dispatcher.errors import InvalidEventError
 from dispatcher.events.base import PlatformEvent
 from dispatcher.settings import Destination, Route, Settings
-from dispatcher.validation import Refusing, epoch_seconds, located
+from dispatcher.validation import Refusing, decimal_text, epoch_seconds, located
 
 # Pinterest's event names for the usual neutral ones; anything else is "custom".
 PINTEREST_EVENTS = {
@@ -39,7 +39,14 @@ PINTEREST_EVENTS = {
 }
 
 
-_PART = ConfigDict(extra="forbid", str_strip_whitespace=True, frozen=True, allow_inf_nan=False)
+# Frozen, and validated again when handed over: `model_copy(update=...)` skips validation.
+_PART = ConfigDict(
+    extra="forbid",
+    str_strip_whitespace=True,
+    frozen=True,
+    allow_inf_nan=False,
+    revalidate_instances="always",
+)
 
 
 class Item(BaseModel):
@@ -76,7 +83,7 @@ class Device(BaseModel):
     type: str | None = None
     os_version: str | None = None
     language: str | None = None
-    wifi: bool | None = None
+    wifi: StrictBool | None = None
 
 
 class Conversion(Refusing):
@@ -88,7 +95,7 @@ class Conversion(Refusing):
 
     event: str = Field(min_length=1, description="What happened; routes match on it.")
     happened_at: datetime
-    value: Decimal | None = Field(default=None, ge=0)
+    value: Decimal | None = Field(default=None, ge=0, lt=Decimal(10) ** 15)
     currency: Currency | None = None
     event_id: str | None = Field(default=None, min_length=1, max_length=128)
     email: str | None = None
@@ -114,12 +121,12 @@ class Conversion(Refusing):
     order_id: str | None = Field(default=None, min_length=1, description="default: event_id")
     content_ids: list[str] | None = None
     contents: list[Item] | None = None
-    num_items: int | None = Field(default=None, ge=0)
+    num_items: int | None = Field(default=None, ge=0, le=2**63 - 1, strict=True)
     action_source: str | None = Field(default=None, description="overrides the route's")
     event_source_url: str | None = None
     partner_name: str | None = None
-    opt_out: bool | None = None
-    advertiser_tracking_enabled: bool | None = Field(
+    opt_out: StrictBool | None = None
+    advertiser_tracking_enabled: StrictBool | None = Field(
         default=None, description="Meta-style app flag; Pinterest gets opt_out = not it"
     )
     app: App | None = None
@@ -195,7 +202,7 @@ def _linkedin(c: Conversion, route: Route, dest: Destination) -> dict[str, Any]:
     }
     value, currency = _value(c, route)
     if value is not None:
-        body["conversionValue"] = {"currencyCode": currency, "amount": str(value)}
+        body["conversionValue"] = {"currencyCode": currency, "amount": _decimal(value)}
     if c.event_id:
         body["eventId"] = c.event_id
     return body
@@ -239,7 +246,7 @@ def _pinterest(c: Conversion, route: Route, dest: Destination) -> dict[str, Any]
     custom: dict[str, Any] = {}
     amount, currency = _value(c, route)
     if amount is not None:
-        custom |= {"currency": currency, "value": str(amount)}
+        custom |= {"currency": currency, "value": _decimal(amount)}
     if c.order_id or c.event_id:
         custom["order_id"] = c.order_id or c.event_id
     if c.content_ids:
@@ -258,6 +265,11 @@ def _item(item: Item) -> dict[str, Any]:
               "item_price": None if item.price is None else str(item.price),
               "item_category": item.category, "item_brand": item.brand}  # fmt: skip
     return {k: v for k, v in fields.items() if v is not None}
+
+
+def _decimal(value: Decimal) -> str:
+    """A value as the platforms write a number: digits and a dot, never `1E+2`."""
+    return str(decimal_text(value))
 
 
 def _value(c: Conversion, route: Route) -> tuple[Decimal | None, str | None]:
@@ -282,7 +294,7 @@ def _yandex(c: Conversion, route: Route, dest: Destination) -> dict[str, Any]:
     body: dict[str, Any] = {column: identifier, "Target": route.target, "DateTime": c.seconds}
     value, currency = _value(c, route)
     if value is not None:
-        body |= {"Price": str(value), "Currency": currency}
+        body |= {"Price": _decimal(value), "Currency": currency}
     return body
 
 

@@ -9,20 +9,22 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from urllib.parse import unquote
 
 _SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
 # local@domain: a local part of visible characters, a domain of letter/digit labels
-# (internationalised ones too) and a top-level label of letters.
+# (internationalised ones too) and a top-level label of letters (or its punycode, xn--...).
 _EMAIL = re.compile(
-    r"^[^@\s\"(),:;<>\[\\\]]{1,64}@(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+[^\W\d_]{2,63}$"
+    r"^[^@\s\"(),:;<>\[\\\]]{1,64}@(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+(?:[^\W\d_]{2,63}|xn--[a-zA-Z0-9-]{1,59})$"
 )
 # The same for ASCII text, whose local part also refuses controls (the domain's letter and
 # digit classes cannot match one): one match instead of a search and a match.
 _ASCII_EMAIL = re.compile(
-    r"^[^@\s\"(),:;<>\[\\\]\x00-\x20\x7f]{1,64}@(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+[^\W\d_]{2,63}$"
+    r"^[^@\s\"(),:;<>\[\\\]\x00-\x20\x7f]{1,64}@(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+(?:[^\W\d_]{2,63}|xn--[a-zA-Z0-9-]{1,59})$"
 )
 _INVISIBLE = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Zs"}  # controls, bidi marks, spaces
 _NOT_DIGIT = re.compile(r"[^0-9]")
+_TRUNK = re.compile(r"\(\s*0\s*\)")  # the national trunk prefix written inside a number
 
 
 def is_sha256(value: str) -> bool:
@@ -58,8 +60,14 @@ def hash_email(raw: str) -> str:
     return sha256_hex(value)
 
 
+def phone_digits(raw: str) -> str:
+    """A phone number as E.164 digits: no `+`, no separators, no international prefix or
+    leading zeros, no trunk `(0)` (`+44 (0)20 7946 0958` -> `442079460958`)."""
+    return _NOT_DIGIT.sub("", _TRUNK.sub("", raw)).lstrip("0")
+
+
 def hash_phone(raw: str) -> str:
-    """Keep the digits (country code included, no leading +) and hash them.
+    """Hash a phone number's E.164 digits (`phone_digits`).
 
     Raises:
         ValueError: fewer than 7 digits remain, so it cannot be a phone number.
@@ -67,7 +75,7 @@ def hash_phone(raw: str) -> str:
     value = raw.strip()
     if is_sha256(value):
         return value.lower()
-    digits = _NOT_DIGIT.sub("", value)
+    digits = phone_digits(value)
     if len(digits) < 7:
         raise ValueError("is not a phone number with country code or a SHA-256 hex digest")
     return sha256_hex(digits)
@@ -91,26 +99,50 @@ def hash_name(raw: str) -> str:
 _EMAIL_INSIDE = re.compile(
     r"[^\s@<>\"'(),;:/?&=#%]+(?:@|%40)[^\W_][\w-]*(?:\.[\w-]+)*\.[^\W\d_]{2,}"
 )
-_PHONE = re.compile(r"^\+[0-9][0-9 ().-]{5,20}[0-9]$")
+# An international number: "+", then 7 to 15 digits with the usual separators between.
+_PHONE = re.compile(r"\+[0-9][0-9 \t().\-/]{5,24}[0-9]")
+_PHONE_INSIDE = re.compile(r"(?<![0-9A-Za-z])" + _PHONE.pattern + r"(?![0-9])")
+
+
+def visible_text(text: str) -> str:
+    """`text` as a reader sees it: compatibility forms folded (fullwidth plus, digits, at sign),
+    invisible format characters (zero-width, bidi marks, BOM) dropped, percent-escapes
+    decoded (`%2B44%2020...` in a URL)."""
+    if text.isascii() and "%" not in text:
+        return text
+    folded = unicodedata.normalize("NFKC", text)
+    folded = "".join(c for c in folded if unicodedata.category(c) != "Cf")
+    return unquote(folded) if "%" in folded else folded
+
+
+def _phone_like(match: re.Match[str]) -> bool:
+    return 7 <= len(_NOT_DIGIT.sub("", match.group())) <= 15
 
 
 def personal_kind(text: str) -> str | None:
-    """ "email" if `text` holds an email address anywhere (URL-encoded too), "phone" if it
-    is an international phone number (a leading "+"), else None. Plain digit strings are
-    not taken for phones: they are ids, order numbers, amounts."""
-    if ("@" in text or "%40" in text) and _EMAIL_INSIDE.search(text):
+    """ "email" if `text` holds an email address anywhere, "phone" if it holds an
+    international phone number anywhere (a "+" and 7 to 15 digits: `Tel: +44 20 7946
+    0958`), read as `visible_text`; else None. Plain digit strings are not taken for
+    phones: they are ids, order numbers, amounts."""
+    value = visible_text(text)
+    if "@" in value and _EMAIL_INSIDE.search(value):
         return "email"
-    value = text.strip()
-    if value.startswith("+") and _PHONE.match(value) and len(_NOT_DIGIT.sub("", value)) >= 7:
+    if "+" in value and any(_phone_like(m) for m in _PHONE_INSIDE.finditer(value)):
         return "phone"
     return None
 
 
+def whole_phone(text: str) -> bool:
+    """Whether all of `text` (read as `visible_text`) is one international phone number."""
+    match = _PHONE.fullmatch(visible_text(text).strip())
+    return match is not None and _phone_like(match)
+
+
 def hash_by_value(text: str) -> str | None:
     """The platform hash of `text` if all of it is an email or a phone number, else None."""
-    value = text.strip()
+    value = visible_text(text).strip()
     if is_email(value.lower()):
         return hash_email(value)
-    if personal_kind(value) == "phone":
+    if whole_phone(value):
         return hash_phone(value)
     return None

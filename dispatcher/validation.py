@@ -11,6 +11,7 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from decimal import Decimal
 from typing import Any, Self
 
 from pydantic import BaseModel, ValidationError
@@ -66,6 +67,29 @@ def refusal(exc: Exception, index: int | None = None, where: str = "event") -> I
     return InvalidEventError([FieldError(where, str(exc) or type(exc).__name__, index)])
 
 
+MAX_EXPONENT = 30  # an amount past 10**30 (or with digits below 10**-30) is no amount
+
+
+def decimal_text(value: object) -> object:
+    """A number as the platforms write an amount: digits and a dot (`100`, never `1E+2`),
+    for an int, float or Decimal; anything else as given, for the field to check.
+
+    Raises:
+        ValueError: not finite, or too large or too precise to be an amount (formatting
+            `Decimal("1e999999999")` would build a billion digits).
+    """
+    if isinstance(value, bool) or not isinstance(value, Decimal | int | float):
+        return value
+    number = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
+    if not number.is_finite():
+        raise ValueError("must be a finite number")
+    if number and not -MAX_EXPONENT <= number.adjusted() <= MAX_EXPONENT:
+        raise ValueError("is out of range for an amount")
+    if number.as_tuple().exponent < -MAX_EXPONENT:  # type: ignore[operator]
+        raise ValueError("has too many decimal places for an amount")
+    return format(number, "f")
+
+
 REFUSED = (InvalidEventError, ValidationError, OverflowError, TypeError, ValueError)
 
 
@@ -88,5 +112,19 @@ class Refusing(BaseModel, metaclass=_RefusingMeta):
     def model_validate(cls, obj: Any, **kwargs: Any) -> Self:
         try:
             return super().model_validate(obj, **kwargs)
+        except REFUSED as exc:
+            raise refusal(exc) from None
+
+    @classmethod
+    def model_validate_json(cls, json_data: str | bytes | bytearray, **kwargs: Any) -> Self:
+        try:
+            return super().model_validate_json(json_data, **kwargs)
+        except REFUSED as exc:
+            raise refusal(exc) from None
+
+    @classmethod
+    def model_validate_strings(cls, obj: Any, **kwargs: Any) -> Self:
+        try:
+            return super().model_validate_strings(obj, **kwargs)
         except REFUSED as exc:
             raise refusal(exc) from None

@@ -6,7 +6,6 @@ Every validation rule LinkedIn applies is applied here, at enqueue time.
 
 from __future__ import annotations
 
-from decimal import Decimal
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, ClassVar
 
@@ -22,6 +21,7 @@ from pydantic import (
 from dispatcher.currencies import Currency
 from dispatcher.events.base import STRICT, PlatformEvent, aware_to_epoch, check_event_time
 from dispatcher.identity import hash_email
+from dispatcher.validation import decimal_text
 
 if TYPE_CHECKING:
     from dispatcher.settings import Destination
@@ -75,7 +75,7 @@ class ConversionValue(_Part):
     @field_validator("amount", mode="before")
     @classmethod
     def _decimal_to_str(cls, value: object) -> object:
-        return str(value) if isinstance(value, Decimal | int) else value
+        return decimal_text(value)
 
 
 class ConversionUser(_Part):

@@ -21,7 +21,7 @@ from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from dispatcher.events.base import PlatformEvent, aware_to_epoch, check_event_time
 from dispatcher.events.pinterest_parts import AppInfo, Content, CustomData, DeviceInfo, Int, Part
-from dispatcher.identity import hash_email, hash_name, is_sha256, sha256_hex
+from dispatcher.identity import hash_email, hash_name, is_sha256, phone_digits, sha256_hex
 
 __all__ = [
     "EVENT",
@@ -83,7 +83,7 @@ def _lower(raw: str) -> str:
 
 # Pinterest's phone rule: digits only, with country code, "remove ... leading zeros".
 _phone = _rule(
-    lambda v: re.sub(r"[^0-9]", "", v).lstrip("0"),
+    phone_digits,
     lambda v: 7 <= len(v) <= 15,  # E.164 numbers have at most 15 digits
     "is not a phone number with country code",
 )
@@ -98,8 +98,9 @@ _external = _rule(str.strip, bool, "is empty")  # the advertiser's own id: case 
 _maid = _rule(_lower, bool, "is empty")  # IDFAs come uppercase, GAIDs lowercase
 
 
-def _hashed(normalise: Callable[[str], str]) -> BeforeValidator:
-    """One string or a list of them, each normalised and hashed (digests kept as given)."""
+def _hashed(normalise: Callable[[str], str], dates: bool = False) -> BeforeValidator:
+    """One string or a list of them, each normalised and hashed (digests kept as given);
+    with `dates`, a `date` is taken too (the birth date)."""
 
     def each(value: object) -> object:
         if value is None:
@@ -109,7 +110,7 @@ def _hashed(normalise: Callable[[str], str]) -> BeforeValidator:
             raise ValueError("must be a string or a non-empty list of strings")
         hashed = []
         for i, item in enumerate(items):
-            if isinstance(item, date):
+            if dates and isinstance(item, date):
                 item = item.strftime("%Y%m%d")
             if not isinstance(item, str):
                 raise ValueError(f"item {i} must be a string")
@@ -164,7 +165,7 @@ class UserData(Part):
     em: Annotated[Hashes, _hashed(hash_email)] = None
     ph: Annotated[Hashes, _hashed(_phone)] = None
     ge: Annotated[Hashes, _hashed(_gender)] = None
-    db: Annotated[Hashes, _hashed(_birth_date)] = None
+    db: Annotated[Hashes, _hashed(_birth_date, dates=True)] = None
     fn: Annotated[Hashes, _hashed(hash_name)] = None
     ln: Annotated[Hashes, _hashed(hash_name)] = None
     ct: Annotated[Hashes, _hashed(_city)] = None

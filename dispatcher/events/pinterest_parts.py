@@ -8,17 +8,18 @@ takes them.
 from __future__ import annotations
 
 import re
-from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field
 
 from dispatcher.currencies import Currency
 from dispatcher.events.base import STRICT
+from dispatcher.validation import decimal_text
 
 _NUMBER = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
 
-Int = Annotated[int, Field(strict=True)]
+# The contract's `format: int64`: a larger integer is not one Pinterest can read.
+Int = Annotated[int, Field(strict=True, ge=-(2**63), le=2**63 - 1)]
 
 
 class Part(BaseModel):
@@ -29,8 +30,7 @@ class Part(BaseModel):
 
 def _number_str(value: object) -> object:
     """Pinterest takes amounts as strings it parses into doubles."""
-    if isinstance(value, Decimal | int | float) and not isinstance(value, bool):
-        value = str(value)
+    value = decimal_text(value)
     if isinstance(value, str) and not _NUMBER.match(value.strip()):
         raise ValueError("must be a decimal number such as 72.39")
     return value
@@ -75,7 +75,7 @@ def _text(max_length: int) -> Any:
 
 
 def _count(maximum: int | None = None) -> Any:
-    return Field(default=None, ge=0, le=maximum, strict=True)
+    return Field(default=None, ge=0, le=2**63 - 1 if maximum is None else maximum, strict=True)
 
 
 FormFactor = Literal["desktop", "laptop", "cellphone", "tablet", "smartwatch", "tv", "vr"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, ClassVar
@@ -25,42 +26,57 @@ from pydantic import Field, PlainValidator, PrivateAttr, ValidationError, field_
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from dispatcher.events.base import FUTURE_SKEW_MS, PlatformEvent, aware_to_epoch, now_ms
-from dispatcher.identity import hash_by_value, hash_email, hash_name, hash_phone
+from dispatcher.identity import hash_by_value, hash_email, hash_name, hash_phone, visible_text
 from dispatcher.validation import epoch_seconds
 
 # Dimension names (compared after `dimension_key`) whose values are personal data, and how
 # each is normalised before hashing. The seed's sample sends first_name and last_name.
-_EMAIL_WORDS = {"email", "mail", "emailaddress"}
-_PHONE_WORDS = {"phone", "mobile", "tel", "telephone", "msisdn", "cell", "phonenumber"}
-_NAME_WORDS = {"name", "firstname", "lastname", "surname", "fullname", "givenname"}
+_EMAIL_WORDS = {"email", "mail", "emailaddress", "mailaddress", "courriel", "correo"}
+_PHONE_WORDS = {"phone", "mobile", "tel", "telephone", "msisdn", "cell", "phonenumber", "fax"}
+_PHONE_WORDS |= {"whatsapp", "telefono", "telefone", "telefon", "handy", "sms"}
+_NUMBER_OF = {"contact", "mobile", "cell", "phone", "tel", "whatsapp", "fax"}  # contact_number
+# Words that are a person's name on their own, in the languages of the usual spellings.
+_NAME_WORDS = {"firstname", "lastname", "surname", "fullname", "givenname", "familyname"}
+_NAME_WORDS |= {"fname", "lname", "forename", "vorname", "nachname", "prenom", "nombre"}
+_NAME_WORDS |= {"apellido", "apellidos", "cognome", "nome", "sobrenome", "middlename"}
 _PERSON_WORDS = {"first", "last", "full", "given", "family", "sur", "customer", "client"}
 _PERSON_WORDS |= {"user", "buyer", "contact", "member", "billing", "shipping", "person"}
+_PERSON_WORDS |= {"recipient", "cardholder", "holder", "owner", "payer", "sender", "middle"}
+_PERSON_WORDS |= {"f", "l", "m", "nick", "maiden", "display", "real", "legal"}
 
 
 def personal_hasher(key: str) -> Callable[[str], str] | None:
     """How a dimension named `key` (as `dimension_key` spells it) is hashed, if it names
-    personal data: any word for email or phone (customer_email, Mail, mobile_phone), or a
-    name of a person (name, first_name, client_name; not product_name)."""
-    words = key.split("_")
-    if _EMAIL_WORDS & set(words) or key == "e_mail":
+    personal data: any word for email or phone (customer_email, Mail, mobile_phone,
+    cellphone, contact_number), or a name of a person (name, first_name, fname,
+    name_first, client_name, vorname; not product_name)."""
+    words = [w for w in key.split("_") if w and not w.isdigit()]
+    if not words:
+        return None
+    if _EMAIL_WORDS & set(words) or key.replace("_", "") == "email":
         return hash_email
-    if _PHONE_WORDS & set(words):
+    if _PHONE_WORDS & set(words) or any(w.endswith("phone") for w in words):
         return hash_phone
-    if words[-1] in _NAME_WORDS and (len(words) == 1 or words[0] in _PERSON_WORDS):
-        return hash_name
-    if len(words) > 1 and words[-1] == "name" and words[-2] in _PERSON_WORDS:
+    if "number" in words and _NUMBER_OF & set(words):
+        return hash_phone
+    named = _NAME_WORDS & set(words) or "name" in words
+    if named and set(words) - _NAME_WORDS - {"name"} <= _PERSON_WORDS:  # no product_name
         return hash_name
     return None
 
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
-_SEPARATORS = re.compile(r"[\s\-.]+")
+_SEPARATORS = re.compile(r"[^0-9a-z]+")
 
 
 def dimension_key(name: str) -> str:
-    """A dimension name in the form `personal_hasher` reads: firstName, First-Name and
-    "first name" all become first_name, so the usual spellings of a name are caught."""
-    return _SEPARATORS.sub("_", _CAMEL.sub("_", name.strip())).lower()
+    """A dimension name in the form `personal_hasher` reads: firstName, First-Name,
+    "first name" and "Name:" become first_name and name; accents and fullwidth forms are
+    folded and invisible characters dropped (prénom -> prenom), so the usual spellings of
+    a name are caught."""
+    folded = unicodedata.normalize("NFKD", visible_text(name.strip()))
+    ascii_name = "".join(c for c in folded if not unicodedata.combining(c))
+    return _SEPARATORS.sub("_", _CAMEL.sub("_", ascii_name).lower()).strip("_")
 
 
 def _dimension_value(value: object) -> str | int | float:
@@ -106,7 +122,7 @@ class VNativeConversion(PlatformEvent):
     sub9: str | None = None
     sub10: str | None = None
     custom_dimensions: dict[str, DimensionValue] | None = None
-    conversion_time: int | None = Field(default=None, exclude=True)  # epoch ms, never sent
+    conversion_time: int | None = Field(default=None, ge=0, exclude=True)  # epoch ms, never sent
     _validated_at_ms: int = PrivateAttr(default_factory=now_ms)
 
     @field_validator("conversion_time", mode="before")

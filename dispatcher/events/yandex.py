@@ -10,7 +10,6 @@ Yandex has no deduplication id; re-uploading a row overwrites its revenue.
 from __future__ import annotations
 
 import time
-from decimal import Decimal
 from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -18,6 +17,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from dispatcher.currencies import Currency
 from dispatcher.events.base import PlatformEvent, aware_to_epoch
+from dispatcher.validation import decimal_text
 
 if TYPE_CHECKING:
     from dispatcher.settings import Destination
@@ -92,11 +92,7 @@ class YandexOfflineConversion(PlatformEvent):
     @field_validator("price", mode="before")
     @classmethod
     def _price_to_str(cls, value: object) -> object:
-        if isinstance(value, Decimal):
-            return format(value, "f")
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return format(Decimal(str(value)), "f")
-        return value
+        return decimal_text(value)
 
     @field_validator("price")
     @classmethod

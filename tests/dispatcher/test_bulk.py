@@ -14,9 +14,11 @@ import pytest
 import redis
 
 from dispatcher import (
+    ConfigurationError,
     Destination,
     Dispatcher,
     InvalidEventError,
+    PinterestConversionEvent,
     Receipt,
     Receipts,
     Settings,
@@ -115,6 +117,54 @@ def test_an_invalid_event_in_a_later_chunk_leaves_the_earlier_chunks_stored_and_
     assert {e.index for e in caught.value.errors} == {CHUNK_EVENTS + 3}
     assert len(caught.value.stored) == CHUNK_EVENTS
     assert backlog(redis_client) == CHUNK_EVENTS
+
+
+class _CallerError(Exception):
+    """The caller's own iterable failing part-way."""
+
+
+@pytest.mark.parametrize("fault", ["another platform's event", "the caller's iterable"])
+def test_a_bulk_call_that_raises_part_way_has_finished_writing_before_it_returns(
+    dispatcher: Dispatcher, redis_client: redis.Redis, fault: str
+) -> None:
+    # Given input whose second chunk stops the call with something other than a bad event
+    pinterest = {"event_name": "lead", "action_source": "web", "event_time": 1}
+
+    def events() -> Iterator[Any]:
+        yield from (event(i) for i in range(CHUNK_EVENTS))
+        if fault == "the caller's iterable":
+            raise _CallerError
+        yield PinterestConversionEvent.model_construct(**pinterest)
+
+    # When the call raises
+    with pytest.raises((_CallerError, ConfigurationError)) as caught:
+        dispatcher.enqueue_many(events(), "li-main")
+    # Then the first chunk's write had ended by then, and our errors say what it stored
+    assert backlog(redis_client) == CHUNK_EVENTS
+    if isinstance(caught.value, ConfigurationError):
+        assert len(caught.value.stored) == CHUNK_EVENTS
+    # And nothing is still being written behind the caller's back: the writer thread
+    # (one thread, in order) runs a no-op after whatever it had
+    dispatcher._writer_pool().submit(lambda: None).result()
+    assert backlog(redis_client) == CHUNK_EVENTS
+
+
+def test_an_empty_bulk_call_still_checks_its_destination(dispatcher: Dispatcher) -> None:
+    with pytest.raises(ConfigurationError, match="nope"):
+        dispatcher.enqueue_many([], "nope")
+
+
+@pytest.mark.parametrize("bad", [None, 5, "text"])
+def test_enqueue_conversions_takes_only_an_iterable(dispatcher: Dispatcher, bad: Any) -> None:
+    with pytest.raises(InvalidEventError) as caught:
+        dispatcher.enqueue_conversions(bad)
+    assert caught.value.fields == ["conversions"]
+
+
+def test_a_rule_name_lookup_with_redis_gone_raises_storage_error(settings: Settings) -> None:
+    producer = Dispatcher(settings.model_copy(update={"redis_url": "redis://127.0.0.1:9/0"}))
+    with pytest.raises(StorageError):
+        producer._rule_urn("li-main", "My rule")
 
 
 @pytest.mark.pipeline

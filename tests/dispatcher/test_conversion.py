@@ -267,3 +267,53 @@ def test_start_trial_goes_to_pinterest_as_custom_and_the_raw_name_is_refused(
     with pytest.raises(InvalidEventError) as refused:
         producer.enqueue(own, "pin")
     assert refused.value.fields == ["event_name"]
+
+
+def test_a_conversion_changed_with_model_copy_is_validated_again(
+    fan: Dispatcher, redis_client: redis.Redis
+) -> None:
+    # Given conversions made with model_copy(update=...), which pydantic does not validate
+    fixed = purchase().model_copy(update={"contents": [{"id": "sku-1", "quantity": 2}]})
+    broken = purchase().model_copy(update={"happened_at": None})
+    # When they are enqueued
+    fan.enqueue_conversion(fixed)
+    with pytest.raises(InvalidEventError) as caught:
+        fan.enqueue_conversion(broken)
+    # Then the valid one is stored as validated, the invalid one refused naming its field
+    (pin,) = stored(redis_client, "pin")
+    assert pin["custom_data"]["contents"] == [{"id": "sku-1", "quantity": 2}]
+    assert caught.value.fields == ["happened_at"]
+
+
+@pytest.mark.parametrize("value", [Decimal("1E+2"), Decimal("100.00"), 100])
+def test_a_value_in_exponent_form_goes_out_as_plain_digits(
+    fan: Dispatcher, redis_client: redis.Redis, value: object
+) -> None:
+    receipt = fan.enqueue_conversion(purchase(value=value))
+    assert receipt.skipped == []
+    (li,) = stored(redis_client, "li")
+    amount = li["conversionValue"]["amount"]
+    assert amount in ("100", "100.00")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("num_items", True),
+        ("num_items", 2**70),
+        ("opt_out", 1),
+        ("opt_out", "yes"),
+        ("value", Decimal("1e20")),
+    ],
+)
+def test_bools_are_not_numbers_and_numbers_stay_in_range(field: str, value: object) -> None:
+    with pytest.raises(InvalidEventError) as caught:
+        purchase(**{field: value})
+    assert caught.value.fields == [field]
+
+
+def test_a_destination_passed_with_a_conversion_is_refused() -> None:
+    import dispatcher
+
+    with pytest.raises(dispatcher.ConfigurationError, match="pass no destination"):
+        dispatcher.enqueue(purchase(), "li")  # type: ignore[call-overload]

@@ -278,3 +278,37 @@ def test_a_postal_code_with_letters_is_refused_as_the_contract_takes_digits_only
     with pytest.raises(InvalidEventError) as caught:
         with_user(zp=["SW1A 1AA"])
     assert caught.value.fields == ["user_data.zp"]
+
+
+def test_a_phone_with_a_trunk_zero_is_hashed_as_e164_digits() -> None:
+    model = with_user(ph="0044 (0)20 7946 0958")
+    assert model.user_data is not None
+    assert model.user_data.ph == [sha("442079460958")]
+
+
+@pytest.mark.parametrize(
+    ("custom", "field"),
+    [
+        ({"num_items": 2**70}, "custom_data.num_items"),
+        ({"contents": [{"quantity": -(2**70)}]}, "custom_data.contents.0.quantity"),
+        ({"value": "1", "currency": "USD", "num_items": 2**63}, "custom_data.num_items"),
+    ],
+)
+def test_integers_outside_int64_are_refused(custom: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidEventError) as caught:
+        PinterestConversionEvent.model_validate(event(custom_data=custom))
+    assert error_locs(caught) == [field]
+
+
+def test_only_the_birth_date_takes_a_date_object() -> None:
+    with pytest.raises(InvalidEventError) as caught:
+        with_user(ph=[datetime.now(UTC)])
+    assert error_locs(caught) == ["user_data.ph"]
+    assert with_user(db=[date(1990, 5, 17)]).user_data is not None
+
+
+def test_json_input_is_refused_with_the_documented_error() -> None:
+    with pytest.raises(InvalidEventError):
+        PinterestConversionEvent.model_validate_json('{"event_time": 1e400}')
+    with pytest.raises(InvalidEventError):
+        PinterestConversionEvent.model_validate_json("{")

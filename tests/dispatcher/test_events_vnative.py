@@ -189,6 +189,7 @@ def test_without_conversion_time_the_time_of_validation_is_used() -> None:
         (time.time() * 1000, "in the future (epoch seconds are expected, not milliseconds)"),
         ("2024-01-01T00:00:00Z", "timezone-aware datetime or epoch seconds"),
         (True, "timezone-aware datetime or epoch seconds"),
+        (datetime.min.replace(tzinfo=UTC), "greater than or equal to 0"),
     ],
 )
 def test_bad_conversion_times_are_refused(value: object, message: str) -> None:

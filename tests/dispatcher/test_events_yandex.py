@@ -172,3 +172,13 @@ def test_one_invalid_row_writes_nothing(ym: Dispatcher, redis_client: redis.Redi
     # Then the error names row 2's DateTime and none of the three was stored
     assert [(e.index, e.field) for e in caught.value.errors] == [(2, "DateTime")]
     assert redis_client.xlen(keys.stream("ym-client")) == 0
+
+
+@pytest.mark.parametrize("price", [Decimal("1e999999999"), Decimal("1e-40"), Decimal("NaN")])
+def test_a_price_no_amount_can_be_is_refused_without_formatting_it(price: Decimal) -> None:
+    assert bad_fields(event(Price=price, Currency="RUB")) == ["Price"]
+
+
+def test_a_price_in_exponent_form_is_written_in_digits() -> None:
+    row = EVENT.model_validate(event(Price=Decimal("1E+2"), Currency="RUB"))
+    assert json.loads(row.to_payload()[1])["Price"] == "100"

@@ -41,3 +41,15 @@ def test_name_is_lowercased_and_hashed() -> None:
     assert hash_name(" Mike ") == sha("mike")
     with pytest.raises(ValueError, match="empty"):
         hash_name("  ")
+
+
+@pytest.mark.parametrize(
+    "raw", ["+44 (0)20 7946 0958", "0044 (0)20 7946 0958", "+44 20 7946 0958", "00442079460958"]
+)
+def test_phone_is_reduced_to_e164_digits(raw: str) -> None:
+    # The international prefix 00, leading zeros and the trunk "(0)" are not E.164 digits
+    assert hash_phone(raw) == sha("442079460958")
+
+
+def test_an_email_under_a_punycode_top_level_domain_is_an_email() -> None:
+    assert hash_email("Jane@Example.xn--p1ai") == sha("jane@example.xn--p1ai")

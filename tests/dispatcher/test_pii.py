@@ -164,3 +164,84 @@ def test_personal_data_in_linkedin_external_ids_is_refused(
         producer.enqueue(event, "li")
     assert caught.value.fields == ["user.externalIds.0"]
     assert redis_holds_raw(redis_client) == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Tel: +44 20 7946 0958",
+        "call +44 (0)20 7946 0958 now",
+        "+44 20 7946 0958 ext. 12",
+        "\u200b+44 20 7946 0958",  # a zero-width space in front
+        "\ufeff+44/20/7946/0958",  # a byte order mark in front, slashes between
+        "\uff0b\uff14\uff14 20 7946 0958",  # a fullwidth plus and digits
+        "https://shop.example/?tel=%2B44%2020%207946%200958",
+    ],
+)
+def test_a_phone_number_anywhere_in_free_text_is_refused_naming_the_field(
+    producer: Dispatcher, redis_client: redis.Redis, text: str
+) -> None:
+    # Given a phone number inside a vNative sub field, in any of the ways text hides one
+    # When it is enqueued
+    with pytest.raises(InvalidEventError) as caught:
+        producer.enqueue({"click_id": "c1", "sub3": text}, "vn")
+    # Then it is refused naming the field, and nothing reached Redis
+    assert caught.value.fields == ["sub3"]
+    assert redis_client.dbsize() == 0
+
+
+def test_times_and_user_agents_with_a_plus_are_not_taken_for_phone_numbers(
+    producer: Dispatcher, redis_client: redis.Redis
+) -> None:
+    agent = "Mozilla/5.0 (compatible; Bot/2.1; +http://www.example.com/bot.html)"
+    producer.enqueue({"click_id": "c1", "sub1": "2026-12-03T06:00:00+01:00", "sub2": agent}, "vn")
+    assert redis_client.xlen("convdispatch:{vn}:stream") == 1
+
+
+def test_a_whole_phone_number_behind_an_invisible_character_is_hashed_in_a_dimension(
+    producer: Dispatcher, redis_client: redis.Redis
+) -> None:
+    producer.enqueue(
+        {"click_id": "c1", "custom_dimensions": {"note": "\u200b+44 20 7946 0958"}}, "vn"
+    )
+    assert hash_phone("+44 20 7946 0958") in stored_text(redis_client)
+    assert redis_holds_raw(redis_client) == []
+
+
+@pytest.mark.parametrize("key", ["jane@example.com", "+44 20 7946 0958"])
+def test_personal_data_as_a_dimension_name_is_refused(
+    producer: Dispatcher, redis_client: redis.Redis, key: str
+) -> None:
+    with pytest.raises(InvalidEventError) as caught:
+        producer.enqueue({"click_id": "c1", "custom_dimensions": {key: "x"}}, "vn")
+    assert caught.value.fields == [f"custom_dimensions.{key}"]
+    assert redis_client.dbsize() == 0
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        *[(k, "Zelphina") for k in ("fname", "lname", "f_name", "first_name_1", "name_first")],
+        *[(k, "Zelphina") for k in ("Name:", "firstName\u200b", "recipient_name", "vorname")],
+        *[(k, "Zelphina") for k in ("nachname", "prénom", "nombre", "apellido")],
+        *[(k, "020 7946 0958") for k in ("cellphone", "Phone#", "contact_number", "whatsapp")],
+        *[(k, "020 7946 0958") for k in ("fax", "telefono")],
+    ],
+)
+def test_common_spellings_of_personal_dimension_names_are_hashed(
+    producer: Dispatcher, redis_client: redis.Redis, key: str, value: str
+) -> None:
+    producer.enqueue({"click_id": "c1", "custom_dimensions": {key: value}}, "vn")
+    text = stored_text(redis_client)
+    assert value not in text
+    assert value.replace(" ", "") not in text
+
+
+def test_product_names_and_counts_keep_their_plain_values(
+    producer: Dispatcher, redis_client: redis.Redis
+) -> None:
+    dims = {"product_name": "Blue Mug", "page_name": "Thanks", "nombre_articles": 3}
+    producer.enqueue({"click_id": "c1", "custom_dimensions": dims}, "vn")
+    text = stored_text(redis_client)
+    assert "Blue Mug" in text
+    assert "Thanks" in text

@@ -19,7 +19,7 @@ body, in `error`/`errors` (object or list) and in `data`. Codes, then HTTP statu
 | 31, 32 | resource not found, invalid request method | AUTH-style pause (wrong URL) |
 | 20, 30, 11, 60 | parameter error, bad request, not allowed, illegal | REJECTED, with the message |
 | 33 | duplicated resource | DELIVERED: these conversions were imported before |
-| 40 | too many requests | RETRY, throttled |
+| 40 | too many requests | WAIT, throttled (no attempt counted) |
 | 50, 51 | system upgrade, server error | RETRY |
 
 HTTP 401/403 -> AUTH; 404 and 3xx -> pause "endpoint not found: check vnative.base_url"

@@ -103,7 +103,10 @@ def track(
     groups: dict[str, list[Job]] = {}
     for job in _claim_due(settings, client, platform, table.timeout_s, now_ms, shard):
         if now_ms - job.submitted_at_ms > max_age_ms:
-            detail = f"never finished within job_max_age_s (last state {job.state})"
+            detail = (
+                f"never finished within job_max_age_s (last state {job.state}); the platform "
+                "may still have imported these events: check before replaying them"
+            )
             _update(client, platform, job, JobState("EXPIRED", True, True, detail), 0)
             counts["expired"] += 1
         else:

@@ -167,6 +167,7 @@ class Dispatcher:
 
     def enqueue(self, event: EventInput, destination: str | None = None) -> Receipt:
         """Validate one event and store it; raises `InvalidEventError` naming bad fields."""
+        _not_a_conversion(event)
         return self.enqueue_many([event], destination).receipts[0]
 
     def enqueue_conversion(self, conversion: Conversion) -> FanOutReceipt:
@@ -280,6 +281,7 @@ class Dispatcher:
 
     async def aenqueue(self, event: EventInput, destination: str | None = None) -> Receipt:
         """The asyncio twin of `enqueue`."""
+        _not_a_conversion(event)
         return (await self.aenqueue_many([event], destination)).receipts[0]
 
     async def aenqueue_many(
@@ -541,6 +543,13 @@ class Dispatcher:
         if problems:
             raise InvalidEventError([FieldError(f, m) for f, m in problems])
         return name, model
+
+
+def _not_a_conversion(event: object) -> None:
+    if isinstance(event, Conversion):
+        raise ConfigurationError(
+            "a Conversion goes to the destinations its routes name: use enqueue_conversion"
+        )
 
 
 def _check_events(events: object, name: str = "events") -> None:

@@ -56,8 +56,8 @@ class Item(BaseModel):
 
     id: str | None = Field(default=None, min_length=1)
     name: str | None = None
-    price: Decimal | None = Field(default=None, ge=0)
-    quantity: int | None = Field(default=None, ge=0)
+    price: Decimal | None = Field(default=None, ge=0, lt=Decimal(10) ** 15)
+    quantity: int | None = Field(default=None, ge=0, le=2**63 - 1, strict=True)
     category: str | None = None
     brand: str | None = None
 
@@ -262,7 +262,7 @@ def _pinterest(c: Conversion, route: Route, dest: Destination) -> dict[str, Any]
 
 def _item(item: Item) -> dict[str, Any]:
     fields = {"id": item.id, "item_name": item.name, "quantity": item.quantity,
-              "item_price": None if item.price is None else str(item.price),
+              "item_price": None if item.price is None else _decimal(item.price),
               "item_category": item.category, "item_brand": item.brand}  # fmt: skip
     return {k: v for k, v in fields.items() if v is not None}
 
@@ -292,6 +292,8 @@ def _yandex(c: Conversion, route: Route, dest: Destination) -> dict[str, Any]:
     if not identifier:
         raise Skip(f"needs {attribute} (the counter takes {dest.client_id_type})")
     body: dict[str, Any] = {column: identifier, "Target": route.target, "DateTime": c.seconds}
+    if c.event_id and column != "PurchaseId":
+        body["event_id"] = c.event_id  # not sent: two identical rows stay two conversions
     value, currency = _value(c, route)
     if value is not None:
         body |= {"Price": _decimal(value), "Currency": currency}
@@ -302,6 +304,8 @@ def _vnative(c: Conversion, route: Route, dest: Destination) -> dict[str, Any]:
     if not c.vnative_click_id:
         raise Skip("needs vnative_click_id")
     body: dict[str, Any] = {"click_id": c.vnative_click_id, "conversion_time": c.seconds}
+    if c.event_id:
+        body["event_id"] = c.event_id  # not sent: it tells this conversion from the click's others
     subs = {f"sub{i}": getattr(route, f"sub{i}") for i in range(1, 11)} | (c.subs or {})
     body |= {k: v for k, v in subs.items() if v is not None}
     return body

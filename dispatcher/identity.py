@@ -96,23 +96,37 @@ def hash_name(raw: str) -> str:
 
 
 # Personal data found by value in free-form fields (docs: "Personal data in free text").
+# Parts bounded (a local part of 64, labels of 63): a long text is searched in linear time.
 _EMAIL_INSIDE = re.compile(
-    r"[^\s@<>\"'(),;:/?&=#%]+(?:@|%40)[^\W_][\w-]*(?:\.[\w-]+)*\.[^\W\d_]{2,}"
+    r"[^\s@<>\"'(),;:/?&=#%]{1,64}@[^\W_][\w-]{0,62}(?:\.[\w-]{1,63}){0,8}\.[^\W\d_]{2,63}"
 )
-# An international number: "+", then 7 to 15 digits with the usual separators between.
-_PHONE = re.compile(r"\+[0-9][0-9 \t().\-/]{5,24}[0-9]")
-_PHONE_INSIDE = re.compile(r"(?<![0-9A-Za-z])" + _PHONE.pattern + r"(?![0-9])")
+# An international number: "+", then 7 to 15 digits with the usual separators between
+# (spaces, tabs, brackets, dots, slashes, hyphens and dashes).
+_SEPARATOR = r"[ \t().\-/\u2010-\u2015\u2212]"
+_PHONE = re.compile(r"\+[0-9](?:[0-9]|" + _SEPARATOR + r"){5,24}[0-9]")
+# Not glued to more digits or letters after it (`a+1234567b` is a base64 fragment).
+_PHONE_INSIDE = re.compile(r"(?<![0-9])" + _PHONE.pattern + r"(?![0-9A-Za-z])")
+_HIDDEN = {"Cf", "Mn", "Me"}  # format characters, and marks left after composing
 
 
 def visible_text(text: str) -> str:
-    """`text` as a reader sees it: compatibility forms folded (fullwidth plus, digits, at sign),
-    invisible format characters (zero-width, bidi marks, BOM) dropped, percent-escapes
-    decoded (`%2B44%2020...` in a URL)."""
-    if text.isascii() and "%" not in text:
+    """`text` as a reader sees it: percent-escapes decoded (`%2B44%2020...` in a URL), then
+    compatibility forms folded (fullwidth plus, digits, at sign), digits of any script
+    read as ASCII digits, and invisible characters (zero-width, bidi marks, byte order
+    marks, joiners, variation selectors) dropped."""
+    if "%" in text:
+        text = unquote(text)
+    if text.isascii():
         return text
     folded = unicodedata.normalize("NFKC", text)
-    folded = "".join(c for c in folded if unicodedata.category(c) != "Cf")
-    return unquote(folded) if "%" in folded else folded
+    return "".join(_visible_char(c) for c in folded if unicodedata.category(c) not in _HIDDEN)
+
+
+def _visible_char(c: str) -> str:
+    if c.isascii():
+        return c
+    digit = unicodedata.decimal(c, None)
+    return c if digit is None else str(digit)
 
 
 def _phone_like(match: re.Match[str]) -> bool:

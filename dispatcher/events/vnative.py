@@ -22,27 +22,63 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, ClassVar
 
-from pydantic import Field, PlainValidator, PrivateAttr, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    PlainValidator,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from dispatcher.events.base import FUTURE_SKEW_MS, PlatformEvent, aware_to_epoch, now_ms
-from dispatcher.identity import hash_by_value, hash_email, hash_name, hash_phone, visible_text
+from dispatcher.events.base import (
+    FUTURE_SKEW_MS,
+    PlatformEvent,
+    aware_to_epoch,
+    not_personal,
+    now_ms,
+)
+from dispatcher.identity import (
+    hash_by_value,
+    hash_email,
+    hash_name,
+    hash_phone,
+    sha256_hex,
+    visible_text,
+)
 from dispatcher.validation import epoch_seconds
 
 # Dimension names (compared after `dimension_key`) whose values are personal data, and how
 # each is normalised before hashing. The seed's sample sends first_name and last_name.
-_EMAIL_WORDS = {"email", "mail", "emailaddress", "mailaddress", "courriel", "correo"}
+_EMAIL_WORDS = {"email", "mail", "emailaddress", "mailaddress", "courriel", "correo", "почта"}
 _PHONE_WORDS = {"phone", "mobile", "tel", "telephone", "msisdn", "cell", "phonenumber", "fax"}
-_PHONE_WORDS |= {"whatsapp", "telefono", "telefone", "telefon", "handy", "sms"}
+_PHONE_WORDS |= {"whatsapp", "telefono", "telefone", "telefon", "handy", "sms", "телефон"}
 _NUMBER_OF = {"contact", "mobile", "cell", "phone", "tel", "whatsapp", "fax"}  # contact_number
 # Words that are a person's name on their own, in the languages of the usual spellings.
 _NAME_WORDS = {"firstname", "lastname", "surname", "fullname", "givenname", "familyname"}
 _NAME_WORDS |= {"fname", "lname", "forename", "vorname", "nachname", "prenom", "nombre"}
 _NAME_WORDS |= {"apellido", "apellidos", "cognome", "nome", "sobrenome", "middlename"}
+_NAME_WORDS |= {"fn", "ln", "имя", "фамилия", "отчество", "фио", "名前", "氏名", "姓名"}
 _PERSON_WORDS = {"first", "last", "full", "given", "family", "sur", "customer", "client"}
 _PERSON_WORDS |= {"user", "buyer", "contact", "member", "billing", "shipping", "person"}
 _PERSON_WORDS |= {"recipient", "cardholder", "holder", "owner", "payer", "sender", "middle"}
-_PERSON_WORDS |= {"f", "l", "m", "nick", "maiden", "display", "real", "legal"}
+_PERSON_WORDS |= {"f", "l", "m", "nick", "maiden", "display", "real", "legal", "guest"}
+_PERSON_WORDS |= {"passenger", "patient", "cust", "card", "ship", "bill", "to", "from"}
+_PERSON_WORDS |= {"traveler", "traveller", "applicant", "student", "employee", "account"}
+
+
+def _hash_named(hasher: Callable[[str], str], raw: object) -> str:
+    """A dimension named for personal data, hashed whatever it holds: its kind's way when
+    it is one (an email, a phone number, a name), else its trimmed lowercase text (an
+    `email_opt_in` of "yes"); an empty value stays empty, there is nothing to hide."""
+    text = str(raw).strip()
+    if not text:
+        return text
+    try:
+        return hasher(text)
+    except ValueError:
+        return sha256_hex(text.lower())
 
 
 def personal_hasher(key: str) -> Callable[[str], str] | None:
@@ -66,7 +102,8 @@ def personal_hasher(key: str) -> Callable[[str], str] | None:
 
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
-_SEPARATORS = re.compile(r"[^0-9a-z]+")
+_LETTERS_DIGITS = re.compile(r"(?<=[^\W\d_])(?=\d)")  # name1 -> name_1
+_SEPARATORS = re.compile(r"[\W_]+")
 
 
 def dimension_key(name: str) -> str:
@@ -75,8 +112,9 @@ def dimension_key(name: str) -> str:
     folded and invisible characters dropped (prénom -> prenom), so the usual spellings of
     a name are caught."""
     folded = unicodedata.normalize("NFKD", visible_text(name.strip()))
-    ascii_name = "".join(c for c in folded if not unicodedata.combining(c))
-    return _SEPARATORS.sub("_", _CAMEL.sub("_", ascii_name).lower()).strip("_")
+    bare = "".join(c for c in folded if not unicodedata.combining(c))
+    spaced = _LETTERS_DIGITS.sub("_", _CAMEL.sub("_", bare)).lower()
+    return _SEPARATORS.sub("_", spaced).strip("_")
 
 
 def _dimension_value(value: object) -> str | int | float:
@@ -103,7 +141,8 @@ class VNativeConversion(PlatformEvent):
     """One conversion to import, keyed by the click vNative recorded.
 
     `conversion_time` (a timezone-aware `datetime` or epoch seconds) is optional and is not
-    sent; it may not lie in the future.
+    sent; it may not lie in the future. `event_id` is optional and not sent either: the
+    receipt's id and the idempotency key (else one derived from the content and the time).
     """
 
     platform: ClassVar[str] = "vnative"
@@ -123,6 +162,11 @@ class VNativeConversion(PlatformEvent):
     sub10: str | None = None
     custom_dimensions: dict[str, DimensionValue] | None = None
     conversion_time: int | None = Field(default=None, ge=0, exclude=True)  # epoch ms, never sent
+    # vNative takes no event id: the caller's own, never sent, names the receipt and is the
+    # producer's idempotency key (two conversions of one click stay two).
+    event_id: Annotated[str | None, AfterValidator(not_personal)] = Field(
+        default=None, min_length=1, max_length=128, exclude=True
+    )
     _validated_at_ms: int = PrivateAttr(default_factory=now_ms)
 
     @field_validator("conversion_time", mode="before")
@@ -155,10 +199,8 @@ class VNativeConversion(PlatformEvent):
                     hashed[name] = raw if by_value is None else by_value
                 elif hasher is None:
                     hashed[name] = raw
-                elif isinstance(raw, str) or (hasher is hash_phone and isinstance(raw, int)):
-                    hashed[name] = hasher(str(raw))
                 else:
-                    raise ValueError("is personal data and must be a string")
+                    hashed[name] = _hash_named(hasher, raw)
             except ValueError as exc:
                 error = PydanticCustomError("value_error", "{reason}", {"reason": str(exc)})
                 errors.append(InitErrorDetails(type=error, loc=(name,), input=raw))
@@ -171,7 +213,11 @@ class VNativeConversion(PlatformEvent):
         return self.conversion_time if self.conversion_time is not None else self._validated_at_ms
 
     def given_event_id(self) -> str | None:
-        return None
+        return self.event_id
+
+    def id_salt(self) -> bytes:
+        # Without an id, the content names the event: its time too, which is not sent.
+        return b"" if self.conversion_time is None else b"|%d" % self.conversion_time
 
 
 EVENT = VNativeConversion

@@ -10,13 +10,13 @@ Yandex has no deduplication id; re-uploading a row overwrites its revenue.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Annotated, ClassVar
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from dispatcher.currencies import Currency
-from dispatcher.events.base import PlatformEvent, aware_to_epoch
+from dispatcher.events.base import PlatformEvent, aware_to_epoch, not_personal
 from dispatcher.validation import decimal_text
 
 if TYPE_CHECKING:
@@ -58,6 +58,9 @@ class YandexOfflineConversion(PlatformEvent):
     yclid: str | None = Field(default=None, alias="Yclid")
     purchase_id: str | None = Field(default=None, alias="PurchaseId")
     target: str = Field(alias="Target")
+    event_id: Annotated[str | None, AfterValidator(not_personal)] = Field(
+        default=None, min_length=1, max_length=128, exclude=True
+    )
     date_time: int = Field(alias="DateTime")
     price: str | None = Field(default=None, alias="Price")
     currency: Currency | None = Field(default=None, alias="Currency")
@@ -134,7 +137,9 @@ class YandexOfflineConversion(PlatformEvent):
         return self.date_time * 1000
 
     def given_event_id(self) -> str | None:
-        return None  # Yandex has no event id; the derived one names receipts and dead letters
+        # Yandex has no event id: the caller's own (never sent), else one derived from the
+        # row, names receipts and dead letters and is the producer's idempotency key.
+        return self.event_id
 
     def policy_errors(self, destination: Destination) -> list[tuple[str, str]]:
         expected = ID_COLUMNS[destination.client_id_type]

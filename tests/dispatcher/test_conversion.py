@@ -9,7 +9,15 @@ from decimal import Decimal
 import pytest
 import redis
 
-from dispatcher import Conversion, Destination, Dispatcher, InvalidEventError, Settings, keys
+from dispatcher import (
+    ConfigurationError,
+    Conversion,
+    Destination,
+    Dispatcher,
+    InvalidEventError,
+    Settings,
+    keys,
+)
 from dispatcher.compact import expand
 from dispatcher.settings import LinkedInSettings, Route
 
@@ -317,3 +325,22 @@ def test_a_destination_passed_with_a_conversion_is_refused() -> None:
 
     with pytest.raises(dispatcher.ConfigurationError, match="pass no destination"):
         dispatcher.enqueue(purchase(), "li")  # type: ignore[call-overload]
+
+
+def test_a_conversion_given_to_enqueue_says_to_use_enqueue_conversion(fan: Dispatcher) -> None:
+    with pytest.raises(ConfigurationError, match="enqueue_conversion"):
+        fan.enqueue(purchase(), "vn")
+
+
+def test_the_conversions_event_id_keeps_two_conversions_of_one_click_apart(
+    fan: Dispatcher, redis_client: redis.Redis
+) -> None:
+    # Given two conversions of one click and one Yandex visitor, with their own event ids
+    fan.enqueue_conversion(purchase(event_id="signup-77", value=Decimal("5")))
+    fan.enqueue_conversion(purchase(event_id="order-1001", value=Decimal("5")))
+    # Then vNative and Yandex (which have no event id) store both, each under its own id,
+    # and neither id is sent
+    for destination in ("vn", "ym"):
+        entries = redis_client.xrange(keys.stream(destination))
+        assert [f[b"e"] for _, f in entries] == [b"signup-77", b"order-1001"]
+        assert all(b"signup-77" not in expand(f[b"p"]) for _, f in entries)

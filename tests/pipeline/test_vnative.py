@@ -207,13 +207,13 @@ def test_a_parameter_error_dead_letters_the_batch_with_vnatives_message(stack: S
 
 
 def test_bad_input_is_refused_at_enqueue_naming_the_field(stack: Stack) -> None:
-    # When conversions without a click id or with a bad email dimension are enqueued
+    # When conversions without a click id or with an email in free text are enqueued
     with pytest.raises(InvalidEventError) as caught:
         stack.dispatcher.enqueue_many(
-            [{"click_id": ""}, {"click_id": "c", "custom_dimensions": {"email": "nope"}}], "vn-a"
+            [{"click_id": ""}, {"click_id": "c", "sub2": "for jane@example.com"}], "vn-a"
         )
     # Then each bad field is named, and nothing was stored or sent
-    assert caught.value.fields == ["click_id", "custom_dimensions.email"]
+    assert caught.value.fields == ["click_id", "sub2"]
     assert stack.backlog("vn-a") == 0
     assert stack.sandbox.calls() == []
 

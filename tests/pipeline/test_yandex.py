@@ -314,7 +314,9 @@ def test_a_routes_fixed_price_and_an_events_own_reach_the_upload(stack: Stack) -
     with Dispatcher(stack.settings.model_copy(update={"routes": routes})) as producer:
         producer.enqueue_conversion(full_conversion())
         producer.enqueue_conversion(
-            full_conversion(value=None, currency=None, yandex_client_id="157000000.2")
+            full_conversion(
+                value=None, currency=None, yandex_client_id="157000000.2", event_id="order-1002"
+            )
         )
     # When they are uploaded
     wait_for(lambda: len(rows(stack)) == 2, 30, "both rows")

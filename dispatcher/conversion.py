@@ -12,15 +12,25 @@ when the conversion lacks the identifiers that platform needs or breaks one of i
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    field_validator,
+    model_validator,
+)
 
 from dispatcher.currencies import Currency
 from dispatcher.errors import InvalidEventError
+from dispatcher.events import model_for
 from dispatcher.events.base import PlatformEvent
 from dispatcher.settings import Destination, Route, Settings
 from dispatcher.validation import Refusing, decimal_text, epoch_seconds, located
@@ -39,6 +49,15 @@ PINTEREST_EVENTS = {
 }
 
 
+def _amount(value: Decimal | None) -> Decimal | None:
+    if value is not None:
+        decimal_text(value)  # raises ValueError for what no platform can take as an amount
+    return value
+
+
+# A non-negative amount every platform can be sent (`Decimal(49.9)` has 50 decimal places).
+Amount = Annotated[Decimal, Field(ge=0, lt=Decimal(10) ** 15), AfterValidator(_amount)]
+
 # Frozen, and validated again when handed over: `model_copy(update=...)` skips validation.
 _PART = ConfigDict(
     extra="forbid",
@@ -56,7 +75,7 @@ class Item(BaseModel):
 
     id: str | None = Field(default=None, min_length=1)
     name: str | None = None
-    price: Decimal | None = Field(default=None, ge=0, lt=Decimal(10) ** 15)
+    price: Amount | None = None
     quantity: int | None = Field(default=None, ge=0, le=2**63 - 1, strict=True)
     category: str | None = None
     brand: str | None = None
@@ -95,7 +114,7 @@ class Conversion(Refusing):
 
     event: str = Field(min_length=1, description="What happened; routes match on it.")
     happened_at: datetime
-    value: Decimal | None = Field(default=None, ge=0, lt=Decimal(10) ** 15)
+    value: Amount | None = None
     currency: Currency | None = None
     event_id: str | None = Field(default=None, min_length=1, max_length=128)
     email: str | None = None
@@ -269,7 +288,10 @@ def _item(item: Item) -> dict[str, Any]:
 
 def _decimal(value: Decimal) -> str:
     """A value as the platforms write a number: digits and a dot, never `1E+2`."""
-    return str(decimal_text(value))
+    try:
+        return str(decimal_text(value))
+    except ValueError as exc:  # a route's fixed value (a conversion's own is checked)
+        raise Skip(f"value {value}: {exc}") from None
 
 
 def _value(c: Conversion, route: Route) -> tuple[Decimal | None, str | None]:
@@ -336,7 +358,10 @@ def fan_out(
     routes = [r for r in settings.routes if r.event == conversion.event]
     if not routes:
         skipped.append(("*", f"no route takes event {conversion.event!r}"))
+    per_destination = Counter(r.destination for r in routes)
+    seen: Counter[str] = Counter()
     for route in routes:
+        seen[route.destination] += 1
         dest = settings.destination(route.destination)
         if not dest.enabled or dest.draining:
             skipped.append((route.destination, "disabled" if not dest.enabled else "draining"))
@@ -350,12 +375,13 @@ def fan_out(
                         f"`convdispatch linkedin ensure {route.destination}` (or `rules`)"
                     )
                 route = route.model_copy(update={"conversion": urn})
-            events.append(
-                (
-                    route.destination,
-                    validate(BUILDERS[dest.platform](conversion, route, dest), route.destination),
-                )
-            )
+            body = BUILDERS[dest.platform](conversion, route, dest)
+            unnamed = model_for(dest.platform).event_id_field is None  # Yandex, vNative
+            if unnamed and "event_id" in body and per_destination[route.destination] > 1:
+                # Two routes into one destination of a platform without event ids: two
+                # events, each with an id of its own (the same on a retry of the call).
+                body["event_id"] = f"{body['event_id']}#{seen[route.destination]}"
+            events.append((route.destination, validate(body, route.destination)))
         except Skip as reason:
             skipped.append((route.destination, str(reason)))
         except InvalidEventError as exc:

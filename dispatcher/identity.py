@@ -100,25 +100,37 @@ def hash_name(raw: str) -> str:
 _EMAIL_INSIDE = re.compile(
     r"[^\s@<>\"'(),;:/?&=#%]{1,64}@[^\W_][\w-]{0,62}(?:\.[\w-]{1,63}){0,8}\.[^\W\d_]{2,63}"
 )
-# An international number: "+", then 7 to 15 digits with the usual separators between
-# (spaces, tabs, brackets, dots, slashes, hyphens and dashes).
+# An international number: "+", a country code (never starting with 0: `+0100` is a time
+# zone), then 7 to 15 digits in all with the usual separators between (spaces, tabs,
+# brackets, dots, slashes, hyphens and dashes).
 _SEPARATOR = r"[ \t().\-/\u2010-\u2015\u2212]"
-_PHONE = re.compile(r"\+[0-9](?:[0-9]|" + _SEPARATOR + r"){5,24}[0-9]")
-# Not glued to more digits or letters after it (`a+1234567b` is a base64 fragment).
-_PHONE_INSIDE = re.compile(r"(?<![0-9])" + _PHONE.pattern + r"(?![0-9A-Za-z])")
+_PHONE = re.compile(r"\+[1-9](?:[0-9]|" + _SEPARATOR + r"){5,24}[0-9]")
+# A word before the "+" makes it a word's "+" (`spring+sale+20240315` in a URL query, where
+# "+" is a space; `2.4.0-beta+20240115`), unless the word labels a phone (`Tel+44 ...`);
+# letters or digits right after it make it a fragment (`a+1234567b` in base64).
+_PHONE_INSIDE = re.compile(r"(?<![0-9A-Za-z])" + _PHONE.pattern + r"(?![0-9A-Za-z])")
+_PHONE_LABEL = re.compile(r"(?i)(tel|phone|mobile|mob|cell|fax|whatsapp)(?=\+)")
+_DAY, _MONTH, _YEAR = r"(?:0?[1-9]|[12][0-9]|3[01])", r"(?:0?[1-9]|1[0-2])", r"(?:19|20)[0-9]{2}"
+# A date inside a "+" run makes it no phone (`Bundle +2 2024/01/15`, `+1 12/31/2024`).
+_DATE = re.compile(
+    rf"{_YEAR}[-/.]{_MONTH}[-/.]{_DAY}(?![0-9])|(?<![0-9]){_DAY}[-/.]{_DAY}[-/.]{_YEAR}"
+)
 _HIDDEN = {"Cf", "Mn", "Me"}  # format characters, and marks left after composing
 
 
 def visible_text(text: str) -> str:
-    """`text` as a reader sees it: percent-escapes decoded (`%2B44%2020...` in a URL), then
-    compatibility forms folded (fullwidth plus, digits, at sign), digits of any script
-    read as ASCII digits, and invisible characters (zero-width, bidi marks, byte order
-    marks, joiners, variation selectors) dropped."""
+    """`text` as a reader sees it where an email or a phone number could hide: percent-
+    escapes decoded (`%2B44%2020...` in a URL), then compatibility forms folded (fullwidth
+    plus, digits, at sign), and where a "+" or "@" is left, digits of any script read as
+    ASCII digits and invisible characters (zero-width, bidi marks, byte order marks,
+    joiners, variation selectors) dropped."""
     if "%" in text:
         text = unquote(text)
     if text.isascii():
         return text
     folded = unicodedata.normalize("NFKC", text)
+    if "+" not in folded and "@" not in folded:  # no phone or email to find: as it is
+        return folded
     return "".join(_visible_char(c) for c in folded if unicodedata.category(c) not in _HIDDEN)
 
 
@@ -130,7 +142,8 @@ def _visible_char(c: str) -> str:
 
 
 def _phone_like(match: re.Match[str]) -> bool:
-    return 7 <= len(_NOT_DIGIT.sub("", match.group())) <= 15
+    number = match.group()
+    return 7 <= len(_NOT_DIGIT.sub("", number)) <= 15 and not _DATE.search(number)
 
 
 def personal_kind(text: str) -> str | None:
@@ -138,11 +151,15 @@ def personal_kind(text: str) -> str | None:
     international phone number anywhere (a "+" and 7 to 15 digits: `Tel: +44 20 7946
     0958`), read as `visible_text`; else None. Plain digit strings are not taken for
     phones: they are ids, order numbers, amounts."""
+    if text.isascii() and "@" not in text and "+" not in text and "%" not in text:
+        return None  # most strings: nothing that could be either
     value = visible_text(text)
     if "@" in value and _EMAIL_INSIDE.search(value):
         return "email"
-    if "+" in value and any(_phone_like(m) for m in _PHONE_INSIDE.finditer(value)):
-        return "phone"
+    if "+" in value:
+        value = _PHONE_LABEL.sub(r"\1 ", value)
+        if any(_phone_like(m) for m in _PHONE_INSIDE.finditer(value)):
+            return "phone"
     return None
 
 

@@ -86,7 +86,10 @@ def decimal_text(value: object) -> object:
     if number and not -MAX_EXPONENT <= number.adjusted() <= MAX_EXPONENT:
         raise ValueError("is out of range for an amount")
     if number.as_tuple().exponent < -MAX_EXPONENT:  # type: ignore[operator]
-        raise ValueError("has too many decimal places for an amount")
+        raise ValueError(
+            "has too many decimal places for an amount (a Decimal made from a float? "
+            "write Decimal('49.9'), not Decimal(49.9))"
+        )
     return format(number, "f")
 
 

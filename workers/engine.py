@@ -345,7 +345,11 @@ class Engine:
             parts = _parts(adapter, payloads)
             if len(parts) > 1:  # rows the platform takes in separate requests (Yandex)
                 for part in parts:
-                    self._deliver(run, [entries[i] for i in part])
+                    if run.report.stopped:  # paused, backing off or waiting: so is the rest
+                        kept = [entries[i][0] for i in part]
+                        self._settle(run, Settlement(retry=kept, retry_counted=False))
+                    else:
+                        self._deliver(run, [entries[i] for i in part])
                 return
         batch_id = batch_id or batch_id_of(entries)
         if not marked and _has_lookup(target):

@@ -45,7 +45,6 @@ from dispatcher.identity import (
     hash_name,
     hash_phone,
     sha256_hex,
-    visible_text,
 )
 from dispatcher.validation import epoch_seconds
 
@@ -53,7 +52,8 @@ from dispatcher.validation import epoch_seconds
 # each is normalised before hashing. The seed's sample sends first_name and last_name.
 _EMAIL_WORDS = {"email", "mail", "emailaddress", "mailaddress", "courriel", "correo", "почта"}
 _PHONE_WORDS = {"phone", "mobile", "tel", "telephone", "msisdn", "cell", "phonenumber", "fax"}
-_PHONE_WORDS |= {"whatsapp", "telefono", "telefone", "telefon", "handy", "sms", "телефон"}
+_PHONE_WORDS |= {"whatsapp", "telefono", "telefone", "telefon", "handy", "телефон"}
+_PHONE_WORDS |= {"cellphone", "mobilephone", "homephone", "workphone", "phoneno"}
 _NUMBER_OF = {"contact", "mobile", "cell", "phone", "tel", "whatsapp", "fax"}  # contact_number
 # Words that are a person's name on their own, in the languages of the usual spellings.
 _NAME_WORDS = {"firstname", "lastname", "surname", "fullname", "givenname", "familyname"}
@@ -65,7 +65,7 @@ _PERSON_WORDS |= {"user", "buyer", "contact", "member", "billing", "shipping", "
 _PERSON_WORDS |= {"recipient", "cardholder", "holder", "owner", "payer", "sender", "middle"}
 _PERSON_WORDS |= {"f", "l", "m", "nick", "maiden", "display", "real", "legal", "guest"}
 _PERSON_WORDS |= {"passenger", "patient", "cust", "card", "ship", "bill", "to", "from"}
-_PERSON_WORDS |= {"traveler", "traveller", "applicant", "student", "employee", "account"}
+_PERSON_WORDS |= {"traveler", "traveller", "applicant", "student", "employee"}
 
 
 def _hash_named(hasher: Callable[[str], str], raw: object) -> str:
@@ -91,7 +91,7 @@ def personal_hasher(key: str) -> Callable[[str], str] | None:
         return None
     if _EMAIL_WORDS & set(words) or key.replace("_", "") == "email":
         return hash_email
-    if _PHONE_WORDS & set(words) or any(w.endswith("phone") for w in words):
+    if _PHONE_WORDS & set(words):
         return hash_phone
     if "number" in words and _NUMBER_OF & set(words):
         return hash_phone
@@ -111,8 +111,10 @@ def dimension_key(name: str) -> str:
     "first name" and "Name:" become first_name and name; accents and fullwidth forms are
     folded and invisible characters dropped (prénom -> prenom), so the usual spellings of
     a name are caught."""
-    folded = unicodedata.normalize("NFKD", visible_text(name.strip()))
-    bare = "".join(c for c in folded if not unicodedata.combining(c))
+    bare = name.strip()
+    if not bare.isascii():  # compatibility forms folded, accents and invisible marks dropped
+        folded = unicodedata.normalize("NFKD", bare)
+        bare = "".join(c for c in folded if unicodedata.category(c) not in ("Mn", "Me", "Cf"))
     spaced = _LETTERS_DIGITS.sub("_", _CAMEL.sub("_", bare)).lower()
     return _SEPARATORS.sub("_", spaced).strip("_")
 

@@ -344,3 +344,26 @@ def test_the_conversions_event_id_keeps_two_conversions_of_one_click_apart(
         entries = redis_client.xrange(keys.stream(destination))
         assert [f[b"e"] for _, f in entries] == [b"signup-77", b"order-1001"]
         assert all(b"signup-77" not in expand(f[b"p"]) for _, f in entries)
+
+
+def test_two_routes_into_one_yandex_counter_store_two_rows(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    # Given two routes of one event into one Yandex counter (two goals)
+    routes = [
+        Route(event="purchase", destination="ym", target="paid"),
+        Route(event="purchase", destination="ym", target="any_order"),
+    ]
+    settings = Settings(redis_url=redis_url, destinations=DESTINATIONS, routes=routes)
+    # When a conversion with its own event id fans out
+    receipt = Dispatcher(settings).enqueue_conversion(purchase(event_id="order-9"))
+    # Then each goal gets its row, under ids that differ (and stay the same on a retry)
+    assert [r.event_id for r in receipt.receipts] == ["order-9#1", "order-9#2"]
+    assert sorted(row["Target"] for row in stored(redis_client, "ym")) == ["any_order", "paid"]
+
+
+def test_a_decimal_made_from_a_float_is_refused_naming_the_value() -> None:
+    with pytest.raises(InvalidEventError) as caught:
+        purchase(value=Decimal(49.9))  # noqa: RUF032 (the mistake under test)
+    assert caught.value.fields == ["value"]
+    assert "Decimal('49.9')" in str(caught.value)

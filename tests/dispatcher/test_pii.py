@@ -269,7 +269,22 @@ def test_personal_data_hidden_by_other_scripts_marks_and_escapes_is_refused(
 
 
 @pytest.mark.parametrize(
-    "text", ["C++ book", "Size 10+", "A+B", "Galaxy S24+", "x7+1234567abc", "1.0.0+build.5"]
+    "text",
+    [
+        "C++ book",
+        "Size 10+",
+        "A+B",
+        "Galaxy S24+",
+        "x7+1234567abc",
+        "1.0.0+build.5",
+        "2.4.0-beta+20240115",  # semver build metadata
+        "https://shop.example/?utm_campaign=spring+sale+20240315",  # "+" is a space there
+        "https://shop.example/search?q=sku+40063813&page=2",
+        "Wed Oct 10 20:19:24 +0000 2018",  # a time zone, then a year
+        "UTC+3 2024-01-15 10:00",
+        "Bundle +2 2024/01/15",
+        "https://shop.example/a%20b?c=d",
+    ],
 )
 def test_plus_signs_that_are_not_phone_numbers_are_kept(
     producer: Dispatcher, redis_client: redis.Redis, text: str

@@ -14,7 +14,7 @@ import redis
 
 from dispatcher import ConfigurationError, DeadLetters, Destination, Dispatcher, Settings, keys
 from dispatcher.client import Plan
-from dispatcher.settings import LinkedInSettings
+from dispatcher.settings import LinkedInSettings, YandexSettings
 from tests.pipeline.events import linkedin
 from workers.engine import Engine
 
@@ -399,3 +399,53 @@ def test_a_settled_batch_is_logged_at_info_only_for_json_logs(
     assert (record["destination"], record["events"]) == ("li-main", 1)
     assert record["outcome"] == "delivered"
     assert record["batch"]
+
+
+def test_rows_of_two_column_sets_go_as_two_uploads_and_a_throttled_first_holds_the_second(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    # Given a Yandex counter with a priced and an unpriced row in one batch
+    table = YandexSettings(base_url="http://ym.test", max_wait_s=0, lookup_delay_s=0)
+    dests = {"ym": Destination(platform="yandex", token="t", counter_id="42")}
+    ym = settings.model_copy(update={"yandex": table, "destinations": dests})
+    at = int(time.time()) - 60
+    Dispatcher(ym).enqueue_many(
+        [
+            {"ClientId": "1.1", "Target": "paid", "DateTime": at},
+            {"ClientId": "1.2", "Target": "paid", "DateTime": at, "Price": "5", "Currency": "EUR"},
+        ],
+        "ym",
+    )
+    uploads: list[str] = []
+
+    def throttled(request: httpx.Request) -> httpx.Response:
+        uploads.append(request.content.decode(errors="replace"))
+        return httpx.Response(429, json={"errors": [{"error_type": "quota_parallel_requests"}]})
+
+    def accepted(request: httpx.Request) -> httpx.Response:
+        uploads.append(request.content.decode(errors="replace"))
+        n = request.content.count(b"\n1.") or 1
+        return httpx.Response(
+            200,
+            json={
+                "uploading": {
+                    "id": len(uploads),
+                    "status": "PREPARED",
+                    "line_quantity": n,
+                    "source_quantity": n,
+                }
+            },
+        )
+
+    # When the first upload is throttled
+    report = engine_for(ym, redis_client, throttled).drain("ym")
+    # Then the second part waits with it (not sent in the same drain), and nothing is lost
+    assert len(uploads) == 1
+    assert report.status == "backing-off"
+    assert redis_client.xlen(keys.stream("ym")) == 2
+    # And once the wait is over, they go as two uploads, each header filled in every row
+    redis_client.delete(keys.state("ym"), *redis_client.keys("*blocked*"))
+    uploads.clear()
+    engine_for(ym, redis_client, accepted).drain("ym")
+    assert sorted(u.count("Price") for u in uploads) == [0, 1]
+    assert all(",," not in u for u in uploads)

@@ -108,8 +108,8 @@ _PHONE = re.compile(r"\+[1-9](?:[0-9]|" + _SEPARATOR + r"){5,24}[0-9]")
 # A word before the "+" makes it a word's "+" (`spring+sale+20240315` in a URL query, where
 # "+" is a space; `2.4.0-beta+20240115`), unless the word labels a phone (`Tel+44 ...`);
 # letters or digits right after it make it a fragment (`a+1234567b` in base64).
-_PHONE_INSIDE = re.compile(r"(?<![0-9A-Za-z])" + _PHONE.pattern + r"(?![0-9A-Za-z])")
-_PHONE_LABEL = re.compile(r"(?i)(tel|phone|mobile|mob|cell|fax|whatsapp)(?=\+)")
+_PHONE_AT = re.compile(_PHONE.pattern + r"(?![0-9A-Za-z])")
+_PHONE_LABELS = ("tel", "phone", "mobile", "mob", "cell", "fax", "whatsapp")
 _DAY, _MONTH, _YEAR = r"(?:0?[1-9]|[12][0-9]|3[01])", r"(?:0?[1-9]|1[0-2])", r"(?:19|20)[0-9]{2}"
 # A date inside a "+" run makes it no phone (`Bundle +2 2024/01/15`, `+1 12/31/2024`).
 _DATE = re.compile(
@@ -156,11 +156,24 @@ def personal_kind(text: str) -> str | None:
     value = visible_text(text)
     if "@" in value and _EMAIL_INSIDE.search(value):
         return "email"
-    if "+" in value:
-        value = _PHONE_LABEL.sub(r"\1 ", value)
-        if any(_phone_like(m) for m in _PHONE_INSIDE.finditer(value)):
-            return "phone"
+    if "+" in value and _holds_phone(value):
+        return "phone"
     return None
+
+
+def _holds_phone(text: str) -> bool:
+    """An international number at one of the "+" signs of `text` (found with `str.find`:
+    a pattern starting with a look-behind would be tried at every position)."""
+    at = text.find("+")
+    while at != -1:
+        before = text[at - 1] if at else " "
+        free = not (before.isascii() and before.isalnum())
+        if free or text[max(0, at - 8) : at].lower().endswith(_PHONE_LABELS):
+            match = _PHONE_AT.match(text, at)
+            if match is not None and _phone_like(match):
+                return True
+        at = text.find("+", at + 1)
+    return False
 
 
 def whole_phone(text: str) -> bool:
@@ -171,6 +184,8 @@ def whole_phone(text: str) -> bool:
 
 def hash_by_value(text: str) -> str | None:
     """The platform hash of `text` if all of it is an email or a phone number, else None."""
+    if text.isascii() and "@" not in text and "+" not in text and "%" not in text:
+        return None  # neither can be written without one of them
     value = visible_text(text).strip()
     if is_email(value.lower()):
         return hash_email(value)

@@ -15,6 +15,7 @@ platform's `acceptance_window_s`). Without it the time of validation is used.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import unicodedata
@@ -79,6 +80,11 @@ def _hash_named(hasher: Callable[[str], str], raw: object) -> str:
         return hasher(text)
     except ValueError:
         return sha256_hex(text.lower())
+
+
+@functools.lru_cache(maxsize=4096)  # dimension names repeat from event to event
+def _hasher_of(name: str) -> Callable[[str], str] | None:
+    return personal_hasher(dimension_key(name))
 
 
 def personal_hasher(key: str) -> Callable[[str], str] | None:
@@ -191,7 +197,7 @@ class VNativeConversion(PlatformEvent):
         hashed: dict[str, Any] = {}
         errors: list[InitErrorDetails] = []
         for name, raw in value.items():
-            hasher = personal_hasher(dimension_key(name))
+            hasher = _hasher_of(name)
             try:
                 if not name.strip():
                     raise ValueError("a dimension name must not be empty")

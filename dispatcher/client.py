@@ -33,7 +33,7 @@ from dispatcher.events import PlatformEvent, model_for
 from dispatcher.registry import Registry
 from dispatcher.settings import Destination, Settings, get_settings
 from dispatcher.storage import aopen_store, open_store, reopen_store, translate_redis_errors
-from dispatcher.validation import REFUSED, refusal, refusing
+from dispatcher.validation import REFUSED, refusal
 from dispatcher.writer import CHUNK_EVENTS, Refused, Writer
 
 RULE_NAMES_TTL_S = 60.0  # how long a producer trusts the rule names it read
@@ -181,8 +181,9 @@ class Dispatcher:
         out: list[FanOutReceipt] = []
         self._sync()
         try:
-            for chunk in _chunked(conversions, CHUNK_EVENTS // 4):
-                plan, fanned = self._plan_conversions(chunk)
+            size = CHUNK_EVENTS // 4
+            for n, chunk in enumerate(_chunked(conversions, size)):
+                plan, fanned = self._plan_conversions(chunk, first=n * size)
                 _skip_refused(fanned, self.writer.write(self.redis, plan.groups))
                 out += fanned
         except DispatcherError as exc:
@@ -259,14 +260,15 @@ class Dispatcher:
                     _collect_now(out, plan, self.writer.write(self.redis, plan.groups))
                     continue
                 if writing is not None:
-                    _collect(out, *writing)
+                    done, writing = writing, None  # collected once, even if it raises
+                    _collect(out, *done)
                 writing = (
                     plan,
                     self._writer_pool().submit(self.writer.write, self.redis, plan.groups),
                 )
             if writing is not None:
-                _collect(out, *writing)
-                writing = None
+                done, writing = writing, None
+                _collect(out, *done)
         except BaseException as exc:
             # Whatever stops the call (a bad event, a full destination, the caller's own
             # iterable raising), the write in flight ends before the caller hears of it, and
@@ -421,32 +423,37 @@ class Dispatcher:
             self._target(None, destination)
 
     def _plan_conversions(
-        self, conversions: Iterable[Conversion]
+        self, conversions: Iterable[Conversion], first: int | None = None
     ) -> tuple[Plan, list[FanOutReceipt]]:
-        plan, fanned = Plan(), []
-        for conversion in conversions:
-            if not isinstance(conversion, Conversion):
-                kind = type(conversion).__name__
-                raise InvalidEventError(
-                    [FieldError("conversion", f"must be a Conversion, not {kind}")]
-                )
-            try:  # validated again: the caller may have made it with `model_copy(update=...)`
-                conversion = Conversion.__pydantic_validator__.validate_python(conversion)
-            except REFUSED as exc:
-                raise refusal(exc) from None
+        """The events `conversions` fan out to; every bad conversion is named (with its
+        index from `first` in bulk calls) in one `InvalidEventError`."""
+        plan, fanned, errors = Plan(), [], []
+        for i, conversion in enumerate(conversions):
             one = Plan()
-            events, skipped = fan_out(
-                conversion,
-                self.settings,
-                lambda raw, name: self._validate(raw, name)[1],
-                self._rule_urn,
-            )
-            for name, model in events:
-                with refusing():
+            try:
+                if not isinstance(conversion, Conversion):
+                    kind = type(conversion).__name__
+                    raise InvalidEventError(
+                        [FieldError("conversion", f"must be a Conversion, not {kind}")]
+                    )
+                # Validated again: the caller may have made it with `model_copy(update=...)`.
+                conversion = Conversion.__pydantic_validator__.validate_python(conversion)
+                events, skipped = fan_out(
+                    conversion,
+                    self.settings,
+                    lambda raw, name: self._validate(raw, name)[1],
+                    self._rule_urn,
+                )
+                for name, model in events:
                     one.add(name, model)
+            except REFUSED as exc:
+                errors += refusal(exc, None if first is None else first + i).errors
+                continue
             for name, rows in one.groups.items():
                 plan.groups.setdefault(name, []).extend(rows)
             fanned.append(FanOutReceipt(list(one.receipts), skipped))
+        if errors:
+            raise InvalidEventError(errors)
         return plan, fanned
 
     def _rule_urn(self, destination: str, name: str) -> str | None:

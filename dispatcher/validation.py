@@ -11,7 +11,7 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any, Self
 
 from pydantic import BaseModel, ValidationError
@@ -78,6 +78,14 @@ def decimal_text(value: object) -> object:
         ValueError: not finite, or too large or too precise to be an amount (formatting
             `Decimal("1e999999999")` would build a billion digits).
     """
+    if isinstance(value, str):  # kept as written ("49.90"), if it is an amount in range
+        try:
+            given = Decimal(value.strip())
+        except InvalidOperation:
+            return value  # not a number: the field's pattern says so
+        if given.is_finite():
+            decimal_text(given)
+        return value
     if isinstance(value, bool) or not isinstance(value, Decimal | int | float):
         return value
     number = Decimal(str(value)) if isinstance(value, float) else Decimal(value)

@@ -83,7 +83,8 @@ class PlatformEvent(Refusing):
         # a match costs the walk that names the fields.
         maybe = b"@" in body or b"+" in body or b"\\u" in body or not body.isascii()
         maybe = maybe or (b"%" in body and _ESCAPED.search(body) is not None)
-        if maybe and personal_kind(body.decode()):
+        # A JSON escape (a tab, a quote) hides its character from the search: walk then.
+        if maybe and (b"\\" in body or personal_kind(body.decode())):
             refuse_personal_text(json.loads(body))
         event_id = self.given_event_id()
         if event_id is not None:
@@ -116,6 +117,8 @@ def aware_to_epoch(value: object, per_second: int = 1) -> object:
         if value.tzinfo is None:
             raise ValueError("datetime must be timezone-aware")
         return int(value.timestamp() * per_second)
+    if isinstance(value, bool):  # an int to Python, never a time
+        raise ValueError("must be an epoch time or a timezone-aware datetime, not a boolean")
     return value
 
 

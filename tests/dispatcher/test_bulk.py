@@ -14,6 +14,7 @@ import pytest
 import redis
 
 from dispatcher import (
+    BackpressureError,
     ConfigurationError,
     Destination,
     Dispatcher,
@@ -25,7 +26,7 @@ from dispatcher import (
     StorageError,
     keys,
 )
-from dispatcher.settings import LinkedInSettings
+from dispatcher.settings import LinkedInSettings, VNativeSettings
 from dispatcher.storage import connect
 from dispatcher.writer import CHUNK_EVENTS
 
@@ -152,6 +153,46 @@ def test_a_bulk_call_that_raises_part_way_has_finished_writing_before_it_returns
 def test_an_empty_bulk_call_still_checks_its_destination(dispatcher: Dispatcher) -> None:
     with pytest.raises(ConfigurationError, match="nope"):
         dispatcher.enqueue_many([], "nope")
+
+
+def test_every_bad_conversion_of_a_bulk_call_is_named_with_its_index(
+    dispatcher: Dispatcher,
+) -> None:
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from dispatcher import Conversion
+
+    good = Conversion(event="purchase", happened_at=datetime.now(UTC))
+    broken = good.model_copy(update={"value": Decimal(-5), "currency": "EUR"})
+    with pytest.raises(InvalidEventError) as caught:
+        dispatcher.enqueue_conversions([good, "nope", good, broken])  # type: ignore[list-item]
+    assert [(e.index, e.field) for e in caught.value.errors] == [(1, "conversion"), (3, "value")]
+
+
+def test_a_routed_call_refused_for_backpressure_lists_each_receipt_once(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    # Given two destinations, one with room for 3 events, fed from a generator
+    destinations = {
+        "li-a": Destination(platform="linkedin", token="a"),
+        "vn-b": Destination(platform="vnative", token="b"),
+    }
+    settings = Settings(
+        redis_url=redis_url,
+        linkedin=LinkedInSettings(base_url="http://127.0.0.1:9"),
+        vnative=VNativeSettings(max_backlog=3),
+        destinations=destinations,
+    )
+    pairs = (
+        item for i in range(10) for item in (("li-a", event(i)), ("vn-b", {"click_id": f"c{i}"}))
+    )
+    # When the call is refused for the full one
+    with pytest.raises(BackpressureError) as caught:
+        Dispatcher(settings).enqueue_routed(pairs)
+    # Then `stored` names every event written, each once
+    stored = list(caught.value.stored)
+    assert len(stored) == len(set(stored)) == redis_client.xlen(keys.stream("li-a"))
 
 
 @pytest.mark.parametrize("bad", [None, 5, "text"])

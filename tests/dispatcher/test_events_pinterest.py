@@ -187,7 +187,7 @@ def test_any_one_identifier_of_the_contract_is_enough(user_data: Any) -> None:
         (NOW_S - 8 * 86_400, "7-day"),
         (NOW_S * 1000, "milliseconds"),
         (datetime(2024, 1, 1, 12, 0), "timezone-aware"),  # naive
-        (True, "integer"),
+        (True, "boolean"),
         ("1700000000", "integer"),
     ],
 )

@@ -182,3 +182,12 @@ def test_a_price_no_amount_can_be_is_refused_without_formatting_it(price: Decima
 def test_a_price_in_exponent_form_is_written_in_digits() -> None:
     row = EVENT.model_validate(event(Price=Decimal("1E+2"), Currency="RUB"))
     assert json.loads(row.to_payload()[1])["Price"] == "100"
+
+
+@pytest.mark.parametrize("price", ["1" + "0" * 40, "0." + "0" * 39 + "1"])
+def test_a_price_written_as_digits_is_bounded_like_a_number(price: str) -> None:
+    assert bad_fields(event(Price=price, Currency="RUB")) == ["Price"]
+
+
+def test_a_boolean_is_no_date_time() -> None:
+    assert bad_fields(event(DateTime=True)) == ["DateTime"]

@@ -302,3 +302,21 @@ def test_a_long_free_text_is_checked_in_linear_time(
         producer.enqueue({"click_id": "c1", "sub1": "a" * 50_000 + "@example.com"}, "vn")
     producer.enqueue({"click_id": "c1", "sub2": "a" * 50_000 + "@"}, "vn")
     assert redis_client.xlen("convdispatch:{vn}:stream") == 1
+
+
+@pytest.mark.parametrize(
+    ("event", "destination"),
+    [
+        ({"click_id": "c1", "sub1": "call +44\t20\t7946\t0958"}, "vn"),
+        ({"click_id": "c1", "sub1": 'say "+44 20 7946 0958"'}, "vn"),  # an escaped quote
+        ({"click_id": "c1", "sub1": "Telefon+49 30 12345678"}, "vn"),
+        ({"click_id": "c1", "sub1": "Ph+44 20 7946 0958"}, "vn"),
+    ],
+)
+def test_a_phone_behind_a_json_escape_or_a_label_is_refused(
+    producer: Dispatcher, redis_client: redis.Redis, event: dict[str, Any], destination: str
+) -> None:
+    with pytest.raises(InvalidEventError) as caught:
+        producer.enqueue(event, destination)
+    assert caught.value.fields == ["sub1"]
+    assert redis_client.dbsize() == 0

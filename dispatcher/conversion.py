@@ -31,7 +31,7 @@ from pydantic import (
 from dispatcher.currencies import Currency
 from dispatcher.errors import InvalidEventError
 from dispatcher.events import model_for
-from dispatcher.events.base import PlatformEvent
+from dispatcher.events.base import STRICT, PlatformEvent
 from dispatcher.settings import Destination, Route, Settings
 from dispatcher.validation import Refusing, decimal_text, epoch_seconds, located
 
@@ -58,14 +58,9 @@ def _amount(value: Decimal | None) -> Decimal | None:
 # A non-negative amount every platform can be sent (`Decimal(49.9)` has 50 decimal places).
 Amount = Annotated[Decimal, Field(ge=0, lt=Decimal(10) ** 15), AfterValidator(_amount)]
 
-# Frozen, and validated again when handed over: `model_copy(update=...)` skips validation.
-_PART = ConfigDict(
-    extra="forbid",
-    str_strip_whitespace=True,
-    frozen=True,
-    allow_inf_nan=False,
-    revalidate_instances="always",
-)
+# The platform models' rules, and frozen (validated again when handed over all the same:
+# `model_copy(update=...)` skips validation).
+_PART = ConfigDict(**STRICT, frozen=True)
 
 
 class Item(BaseModel):

@@ -148,13 +148,18 @@ def _phone_like(match: re.Match[str]) -> bool:
     return 7 <= len(_NOT_DIGIT.sub("", number)) <= 15 and not _DATE.search(number)
 
 
+def _plain(text: str) -> bool:
+    """`text` can hold no email or phone number: no "@", "+" or escape, all ASCII."""
+    return text.isascii() and "@" not in text and "+" not in text and "%" not in text
+
+
 def personal_kind(text: str) -> str | None:
     """ "email" if `text` holds an email address anywhere, "phone" if it holds an
     international phone number anywhere (a "+" and 7 to 15 digits: `Tel: +44 20 7946
     0958`), read as `visible_text`; else None. Plain digit strings are not taken for
     phones: they are ids, order numbers, amounts."""
-    if text.isascii() and "@" not in text and "+" not in text and "%" not in text:
-        return None  # most strings: nothing that could be either
+    if _plain(text):
+        return None  # most strings
     value = visible_text(text)
     if "@" in value and _EMAIL_INSIDE.search(value):
         return "email"
@@ -186,8 +191,8 @@ def whole_phone(text: str) -> bool:
 
 def hash_by_value(text: str) -> str | None:
     """The platform hash of `text` if all of it is an email or a phone number, else None."""
-    if text.isascii() and "@" not in text and "+" not in text and "%" not in text:
-        return None  # neither can be written without one of them
+    if _plain(text):
+        return None
     value = visible_text(text).strip()
     if is_email(value.lower()):
         return hash_email(value)

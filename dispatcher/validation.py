@@ -121,21 +121,15 @@ class Refusing(BaseModel, metaclass=_RefusingMeta):
 
     @classmethod
     def model_validate(cls, obj: Any, **kwargs: Any) -> Self:
-        try:
+        with refusing():
             return super().model_validate(obj, **kwargs)
-        except REFUSED as exc:
-            raise refusal(exc) from None
 
     @classmethod
     def model_validate_json(cls, json_data: str | bytes | bytearray, **kwargs: Any) -> Self:
-        try:
+        with refusing():
             return super().model_validate_json(json_data, **kwargs)
-        except REFUSED as exc:
-            raise refusal(exc) from None
 
     @classmethod
     def model_validate_strings(cls, obj: Any, **kwargs: Any) -> Self:
-        try:
+        with refusing():
             return super().model_validate_strings(obj, **kwargs)
-        except REFUSED as exc:
-            raise refusal(exc) from None

@@ -79,6 +79,8 @@ def decimal_text(value: object) -> object:
             `Decimal("1e999999999")` would build a billion digits).
     """
     if isinstance(value, str):  # kept as written ("49.90"), if it is an amount in range
+        if len(value) <= MAX_EXPONENT and "e" not in value and "E" not in value:
+            return value  # too short to leave the range without an exponent
         try:
             given = Decimal(value.strip())
         except InvalidOperation:

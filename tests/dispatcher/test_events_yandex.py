@@ -16,6 +16,7 @@ from dispatcher.compact import expand
 from dispatcher.events import model_for
 from dispatcher.events.yandex import EVENT, YandexOfflineConversion
 from dispatcher.settings import YandexSettings
+from dispatcher.validation import decimal_text
 
 NOW_S = int(time.time())
 
@@ -191,3 +192,16 @@ def test_a_price_written_as_digits_is_bounded_like_a_number(price: str) -> None:
 
 def test_a_boolean_is_no_date_time() -> None:
     assert bad_fields(event(DateTime=True)) == ["DateTime"]
+
+
+@pytest.mark.parametrize("text", ["1e40", "1E-40", " 1e+31 "])
+def test_a_short_amount_with_an_exponent_is_bounded_like_a_number(text: str) -> None:
+    # Short strings without an exponent are kept as written without parsing them; these
+    # are short too, so they must not take that shortcut.
+    with pytest.raises(ValueError, match="amount"):
+        decimal_text(text)
+
+
+def test_an_amount_string_is_kept_as_written() -> None:
+    assert decimal_text("0049.90") == "0049.90"
+    assert decimal_text("9" * 30) == "9" * 30

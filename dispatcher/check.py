@@ -18,6 +18,7 @@ import redis
 
 from dispatcher import keys
 from dispatcher.errors import ConfigurationError
+from dispatcher.registry import Registry
 from dispatcher.settings import Destination, Settings, config_file
 from dispatcher.storage import clustered
 
@@ -121,13 +122,17 @@ def _node_findings(subject: str, read_config: Callable[[], object]) -> list[Find
 
 
 def offline(settings: Settings, client: redis.Redis) -> list[Finding]:
-    """Every offline check."""
+    """Every offline check, of the configuration's destinations and routes and, once
+    Redis answers, of those registered at runtime (`settings` is brought up to date)."""
+    redis_part = redis_findings(client)
+    reachable = not any(f.level == "error" and "unreachable" in f.message for f in redis_part)
+    if reachable:
+        Registry(settings, client).sync(force=True)
     path = config_file()
     where = f"read from {path.resolve()}" if path else "no file: defaults and CONVDISP_* only"
     found = [Finding("ok", "config", f"{where}; {len(settings.destinations)} destination(s)")]
     found += credential_findings(settings)
-    redis_part = redis_findings(client)
     found += redis_part
-    if not any(f.level == "error" and "unreachable" in f.message for f in redis_part):
+    if reachable:
         found += route_findings(settings, client)
     return found

@@ -8,7 +8,7 @@ from dispatcher import keys
 from dispatcher.client import Dispatcher
 from dispatcher.errors import ConfigurationError
 from dispatcher.registry import Backlog
-from dispatcher.settings import PLATFORMS
+from dispatcher.settings import PLATFORMS, Destination
 from dispatcher.storage import run, translate_redis_errors
 from dispatcher.trace import Trace, trace
 
@@ -49,9 +49,20 @@ class Control:
     def __init__(self, dispatcher: Dispatcher | None = None) -> None:
         self.dispatcher = dispatcher or Dispatcher()
 
+    def _destination(self, name: str) -> Destination:
+        """`name`'s destination: configured, or registered at runtime (`Registry`)."""
+        with translate_redis_errors():
+            return self.dispatcher.registry.destination(name)
+
+    def _destinations(self) -> dict[str, Destination]:
+        """Every destination, the registry's included."""
+        with translate_redis_errors():
+            self.dispatcher.registry.sync()
+        return self.dispatcher.settings.destinations
+
     def status(self, destination: str) -> DestinationStatus:
         """The state of one destination."""
-        platform = self.dispatcher.settings.destination(destination).platform
+        platform = self._destination(destination).platform
         r = self.dispatcher.redis
         with translate_redis_errors():
             pipe = r.pipeline(transaction=False)
@@ -77,8 +88,7 @@ class Control:
 
     def statuses(self, destinations: list[str]) -> list[DestinationStatus]:
         """The state of many destinations, read in one pipelined round trip."""
-        settings = self.dispatcher.settings
-        platforms = [settings.destination(name).platform for name in destinations]
+        platforms = [self._destination(name).platform for name in destinations]
         with translate_redis_errors():
             pipe = self.dispatcher.redis.pipeline(transaction=False)
             for name in destinations:
@@ -107,7 +117,7 @@ class Control:
 
     def pause(self, destination: str, reason: str = "paused by operator") -> None:
         """Stop delivering to `destination`; events keep waiting in Redis."""
-        fingerprint = self.dispatcher.settings.destination(destination).fingerprint()
+        fingerprint = self._destination(destination).fingerprint()
         with translate_redis_errors():
             self.dispatcher.redis.hset(
                 keys.state(destination),
@@ -117,7 +127,8 @@ class Control:
     def trace(self, event_id: str, destination: str | None = None) -> list[Trace]:
         """Where the event is at `destination` (or every destination that stored it)."""
         if destination is not None:
-            self.dispatcher.settings.destination(destination)
+            self._destination(destination)
+        self._destinations()  # the registry's too, for an event of any destination
         with translate_redis_errors():
             return trace(self.dispatcher.redis, self.dispatcher.settings, event_id, destination)
 
@@ -132,7 +143,7 @@ class Control:
 
     def resume(self, destination: str) -> None:
         """Deliver again (after a pause by an operator or by a 401/403) and drain at once."""
-        platform = self.dispatcher.settings.destination(destination).platform
+        platform = self._destination(destination).platform
         with translate_redis_errors():
             pipe = self.dispatcher.redis.pipeline(transaction=True)
             pipe.hdel(keys.state(destination), "paused", "paused_fp", "pause_reason", "next_at_ms")
@@ -142,7 +153,7 @@ class Control:
     def orphans(self) -> list[Orphan]:
         """Streams with events whose destination is no longer configured (a SCAN)."""
         r = self.dispatcher.redis
-        configured = self.dispatcher.settings.destinations
+        configured = self._destinations()
         found = []
         with translate_redis_errors():
             for key in r.scan_iter(match=keys.streams_pattern(), count=1000):
@@ -178,7 +189,7 @@ class Control:
             ConfigurationError: `destination` is still configured, or its platform is
                 unknown and `platform` names none.
         """
-        if destination in self.dispatcher.settings.destinations:
+        if destination in self._destinations():
             raise ConfigurationError(f"destination {destination!r} is configured: not an orphan")
         r = self.dispatcher.redis
         with translate_redis_errors():

@@ -32,6 +32,7 @@ from dispatcher.currencies import Currency
 from dispatcher.errors import InvalidEventError
 from dispatcher.events import model_for
 from dispatcher.events.base import STRICT, PlatformEvent
+from dispatcher.identity import is_email, is_sha256, masked, phone_digits
 from dispatcher.settings import Destination, Route, Settings
 from dispatcher.validation import Refusing, decimal_text, epoch_seconds, located
 
@@ -149,13 +150,29 @@ class Conversion(Refusing):
         default=None, description="vNative sub1..sub10, over the route's"
     )
 
+    @field_validator("email")
+    @classmethod
+    def _an_email(cls, value: str | None) -> str | None:
+        if value is not None and not (is_sha256(value.strip().lower()) or
+                                      is_email(value.strip().lower())):  # fmt: skip
+            raise ValueError("is not an email address or a SHA-256 hex digest")
+        return value
+
+    @field_validator("phone")
+    @classmethod
+    def _a_phone(cls, value: str | None) -> str | None:
+        hashed = value is None or is_sha256(value.strip().lower())
+        if not hashed and not 7 <= len(phone_digits(value or "")) <= 15:
+            raise ValueError("is not a phone number (7 to 15 digits) or a SHA-256 digest")
+        return value
+
     @field_validator("subs")
     @classmethod
     def _sub_names(cls, value: dict[str, str] | None) -> dict[str, str] | None:
         allowed = {f"sub{i}" for i in range(1, 11)}
         for key in value or {}:
             if key not in allowed:
-                raise ValueError(f"key {key!r} is not one of sub1..sub10")
+                raise ValueError(f"key {masked(key)!r} is not one of sub1..sub10")
         return value
 
     @field_validator("happened_at", mode="before")

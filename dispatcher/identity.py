@@ -168,6 +168,19 @@ def personal_kind(text: str) -> str | None:
     return None
 
 
+def personal_label(kind: str) -> str:
+    """How an error names what `personal_kind` found: "email address" or "phone number"."""
+    return "email address" if kind == "email" else "phone number"
+
+
+def masked(name: str) -> str:
+    """`name` (a key the caller made up) as an error may show it: one that holds an email
+    address or a phone number is `<email address>` or `<phone number>`, so an application
+    that logs the error does not log the personal data."""
+    kind = personal_kind(name)
+    return name if kind is None else f"<{personal_label(kind)}>"
+
+
 def _holds_phone(text: str) -> bool:
     """An international number at one of the "+" signs of `text` (found with `str.find`:
     a pattern starting with a look-behind would be tried at every position)."""

@@ -31,7 +31,7 @@ from pydantic import SecretStr, ValidationError
 
 from dispatcher import keys
 from dispatcher.errors import ConfigurationError, UnknownDestinationError
-from dispatcher.settings import Destination, Route, Settings, check_destination_id
+from dispatcher.settings import Destination, Route, Settings, check_destination_id, route_problem
 
 log = logging.getLogger(__name__)
 KEYS_ENV = "CONVDISP_SECRET_KEYS"
@@ -197,10 +197,25 @@ class Registry:
         return removed
 
     def add_route(self, route: Route | Mapping[str, Any]) -> None:
-        """Register a route; its destination must exist."""
+        """Register a route, checked as a configured one is (`route_problem`).
+
+        Raises:
+            UnknownDestinationError: its destination is neither configured nor registered.
+            ConfigurationError: the route lacks what its platform needs, or the
+                configuration already declares a route of this event to this destination.
+        """
         self.sync(force=True)
         chosen = route if isinstance(route, Route) else Route.model_validate(route)
         self.settings.destination(chosen.destination)
+        problem = route_problem(chosen, self.settings.destinations)
+        if problem is not None:
+            raise ConfigurationError(problem)
+        if any((r.event, r.destination) == (chosen.event, chosen.destination)
+               for r in self.declared_routes):  # fmt: skip
+            raise ConfigurationError(
+                f"the configuration already routes {chosen.event} to {chosen.destination}: "
+                "edit it there"
+            )
         self.redis.hset(keys.registry_routes(), f"{chosen.event}\x1f{chosen.destination}",
                         chosen.model_dump_json(exclude_none=True))  # fmt: skip
         self._changed()

@@ -11,11 +11,11 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -46,7 +46,7 @@ _DESTINATION_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 class PlatformSettings(BaseModel):
     """Delivery knobs every platform has; each platform subclass sets its own defaults."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     base_url: str
     batch_size: int = Field(gt=0)
@@ -141,7 +141,7 @@ class OAuthRefresh(BaseModel):
     """LinkedIn OAuth 2.0 refresh: the names of the environment variables holding the app's
     client id and secret and the member's refresh token (never the values themselves)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     client_id_env: str = Field(min_length=1)
     client_secret_env: str = Field(min_length=1)
@@ -164,7 +164,7 @@ class LinkedInRule(BaseModel):
     updates it when a field differs, and associates it with `campaigns`.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     name: str = Field(min_length=1, max_length=256)
     type: str = Field(pattern=r"^[A-Z][A-Z_]*$", description="LEAD, PURCHASE, SIGN_UP...")
@@ -195,8 +195,26 @@ class LinkedInRule(BaseModel):
         return list(dict.fromkeys(ids))
 
 
+_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def redacted(text: str) -> str:
+    """`text` with the password of any URL in it replaced by ***."""
+    return _PASSWORD.sub(r"\1***@", text)
+
+
+def clean_token(value: str, where: str) -> str:
+    """`value` without surrounding whitespace (a secret file's newline); a control
+    character inside is refused, naming `where` and never showing the value."""
+    value = value.strip()
+    if _CONTROL.search(value):
+        raise ConfigurationError(f"{where} holds a control character: not a token")
+    return value
+
+
 def _env(name: str) -> str:
-    value = os.environ.get(name, "")
+    value = clean_token(os.environ.get(name, ""), f"environment variable {name}")
     if not value:
         raise ConfigurationError(f"environment variable {name} is empty or unset")
     return value
@@ -210,7 +228,7 @@ class Destination(BaseModel):
     A LinkedIn destination may instead (or as well) refresh its token with `oauth`.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     platform: Platform
     token: SecretStr | None = None
@@ -246,6 +264,16 @@ class Destination(BaseModel):
     draining: bool = Field(
         default=False, description="Being removed: new events refused, the backlog delivered."
     )
+
+    @field_validator("token")
+    @classmethod
+    def _clean(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        try:
+            return SecretStr(clean_token(value.get_secret_value(), "token"))
+        except ConfigurationError as exc:
+            raise ValueError(str(exc)) from None
 
     @model_validator(mode="after")
     def _complete(self) -> Destination:
@@ -314,7 +342,7 @@ class Route(BaseModel):
     A `Conversion` field of the same meaning overrides the route's.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     event: str = Field(min_length=1, description="The Conversion.event this route takes.")
     destination: str
@@ -358,12 +386,25 @@ def config_file() -> Path | None:
     return next((path for path in SEARCHED if path.exists()), None)
 
 
+def route_problem(route: Route, destinations: Mapping[str, Destination]) -> str | None:
+    """What is wrong with `route` among `destinations`, or None: the one check of a route,
+    declared in the configuration or registered at runtime."""
+    if route.destination not in destinations:
+        return f"unknown destination {route.destination!r}"
+    needs = {"linkedin": ("conversion", "rule"), "yandex": ("target",)}
+    given = needs.get(destinations[route.destination].platform, ())
+    if given and all(getattr(route, name) is None for name in given):
+        return f"a route to {route.destination!r} needs {' or '.join(given)}"
+    return None
+
+
 class Settings(BaseSettings):
     """Everything the producer and the workers read; see the README's reference table."""
 
     model_config = SettingsConfigDict(
-        env_prefix="CONVDISP_", env_nested_delimiter="__", extra="forbid"
-    )
+        env_prefix="CONVDISP_", env_nested_delimiter="__", extra="forbid",
+        hide_input_in_errors=True,
+    )  # fmt: skip
 
     redis_url: str = "redis://localhost:6379/0"
     broker_url: str | None = Field(
@@ -432,15 +473,17 @@ class Settings(BaseSettings):
             check_destination_id(name)
         return value
 
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        """The fields, with any password in a Redis URL shown as ***."""
+        for name, value in super().__repr_args__():
+            yield name, redacted(value) if name in ("redis_url", "broker_url") and value else value
+
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
-        needs = {"linkedin": ("conversion", "rule"), "yandex": ("target",)}
         for i, route in enumerate(self.routes):
-            if route.destination not in self.destinations:
-                raise ValueError(f"routes[{i}]: unknown destination {route.destination!r}")
-            given = needs.get(self.destinations[route.destination].platform, ())
-            if given and all(getattr(route, name) is None for name in given):
-                raise ValueError(f"routes[{i}] to {route.destination!r} needs {' or '.join(given)}")
+            problem = route_problem(route, self.destinations)
+            if problem is not None:
+                raise ValueError(f"routes[{i}]: {problem}")
         if self.redis_cluster and not self.broker_url:
             raise ValueError("redis_cluster needs broker_url: Celery's broker cannot be a cluster")
         return self

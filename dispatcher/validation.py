@@ -19,14 +19,16 @@ from pydantic._internal._model_construction import ModelMetaclass  # every BaseM
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from dispatcher.errors import FieldError, InvalidEventError
+from dispatcher.identity import masked
 
 MAX_EPOCH_S = 1e15  # far past any time; keeps arithmetic on it exact and in range
 
 
 def field_errors(exc: ValidationError, index: int | None = None) -> list[FieldError]:
-    """Pydantic's errors as `FieldError`s named by the platform's dotted JSON path."""
+    """Pydantic's errors as `FieldError`s named by the platform's dotted JSON path (a
+    made-up key that is an email address or a phone number is shown masked)."""
     return [
-        FieldError(".".join(str(p) for p in e["loc"]) or "event", e["msg"], index)
+        FieldError(".".join(masked(str(p)) for p in e["loc"]) or "event", e["msg"], index)
         for e in exc.errors(include_url=False)
     ]
 

@@ -21,7 +21,9 @@ from workers import scheduler
 log = logging.getLogger(__name__)
 # httpx logs every request at INFO ("HTTP Request: POST ..."): a line per platform call,
 # thousands a minute with many destinations. Drains report their calls in their results.
-logging.getLogger("httpx").setLevel(logging.WARNING)
+# httpcore logs headers at DEBUG (an Authorization header among them): never below WARNING.
+for noisy in ("httpx", "httpcore"):
+    logging.getLogger(noisy).setLevel(logging.WARNING)
 settings = get_settings()
 # A drain allocates ~3 containers per event (a 5,000-entry read is 15,000), most of them
 # alive until the batch is settled: at CPython's default gen-0 threshold (700) the collector

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -15,6 +16,7 @@ from rich.table import Table
 
 from dispatcher import ConfigurationError, Control, DeadLetters, Destination, Selection
 from dispatcher.deadletters import known_platform
+from dispatcher.errors import UnknownDestinationError
 
 if TYPE_CHECKING:
     from dispatcher.registry import Registry
@@ -55,12 +57,25 @@ def options(
     """Options every command takes."""
     from dispatcher.settings import get_settings
 
+    _check_config(config)
     if config is not None:
         os.environ["CONVDISP_CONFIG"] = str(config)
     if redis_url is not None:
         os.environ["CONVDISP_REDIS_URL"] = redis_url
     VERBOSE["on"] = verbose
     get_settings.cache_clear()
+
+
+def _check_config(config: Path | None) -> None:
+    """A config that names a directory, or a --config file that is missing, is an error
+    (CONVDISP_CONFIG naming a missing file is refused by the settings themselves)."""
+    given = "--config" if config is not None else "CONVDISP_CONFIG"
+    named = os.environ.get("CONVDISP_CONFIG")
+    path = config if config is not None else Path(named) if named else None
+    if path is not None and path.is_dir():
+        raise ConfigurationError(f"{given} names {path}, a directory: name a TOML file")
+    if config is not None and not config.exists():
+        raise ConfigurationError(f"--config names {config}, which does not exist")
 
 
 def main() -> None:
@@ -79,7 +94,9 @@ def main() -> None:
 
 @app.command()
 def up(
-    load: Annotated[int, typer.Option(help="Sample purchases to enqueue (x4 events).")] = 20_000,
+    load: Annotated[
+        int, typer.Option(min=0, help="Sample purchases to enqueue (x4 events).")
+    ] = 20_000,
     var: Annotated[Path, typer.Option(help="Where Redis data and logs go.")] = Path("var/embedded"),
     redis_port: Annotated[int, typer.Option(help="The embedded Redis's port.")] = 6390,
     flower_port: Annotated[int, typer.Option(help="Flower's port.")] = 5555,
@@ -107,7 +124,7 @@ def up(
 def status(
     destination: Annotated[list[str] | None, typer.Argument()] = None,
     tenant: Annotated[str | None, typer.Option(help="Only this tenant's destinations.")] = None,
-    top: Annotated[int, typer.Option(help="Show this many destinations (0: all).")] = 50,
+    top: Annotated[int, typer.Option(min=0, help="Show this many destinations (0: all).")] = 50,
     sort: Annotated[
         str, typer.Option(help="Order: backlog, age (oldest waiting event), errors, name.")
     ] = "backlog",
@@ -124,12 +141,17 @@ def status(
         raise ConfigurationError(f"--sort must be one of {', '.join(orders)}, not {sort!r}")
     control = Control()
     control.dispatcher.registry.sync(force=True)
-    names = destination or _of_tenant(control.dispatcher.settings.destinations, tenant)
-    orphaned = [] if destination else control.orphans()
+    configured = control.dispatcher.settings.destinations
+    names = destination or _of_tenant(configured, tenant)
+    if tenant is not None and not names:
+        raise ConfigurationError(
+            f"no destination has tenant {tenant!r} ({len(configured)} configured)"
+        )
+    orphaned = [] if destination or tenant else control.orphans()  # orphans have no tenant
     if not names and not orphaned:
         raise ConfigurationError(_nothing_configured())
     found = sorted(control.statuses(names), key=orders[sort])
-    shown = found if top <= 0 else found[:top]
+    shown = found if top == 0 else found[:top]
     table = Table()
     for column in ("destination", "platform", "backlog", "in flight", "delivered", "dead"):
         table.add_column(column, overflow="fold")
@@ -196,7 +218,11 @@ def metrics(port: int = 9108, address: str = "127.0.0.1") -> None:
 
     settings = get_settings()
     client = open_store(settings)
-    start_http_server(port, address, registry(settings, client, Registry(settings, client)))
+    try:
+        start_http_server(port, address, registry(settings, client, Registry(settings, client)))
+    except (OSError, OverflowError) as exc:  # port taken or out of range, address unknown
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ConfigurationError(f"cannot serve metrics on {address}:{port}: {reason}") from exc
     console.print(f"metrics on http://{address}:{port}/metrics")
     while True:
         time.sleep(3600)
@@ -217,7 +243,7 @@ def resume(destination: str) -> None:
 
 
 @app.command()
-def jobs(platform: str, limit: int = 20) -> None:
+def jobs(platform: str, limit: Annotated[int, typer.Option(min=1)] = 20) -> None:
     """Recent background jobs (Yandex uploads, vNative imports) and what became of them."""
     from datetime import UTC, datetime
 
@@ -281,8 +307,9 @@ def _when(text: str | None) -> int | None:
 
 @dead.command("list")
 def dead_list(
-    platform: str, destination: str | None = None, limit: int = 50, since: Since = None,
-    until: Until = None, reason: Reason = None,
+    platform: str, destination: str | None = None,
+    limit: Annotated[int, typer.Option(min=1)] = 50, since: Since = None, until: Until = None,
+    reason: Reason = None,
     tenant: Annotated[str | None, typer.Option(help="Only this tenant's destinations.")] = None,
 ) -> None:  # fmt: skip
     """Show dead letters, oldest first (reasons in full; `dead show` for one in detail)."""
@@ -290,8 +317,7 @@ def dead_list(
     for column in ("id", "destination", "event id", "attempts", "status", "reason"):
         table.add_column(column, overflow="fold")
     chosen = _selection(None, destination, since, until, reason)
-    letters_all = DeadLetters()
-    letters_all.dispatcher.registry.sync(force=True)
+    letters_all = _dead_letters(platform, destination)
     ours = set(_of_tenant(letters_all.dispatcher.settings.destinations, tenant))
     letters = (
         x for x in letters_all.iter(platform, selection=chosen)
@@ -308,12 +334,30 @@ def dead_list(
     console.print(table)
 
 
+def _dead_letters(platform: str, destination: str | None) -> DeadLetters:
+    """Dead letters of `platform`, registered destinations known. An unknown `destination`
+    is an error, unless dead letters of it are there (a removed destination's)."""
+    letters = DeadLetters()
+    letters.dispatcher.registry.sync(force=True)
+    known = letters.dispatcher.settings.destinations
+    if destination is None or destination in known:
+        return letters
+    if next(letters.iter(known_platform(platform), destination), None) is None:
+        raise UnknownDestinationError(
+            f"unknown destination {destination!r} (configured: {', '.join(sorted(known))}) "
+            f"and {platform} holds no dead letters of it"
+        )
+    return letters
+
+
 @dead.command("show")
 def dead_show(platform: str, letter_id: str) -> None:
     """One dead letter: every field, the platform's answer and the (hashed) event."""
     import json
     from datetime import UTC, datetime
 
+    if not re.fullmatch(r"([0-9]+:)?[0-9]+(-[0-9]+)?", letter_id):  # not a stream id
+        raise ConfigurationError(f"no dead letter {letter_id} in {known_platform(platform)}")
     letter = DeadLetters().show(platform, letter_id)
     at = datetime.fromtimestamp(letter.failed_at_ms / 1000, UTC)
     rows = {
@@ -349,8 +393,12 @@ def dead_purge(
 def _take(
     operation: Literal["replay", "purge"], platform: str, chosen: Selection, dry_run: bool
 ) -> None:
-    """Replay or purge the chosen dead letters of `platform`, and say how many."""
-    letters = DeadLetters()
+    """Replay or purge the chosen dead letters of `platform`, and say how many. A replay
+    (a dry one too) refuses up front when a letter's destination is unknown."""
+    letters = _dead_letters(platform, chosen.destination)
+    if operation == "replay":
+        for letter in letters.iter(platform, selection=chosen):
+            letters.dispatcher.settings.destination(letter.destination)
     take = letters.replay if operation == "replay" else letters.purge
     n = take(platform, selection=chosen, dry_run=dry_run)
     done = {"replay": "replayed", "purge": "purged"}[operation]
@@ -369,7 +417,7 @@ def trace_event(
         console.print(found.detail, markup=False, highlight=False)
         for key, value in found.facts.items():
             if key.endswith("_ms") and isinstance(value, int):
-                value = iso(value)
+                value = "now" if key == "due_ms" and value == 0 else iso(value)  # 0: due now
             console.print(f"  {key}: {value}", markup=False, highlight=False)
         if found.state == "unknown" and found.destination == "*":
             raise typer.Exit(1)
@@ -387,10 +435,10 @@ def check(
     from dispatcher.storage import open_store
 
     settings = get_settings()
+    client = open_store(settings)
+    found = offline(settings, client)  # registered destinations included
     if not settings.destinations:
         raise ConfigurationError(_nothing_configured())
-    client = open_store(settings)
-    found = offline(settings, client)
     if online:
         from workers.probe import online as online_checks
         from workers.request import PlatformClient
@@ -435,17 +483,21 @@ def destinations_list(
 
 
 def _fields(pairs: list[str]) -> dict[str, object]:
+    """key=value settings. A value is text (a number or boolean field converts "5" or
+    "true" itself), unless it starts with { or [: JSON (oauth={...}, rules=[...])."""
     import json
 
     fields: dict[str, object] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep:
+        if not sep or not key:
             raise ConfigurationError(f"{pair!r}: give settings as key=value")
-        try:
-            fields[key] = json.loads(value)  # true, 5, {"a": 1}...
-        except ValueError:
-            fields[key] = value
+        fields[key] = value
+        if value.startswith(("{", "[")):
+            try:
+                fields[key] = json.loads(value)
+            except ValueError as exc:
+                raise ConfigurationError(f"{key}: not valid JSON ({exc})") from None
     return fields
 
 
@@ -499,7 +551,13 @@ def destinations_remove(
 
 
 @registry_cli.command("route")
-def destinations_route(event: str, destination: str, settings: list[str] | None = None) -> None:
+def destinations_route(
+    event: str,
+    destination: str,
+    settings: Annotated[
+        list[str] | None, typer.Argument(help="event_name=checkout target=goal rule=...")
+    ] = None,
+) -> None:
     """Register a route: `event` goes to `destination` (rule=..., target=..., sub1=...)."""
     _registry().add_route({"event": event, "destination": destination, **_fields(settings or [])})
     console.print(f"{event} -> {destination}")
@@ -508,8 +566,13 @@ def destinations_route(event: str, destination: str, settings: list[str] | None 
 @registry_cli.command("unroute")
 def destinations_unroute(event: str, destination: str) -> None:
     """Remove a registered route."""
-    removed = _registry().remove_route(event, destination)
-    console.print(f"{event} -> {destination} removed" if removed else "no such registered route")
+    registry = _registry()
+    if not registry.remove_route(event, destination):
+        declared = any((r.event, r.destination) == (event, destination)
+                       for r in registry.declared_routes)  # fmt: skip
+        where = ": it is declared in the configuration, edit it there" if declared else ""
+        raise ConfigurationError(f"no registered route {event} -> {destination}{where}")
+    console.print(f"{event} -> {destination} removed")
 
 
 @registry_cli.command("new-key")
@@ -528,20 +591,17 @@ def destinations_rotate_key() -> None:
 
 @contextmanager
 def _rules() -> Iterator[RuleManager]:
-    """A rule manager; a refusal or configuration error is one line on stderr, exit 1."""
-    from dispatcher import DispatcherError, get_settings
+    """A rule manager that knows registered destinations too (errors go to `main`)."""
+    from dispatcher import get_settings
+    from dispatcher.registry import Registry
+    from dispatcher.storage import open_store
     from workers.linkedin_rules import RuleManager
 
-    manager = None
-    try:
-        manager = RuleManager(get_settings())
+    settings = get_settings()
+    client = open_store(settings)
+    Registry(settings, client).sync(force=True)
+    with RuleManager(settings, client) as manager:
         yield manager
-    except DispatcherError as exc:
-        errors.print(f"error: {exc}", markup=False, highlight=False)
-        raise typer.Exit(1) from None
-    finally:
-        if manager is not None:
-            manager.close()
 
 
 @linkedin.command("rules")
@@ -572,7 +632,10 @@ def linkedin_ensure(destination: str) -> None:
     """Create or update the destination's configured `rules` and associate their campaigns
     (idempotent: run it on every deployment)."""
     with _rules() as manager:
-        for done in manager.ensure(destination):
+        ensured = manager.ensure(destination)
+        if not ensured:
+            console.print(f"{destination} has no rules configured: nothing to ensure")
+        for done in ensured:
             changed = f" ({', '.join(done.changed)})" if done.changed else ""
             campaigns = f", {done.campaigns} campaign(s) associated" if done.campaigns else ""
             console.print(f"{done.name}: {done.action}{changed} {done.urn}{campaigns}")
@@ -606,8 +669,8 @@ def linkedin_create(
         rule = LinkedInRule.model_validate(fields)
     except ValidationError as exc:
         first = exc.errors()[0]
-        errors.print(f"error: {'.'.join(map(str, first['loc']))}: {first['msg']}", markup=False)
-        raise typer.Exit(2) from None
+        option = "--" + str(first["loc"][0]).replace("_", "-") if first["loc"] else "the rule"
+        raise ConfigurationError(f"{option}: {first['msg']}") from None
     with _rules() as manager:
         console.print(manager.create(destination, rule))
 

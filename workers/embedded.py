@@ -24,7 +24,7 @@ import redis
 from rich.console import Console
 
 from dispatcher import Settings
-from dispatcher.settings import PLATFORMS
+from dispatcher.settings import PLATFORMS, redacted
 from workers.embedded_load import deliver, print_line, sandbox_port
 from workers.processes import (
     PortTakenError,
@@ -123,13 +123,19 @@ def _start(opts: Options, console: Console, procs: Processes, env: dict[str, str
                 # match them: the embedded Redis starts empty too (never a Redis you named).
                 with redis.Redis(port=opts.redis_port) as client:
                     client.flushdb()
-            print_line(console, f"[green]redis[/] {settings.redis_url} (AOF in {data})", True)
+            print_line(
+                console, f"[green]redis[/] {redacted(settings.redis_url)} (AOF in {data})", True
+            )
         else:
             try:
                 wait_for_redis(settings.redis_url, 15)
             except redis.RedisError as exc:
                 raise StartError(f"Redis at CONVDISP_REDIS_URL does not answer: {exc}") from None
-            print_line(console, f"[green]redis[/] {settings.redis_url} (CONVDISP_REDIS_URL)", True)
+            print_line(
+                console,
+                f"[green]redis[/] {redacted(settings.redis_url)} (CONVDISP_REDIS_URL)",
+                True,
+            )
         for platform, port in sandboxes.items():
             # vNative's sandbox allows 60 calls a minute per key; the demo config sends 600
             limit = EMBEDDED_VNATIVE_RATE if platform == "vnative" else None
@@ -149,7 +155,8 @@ def _start(opts: Options, console: Console, procs: Processes, env: dict[str, str
     took = time.monotonic() - began
     ready = f"({', '.join(PLATFORMS)}); Flower: http://127.0.0.1:{opts.flower_port} ({took:.1f}s)"
     print_line(console, f"[green]workers ready[/] {ready}", True)
-    env_line = f"CONVDISP_CONFIG={env['CONVDISP_CONFIG']} CONVDISP_REDIS_URL={settings.redis_url}"
+    url = redacted(settings.redis_url)
+    env_line = f"CONVDISP_CONFIG={env['CONVDISP_CONFIG']} CONVDISP_REDIS_URL={url}"
     print_line(console, f"inspect from another shell: {env_line} convdispatch status")
     return settings
 

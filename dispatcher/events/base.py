@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, ClassVar
 from pydantic import ConfigDict
 
 from dispatcher.errors import FieldError, InvalidEventError
-from dispatcher.identity import personal_kind
+from dispatcher.identity import masked, personal_kind, personal_label
 from dispatcher.validation import Refusing
 
 if TYPE_CHECKING:
@@ -152,13 +152,14 @@ def _personal_strings(value: object, path: str) -> Iterator[tuple[str, str]]:
     if isinstance(value, str):
         kind = personal_kind(value)
         if kind:
-            yield path or "event", f"{kind} address" if kind == "email" else "phone number"
+            yield path or "event", personal_label(kind)
     elif isinstance(value, dict):
         for key, item in value.items():
-            where = f"{path}.{key}" if path else str(key)
-            kind = personal_kind(key)  # a name the caller made up (vNative dimensions)
+            # A name the caller made up (vNative dimensions), shown masked if personal
+            where = f"{path}.{masked(key)}" if path else masked(key)
+            kind = personal_kind(key)
             if kind:
-                yield where, f"{kind} address" if kind == "email" else "phone number"
+                yield where, personal_label(kind)
             yield from _personal_strings(item, where)
     elif isinstance(value, list):
         for i, item in enumerate(value):

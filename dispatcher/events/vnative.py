@@ -55,12 +55,17 @@ _EMAIL_WORDS = {"email", "mail", "emailaddress", "mailaddress", "courriel", "cor
 _PHONE_WORDS = {"phone", "mobile", "tel", "telephone", "msisdn", "cell", "phonenumber", "fax"}
 _PHONE_WORDS |= {"whatsapp", "telefono", "telefone", "telefon", "handy", "телефон"}
 _PHONE_WORDS |= {"cellphone", "mobilephone", "homephone", "workphone", "phoneno"}
+_PHONE_WORDS |= {"mob", "mobno", "tlf", "cel", "celular", "movil", "telefonnummer"}
 _NUMBER_OF = {"contact", "mobile", "cell", "phone", "tel", "whatsapp", "fax"}  # contact_number
 # Words that are a person's name on their own, in the languages of the usual spellings.
 _NAME_WORDS = {"firstname", "lastname", "surname", "fullname", "givenname", "familyname"}
 _NAME_WORDS |= {"fname", "lname", "forename", "vorname", "nachname", "prenom", "nombre"}
 _NAME_WORDS |= {"apellido", "apellidos", "cognome", "nome", "sobrenome", "middlename"}
 _NAME_WORDS |= {"fn", "ln", "имя", "фамилия", "отчество", "фио", "名前", "氏名", "姓名"}
+_NAME_WORDS |= {"nom", "voornaam", "achternaam", "familienname", "nazwisko", "imie"}
+_NAME_WORDS |= {"efternamn", "fornamn", "fornavn", "etternavn", "efternavn", "sukunimi"}
+_NAME_WORDS |= {"etunimi", "ime", "prezime", "soyad", "soyadi", "isim"}
+_NAME_WORDS |= {"contactperson"}
 _PERSON_WORDS = {"first", "last", "full", "given", "family", "sur", "customer", "client"}
 _PERSON_WORDS |= {"user", "buyer", "contact", "member", "billing", "shipping", "person"}
 _PERSON_WORDS |= {"recipient", "cardholder", "holder", "owner", "payer", "sender", "middle"}
@@ -101,7 +106,7 @@ def personal_hasher(key: str) -> Callable[[str], str] | None:
         return hash_phone
     if "number" in words and _NUMBER_OF & set(words):
         return hash_phone
-    named = _NAME_WORDS & set(words) or "name" in words
+    named = _NAME_WORDS & set(words) or "name" in words or words == ["contact", "person"]
     if named and set(words) - _NAME_WORDS - {"name"} <= _PERSON_WORDS:  # no product_name
         return hash_name
     return None
@@ -121,6 +126,7 @@ def dimension_key(name: str) -> str:
     if not bare.isascii():  # compatibility forms folded, accents and invisible marks dropped
         folded = unicodedata.normalize("NFKD", bare)
         bare = "".join(c for c in folded if unicodedata.category(c) not in ("Mn", "Me", "Cf"))
+        bare = bare.replace("\u0131", "i")  # Turkish dotless i: no decomposition to fold
     spaced = _LETTERS_DIGITS.sub("_", _CAMEL.sub("_", bare)).lower()
     return _SEPARATORS.sub("_", spaced).strip("_")
 

@@ -367,3 +367,25 @@ def test_a_decimal_made_from_a_float_is_refused_naming_the_value() -> None:
         purchase(value=Decimal(49.9))  # noqa: RUF032 (the mistake under test)
     assert caught.value.fields == ["value"]
     assert "Decimal('49.9')" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("email", "jane doe@example.com"), ("email", "janedoe@example"),
+     ("email", "jane\u202e@example.com"), ("email", "x" * 70), ("phone", "+44 20"),
+     ("phone", "call me"), ("phone", "+1" + "2" * 20)],
+)  # fmt: skip
+def test_an_email_or_phone_no_platform_could_match_is_refused_without_echoing_it(
+    field: str, value: str
+) -> None:
+    with pytest.raises(InvalidEventError) as caught:
+        Conversion(event="purchase", happened_at=datetime.now(UTC), **{field: value})
+    assert caught.value.fields == [field]
+    assert value not in str(caught.value)
+
+
+def test_a_hashed_email_and_phone_are_taken_as_they_are() -> None:
+    digest = "a" * 64
+    c = Conversion(event="purchase", happened_at=datetime.now(UTC), email=digest, phone=digest)
+    assert (c.email, c.phone) == (digest, digest)
+    assert Conversion(event="p", happened_at=datetime.now(UTC), phone="+44 20 7946 0958").phone

@@ -287,3 +287,71 @@ def test_check_online_makes_one_authenticated_call_per_destination(
     assert "li-no-account (online): no harmless call: set ad_account_id" in done.stdout
     calls = [c for c in server.sandbox.calls() if c.path == "/rest/conversions"]
     assert len(calls) == 2
+
+
+def test_the_readme_runtime_example_works_and_registered_destinations_are_operable(
+    settings: Settings, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    key = run_cli(settings, tmp_path, {}, "destinations", "new-key").stdout.strip()
+    env = {"CONVDISP_SECRET_KEYS": key}
+    # Given the README's example: a numeric ad account id and a positional route setting
+    done = run_cli(settings, tmp_path, env, "destinations", "add", "pin-client-42",
+                   "platform=pinterest", "token=pina_x", "ad_account_id=549755885175",
+                   "tenant=client-42")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    done = run_cli(settings, tmp_path, env, "destinations", "route", "purchase",
+                   "pin-client-42", "event_name=checkout")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    stored = json.loads(redis_client.hget(keys.registry_destinations(), "pin-client-42") or b"")
+    assert stored["ad_account_id"] == "549755885175"
+    # Then every operator command knows the registered destination
+    for args in (("pause", "pin-client-42"), ("resume", "pin-client-42"),
+                 ("status", "--tenant", "client-42")):  # fmt: skip
+        done = run_cli(settings, tmp_path, env, *args)
+        assert done.returncode == 0, done.stderr
+    done = run_cli(settings, tmp_path, env, "trace", "e1", "--destination", "pin-client-42")
+    assert "unknown destination" not in done.stderr
+    assert "pin-client-42" in done.stdout, done
+    # And a registered route is checked like a declared one
+    done = run_cli(settings, tmp_path, env, "destinations", "add", "ym", "platform=yandex",
+                   "token=y0_x", "counter_id=1")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    err = one_line_error(run_cli(settings, tmp_path, env, "destinations", "route", "buy", "ym"))
+    assert "needs target" in err
+    err = one_line_error(run_cli(settings, tmp_path, env, "destinations", "unroute", "x", "ym"))
+    assert "no registered route x -> ym" in err
+
+
+def test_configuration_and_environment_mistakes_are_one_line_and_blame_their_source(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # A variable that is not JSON, and a wrong field set by a variable, name the variable
+    err = one_line_error(run_cli(settings, tmp_path, {"CONVDISP_DESTINATIONS": "{no"}, "status"))
+    assert "CONVDISP_DESTINATIONS: not valid JSON" in err
+    wrong = {"CONVDISP_DESTINATIONS": json.dumps({"a": {"platform": "linkdin", "token": "t"}})}
+    err = one_line_error(run_cli(settings, tmp_path, wrong, "status"))
+    assert "CONVDISP_DESTINATIONS: destinations.a.platform" in err
+    # --config naming a directory, a file that is not UTF-8
+    err = one_line_error(run_cli(settings, tmp_path, {}, "--config", str(tmp_path), "status"))
+    assert "a directory" in err
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes(b'# caf\xe9\n[destinations.a]\nplatform = "linkedin"\n')
+    err = one_line_error(run_cli(settings, tmp_path, {}, "--config", str(latin), "status"))
+    assert f"{latin}: not UTF-8" in err
+    # A Redis URL redis-py cannot read, a database the server does not have
+    ok = {"CONVDISP_DESTINATIONS": json.dumps({"li": {"platform": "linkedin", "token": "t"}})}
+    bad_url = ok | {"CONVDISP_REDIS_URL": "redis://:pw@127.0.0.1:notaport/0"}
+    err = one_line_error(run_cli(settings, tmp_path, bad_url, "status"))
+    assert "pw@" not in err
+    no_db = ok | {"CONVDISP_REDIS_URL": settings.redis_url.rsplit("/", 1)[0] + "/99999"}
+    assert "refused" in one_line_error(run_cli(settings, tmp_path, no_db, "status"))
+    # A metrics port out of range; an unknown destination in a dead-letter command
+    err = one_line_error(run_cli(settings, tmp_path, ok, "metrics", "--port", "70000"))
+    assert "cannot serve metrics" in err
+    err = one_line_error(run_cli(settings, tmp_path, ok, "dead", "list", "linkedin",
+                                 "--destination", "nope"))  # fmt: skip
+    assert "unknown destination 'nope'" in err
+    err = one_line_error(run_cli(settings, tmp_path, ok, "status", "--tenant", "nobody"))
+    assert "no destination has tenant 'nobody'" in err
+    # A negative count is a usage error, not a silent "all"
+    assert run_cli(settings, tmp_path, ok, "status", "--top", "-1").returncode == 2

@@ -1,0 +1,47 @@
+"""Settings never show a secret: not in repr, not in a validation error, not in a header."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from dispatcher import ConfigurationError, Destination, Settings
+
+
+def test_repr_hides_the_passwords_of_redis_urls() -> None:
+    settings = Settings(
+        redis_url="redis://:hunter2@127.0.0.1:6379/0",
+        broker_url="rediss://user:s3cret@broker:6380/1",
+        destinations={},
+    )
+    shown = repr(settings) + str(settings)
+    assert "hunter2" not in shown
+    assert "s3cret" not in shown
+    assert "redis://:***@127.0.0.1:6379/0" in shown
+
+
+def test_a_validation_error_never_repeats_the_value_it_refused() -> None:
+    with pytest.raises(ValidationError) as caught:
+        Destination.model_validate(
+            {"platform": "linkedin", "token": "tok-abc", "ad_account_id": "tok-xyz"}
+        )
+    assert "tok-xyz" not in str(caught.value)
+    assert "tok-abc" not in str(caught.value)
+    with pytest.raises(ValidationError) as caught:
+        Settings(redis_url="redis://:pw@h/0", lease_s="pw-not-a-number", destinations={})
+    assert "pw-not-a-number" not in str(caught.value)
+
+
+def test_a_token_loses_a_secret_files_newline_and_a_control_character_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LI_TOKEN", "  tok-123\n")
+    assert Destination(platform="linkedin", token_env="LI_TOKEN").secret() == "tok-123"
+    monkeypatch.setenv("LI_TOKEN", "tok\r\nX-Injected: 1")
+    with pytest.raises(ConfigurationError, match="LI_TOKEN holds a control character") as caught:
+        Destination(platform="linkedin", token_env="LI_TOKEN").secret()
+    assert "tok" not in str(caught.value).replace("token", "")
+    assert Destination.model_validate({"platform": "linkedin", "token": "t1\n"}).secret() == "t1"
+    with pytest.raises(ValidationError, match="control character") as refused:
+        Destination.model_validate({"platform": "linkedin", "token": "t1\nHost: evil"})
+    assert "evil" not in str(refused.value)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import tomllib
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -28,7 +29,14 @@ import redis
 import yaml
 
 from dispatcher import Conversion, Dispatcher, Settings, keys
-from dispatcher.settings import PLATFORMS
+from dispatcher.settings import (
+    PLATFORMS,
+    LinkedInSettings,
+    PinterestSettings,
+    PlatformSettings,
+    VNativeSettings,
+    YandexSettings,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMAS = {  # schema file: its JSON Schema draft
@@ -367,3 +375,31 @@ def test_the_example_config_loads_and_routes_every_platform(
             assert {r.destination for r in result.receipts} == set(settings.destinations)
     finally:
         producer.close()
+
+
+def test_the_example_config_names_every_setting_and_states_its_defaults_truly() -> None:
+    """Every setting appears in the example (set, or commented out), every platform knob
+    whose default is the platform's own appears in that platform's section, and every
+    value it sets is the default (as its header says)."""
+    text = EXAMPLE_CONFIG.read_text()
+    loaded = tomllib.loads(text)
+    sections: dict[str, type[PlatformSettings]] = {
+                "linkedin": LinkedInSettings, "pinterest": PinterestSettings,
+                "yandex": YandexSettings, "vnative": VNativeSettings}  # fmt: skip
+    nested = {*sections, "destinations", "routes"}
+    missing = [f for f in Settings.model_fields
+               if f not in nested and not re.search(rf"^#? ?{f} =", text, re.M)]  # fmt: skip
+    base = PlatformSettings.model_fields
+    for name, cls in sections.items():
+        body = text.split(f"[{name}]\n", 1)[1].split("\n[", 1)[0]
+        for field, info in cls.model_fields.items():
+            own = field not in base or info.default != base[field].default
+            if (own or name == "linkedin") and not re.search(rf"^#? ?{field} =", body, re.M):
+                missing.append(f"{name}.{field}")
+    assert missing == []
+    for name, cls in sections.items():
+        for field, value in loaded[name].items():
+            assert value == cls.model_fields[field].default, f"{name}.{field}"
+    for field, value in loaded.items():
+        if field not in nested:
+            assert value == Settings.model_fields[field].default, field

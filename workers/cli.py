@@ -39,8 +39,10 @@ registry_cli = typer.Typer(
     help="Destinations and routes registered at runtime (no restart).", no_args_is_help=True
 )
 app.add_typer(registry_cli, name="destinations")
-console = Console()
-errors = Console(stderr=True)
+# soft_wrap: a line longer than the terminal (a URN, a reason) is never broken in two, so
+# scripts can read one item per line; tables still fit the width.
+console = Console(soft_wrap=True)
+errors = Console(stderr=True, soft_wrap=True)
 VERBOSE = {"on": False}
 
 

@@ -353,5 +353,9 @@ def test_configuration_and_environment_mistakes_are_one_line_and_blame_their_sou
     assert "unknown destination 'nope'" in err
     err = one_line_error(run_cli(settings, tmp_path, ok, "status", "--tenant", "nobody"))
     assert "no destination has tenant 'nobody'" in err
+    # A dead letter id that is not a stream id, or names no letter
+    for bogus in ("bogus-id", "1-1"):
+        err = one_line_error(run_cli(settings, tmp_path, ok, "dead", "show", "vnative", bogus))
+        assert f"no dead letter {bogus} in vnative" in err
     # A negative count is a usage error, not a silent "all"
     assert run_cli(settings, tmp_path, ok, "status", "--top", "-1").returncode == 2

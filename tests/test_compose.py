@@ -384,8 +384,9 @@ def test_the_example_config_names_every_setting_and_states_its_defaults_truly() 
     text = EXAMPLE_CONFIG.read_text()
     loaded = tomllib.loads(text)
     sections: dict[str, type[PlatformSettings]] = {
-                "linkedin": LinkedInSettings, "pinterest": PinterestSettings,
-                "yandex": YandexSettings, "vnative": VNativeSettings}  # fmt: skip
+        "linkedin": LinkedInSettings, "pinterest": PinterestSettings,
+        "yandex": YandexSettings, "vnative": VNativeSettings,
+    }  # fmt: skip
     nested = {*sections, "destinations", "routes"}
     missing = [f for f in Settings.model_fields
                if f not in nested and not re.search(rf"^#? ?{f} =", text, re.M)]  # fmt: skip

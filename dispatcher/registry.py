@@ -205,7 +205,12 @@ class Registry:
                 configuration already declares a route of this event to this destination.
         """
         self.sync(force=True)
-        chosen = route if isinstance(route, Route) else Route.model_validate(route)
+        try:
+            chosen = route if isinstance(route, Route) else Route.model_validate(route)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "route"
+            raise ConfigurationError(f"route: {where}: {first['msg']}") from None
         self.settings.destination(chosen.destination)
         problem = route_problem(chosen, self.settings.destinations)
         if problem is not None:

@@ -195,29 +195,31 @@ class LinkedInRule(BaseModel):
         return list(dict.fromkeys(ids))
 
 
-_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# A URL's password: in its user part, up to the last @ before the path (a password may
+# hold an @, as redis-py reads it), or as a `password=` query parameter.
+_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^/\s]*@")
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#\s]*", re.IGNORECASE)
 
 
 def redacted(text: str) -> str:
     """`text` with the password of any URL in it replaced by ***."""
-    return _PASSWORD.sub(r"\1***@", text)
+    return _QUERY_PASSWORD.sub(r"\1***", _PASSWORD.sub(r"\1***@", text))
 
 
 def clean_token(value: str, where: str) -> str:
-    """`value` without surrounding whitespace (a secret file's newline); a control
-    character inside is refused, naming `where` and never showing the value."""
+    """`value` without surrounding whitespace (a secret file's newline). An empty value,
+    or one holding anything but printable ASCII (a control character: header injection;
+    text an HTTP header cannot carry), is refused, naming `where`, never the value."""
     value = value.strip()
-    if _CONTROL.search(value):
-        raise ConfigurationError(f"{where} holds a control character: not a token")
+    if not value:
+        raise ConfigurationError(f"{where} is empty or unset")
+    if not (value.isascii() and value.isprintable()):
+        raise ConfigurationError(f"{where} holds a control or non-ASCII character: not a token")
     return value
 
 
 def _env(name: str) -> str:
-    value = clean_token(os.environ.get(name, ""), f"environment variable {name}")
-    if not value:
-        raise ConfigurationError(f"environment variable {name} is empty or unset")
-    return value
+    return clean_token(os.environ.get(name, ""), f"environment variable {name}")
 
 
 class Destination(BaseModel):

@@ -68,7 +68,11 @@ def _invalid(exc: pydantic.ValidationError) -> str:
     first = exc.errors()[0]
     where = ".".join(str(part) for part in first["loc"]) or "(top level)"
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    source = (env_source(first["loc"]) or config_file()) if exc.title == "Settings" else exc.title
+    # A check of the whole settings has no location: the field its message starts with
+    # (`routes[0]: ...`, `redis_cluster needs ...`) is the one a variable may have set.
+    named = re.match(r"(?:Value error, )?([a-z_]+)", first["msg"])
+    loc = first["loc"] or ([named.group(1)] if named else [])
+    source = (env_source(loc) or config_file()) if exc.title == "Settings" else exc.title
     return f"{source}: {where}: {first['msg']}{more}"
 
 
@@ -123,7 +127,10 @@ def user_error(exc: BaseException) -> str | None:
         if isinstance(cause, redis.ConnectionError | redis.TimeoutError):
             return user_error(cause)
         return redacted(str(exc))
-    if isinstance(exc, ValueError) and _from_redis(exc):
+    if _from_redis(exc) and (
+        isinstance(exc, ValueError)  # a scheme or port redis-py cannot read
+        or (isinstance(exc, TypeError) and "unexpected keyword" in str(exc))  # ?bogus=1
+    ):
         return f"redis_url {redacted(_redis_url())} cannot be used: {redacted(str(exc))}"
     if isinstance(exc, FileNotFoundError | PermissionError):
         return f"{exc.filename}: {exc.strerror}"

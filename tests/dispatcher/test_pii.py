@@ -208,9 +208,22 @@ def test_a_whole_phone_number_behind_an_invisible_character_is_hashed_in_a_dimen
     assert redis_holds_raw(redis_client) == []
 
 
+def test_an_error_about_a_dimension_named_by_a_national_number_does_not_repeat_it(
+    producer: Dispatcher, redis_client: redis.Redis
+) -> None:
+    with pytest.raises(InvalidEventError) as caught:
+        producer.enqueue({"click_id": "c1", "custom_dimensions": {"(555) 123-4567": [1]}}, "vn")
+    assert caught.value.fields == ["custom_dimensions.<phone number>"]
+    assert "123-4567" not in str(caught.value)
+    assert redis_client.dbsize() == 0
+
+
 @pytest.mark.parametrize(
     ("key", "shown"),
-    [("jane@example.com", "<email address>"), ("+44 20 7946 0958", "<phone number>")],
+    [
+        ("jane@example.com", "<email address>"),
+        ("+44 20 7946 0958", "<phone number>"),
+    ],
 )
 def test_personal_data_as_a_dimension_name_is_refused_without_repeating_it(
     producer: Dispatcher, redis_client: redis.Redis, key: str, shown: str

@@ -163,6 +163,19 @@ def test_routes_registered_at_runtime_fan_out(keyed: Settings, redis_client: red
         assert admin.enqueue_conversion(full_conversion(event_id="x")).receipts == []
 
 
+def test_a_registered_route_is_checked_as_a_configured_one_is(
+    keyed: Settings, redis_client: redis.Redis
+) -> None:
+    with Dispatcher(keyed) as admin:
+        admin.registry.add("ym-rt", {"platform": "yandex", "token": "y", "counter_id": "1"})
+        with pytest.raises(ConfigurationError, match="needs target"):
+            admin.registry.add_route({"event": "purchase", "destination": "ym-rt"})
+        with pytest.raises(ConfigurationError, match="route: bogus: Extra inputs"):
+            admin.registry.add_route({"event": "x", "destination": "ym-rt", "bogus": 1})
+        # Then nothing of either was registered
+        assert redis_client.hlen(keys.registry_routes()) == 0
+
+
 def test_a_worker_that_has_not_looked_yet_finds_a_just_registered_destination(
     keyed: Settings, redis_client: redis.Redis
 ) -> None:

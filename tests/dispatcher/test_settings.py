@@ -6,6 +6,22 @@ import pytest
 from pydantic import ValidationError
 
 from dispatcher import ConfigurationError, Destination, Settings
+from dispatcher.settings import redacted
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [("redis://:hunter2@h:6379/0", "redis://:***@h:6379/0"),
+     ("redis://user:hunter2@h/0", "redis://user:***@h/0"),
+     ("redis://:hun@ter2@h:6379/0", "redis://:***@h:6379/0"),
+     ("redis://h:6379/0?password=hunter2", "redis://h:6379/0?password=***"),
+     ("rediss://h/0?ssl_cert_reqs=none&Password=hunter2&db=1",
+      "rediss://h/0?ssl_cert_reqs=none&Password=***&db=1"),
+     ("error at redis://:hunter2@a/0 and redis://:hunter2@b/0",
+      "error at redis://:***@a/0 and redis://:***@b/0")],
+)  # fmt: skip
+def test_redacted_hides_a_password_wherever_redis_py_would_read_one(url: str, shown: str) -> None:
+    assert redacted(url) == shown
 
 
 def test_repr_hides_the_passwords_of_redis_urls() -> None:
@@ -37,11 +53,14 @@ def test_a_token_loses_a_secret_files_newline_and_a_control_character_is_refused
 ) -> None:
     monkeypatch.setenv("LI_TOKEN", "  tok-123\n")
     assert Destination(platform="linkedin", token_env="LI_TOKEN").secret() == "tok-123"
-    monkeypatch.setenv("LI_TOKEN", "tok\r\nX-Injected: 1")
-    with pytest.raises(ConfigurationError, match="LI_TOKEN holds a control character") as caught:
-        Destination(platform="linkedin", token_env="LI_TOKEN").secret()
-    assert "tok" not in str(caught.value).replace("token", "")
+    for bad in ("tok\r\nX-Injected: 1", "tok\x85x", "tok\u2028x", "tokén"):
+        monkeypatch.setenv("LI_TOKEN", bad)
+        with pytest.raises(ConfigurationError, match="LI_TOKEN holds a control") as caught:
+            Destination(platform="linkedin", token_env="LI_TOKEN").secret()
+        assert "tok" not in str(caught.value).replace("token", "")
+    with pytest.raises(ValidationError, match="token is empty"):
+        Destination.model_validate({"platform": "linkedin", "token": "  \n"})
     assert Destination.model_validate({"platform": "linkedin", "token": "t1\n"}).secret() == "t1"
-    with pytest.raises(ValidationError, match="control character") as refused:
+    with pytest.raises(ValidationError, match="holds a control") as refused:
         Destination.model_validate({"platform": "linkedin", "token": "t1\nHost: evil"})
     assert "evil" not in str(refused.value)

@@ -343,6 +343,14 @@ def test_configuration_and_environment_mistakes_are_one_line_and_blame_their_sou
     bad_url = ok | {"CONVDISP_REDIS_URL": "redis://:pw@127.0.0.1:notaport/0"}
     err = one_line_error(run_cli(settings, tmp_path, bad_url, "status"))
     assert "pw@" not in err
+    typo = ok | {"CONVDISP_REDIS_URL": "redis://h:1/0?password=pw&bogus=1"}
+    err = one_line_error(run_cli(settings, tmp_path, typo, "status"))
+    assert "cannot be used" in err
+    assert "password=***" in err
+    # A whole-settings check blames the variable that set the field it names
+    routes = ok | {"CONVDISP_ROUTES": json.dumps([{"event": "x", "destination": "nope"}])}
+    err = one_line_error(run_cli(settings, tmp_path, routes, "status"))
+    assert err.startswith("error: CONVDISP_ROUTES: ")
     no_db = ok | {"CONVDISP_REDIS_URL": settings.redis_url.rsplit("/", 1)[0] + "/99999"}
     assert "refused" in one_line_error(run_cli(settings, tmp_path, no_db, "status"))
     # A metrics port out of range; an unknown destination in a dead-letter command

@@ -11,14 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Literal, overload
 
-from dispatcher.client import (
-    BulkReceipt,
-    Dispatcher,
-    EventInput,
-    FanOutReceipt,
-    Receipt,
-    Receipts,
-)
+from dispatcher.client import Dispatcher, EventInput
 from dispatcher.control import Control, DestinationStatus
 from dispatcher.conversion import Conversion
 from dispatcher.deadletters import DeadLetter, DeadLetters, Selection
@@ -41,6 +34,7 @@ from dispatcher.events import (
     VNativeConversion,
     YandexOfflineConversion,
 )
+from dispatcher.receipts import BulkReceipt, FanOutReceipt, Receipt, Receipts
 from dispatcher.settings import Destination, Settings, get_settings
 
 _default: Dispatcher | None = None

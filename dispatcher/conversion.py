@@ -32,7 +32,7 @@ from dispatcher.currencies import Currency
 from dispatcher.errors import InvalidEventError
 from dispatcher.events import model_for
 from dispatcher.events.base import STRICT, PlatformEvent
-from dispatcher.identity import is_email, is_sha256, masked, phone_digits
+from dispatcher.identity import hash_email, is_sha256, masked, phone_digits
 from dispatcher.settings import Destination, Route, Settings
 from dispatcher.validation import Refusing, decimal_text, epoch_seconds, located
 
@@ -153,16 +153,16 @@ class Conversion(Refusing):
     @field_validator("email")
     @classmethod
     def _an_email(cls, value: str | None) -> str | None:
-        if value is not None and not (is_sha256(value.strip().lower()) or
-                                      is_email(value.strip().lower())):  # fmt: skip
-            raise ValueError("is not an email address or a SHA-256 hex digest")
+        if value is not None:
+            hash_email(value)  # the platforms' own check: raises for what none could match
         return value
 
     @field_validator("phone")
     @classmethod
     def _a_phone(cls, value: str | None) -> str | None:
-        hashed = value is None or is_sha256(value.strip().lower())
-        if not hashed and not 7 <= len(phone_digits(value or "")) <= 15:
+        if value is None or is_sha256(value.strip().lower()):
+            return value
+        if not 7 <= len(phone_digits(value)) <= 15:
             raise ValueError("is not a phone number (7 to 15 digits) or a SHA-256 digest")
         return value
 

@@ -187,15 +187,20 @@ class DeadLetters:
         The events keep their event ids, so a platform that already counted one
         deduplicates it. An entry leaves the dead-letter stream only after it is back on
         its destination stream (a crash in between leaves a duplicate, never a loss).
+
+        Raises:
+            UnknownDestinationError: a chosen letter's destination is not known (checked
+                for every letter before anything is replayed, and by a dry run too).
         """
         letters = self._select(platform, ids, destination, selection)
+        for letter in letters:
+            self.dispatcher.settings.destination(letter.destination)
         if dry_run:
             return len(letters)
         for chunk_start in range(0, len(letters), 5000):
             chunk = letters[chunk_start : chunk_start + 5000]
             groups: dict[str, list[tuple[str, bytes, int]]] = {}
             for letter in chunk:
-                self.dispatcher.settings.destination(letter.destination)
                 groups.setdefault(letter.destination, []).append(
                     (letter.event_id, letter.payload, letter.happened_at_ms)
                 )

@@ -48,6 +48,13 @@ def _fernet() -> MultiFernet | None:
         raise ConfigurationError(f"{KEYS_ENV} holds a key that is not a Fernet key") from None
 
 
+def _first_error(exc: ValidationError, *where: str, empty: str = "") -> str:
+    """`path: message` of `exc`'s first error, its path after `where` (`empty` if none)."""
+    first = exc.errors()[0]
+    path = ".".join(str(part) for part in (*where, *first["loc"]))
+    return f"{path or empty}: {first['msg']}"
+
+
 def new_key() -> str:
     """A fresh key for `CONVDISP_SECRET_KEYS`."""
     return Fernet.generate_key().decode()
@@ -208,9 +215,7 @@ class Registry:
         try:
             chosen = route if isinstance(route, Route) else Route.model_validate(route)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(part) for part in first["loc"]) or "route"
-            raise ConfigurationError(f"route: {where}: {first['msg']}") from None
+            raise ConfigurationError(f"route: {_first_error(exc, empty='route')}") from None
         self.settings.destination(chosen.destination)
         problem = route_problem(chosen, self.settings.destinations)
         if problem is not None:
@@ -261,10 +266,9 @@ class Registry:
                 else Destination.model_validate(destination)
             )
         except ValidationError as exc:
-            first = exc.errors()[0]
             # The field's path as the configuration file spells it.
-            where = ".".join(str(p) for p in ("destinations", name, *first["loc"]))
-            raise ConfigurationError(f"destination {name!r}: {where}: {first['msg']}") from None
+            problem = _first_error(exc, "destinations", name)
+            raise ConfigurationError(f"destination {name!r}: {problem}") from None
         try:
             check_destination_id(name)
         except ValueError as exc:

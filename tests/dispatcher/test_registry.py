@@ -12,6 +12,7 @@ import redis
 from cryptography.fernet import Fernet
 
 from dispatcher import ConfigurationError, Control, DeadLetters, Dispatcher, Settings, keys
+from dispatcher.errors import UnknownDestinationError
 from dispatcher.settings import LinkedInSettings
 from tests.pipeline.events import full_conversion, linkedin
 from workers.engine import DrainStatus, Engine
@@ -174,6 +175,28 @@ def test_a_registered_route_is_checked_as_a_configured_one_is(
             admin.registry.add_route({"event": "x", "destination": "ym-rt", "bogus": 1})
         # Then nothing of either was registered
         assert redis_client.hlen(keys.registry_routes()) == 0
+
+
+def test_a_replay_with_a_letter_of_an_unknown_destination_refuses_before_writing(
+    keyed: Settings, redis_client: redis.Redis
+) -> None:
+    # Given two dead letters, one of a destination known, one of a destination gone
+    for name in ("li-known", "li-gone"):
+        body = linkedin(1, name)
+        redis_client.xadd(keys.deadletters("linkedin"), {
+            "d": name, "e": body["eventId"], "p": json.dumps(body),
+            "t": body["conversionHappenedAt"], "reason": "400: x", "status": 400,
+            "excerpt": "", "attempts": 1, "at": 0,
+        })  # fmt: skip
+    with Dispatcher(keyed) as admin:
+        admin.registry.add("li-known", {"platform": "linkedin", "token": "k"})
+        letters = DeadLetters(admin)
+        # When it is replayed, dry or for real, Then both refuse and nothing moved
+        for dry_run in (True, False):
+            with pytest.raises(UnknownDestinationError, match="li-gone"):
+                letters.replay("linkedin", dry_run=dry_run)
+    assert redis_client.xlen(keys.deadletters("linkedin")) == 2
+    assert redis_client.exists(keys.stream("li-known")) == 0
 
 
 def test_a_worker_that_has_not_looked_yet_finds_a_just_registered_destination(

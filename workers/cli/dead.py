@@ -141,12 +141,8 @@ def dead_purge(
 def _take(
     operation: Literal["replay", "purge"], platform: str, chosen: Selection, dry_run: bool
 ) -> None:
-    """Replay or purge the chosen dead letters of `platform`, and say how many. A replay
-    (a dry one too) refuses up front when a letter's destination is unknown."""
+    """Replay or purge the chosen dead letters of `platform`, and say how many."""
     letters = _dead_letters(platform, chosen.destination)
-    if operation == "replay":
-        for letter in letters.iter(platform, selection=chosen):
-            letters.dispatcher.settings.destination(letter.destination)
     take = letters.replay if operation == "replay" else letters.purge
     n = take(platform, selection=chosen, dry_run=dry_run)
     done = {"replay": "replayed", "purge": "purged"}[operation]

@@ -201,6 +201,52 @@ def _holds_phone(text: str) -> bool:
     return False
 
 
+# A national number, written without "+" the way people write one: `(555) 123-4567`,
+# `555.123.4567`, `1-555-123-4567`, `(0161) 496 0066`, `020 7946 0958`, `04 15 39 15 00`,
+# `8 (066) 907-43-91`, with an extension after it (`x123`, `ext. 12`). Only these shapes:
+# a plain digit string is an id, an order number or an amount, never a phone.
+_EXTENSION = r"(?:[ ]?(?:x|ext\.?)[ ]?[0-9]{1,6})?"
+_NATIONAL = re.compile(
+    r"(?<![0-9A-Za-z.,/\-])(?:"
+    r"(?:1[ .\-])?\(?[0-9]{3}\)?[ .\-]?[0-9]{3}[ .\-][0-9]{4}"  # North American
+    r"|(?:[0-9]{1,3}[ ]?)?\(0?[0-9]{1,4}\)[ ]?[0-9]{2,4}(?:[ \-]?[0-9]{2,4}){1,3}"  # (area)
+    r"|0[0-9]{1,4}(?:[ \-/][0-9]{2,8}){1,4}"  # a trunk 0, groups after it
+    r"|8[ \-]?\(?[0-9]{3}\)?[ \-]?[0-9]{3}[ \-]?[0-9]{2}[ \-]?[0-9]{2}"  # Russian 8
+    r")" + _EXTENSION + r"(?![0-9A-Za-z]|[.,/\-][0-9])"
+)
+_SHAPED = re.compile(r"[ ().\-/]")
+
+
+def _national_like(match: re.Match[str]) -> bool:
+    number = match.group().split("x")[0].split("ext")[0]
+    digits = len(_NOT_DIGIT.sub("", number))
+    return (
+        9 <= digits <= 15
+        and _SHAPED.search(number.strip()) is not None
+        and not _DATE.search(number)
+    )
+
+
+def holds_national_phone(text: str) -> bool:
+    """Whether `text` holds a national phone number (no "+": `(555) 123-4567`,
+    `020 7946 0958`) anywhere; digits of other scripts and invisible characters are read
+    as `visible_text` does. For free-form fields: a search of every string of every event
+    costs too much, so only the fields that take free text ask."""
+    if len(text) < 9:
+        return False
+    value = visible_text(text) if not text.isascii() or "%" in text else text
+    return any(_national_like(m) for m in _NATIONAL.finditer(value))
+
+
+def whole_national_phone(text: str) -> bool:
+    """Whether all of `text` is one national phone number (see `holds_national_phone`)."""
+    if len(text) < 9:
+        return False
+    value = visible_text(text).strip()
+    match = _NATIONAL.fullmatch(value)
+    return match is not None and _national_like(match)
+
+
 def whole_phone(text: str) -> bool:
     """Whether all of `text` (read as `visible_text`) is one international phone number."""
     match = _PHONE.fullmatch(visible_text(text).strip())
@@ -208,12 +254,13 @@ def whole_phone(text: str) -> bool:
 
 
 def hash_by_value(text: str) -> str | None:
-    """The platform hash of `text` if all of it is an email or a phone number, else None."""
+    """The platform hash of `text` if all of it is an email or a phone number (national
+    ones included), else None."""
     if _plain(text):
-        return None
+        return hash_phone(text) if whole_national_phone(text) else None
     value = visible_text(text).strip()
     if is_email(value.lower()):
         return hash_email(value)
-    if whole_phone(value):
+    if whole_phone(value) or whole_national_phone(value):
         return hash_phone(value)
     return None

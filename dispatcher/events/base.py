@@ -8,12 +8,13 @@ import re
 import time
 from collections.abc import Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Annotated, ClassVar
 
-from pydantic import ConfigDict
+from pydantic import AfterValidator, ConfigDict
+from pydantic_core import PydanticCustomError
 
 from dispatcher.errors import FieldError, InvalidEventError
-from dispatcher.identity import masked, personal_kind, personal_label
+from dispatcher.identity import holds_national_phone, masked, personal_kind, personal_label
 from dispatcher.validation import Refusing
 
 if TYPE_CHECKING:
@@ -32,6 +33,22 @@ STRICT = ConfigDict(
 # A percent-escape of "+" or "@" or of a byte of a non-ASCII character.
 _ESCAPED = re.compile(rb"%(?:2[Bb]|40|[89A-Fa-f][0-9A-Fa-f])")
 FUTURE_SKEW_MS = 5 * 60 * 1000  # platforms tolerate small clock differences, not more
+IN_FREE_TEXT = "holds {} data in free text: send it in a hashed field instead"
+
+
+def no_national_phone(value: str) -> str:
+    """`value`, unless it holds a national phone number (`(555) 123-4567`)."""
+    if holds_national_phone(value):
+        reason = IN_FREE_TEXT.format("phone number")
+        raise PydanticCustomError("value_error", "{reason}", {"reason": reason})
+    return value
+
+
+# Text the caller writes freely (a product name, a search, a page's URL, a note). The
+# search of the whole body in `to_payload` finds emails and international numbers: their
+# "@" and "+" make it cheap. A national number has no such sign, so only these fields
+# look for one, and only when they are set.
+FreeText = Annotated[str, AfterValidator(no_national_phone)]
 
 
 def now_ms() -> int:
@@ -141,8 +158,7 @@ def refuse_personal_text(payload: object) -> None:
     email address or a phone number: hashed fields hold digests, so what is found here
     sits in free text, where it would reach Redis and the platform raw."""
     found = [
-        FieldError(path, f"holds {kind} data in free text: send it in a hashed field instead")
-        for path, kind in _personal_strings(payload, "")
+        FieldError(path, IN_FREE_TEXT.format(kind)) for path, kind in _personal_strings(payload, "")
     ]
     if found:
         raise InvalidEventError(found)

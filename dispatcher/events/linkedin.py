@@ -19,7 +19,13 @@ from pydantic import (
 )
 
 from dispatcher.currencies import Currency
-from dispatcher.events.base import STRICT, PlatformEvent, aware_to_epoch, check_event_time
+from dispatcher.events.base import (
+    STRICT,
+    FreeText,
+    PlatformEvent,
+    aware_to_epoch,
+    check_event_time,
+)
 from dispatcher.identity import hash_email
 from dispatcher.validation import decimal_text
 
@@ -88,7 +94,7 @@ class ConversionUser(_Part):
     user_ids: list[UserId] = Field(default_factory=list, alias="userIds", max_length=4)
     user_info: UserInfo | None = Field(default=None, alias="userInfo")
     lead: str | None = Field(default=None, pattern=r"^urn:li:leadGenFormResponse:[\w-]+$")
-    external_ids: list[str] | None = Field(default=None, alias="externalIds", max_length=1)
+    external_ids: list[FreeText] | None = Field(default=None, alias="externalIds", max_length=1)
 
     @model_validator(mode="after")
     def _identifiable(self) -> ConversionUser:

@@ -19,7 +19,7 @@ from typing import Annotated, ClassVar
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from dispatcher.events.base import PlatformEvent, aware_to_epoch, check_event_time
+from dispatcher.events.base import FreeText, PlatformEvent, aware_to_epoch, check_event_time
 from dispatcher.events.pinterest_parts import AppInfo, Content, CustomData, DeviceInfo, Int, Part
 from dispatcher.identity import hash_email, hash_name, is_sha256, phone_digits, sha256_hex
 
@@ -213,7 +213,7 @@ class PinterestConversionEvent(PlatformEvent):
     event_id: str | None = Field(default=None, min_length=1)
     user_data: UserData
     custom_data: CustomData | None = None
-    event_source_url: str | None = None
+    event_source_url: FreeText | None = None
     opt_out: Bool | None = None
     partner_name: str | None = None
     app_id: str | None = None

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, Field
 
 from dispatcher.currencies import Currency
-from dispatcher.events.base import STRICT
+from dispatcher.events.base import STRICT, FreeText
 from dispatcher.validation import decimal_text
 
 _NUMBER = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
@@ -43,9 +43,9 @@ class Content(Part):
     """One product of `custom_data.contents`."""
 
     id: str | None = None
-    item_brand: str | None = None
-    item_category: str | None = None
-    item_name: str | None = None
+    item_brand: FreeText | None = None
+    item_category: FreeText | None = None
+    item_name: FreeText | None = None
     item_price: Amount | None = None
     quantity: Int | None = None
 
@@ -53,10 +53,10 @@ class Content(Part):
 class CustomData(Part):
     """Order details: value, currency, products."""
 
-    content_brand: str | None = None
-    content_category: str | None = None
+    content_brand: FreeText | None = None
+    content_category: FreeText | None = None
     content_ids: list[str] | None = None
-    content_name: str | None = None
+    content_name: FreeText | None = None
     contents: list[Content] | None = None
     currency: Currency | None = None
     external_measurement_id: str | None = None
@@ -66,7 +66,7 @@ class CustomData(Part):
     opt_out_type: str | None = None
     order_id: str | None = None
     predicted_ltv: Amount | None = None
-    search_string: str | None = None
+    search_string: FreeText | None = None
     value: Amount | None = None
 
 

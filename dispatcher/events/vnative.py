@@ -35,8 +35,10 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from dispatcher.events.base import (
     FUTURE_SKEW_MS,
+    FreeText,
     PlatformEvent,
     aware_to_epoch,
+    no_national_phone,
     not_personal,
     now_ms,
 )
@@ -164,16 +166,16 @@ class VNativeConversion(PlatformEvent):
 
     click_id: str = Field(min_length=1)
     # The seed's sample shows sub1; Trackier documents sub1 to sub10.
-    sub1: str | None = None
-    sub2: str | None = None
-    sub3: str | None = None
-    sub4: str | None = None
-    sub5: str | None = None
-    sub6: str | None = None
-    sub7: str | None = None
-    sub8: str | None = None
-    sub9: str | None = None
-    sub10: str | None = None
+    sub1: FreeText | None = None
+    sub2: FreeText | None = None
+    sub3: FreeText | None = None
+    sub4: FreeText | None = None
+    sub5: FreeText | None = None
+    sub6: FreeText | None = None
+    sub7: FreeText | None = None
+    sub8: FreeText | None = None
+    sub9: FreeText | None = None
+    sub10: FreeText | None = None
     custom_dimensions: dict[str, DimensionValue] | None = None
     conversion_time: int | None = Field(default=None, ge=0, exclude=True)  # epoch ms, never sent
     # vNative takes no event id: the caller's own, never sent, names the receipt and is the
@@ -210,7 +212,7 @@ class VNativeConversion(PlatformEvent):
                 if hasher is None and isinstance(raw, str):
                     # Named like anything, holding an email or phone number: hashed too.
                     by_value = hash_by_value(raw)
-                    hashed[name] = raw if by_value is None else by_value
+                    hashed[name] = no_national_phone(raw) if by_value is None else by_value
                 elif hasher is None:
                     hashed[name] = raw
                 else:

@@ -6,6 +6,7 @@ import hashlib
 
 import pytest
 
+from dispatcher import identity
 from dispatcher.identity import hash_email, hash_name, hash_phone, is_sha256
 
 
@@ -53,3 +54,35 @@ def test_phone_is_reduced_to_e164_digits(raw: str) -> None:
 
 def test_an_email_under_a_punycode_top_level_domain_is_an_email() -> None:
     assert hash_email("Jane@Example.xn--p1ai") == sha("jane@example.xn--p1ai")
+
+
+NATIONAL = [
+    "(555) 123-4567", "(591)341-7776", "555.123.4567", "797-386-9073x6625", "1-555-123-4567",
+    "206.269.0743 ext. 12", "(0161) 496 0066", "(01632) 960391", "020 7946 0958",
+    "04 15 39 15 00", "03662 585178", "030/1234567", "8 (066) 907-43-91", "8 812 415 86 83",
+    "\uff10\uff12\uff10 7946 0958",  # fullwidth digits
+]  # fmt: skip
+NOT_PHONES = [
+    "1796306880035", "sku 40063813", "2024-01-15 10:30:00", "05.12.2024 10:30",
+    "192.168.100.200", "1.234.567.890", "12345.6789", "size 10 12 14 16 18", "10 000 000",
+    "ORD-2024-000123", "batch 2024-000123-45", "550e8400-e29b-41d4-a716-446655440000",
+    "ISBN 978-3-16-148410-0", "4111 1111 1111 1111", "a123-456-7890", "123-456-7890b",
+    "https://shop.example/p/1234567-89", "v1.0.0-123-456-7890", "0 12 34 56",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("number", NATIONAL)
+def test_a_national_number_written_as_people_write_one_is_found(number: str) -> None:
+    assert identity.whole_national_phone(number)
+    assert identity.holds_national_phone(f"call {number} after five")
+
+
+@pytest.mark.parametrize("text", NOT_PHONES)
+def test_ids_dates_amounts_and_addresses_are_not_national_numbers(text: str) -> None:
+    assert not identity.holds_national_phone(text)
+    assert not identity.whole_national_phone(text)
+
+
+def test_a_whole_national_number_is_hashed_by_value_as_its_digits() -> None:
+    assert identity.hash_by_value("(555) 123-4567") == identity.sha256_hex("5551234567")
+    assert identity.hash_by_value("order 555-123-4567") is None  # not all of it: refused

@@ -342,3 +342,52 @@ def test_a_phone_behind_a_json_escape_or_a_label_is_refused(
         producer.enqueue(event, destination)
     assert caught.value.fields == ["sub1"]
     assert redis_client.dbsize() == 0
+
+
+@pytest.mark.parametrize(
+    ("platform", "event", "field"),
+    [
+        ("vn", {"click_id": "c1", "sub2": "call (555) 123-4567"}, "sub2"),
+        ("vn", {"click_id": "c1", "custom_dimensions": {"note": "020 7946 0958 after 5"}},
+         "custom_dimensions.note"),
+        ("pin", pinterest(custom_data={"content_name": "ring 555.123.4567"}),
+         "custom_data.content_name"),
+        ("pin", pinterest(custom_data={"contents": [{"item_name": "04 15 39 15 00"}]}),
+         "custom_data.contents.0.item_name"),
+        ("pin", pinterest(event_source_url="https://shop.example/?tel=030/1234567"),
+         "event_source_url"),
+        ("li", {**linkedin(), "user": {**linkedin()["user"], "externalIds": ["555-123-4567"]}},
+         "user.externalIds.0"),
+    ],
+)  # fmt: skip
+def test_a_national_phone_number_in_free_text_is_refused_naming_the_field(
+    producer: Dispatcher, redis_client: redis.Redis, platform: str, event: Any, field: str
+) -> None:
+    # Given a national number (no "+") in a field that takes free text
+    # When it is enqueued
+    with pytest.raises(InvalidEventError) as caught:
+        producer.enqueue(event, platform)
+    # Then it is refused naming the field, without repeating the number, and nothing is stored
+    assert caught.value.fields == [field]
+    assert "123" not in str(caught.value)
+    assert "7946" not in str(caught.value)
+    assert redis_client.dbsize() == 0
+
+
+def test_a_dimension_that_is_a_national_number_is_hashed_the_phone_way(
+    producer: Dispatcher, redis_client: redis.Redis
+) -> None:
+    producer.enqueue({"click_id": "c1", "custom_dimensions": {"contact": "(555) 123-4567"}}, "vn")
+    text = stored_text(redis_client)
+    assert hash_phone("(555) 123-4567") in text
+    assert "123-4567" not in text
+
+
+def test_ids_and_dates_in_free_text_are_not_taken_for_national_numbers(
+    producer: Dispatcher, redis_client: redis.Redis
+) -> None:
+    event = {"click_id": "c1", "sub1": "ORD-2024-000123", "sub2": "2024-01-15 10:30:00",
+             "custom_dimensions": {"ip": "192.168.100.200", "sku": "40063813"}}  # fmt: skip
+    producer.enqueue(event, "vn")
+    text = stored_text(redis_client)
+    assert all(v in text for v in ("ORD-2024-000123", "2024-01-15 10:30:00", "192.168.100.200"))

@@ -12,15 +12,12 @@ from __future__ import annotations
 import json
 import logging
 import random
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field, fields
-from enum import StrEnum
 from functools import partial
-from typing import Any, cast
+from typing import cast
 
 import httpx
 import redis
@@ -39,80 +36,21 @@ from workers.adapters import (
     follows_jobs,
     whole_batch,
 )
+from workers.drains import Drain, DrainReport, DrainStatus
 from workers.lease import Lease, Start
-from workers.limiter import Limiter
 from workers.oauth import TokenStore
 from workers.request import Failed, NotSent, RequestPath, Target
-from workers.settle import FencedError, Settlement, mark_sending, settle
+from workers.settle import FencedError, Settlement, Settler, fingerprint, mark_sending
 from workers.streams import (
     DestinationStream,
     Entry,
     batch_id_of,
     budget_ms,
-    deadline_ms,
     entry_ms,
 )
 
 log = logging.getLogger(__name__)
 EXPIRED = "expired: past the platform's acceptance window or max_retry_age_s"
-
-
-class DrainStatus(StrEnum):
-    """How a drain of one destination ended."""
-
-    SENT = "sent"  # at least one batch was settled, or none was due yet
-    IDLE = "idle"  # nothing waiting
-    BUSY = "busy"  # another drain holds the lease
-    PAUSED = "paused"  # credentials or configuration need a person
-    BACKING_OFF = "backing-off"  # a retry time has not come
-    WAITING = "waiting"  # for rate tokens, an in-flight slot or a look-up
-    FENCED = "fenced"  # the lease was taken over mid-drain: nothing more was settled
-    UNKNOWN = "unknown-destination"  # no longer configured
-
-
-@dataclass
-class DrainReport:
-    """What one drain did; returned by the task, so Flower shows it."""
-
-    destination: str
-    status: DrainStatus = DrainStatus.SENT
-    batches: int = 0
-    sent: int = 0
-    delivered: int = 0
-    dead: int = 0
-    retry: int = 0
-    http_status: int | None = None
-    not_before_ms: int = 0  # the earliest the destination should be drained again
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def as_dict(self) -> dict[str, Any]:
-        """A JSON-safe dict for the task result."""
-        names = [f.name for f in fields(self) if f.name != "_lock"]
-        out = {k: v for k in names if (v := getattr(self, k)) not in (None, 0)}
-        return out | {"status": str(self.status)}
-
-    def stop(self, status: DrainStatus, not_before_ms: int = 0) -> None:
-        """End the drain with `status`, not to run again before `not_before_ms`."""
-        with self._lock:
-            if self.status in (DrainStatus.SENT, DrainStatus.IDLE):
-                self.status = status
-            self.not_before_ms = max(self.not_before_ms, not_before_ms)
-
-    @property
-    def stopped(self) -> bool:
-        return self.status not in (DrainStatus.SENT, DrainStatus.IDLE)
-
-
-@dataclass
-class _Drain:
-    """One drain in progress: what its batches share."""
-
-    target: Target
-    lease: Lease
-    stream: DestinationStream
-    report: DrainReport
-    failures: int  # consecutive failed calls before this drain
-    start: Start | None = None  # what taking the lease found
 
 
 class Engine:
@@ -134,6 +72,7 @@ class Engine:
         self.rng = rng or random.Random()
         self.tokens = TokenStore(client, http, settings, sleep=sleep)
         self.registry = Registry(settings, client)
+        self.settler = Settler(client, settings, self.consumer, self.now_ms, self.rng)
         self.path = RequestPath(
             client, http, self.consumer, settings.max_limiter_wait_s, sleep, self.tokens
         )
@@ -181,7 +120,7 @@ class Engine:
         stream = DestinationStream(self.redis, name, self.consumer, lease.ms)
         try:
             failures = int(start.state.get(b"failures", 0))
-            run = _Drain(target, lease, stream, report, failures, start)
+            run = Drain(target, lease, stream, report, failures, start)
             if self._ready(run, start):
                 self._batches(run)
         except FencedError:
@@ -196,7 +135,7 @@ class Engine:
 
     # -- before reading anything ---------------------------------------------------------
 
-    def _ready(self, run: _Drain, start: Start) -> bool:
+    def _ready(self, run: Drain, start: Start) -> bool:
         """Pause, backoff, limiter and unknown outcomes: may this drain read a batch?"""
         name, report, target, state = run.target.name, run.report, run.target, start.state
         if not target.destination.enabled:  # disabled in the registry: look again later
@@ -205,8 +144,8 @@ class Engine:
             )
             return False
         if state.get(b"paused"):
-            fingerprint = state.get(b"paused_fp", b"").decode()
-            if not fingerprint or fingerprint != _fingerprint(target):
+            paused_fp = state.get(b"paused_fp", b"").decode()
+            if not paused_fp or paused_fp != fingerprint(target):
                 log.warning("destination %s: credentials changed, resuming", name)
                 self.redis.hdel(keys.state(name), "paused", "paused_fp", "pause_reason")
             elif self._revived(target, state.get(b"pause_reason", b"").decode()):
@@ -240,7 +179,7 @@ class Engine:
             return False
         return True
 
-    def _unknown_outcomes(self, run: _Drain, now: int) -> None:
+    def _unknown_outcomes(self, run: Drain, now: int) -> None:
         """Batches sent with no answer seen: ask the platform before sending them again."""
         target = run.target
         adapter = cast(JobAdapter, target.adapter)
@@ -260,7 +199,9 @@ class Engine:
                 run.report.stop(DrainStatus.WAITING, now + int(found.wait_s * 1000))
                 return
             if isinstance(found, Failed):  # still unknown: back off, the entries stay pending
-                self._settle(run, self._back_off(run, [], found.reason, True, None, ""))
+                self.settler.settle(
+                    run, self.settler.back_off(run, [], found.reason, True, None, "")
+                )
                 return
             entries = run.stream.claim_ids([i.encode() for i in record["ids"]])
             if found:
@@ -270,15 +211,17 @@ class Engine:
                 outcome = Outcome.every(
                     len(entries), Verdict.DELIVERED, job_id=found, job_state="found"
                 )
-                self._settle(run, self._settlement(run, entries, outcome, batch_id, batch_id))
+                self.settler.settle(
+                    run, self.settler.settlement(run, entries, outcome, batch_id, batch_id)
+                )
             elif entries:
                 self._deliver(run, entries, batch_id, marked=True)
             else:
-                self._settle(run, Settlement(forget_batch=batch_id))
+                self.settler.settle(run, Settlement(forget_batch=batch_id))
 
     # -- batches -------------------------------------------------------------------------
 
-    def _batches(self, run: _Drain) -> None:
+    def _batches(self, run: Drain) -> None:
         table, report = run.target.table, run.report
         size, in_flight = table.batch_size, table.max_batches_in_flight
         futures: list[Future[None]] = []
@@ -321,7 +264,7 @@ class Engine:
         if report.batches == 0 and report.dead == 0 and not report.stopped:
             report.status = DrainStatus.IDLE
 
-    def _drop_expired(self, run: _Drain, entries: list[Entry], now: int = 0) -> list[Entry]:
+    def _drop_expired(self, run: Drain, entries: list[Entry], now: int = 0) -> list[Entry]:
         now = now or self.now_ms()
         live: list[Entry] = []
         expired: list[Entry] = []
@@ -331,11 +274,11 @@ class Engine:
             alive = int(entry[1][b"t"]) + window_ms > now and entry_ms(entry[0]) + age_ms > now
             (live if alive else expired).append(entry)
         if expired:
-            self._settle(run, Settlement(dead=[(e[0], EXPIRED, False) for e in expired]))
+            self.settler.settle(run, Settlement(dead=[(e[0], EXPIRED, False) for e in expired]))
         return live
 
     def _deliver(
-        self, run: _Drain, entries: list[Entry], batch_id: str = "", marked: bool = False
+        self, run: Drain, entries: list[Entry], batch_id: str = "", marked: bool = False
     ) -> None:
         """Send one batch through the request path and settle what came back."""
         target = run.target
@@ -347,7 +290,7 @@ class Engine:
                 for part in parts:
                     if run.report.stopped:  # paused, backing off or waiting: so is the rest
                         kept = [entries[i][0] for i in part]
-                        self._settle(run, Settlement(retry=kept, retry_counted=False))
+                        self.settler.settle(run, Settlement(retry=kept, retry_counted=False))
                     else:
                         self._deliver(run, [entries[i] for i in part])
                 return
@@ -365,7 +308,7 @@ class Engine:
         )
         forget = batch_id if marked else ""
         if isinstance(result, NotSent):
-            self._settle(
+            self.settler.settle(
                 run,
                 Settlement(
                     retry=[e[0] for e in entries], retry_counted=False, forget_batch=forget,
@@ -377,148 +320,27 @@ class Engine:
         if isinstance(result, Failed):
             if not result.pause:
                 keep = result.maybe_sent
-                settlement = self._back_off(
+                settlement = self.settler.back_off(
                     run, entries, result.reason, True, None, "" if keep else forget
                 )
             else:
                 settlement = Settlement(
                     retry=[e[0] for e in entries], retry_counted=False, forget_batch=forget,
-                    pause_reason=result.reason, pause_fingerprint=_fingerprint(target),
+                    pause_reason=result.reason, pause_fingerprint=fingerprint(target),
                     last_error=result.reason,
                 )  # fmt: skip
                 run.report.stop(DrainStatus.PAUSED)
-            self._settle(run, settlement)
+            self.settler.settle(run, settlement)
             return
         with run.report._lock:
             run.report.sent += n
             run.report.http_status = result.status
         if result.split and n > 1:
-            self._settle(run, Settlement(forget_batch=forget))
+            self.settler.settle(run, Settlement(forget_batch=forget))
             self._deliver(run, entries[: n // 2])
             self._deliver(run, entries[n // 2 :])
             return
-        self._settle(run, self._settlement(run, entries, result, batch_id, forget))
-
-    # -- verdicts to a settlement ---------------------------------------------------------
-
-    def _settlement(
-        self, run: _Drain, entries: list[Entry], outcome: Outcome, batch_id: str, forget: str
-    ) -> Settlement:
-        name, target = run.target.name, run.target
-        by: dict[Verdict, list[tuple[Entry, str]]] = {v: [] for v in Verdict}
-        taken = outcome.all_delivered  # the common case: no grouping per event
-        for entry, result in () if taken else zip(entries, outcome.results, strict=True):
-            by[result.verdict].append((entry, result.reason))
-        for warning in outcome.warnings:
-            log.warning("destination %s: platform warning: %s", name, warning)
-        retry = by[Verdict.RETRY] + by[Verdict.WAIT]
-        if retry:
-            counted = bool(by[Verdict.RETRY])
-            s = self._back_off(run, [e for e, _ in retry], retry[0][1], counted, outcome, forget)
-        elif by[Verdict.AUTH]:
-            reason = by[Verdict.AUTH][0][1]
-            log.error("destination %s paused: %s", name, reason)
-            s = Settlement(
-                retry=[e[0] for e, _ in by[Verdict.AUTH]], retry_counted=False,
-                pause_reason=reason, pause_fingerprint=_fingerprint(target), last_error=reason,
-                forget_batch=forget,
-            )  # fmt: skip
-            run.report.stop(DrainStatus.PAUSED)
-        else:
-            s = Settlement(forget_batch=forget, failures="reset", retry_counted=False)
-        if by[Verdict.AUTH] and retry:  # both: keep the paused ones too
-            s.retry += [e[0] for e, _ in by[Verdict.AUTH]]
-        s.retry += [e[0] for e, _ in by[Verdict.RESEND] if e[0] not in s.retry]
-        s.acked = [e[0] for e in entries] if taken else [e[0] for e, _ in by[Verdict.DELIVERED]]
-        s.dead += [(e[0], reason, True) for e, reason in by[Verdict.REJECTED]]
-        s.status, s.excerpt, s.warnings = outcome.status, outcome.excerpt, len(outcome.warnings)
-        s.batch_id = batch_id
-        if outcome.job_id is not None and s.acked:
-            s.job_id, s.job_state, s.job_detail = (
-                outcome.job_id,
-                outcome.job_state,
-                outcome.job_detail,
-            )
-            s.job_poll_s = float(getattr(target.table, "job_poll_interval_s", 30.0))
-            s.job_max_age_s = float(getattr(target.table, "job_max_age_s", 86_400.0))
-        return s
-
-    def _back_off(
-        self,
-        run: _Drain,
-        entries: list[Entry],
-        reason: str,
-        counted: bool,
-        outcome: Outcome | None,
-        forget: str,
-    ) -> Settlement:
-        """Retry `entries` later: counted failures back off exponentially with full jitter;
-        throttling waits as long as the platform says, and counts no attempt."""
-        table = run.target.table
-        ceiling = min(table.backoff_cap_s, table.backoff_base_s * 2**run.failures)
-        delay_s = self.rng.uniform(0, ceiling) if counted else min(ceiling, table.backoff_base_s)
-        if outcome is not None and outcome.retry_after_s is not None:
-            delay_s = max(delay_s, outcome.retry_after_s) if counted else outcome.retry_after_s
-        now = self.now_ms()
-        resume_ms = now + int(delay_s * 1000)
-        if outcome is not None and outcome.throttled:
-            Limiter(self.redis, run.target.limits).block_until(resume_ms, outcome.block_scopes)
-        over = [e for e in entries if deadline_ms(table, e) <= resume_ms]
-        ended = f"gave up: the time budget ends before the next try: {reason}"
-        log.warning("destination %s: %s; retrying in %.1fs", run.target.name, reason, delay_s)
-        run.report.stop(DrainStatus.BACKING_OFF, resume_ms)
-        return Settlement(
-            retry=[e[0] for e in entries if e not in over], retry_counted=counted,
-            retry_reason=reason, dead=[(e[0], ended, counted) for e in over],
-            next_at_ms=resume_ms, failures="incr" if counted else "", last_error=reason,
-            forget_batch=forget,
-        )  # fmt: skip
-
-    def _settle(self, run: _Drain, s: Settlement) -> None:
-        target = run.target
-        settling = partial(
-            settle, self.redis, self.settings, target.name, target.destination.platform,
-            run.lease.token, self.consumer, s,
-        )  # fmt: skip
-        try:
-            acked, dead = settling()
-        except FencedError:
-            # The lease may only have run out (this process kept from the CPU past it): if
-            # no other drain has taken it since, it is ours again and nothing was touched.
-            if not run.lease.renew():
-                raise
-            acked, dead = settling()
-        if acked or dead or s.retry:
-            # A line per batch is noise in a text log, but what a log pipeline counts
-            # batches by: JSON logs keep it at INFO (the README promises it there).
-            level = logging.INFO if self.settings.log_format == "json" else logging.DEBUG
-            log.log(
-                level,
-                "destination %s batch %s: %d delivered, %d dead, %d to retry (HTTP %s)",
-                target.name, s.batch_id or "-", acked, dead, len(s.retry), s.status or "-",
-                extra={"destination": target.name, "platform": target.destination.platform,
-                       "batch": s.batch_id, "outcome": _outcome(acked, dead, s), "status": s.status,
-                       "events": acked + dead + len(s.retry)},
-            )  # fmt: skip
-        with run.report._lock:
-            run.report.delivered += acked
-            run.report.dead += dead
-            run.report.retry += len(s.retry)
-
-
-def _outcome(acked: int, dead: int, s: Settlement) -> str:
-    """One word for a settled batch, for the JSON log's `outcome` field."""
-    if s.pause_reason:
-        return "paused"
-    parts = [w for w, n in (("delivered", acked), ("dead", dead), ("retry", len(s.retry))) if n]
-    return "+".join(parts)
-
-
-def _fingerprint(target: Target) -> str:
-    try:
-        return target.destination.fingerprint()
-    except Exception:  # an unset token env var: nothing to compare, stay paused
-        return "unset"
+        self.settler.settle(run, self.settler.settlement(run, entries, result, batch_id, forget))
 
 
 def _parts(adapter: Adapter, payloads: list[bytes]) -> list[list[int]]:

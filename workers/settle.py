@@ -2,12 +2,17 @@
 
 Acknowledging, dead-lettering, counting attempts, recording the platform's job, forgetting
 the unknown-outcome marker, counters, backoff and pause: all or nothing, and nothing at all
-for a drain whose lease has been taken over.
+for a drain whose lease has been taken over. `Settler` turns a batch's outcome (the
+adapter's verdicts, a failed call) into its `Settlement` and applies it.
 """
 
 from __future__ import annotations
 
+import logging
+import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import redis
@@ -15,7 +20,15 @@ import redis
 from dispatcher import keys
 from dispatcher.settings import Settings
 from dispatcher.storage import run
+from workers.adapters import Outcome, Verdict
+from workers.drains import Drain, DrainStatus
+from workers.limiter import Limiter
 from workers.metrics import DELIVERY_BUCKETS
+from workers.request import Target
+from workers.streams import Entry, deadline_ms
+
+# A drain's lines, the settled batches' included, come from one logger, as they always did.
+log = logging.getLogger("workers.engine")
 
 JOB_TTL_S = 7 * 86_400  # how long a job stays visible after its maximum age
 BOUNDS = " ".join(f"{b:g}" for b in DELIVERY_BUCKETS)
@@ -102,3 +115,138 @@ def mark_sending(client: redis.Redis, name: str, token: str, batch_id: str, reco
             token, batch_id, record,
         )
     )  # fmt: skip
+
+
+class Settler:
+    """Judges and settles the batches of one worker process's drains."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        settings: Settings,
+        consumer: str,
+        now_ms: Callable[[], int],
+        rng: random.Random,
+    ) -> None:
+        self.redis, self.settings, self.consumer = client, settings, consumer
+        self.now_ms, self.rng = now_ms, rng
+
+    def settlement(
+        self, run: Drain, entries: list[Entry], outcome: Outcome, batch_id: str, forget: str
+    ) -> Settlement:
+        name, target = run.target.name, run.target
+        by: dict[Verdict, list[tuple[Entry, str]]] = {v: [] for v in Verdict}
+        taken = outcome.all_delivered  # the common case: no grouping per event
+        for entry, result in () if taken else zip(entries, outcome.results, strict=True):
+            by[result.verdict].append((entry, result.reason))
+        for warning in outcome.warnings:
+            log.warning("destination %s: platform warning: %s", name, warning)
+        retry = by[Verdict.RETRY] + by[Verdict.WAIT]
+        if retry:
+            counted = bool(by[Verdict.RETRY])
+            s = self.back_off(run, [e for e, _ in retry], retry[0][1], counted, outcome, forget)
+        elif by[Verdict.AUTH]:
+            reason = by[Verdict.AUTH][0][1]
+            log.error("destination %s paused: %s", name, reason)
+            s = Settlement(
+                retry=[e[0] for e, _ in by[Verdict.AUTH]], retry_counted=False,
+                pause_reason=reason, pause_fingerprint=fingerprint(target), last_error=reason,
+                forget_batch=forget,
+            )  # fmt: skip
+            run.report.stop(DrainStatus.PAUSED)
+        else:
+            s = Settlement(forget_batch=forget, failures="reset", retry_counted=False)
+        if by[Verdict.AUTH] and retry:  # both: keep the paused ones too
+            s.retry += [e[0] for e, _ in by[Verdict.AUTH]]
+        s.retry += [e[0] for e, _ in by[Verdict.RESEND] if e[0] not in s.retry]
+        s.acked = [e[0] for e in entries] if taken else [e[0] for e, _ in by[Verdict.DELIVERED]]
+        s.dead += [(e[0], reason, True) for e, reason in by[Verdict.REJECTED]]
+        s.status, s.excerpt, s.warnings = outcome.status, outcome.excerpt, len(outcome.warnings)
+        s.batch_id = batch_id
+        if outcome.job_id is not None and s.acked:
+            s.job_id, s.job_state, s.job_detail = (
+                outcome.job_id,
+                outcome.job_state,
+                outcome.job_detail,
+            )
+            s.job_poll_s = float(getattr(target.table, "job_poll_interval_s", 30.0))
+            s.job_max_age_s = float(getattr(target.table, "job_max_age_s", 86_400.0))
+        return s
+
+    def back_off(
+        self,
+        run: Drain,
+        entries: list[Entry],
+        reason: str,
+        counted: bool,
+        outcome: Outcome | None,
+        forget: str,
+    ) -> Settlement:
+        """Retry `entries` later: counted failures back off exponentially with full jitter;
+        throttling waits as long as the platform says, and counts no attempt."""
+        table = run.target.table
+        ceiling = min(table.backoff_cap_s, table.backoff_base_s * 2**run.failures)
+        delay_s = self.rng.uniform(0, ceiling) if counted else min(ceiling, table.backoff_base_s)
+        if outcome is not None and outcome.retry_after_s is not None:
+            delay_s = max(delay_s, outcome.retry_after_s) if counted else outcome.retry_after_s
+        now = self.now_ms()
+        resume_ms = now + int(delay_s * 1000)
+        if outcome is not None and outcome.throttled:
+            Limiter(self.redis, run.target.limits).block_until(resume_ms, outcome.block_scopes)
+        over = [e for e in entries if deadline_ms(table, e) <= resume_ms]
+        ended = f"gave up: the time budget ends before the next try: {reason}"
+        log.warning("destination %s: %s; retrying in %.1fs", run.target.name, reason, delay_s)
+        run.report.stop(DrainStatus.BACKING_OFF, resume_ms)
+        return Settlement(
+            retry=[e[0] for e in entries if e not in over], retry_counted=counted,
+            retry_reason=reason, dead=[(e[0], ended, counted) for e in over],
+            next_at_ms=resume_ms, failures="incr" if counted else "", last_error=reason,
+            forget_batch=forget,
+        )  # fmt: skip
+
+    def settle(self, run: Drain, s: Settlement) -> None:
+        target = run.target
+        settling = partial(
+            settle, self.redis, self.settings, target.name, target.destination.platform,
+            run.lease.token, self.consumer, s,
+        )  # fmt: skip
+        try:
+            acked, dead = settling()
+        except FencedError:
+            # The lease may only have run out (this process kept from the CPU past it): if
+            # no other drain has taken it since, it is ours again and nothing was touched.
+            if not run.lease.renew():
+                raise
+            acked, dead = settling()
+        if acked or dead or s.retry:
+            # A line per batch is noise in a text log, but what a log pipeline counts
+            # batches by: JSON logs keep it at INFO (the README promises it there).
+            level = logging.INFO if self.settings.log_format == "json" else logging.DEBUG
+            log.log(
+                level,
+                "destination %s batch %s: %d delivered, %d dead, %d to retry (HTTP %s)",
+                target.name, s.batch_id or "-", acked, dead, len(s.retry), s.status or "-",
+                extra={"destination": target.name, "platform": target.destination.platform,
+                       "batch": s.batch_id, "outcome": _outcome(acked, dead, s), "status": s.status,
+                       "events": acked + dead + len(s.retry)},
+            )  # fmt: skip
+        with run.report._lock:
+            run.report.delivered += acked
+            run.report.dead += dead
+            run.report.retry += len(s.retry)
+
+
+def _outcome(acked: int, dead: int, s: Settlement) -> str:
+    """One word for a settled batch, for the JSON log's `outcome` field."""
+    if s.pause_reason:
+        return "paused"
+    parts = [w for w, n in (("delivered", acked), ("dead", dead), ("retry", len(s.retry))) if n]
+    return "+".join(parts)
+
+
+def fingerprint(target: Target) -> str:
+    """The destination's credentials fingerprint: a pause holds until it changes."""
+    try:
+        return target.destination.fingerprint()
+    except Exception:  # an unset token env var: nothing to compare, stay paused
+        return "unset"

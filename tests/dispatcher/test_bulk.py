@@ -205,7 +205,7 @@ def test_enqueue_conversions_takes_only_an_iterable(dispatcher: Dispatcher, bad:
 def test_a_rule_name_lookup_with_redis_gone_raises_storage_error(settings: Settings) -> None:
     producer = Dispatcher(settings.model_copy(update={"redis_url": "redis://127.0.0.1:9/0"}))
     with pytest.raises(StorageError):
-        producer._rule_urn("li-main", "My rule")
+        producer._rule_names.urn(producer.redis, "li-main", "My rule")
 
 
 @pytest.mark.pipeline

@@ -10,9 +10,10 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from dispatcher.conversion import Conversion, fan_out
+from dispatcher.conversion import Conversion
 from dispatcher.errors import ConfigurationError, FieldError, InvalidEventError
 from dispatcher.events import PlatformEvent
+from dispatcher.fanout import fan_out
 from dispatcher.receipts import BulkReceipt, FanOutReceipt, Receipts
 from dispatcher.settings import Destination, Settings
 from dispatcher.validation import REFUSED, refusal

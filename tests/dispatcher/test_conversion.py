@@ -389,3 +389,23 @@ def test_a_hashed_email_and_phone_are_taken_as_they_are() -> None:
     c = Conversion(event="purchase", happened_at=datetime.now(UTC), email=digest, phone=digest)
     assert (c.email, c.phone) == (digest, digest)
     assert Conversion(event="p", happened_at=datetime.now(UTC), phone="+44 20 7946 0958").phone
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"event_source_url": "https://shop.example/?tel=030/1234567"}, "event_source_url"),
+        ({"subs": {"sub2": "(555) 123-4567"}}, "subs.sub2"),
+        ({"external_id": "555-123-4567"}, "external_id"),
+        ({"contents": [{"id": "sku-1", "name": "call 020 7946 0958"}]}, "contents.0.name"),
+    ],
+)
+def test_a_national_phone_in_a_conversions_free_text_refuses_it_at_once(
+    overrides: dict[str, object], field: str
+) -> None:
+    # Given free text of a Conversion holding a national number (no "+")
+    # When the Conversion is made, Then it is refused naming the field (no destination
+    # quietly skipped, no other destination served with the rest)
+    with pytest.raises(InvalidEventError) as caught:
+        purchase(**overrides)
+    assert caught.value.fields == [field]

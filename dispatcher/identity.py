@@ -217,14 +217,48 @@ _NATIONAL = re.compile(
 _SHAPED = re.compile(r"[ ().\-/]")
 
 
+# A month and year in a run (`03/2024 0042`), and the words that name what a number in
+# free text is when it is not a phone (`SKU 012-345-6789`, `Article 012 345 678`).
+_MONTH_YEAR = re.compile(rf"(?<![0-9]){_MONTH}[/.]{_YEAR}(?![0-9])")
+_ID_LABEL = re.compile(
+    r"(?:\b(?:sku|part|item|art|article|order|invoice|ref|reference|serial|model|no|nr|id"
+    r"|tracking|isbn|ean|upc|gtin|card|code|batch|lot|ticket|account|iban)\.?|#)[\s:.#-]*$",
+    re.IGNORECASE,
+)
+_PHONE_LABEL = re.compile(
+    r"\b(?:tel|tél|phone|mobile|mob|cell|call|fax|whatsapp|contact|telefon|teléfono|телефон)"
+    r"\b[^0-9]{0,12}$",
+    re.IGNORECASE,
+)
+_CODE = re.compile(r"(?=[^ ]*[0-9])(?=[^ ]*[A-Za-z])[A-Za-z0-9]+")  # letters and digits
+
+
 def _national_like(match: re.Match[str]) -> bool:
     number = match.group().split("x")[0].split("ext")[0]
-    digits = len(_NOT_DIGIT.sub("", number))
+    digits = _NOT_DIGIT.sub("", number)
     return (
-        9 <= digits <= 15
+        9 <= len(digits) <= 15
+        and not digits.startswith("000")  # no country code starts with 0: `0000 0000 0000`
         and _SHAPED.search(number.strip()) is not None
         and not _DATE.search(number)
+        and not _MONTH_YEAR.search(number)
+        and (_labelled_phone(match) or not _labelled_id(match))
     )
+
+
+def _labelled_phone(match: re.Match[str]) -> bool:
+    """A word for a phone just before the number (`phone no. 555-123-4567`)."""
+    return _PHONE_LABEL.search(match.string, max(0, match.start() - 24), match.start()) is not None
+
+
+def _labelled_id(match: re.Match[str]) -> bool:
+    """A word for an id just before the number, or a code of letters and digits it ends
+    (`Tracking 1Z 999 AA1 01 2345 6784`)."""
+    before = match.string[max(0, match.start() - 16) : match.start()]
+    if _ID_LABEL.search(before):
+        return True
+    words = before.split()
+    return bool(words) and before[-1:].isspace() and _CODE.fullmatch(words[-1]) is not None
 
 
 def holds_national_phone(text: str) -> bool:

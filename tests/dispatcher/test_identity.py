@@ -68,6 +68,8 @@ NOT_PHONES = [
     "ORD-2024-000123", "batch 2024-000123-45", "550e8400-e29b-41d4-a716-446655440000",
     "ISBN 978-3-16-148410-0", "4111 1111 1111 1111", "a123-456-7890", "123-456-7890b",
     "https://shop.example/p/1234567-89", "v1.0.0-123-456-7890", "0 12 34 56",
+    "SKU 012-345-6789", "Article 012 345 678", "Order #555-123-4567", "Invoice 03/2024 0042",
+    "Gift card 0000 0000 0000", "Tracking 1Z 999 AA1 01 2345 6784",
 ]  # fmt: skip
 
 
@@ -81,6 +83,11 @@ def test_a_national_number_written_as_people_write_one_is_found(number: str) -> 
 def test_ids_dates_amounts_and_addresses_are_not_national_numbers(text: str) -> None:
     assert not identity.holds_national_phone(text)
     assert not identity.whole_national_phone(text)
+
+
+@pytest.mark.parametrize("text", ["phone no. 555-123-4567", "Tel. Nr. 030 1234567"])
+def test_a_word_for_a_phone_outweighs_a_word_for_an_id(text: str) -> None:
+    assert identity.holds_national_phone(text)
 
 
 def test_a_whole_national_number_is_hashed_by_value_as_its_digits() -> None:

@@ -207,7 +207,7 @@ def _holds_phone(text: str) -> bool:
 # a plain digit string is an id, an order number or an amount, never a phone.
 _EXTENSION = r"(?:[ ]?(?:x|ext\.?)[ ]?[0-9]{1,6})?"
 _NATIONAL = re.compile(
-    r"(?<![0-9A-Za-z.,/\-])(?:"
+    r"(?<![0-9A-Za-z.,/\-])(?P<number>"
     r"(?:1[ .\-])?\(?[0-9]{3}\)?[ .\-]?[0-9]{3}[ .\-][0-9]{4}"  # North American
     r"|(?:[0-9]{1,3}[ ]?)?\(0?[0-9]{1,4}\)[ ]?[0-9]{2,4}(?:[ \-]?[0-9]{2,4}){1,3}"  # (area)
     r"|0[0-9]{1,4}(?:[ \-/][0-9]{2,8}){1,4}"  # a trunk 0, groups after it
@@ -234,7 +234,7 @@ _CODE = re.compile(r"(?=[^ ]*[0-9])(?=[^ ]*[A-Za-z])[A-Za-z0-9]+")  # letters an
 
 
 def _national_like(match: re.Match[str]) -> bool:
-    number = match.group().split("x")[0].split("ext")[0]
+    number = match.group("number")  # without its extension
     digits = _NOT_DIGIT.sub("", number)
     return (
         9 <= len(digits) <= 15

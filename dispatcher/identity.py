@@ -178,8 +178,10 @@ def masked(name: str) -> str:
     address or a phone number is `<email address>` or `<phone number>`, so an application
     that logs the error does not log the personal data."""
     kind = personal_kind(name)
-    if kind is None and _NUMBER_ONLY.fullmatch(name) and 7 <= sum(c.isdigit() for c in name) <= 15:
-        kind = "phone"  # `(555) 123-4567`: as a name, a national number is masked too
+    # `(555) 123-4567`: as a name, a national number is masked too (`2024-01-15` is a day)
+    number = _NUMBER_ONLY.fullmatch(name) is not None and not _DATE.search(name)
+    if kind is None and number and 7 <= sum(c.isdigit() for c in name) <= 15:
+        kind = "phone"
     return name if kind is None else f"<{personal_label(kind)}>"
 
 

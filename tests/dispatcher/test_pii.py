@@ -218,6 +218,12 @@ def test_an_error_about_a_dimension_named_by_a_national_number_does_not_repeat_i
     assert redis_client.dbsize() == 0
 
 
+def test_an_error_about_a_dimension_named_by_a_date_names_it(producer: Dispatcher) -> None:
+    with pytest.raises(InvalidEventError) as caught:
+        producer.enqueue({"click_id": "c1", "custom_dimensions": {"2024-01-15": [1]}}, "vn")
+    assert caught.value.fields == ["custom_dimensions.2024-01-15"]
+
+
 @pytest.mark.parametrize(
     ("key", "shown"),
     [

@@ -89,7 +89,9 @@ def run(opts: Options, console: Console, errors: Console | None = None) -> int:
             return 1
         finally:
             _ignore_stop_signals()  # a second Ctrl-C must not cut the cleanup short
-            started, stopping = list(procs.children), time.monotonic()
+            # In the order they stop: the workers' broker, Redis, last.
+            started = sorted(procs.children, key=lambda name: name == "redis")
+            stopping = time.monotonic()
             procs.stop()
             if started and not failed:
                 took = time.monotonic() - stopping

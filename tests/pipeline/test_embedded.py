@@ -182,6 +182,7 @@ def test_sigterm_stops_every_process_it_started(up: Callable[..., Up]) -> None:
     assert run.child.returncode == 128 + signal.SIGTERM, output
     assert "stopping on SIGTERM" in output
     assert "stopped in" in output
+    assert output.split("stopped in")[1].splitlines()[0].endswith(", redis")  # Redis last
     running, stopping = output.split("stopping on")
     assert "to stop" in running.split("\nrunning: ")[1]
     assert "to stop" not in stopping

@@ -38,6 +38,7 @@ from dispatcher.plan import (
     collect_now,
     not_a_conversion,
     one_chunk,
+    one_event,
     plan_conversions,
     route,
     skip_refused,
@@ -74,7 +75,8 @@ class Dispatcher:
     def enqueue(self, event: EventInput, destination: str | None = None) -> Receipt:
         """Validate one event and store it; raises `InvalidEventError` naming bad fields."""
         not_a_conversion(event)
-        return self.enqueue_many([event], destination).receipts[0]
+        with one_event():
+            return self.enqueue_many([event], destination).receipts[0]
 
     def enqueue_conversion(self, conversion: Conversion) -> FanOutReceipt:
         """Store one event for each destination routed for `conversion.event`. Each
@@ -191,7 +193,8 @@ class Dispatcher:
     async def aenqueue(self, event: EventInput, destination: str | None = None) -> Receipt:
         """The asyncio twin of `enqueue`."""
         not_a_conversion(event)
-        return (await self.aenqueue_many([event], destination)).receipts[0]
+        with one_event():
+            return (await self.aenqueue_many([event], destination)).receipts[0]
 
     async def aenqueue_many(
         self,

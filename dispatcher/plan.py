@@ -4,6 +4,8 @@ a call's arguments before any event is read."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from concurrent.futures import Future
@@ -99,6 +101,16 @@ def plan_conversions(
     if errors:
         raise InvalidEventError(errors)
     return plan, fanned
+
+
+@contextlib.contextmanager
+def one_event() -> Iterator[None]:
+    """A call of one event (`enqueue`): its errors name fields without a bulk index."""
+    try:
+        yield
+    except InvalidEventError as exc:
+        errors = [dataclasses.replace(e, index=None) for e in exc.errors]
+        raise InvalidEventError(errors) from None
 
 
 def not_a_conversion(event: object) -> None:

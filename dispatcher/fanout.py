@@ -17,6 +17,7 @@ from dispatcher.conversion import Conversion, Item
 from dispatcher.errors import InvalidEventError
 from dispatcher.events import model_for
 from dispatcher.events.base import PlatformEvent
+from dispatcher.identity import masked
 from dispatcher.settings import Destination, Route, Settings
 from dispatcher.validation import decimal_text
 
@@ -199,7 +200,7 @@ def fan_out(
     skipped: list[tuple[str, str]] = []
     routes = [r for r in settings.routes if r.event == conversion.event]
     if not routes:
-        skipped.append(("*", f"no route takes event {conversion.event!r}"))
+        skipped.append(("*", f"no route takes event {masked(conversion.event)!r}"))
     per_destination = Counter(r.destination for r in routes)
     seen: Counter[str] = Counter()
     for route in routes:

@@ -97,14 +97,20 @@ def hash_name(raw: str) -> str:
 
 # Personal data found by value in free-form fields (docs: "Personal data in free text").
 # Parts bounded (a local part of 64, labels of 63): a long text is searched in linear time.
+# A line break or a space or two around the "@" hides nothing (`jane.doe\n@example.com`).
 _EMAIL_INSIDE = re.compile(
-    r"[^\s@<>\"'(),;:/?&=#%]{1,64}@[^\W_][\w-]{0,62}(?:\.[\w-]{1,63}){0,8}\.[^\W\d_]{2,63}"
+    r"[^\s@<>\"'(),;:/?&=#%]{1,64}[ \t\r\n]{0,2}@[ \t\r\n]{0,2}"
+    r"(?P<domain>[^\W_][\w-]{0,62}(?:\.[\w-]{1,63}){0,8}\.(?P<tld>[^\W\d_]{2,63}))"
 )
+# `product@2x.jpg` (an image for high-density screens), `logo@3x.png`: file names.
+_FILE_TLDS = {"jpg", "jpeg", "png", "gif", "webp", "svg", "avif", "bmp", "ico", "tif", "tiff"}
+_FILE_TLDS |= {"pdf", "css", "js", "json", "html", "htm", "txt", "xml", "heic"}
+_DENSITY = re.compile(r"[0-9]+(?:\.[0-9]+)?x\.", re.IGNORECASE)
 # An international number: "+", a country code (never starting with 0: `+0100` is a time
 # zone), then 7 to 15 digits in all with the usual separators between (spaces, tabs,
 # brackets, dots, slashes, hyphens and dashes).
-_SEPARATOR = r"[ \t().\-/\u2010-\u2015\u2212]"
-_PHONE = re.compile(r"\+[1-9](?:[0-9]|" + _SEPARATOR + r"){5,24}[0-9]")
+_SEPARATOR = r"[ \t().\-/\u00b7\u2010-\u2015\u2212]"
+_PHONE = re.compile(r"\+ ?\(?[1-9](?:[0-9]|" + _SEPARATOR + r"){5,24}[0-9]")
 # A word before the "+" makes it a word's "+" (`spring+sale+20240315` in a URL query, where
 # "+" is a space; `2.4.0-beta+20240115`), unless the word labels a phone (`Tel+44 ...`);
 # letters or digits right after it make it a fragment (`a+1234567b` in base64).
@@ -126,8 +132,10 @@ def visible_text(text: str) -> str:
     plus, digits, at sign), and where a "+" or "@" is left, digits of any script read as
     ASCII digits and invisible characters (zero-width, bidi marks, byte order marks,
     joiners, variation selectors) dropped."""
-    if "%" in text:
-        text = unquote(text)
+    for _ in range(3):  # `%2540`: an escape escaped again, as nested redirect URLs do
+        if "%" not in text or (decoded := unquote(text)) == text:
+            break
+        text = decoded
     if text.isascii():
         return text
     folded = unicodedata.normalize("NFKC", text)
@@ -139,13 +147,42 @@ def visible_text(text: str) -> str:
 def _visible_char(c: str) -> str:
     if c.isascii():
         return c
+    if c in _DOTS:
+        return "."
+    if c in _DASHES:
+        return "-"
     digit = unicodedata.decimal(c, None)
     return c if digit is None else str(digit)
 
 
+_DOTS = {"\u3002", "\uff61"}  # ideographic full stops: a dot in a domain (IDNA)
+_DASHES = {chr(c) for c in range(0x2010, 0x2016)} | {"\u2212"}
+
+
+def readable_text(text: str) -> str:
+    """`visible_text`, and for every non-ASCII text (not only where a "+" or "@" is) digits
+    of any script as ASCII digits, dashes as "-", invisible characters dropped: what the
+    search for national numbers reads."""
+    text = visible_text(text)
+    if text.isascii():
+        return text
+    return "".join(_visible_char(c) for c in text if unicodedata.category(c) not in _HIDDEN)
+
+
+# `+51.5074 -0.1278`, `+40.7128-074.0060/`: signed coordinates, not a number.
+_COORDINATES = re.compile(r"\+[0-9]{1,3}\.[0-9]{3,}[ ,/]*[+\-]?[0-9]{1,3}\.[0-9]{3,}")
+
+
 def _phone_like(match: re.Match[str]) -> bool:
     number = match.group()
-    return 7 <= len(_NOT_DIGIT.sub("", number)) <= 15 and not _DATE.search(number)
+    digits = len(_NOT_DIGIT.sub("", number))
+    # Without a separator, fewer than 9 digits are a signed count (`offset=+1000000`).
+    least = 9 if number[1:].isdigit() else 7
+    return (
+        least <= digits <= 15
+        and not _DATE.search(number)
+        and not _COORDINATES.match(match.string, match.start())
+    )
 
 
 def _plain(text: str) -> bool:
@@ -161,11 +198,15 @@ def personal_kind(text: str) -> str | None:
     if _plain(text):
         return None  # most strings
     value = visible_text(text)
-    if "@" in value and _EMAIL_INSIDE.search(value):
+    if "@" in value and any(not _file_name(m) for m in _EMAIL_INSIDE.finditer(value)):
         return "email"
     if "+" in value and _holds_phone(value):
         return "phone"
     return None
+
+
+def _file_name(match: re.Match[str]) -> bool:
+    return match["tld"].lower() in _FILE_TLDS or _DENSITY.match(match["domain"]) is not None
 
 
 def personal_label(kind: str) -> str:
@@ -177,7 +218,7 @@ def masked(name: str) -> str:
     """`name` (a key the caller made up) as an error may show it: one that holds an email
     address or a phone number is `<email address>` or `<phone number>`, so an application
     that logs the error does not log the personal data."""
-    kind = personal_kind(name)
+    kind = personal_kind(name) or ("phone" if holds_national_phone(name) else None)
     # `(555) 123-4567`: as a name, a national number is masked too (`2024-01-15` is a day)
     number = _NUMBER_ONLY.fullmatch(name) is not None and not _DATE.search(name)
     if kind is None and number and 7 <= sum(c.isdigit() for c in name) <= 15:
@@ -210,8 +251,8 @@ def _holds_phone(text: str) -> bool:
 _EXTENSION = r"(?:[ ]?(?:x|ext\.?)[ ]?[0-9]{1,6})?"
 _NATIONAL = re.compile(
     r"(?<![0-9A-Za-z.,/\-])(?P<number>"
-    r"(?:1[ .\-])?\(?[0-9]{3}\)?[ .\-]?[0-9]{3}[ .\-][0-9]{4}"  # North American
-    r"|(?:[0-9]{1,3}[ ]?)?\(0?[0-9]{1,4}\)[ ]?[0-9]{2,4}(?:[ \-]?[0-9]{2,4}){1,3}"  # (area)
+    r"(?:1[ .\-])?[2-9][0-9]{2}(?P<sep>[.\-])[0-9]{3}(?P=sep)[0-9]{4}"  # North American
+    r"|(?:[0-9]{1,3}[ ]?)?\(0?[0-9]{1,4}\)[ ]?[0-9]{2,4}(?:[ .\-]?[0-9]{2,4}){1,3}"  # (area)
     r"|0[0-9]{1,4}(?:[ \-/][0-9]{2,8}){1,4}"  # a trunk 0, groups after it
     r"|8[ \-]?\(?[0-9]{3}\)?[ \-]?[0-9]{3}[ \-]?[0-9]{2}[ \-]?[0-9]{2}"  # Russian 8
     r")" + _EXTENSION + r"(?![0-9A-Za-z]|[.,/\-][0-9])"
@@ -219,6 +260,14 @@ _NATIONAL = re.compile(
 _SHAPED = re.compile(r"[ ().\-/]")
 
 
+# A day, month and year with spaces (`05 01 2024`), two years (`(1999) 2000`), a unit after
+# it (`250 500 1000 ml`): a date, years, quantities.
+_SPACED_DATE = re.compile(rf"(?<![0-9]){_DAY} {_MONTH} {_YEAR}(?![0-9])")
+_YEARS = re.compile(rf"(?<![0-9]){_YEAR}(?![0-9])")
+_UNIT = re.compile(
+    r"[ ]?(?:ml|cl|l|mm|cm|m|km|g|kg|mg|oz|lb|lbs|gb|mb|kb|tb|px|pcs|pc|sheets|%)\b",
+    re.IGNORECASE,
+)
 # A month and year in a run (`03/2024 0042`), and the words that name what a number in
 # free text is when it is not a phone (`SKU 012-345-6789`, `Article 012 345 678`).
 _MONTH_YEAR = re.compile(rf"(?<![0-9]){_MONTH}[/.]{_YEAR}(?![0-9])")
@@ -244,6 +293,9 @@ def _national_like(match: re.Match[str]) -> bool:
         and _SHAPED.search(number.strip()) is not None
         and not _DATE.search(number)
         and not _MONTH_YEAR.search(number)
+        and not _SPACED_DATE.search(number)
+        and len(_YEARS.findall(number)) < 2
+        and not _UNIT.match(match.string, match.end())
         and (_labelled_phone(match) or not _labelled_id(match))
     )
 
@@ -270,7 +322,9 @@ def holds_national_phone(text: str) -> bool:
     costs too much, so only the fields that take free text ask."""
     if len(text) < 9:
         return False
-    value = visible_text(text) if not text.isascii() or "%" in text else text
+    value = readable_text(text) if not text.isascii() or "%" in text else text
+    if "://" in value:  # in a URL's query a "+" is a space (`?phone=555+123+4567`)
+        value = value.replace("+", "-")
     return any(_national_like(m) for m in _NATIONAL.finditer(value))
 
 
@@ -278,7 +332,7 @@ def whole_national_phone(text: str) -> bool:
     """Whether all of `text` is one national phone number (see `holds_national_phone`)."""
     if len(text) < 9:
         return False
-    value = visible_text(text).strip()
+    value = readable_text(text).strip()
     match = _NATIONAL.fullmatch(value)
     return match is not None and _national_like(match)
 

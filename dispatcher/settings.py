@@ -42,6 +42,7 @@ from dispatcher.destination import (
     route_problem,
 )
 from dispatcher.errors import ConfigurationError, UnknownDestinationError
+from dispatcher.identity import masked
 
 # Destinations and routes are defined in `dispatcher.destination`; they are part of the
 # settings' public surface, so they are importable from here too.
@@ -282,7 +283,7 @@ class Settings(BaseSettings):
         except KeyError:
             known = ", ".join(sorted(self.destinations)) or "none"
             raise UnknownDestinationError(
-                f"unknown destination {name!r} (configured: {known})"
+                f"unknown destination {masked(name)!r} (configured: {known})"
             ) from None
 
     @property

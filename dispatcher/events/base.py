@@ -30,8 +30,8 @@ STRICT = ConfigDict(
     allow_inf_nan=False,
     revalidate_instances="always",
 )
-# A percent-escape of "+" or "@" or of a byte of a non-ASCII character.
-_ESCAPED = re.compile(rb"%(?:2[Bb]|40|[89A-Fa-f][0-9A-Fa-f])")
+# A percent-escape of "+", "@", "%" or of a byte of a non-ASCII character.
+_ESCAPED = re.compile(rb"%(?:2[Bb5]|40|[89A-Fa-f][0-9A-Fa-f])")  # %25: escaped again
 FUTURE_SKEW_MS = 5 * 60 * 1000  # platforms tolerate small clock differences, not more
 IN_FREE_TEXT = "holds {} data in free text: send it in a hashed field instead"
 

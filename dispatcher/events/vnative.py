@@ -47,6 +47,7 @@ from dispatcher.identity import (
     hash_email,
     hash_name,
     hash_phone,
+    holds_national_phone,
     sha256_hex,
 )
 from dispatcher.validation import epoch_seconds
@@ -209,6 +210,8 @@ class VNativeConversion(PlatformEvent):
             try:
                 if not name.strip():
                     raise ValueError("a dimension name must not be empty")
+                if holds_national_phone(name):
+                    raise ValueError("a dimension name must not hold a phone number")
                 if hasher is None and isinstance(raw, str):
                     # Named like anything, holding an email or phone number: hashed too.
                     by_value = hash_by_value(raw)

@@ -93,3 +93,55 @@ def test_a_word_for_a_phone_outweighs_a_word_for_an_id(text: str) -> None:
 def test_a_whole_national_number_is_hashed_by_value_as_its_digits() -> None:
     assert identity.hash_by_value("(555) 123-4567") == identity.sha256_hex("5551234567")
     assert identity.hash_by_value("order 555-123-4567") is None  # not all of it: refused
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("https://x.example/r?next=%2Fok%3Fe%3Djane.doe%2540example.com", "email"),  # twice
+        ("jane.doe@example\u3002com", "email"),  # an ideographic full stop is a dot
+        ("jane.doe\n@example.com", "email"),
+        ("+(44) 20 7946 0958", "phone"),
+        ("+ 44 20 7946 0958", "phone"),
+        ("+44\u00b720\u00b77946\u00b70958", "phone"),  # middle dots
+    ],
+)
+def test_disguised_emails_and_international_numbers_are_found(text: str, kind: str) -> None:
+    assert identity.personal_kind(text) == kind
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "https://cdn.shop.example/img/product@2x.jpg", "logo@3x.png", "+51.5074 -0.1278",
+        "+40.7128-074.0060/", "?offset=+1000000", "score=+1234567", "?sig=%2B1234567%2Fabc",
+    ],
+)  # fmt: skip
+def test_file_names_coordinates_and_signed_counts_are_not_personal(text: str) -> None:
+    assert identity.personal_kind(text) is None
+    assert not identity.holds_national_phone(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "(555) 123-\u200b4567",  # a zero-width space inside
+        "\u0665\u0665\u0665-\u0661\u0662\u0663-\u0664\u0665\u0666\u0667",  # Arabic-Indic digits
+        "Call 555\u2013123\u20134567",  # en dashes
+        "https://shop.example/?phone=555+123+4567",  # "+" is a space in a query
+    ],
+)
+def test_disguised_national_numbers_are_found(text: str) -> None:
+    assert identity.holds_national_phone(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Available in 250 500 1000 ml", "Sizes 100-200-1000", "ISO 100 200 3200",
+        "Delivered 05 01 2024 10:30", "Chapter 1 (1999) 2000 2001",
+        "https://shop.example/?q=red+shoes+size+10",
+    ],
+)  # fmt: skip
+def test_quantities_dates_and_years_are_not_national_numbers(text: str) -> None:
+    assert not identity.holds_national_phone(text)

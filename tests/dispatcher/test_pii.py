@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import redis
 
 from dispatcher import (
+    ConfigurationError,
+    Conversion,
     Destination,
     Dispatcher,
     InvalidEventError,
@@ -397,3 +400,22 @@ def test_ids_and_dates_in_free_text_are_not_taken_for_national_numbers(
     producer.enqueue(event, "vn")
     text = stored_text(redis_client)
     assert all(v in text for v in ("ORD-2024-000123", "2024-01-15 10:30:00", "192.168.100.200"))
+
+
+def test_a_dimension_named_by_a_national_number_is_refused_masked(
+    producer: Dispatcher, redis_client: redis.Redis
+) -> None:
+    with pytest.raises(InvalidEventError) as caught:
+        producer.enqueue({"click_id": "c1", "custom_dimensions": {"call (555) 123-4567": 1}}, "vn")
+    assert caught.value.fields == ["custom_dimensions.<phone number>"]
+    assert "4567" not in str(caught.value)
+    assert redis_client.dbsize() == 0
+
+
+def test_an_email_as_a_destination_or_an_event_name_is_not_repeated(producer: Dispatcher) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        producer.enqueue({"click_id": "c1"}, "jane@example.com")
+    assert "jane" not in str(caught.value)
+    conversion = Conversion(event="jane@example.com", happened_at=datetime.now(UTC))
+    receipt = producer.enqueue_conversion(conversion)
+    assert receipt.skipped == [("*", "no route takes event '<email address>'")]

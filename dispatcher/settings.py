@@ -188,6 +188,12 @@ class Settings(BaseSettings):
     )
     task_time_limit_s: float = Field(default=600.0, gt=0, description="Kills a hung drain.")
     scheduler_tick_s: float = Field(default=0.1, gt=0, description="How often schedulers look.")
+    scheduler_idle_tick_s: float = Field(
+        default=0.5,
+        gt=0,
+        description="How often after 5 s of looks that found nothing due (never later than "
+        "the next due time a look saw).",
+    )
     scheduler_batch: int = Field(default=1000, gt=0, description="Due destinations per look.")
     dispatch_claim_s: float = Field(
         default=5.0, gt=0, description="A sent drain task that has not started by then is resent."

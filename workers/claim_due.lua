@@ -12,7 +12,8 @@
 -- a member of it to remove ('' none: its slot count changed), ARGV[5] how long a renewal
 -- keeps it alive (ms).
 -- Returns, per platform: {claimed destination names, 1 if job tracking is to be sent,
--- live slots (counted only when more than one destination was claimed, else 0)}.
+-- live slots (counted only when more than one destination was claimed, else 0), ms until
+-- the next destination or job poll is due (-1: nothing is scheduled)}.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local limit, claim_ms = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -45,6 +46,14 @@ for p = 1, #KEYS / 4 do
       slots = slots + (tonumber(string.match(m, '^(%d+)|')) or 1)
     end
   end
-  out[p] = {due, track, slots}
+  local next_ms = -1
+  for _, key in ipairs({due_key, jobs_key}) do
+    local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    if first[2] then
+      local wait = math.max(0, tonumber(first[2]) - now)
+      if next_ms < 0 or wait < next_ms then next_ms = wait end
+    end
+  end
+  out[p] = {due, track, slots, next_ms}
 end
 return out

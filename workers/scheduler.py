@@ -32,6 +32,7 @@ TRACK_TASK = "convdispatch.track"
 REDIS_DOWN_WAIT_S = 1.0
 ALIVE_S = 10.0  # a worker whose scheduler has not looked for this long counts no more
 PRESENCE_S = 1.0  # how often a scheduler renews its worker's place in the roll
+IDLE_AFTER_S = 5.0  # looks finding nothing for this long: look every scheduler_idle_tick_s
 
 
 def split(names: list[str], slots: int, max_size: int) -> list[list[str]]:
@@ -87,6 +88,8 @@ class Scheduler:
         self._member = ""
         self._present_at = -PRESENCE_S  # monotonic time of the last renewal in the roll
         self.more = False  # the last tick claimed a full `scheduler_batch` somewhere
+        self.next_due_s = math.inf  # from the last tick: when the next thing is due
+        self._idle_since: float | None = None  # monotonic start of looks finding nothing
         self.keys = [  # one claim call per shard (one on a single node), pipelined
             [
                 k
@@ -127,13 +130,15 @@ class Scheduler:
         failed = next((r for r in replies if isinstance(r, Exception)), None)
         if failed is not None:
             raise failed
-        sent, self.more = 0, False
+        sent, self.more, self.next_due_s = 0, False, math.inf
         for i, platform in enumerate(self.platforms):
             queue = s.queue(platform)
             names: list[str] = []
             slots = 0
             for shard, reply in enumerate(replies):
-                claimed, track, live = cast(list[Any], reply)[i]
+                claimed, track, live, next_ms = cast(list[Any], reply)[i]
+                if int(next_ms) >= 0:
+                    self.next_due_s = min(self.next_due_s, int(next_ms) / 1000)
                 names += [n.decode() for n in claimed]
                 slots = max(slots, int(live))
                 self.more |= len(claimed) >= s.scheduler_batch  # more may be due: look again
@@ -162,10 +167,30 @@ class Scheduler:
                         self._reopen()
                 self._stop.wait(REDIS_DOWN_WAIT_S)
                 continue
-            if not (sent and self.more):
-                # Not at once after sending a few: destinations coming due one by one
-                # then travel as one task per tick, not as a task each.
-                self._stop.wait(self.settings.scheduler_tick_s)
+            wait_s = self.wait_s(sent, time.monotonic())
+            if wait_s:
+                self._stop.wait(wait_s)
+
+    def wait_s(self, sent: int, now: float) -> float:
+        """How long to wait before the next look, after one that sent `sent` destinations.
+
+        At once after a full claim; else a tick: destinations coming due one by one then
+        travel as one task per tick, not as a task each. After `IDLE_AFTER_S` of looks
+        that found nothing, and nothing due within `lease_s` (a drain in progress keeps
+        its destination due that soon), `scheduler_idle_tick_s`, but never past the next
+        due time the last look saw: an idle worker looks a few times a second, not ten,
+        and what it knows is coming is claimed on time; only a destination made due now
+        by a producer (a full batch) may wait up to that long.
+        """
+        s = self.settings
+        if sent or self.next_due_s <= s.lease_s:
+            self._idle_since = None
+            return 0.0 if sent and self.more else s.scheduler_tick_s
+        if self._idle_since is None:
+            self._idle_since = now
+        if now - self._idle_since < IDLE_AFTER_S:
+            return s.scheduler_tick_s
+        return max(s.scheduler_tick_s, min(s.scheduler_idle_tick_s, self.next_due_s))
 
     def _reopen(self) -> None:
         assert self.reopen is not None

@@ -136,3 +136,41 @@ def test_the_roll_is_renewed_once_a_second_not_on_every_look(
     worker.tick()
     # Then its place in the roll was not rewritten (an idle look stays a small read)
     assert redis_client.zscore(keys.schedulers("linkedin"), "1|host-1") == first
+
+
+def test_an_idle_scheduler_looks_less_often_but_never_past_what_it_knows_is_due(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    # Given a scheduler and one destination due in 60 s (backing off, say)
+    worker, _ = scheduler(settings, redis_client, 1, "host-1")
+    redis_client.zadd(keys.due("linkedin"), {"li-later": time.time() * 1000 + 60_000})
+    tick, idle = settings.scheduler_tick_s, settings.scheduler_idle_tick_s
+    # When its looks find nothing, it waits a tick for the first 5 s
+    assert worker.tick() == 0
+    assert 59 < worker.next_due_s <= 60
+    assert worker.wait_s(0, now=100.0) == tick
+    assert worker.wait_s(0, now=104.9) == tick
+    # Then after 5 s of nothing it waits the idle tick
+    assert worker.wait_s(0, now=105.0) == idle
+    # And never past a due time it saw: 0.2 s before the destination is due, 0.2 s
+    redis_client.zadd(keys.due("linkedin"), {"li-later": time.time() * 1000 + 200})
+    assert worker.tick() == 0
+    assert tick <= worker.wait_s(0, now=106.0) <= 0.2
+    # And a look that sends something is back to a tick
+    make_due(redis_client, 1)
+    assert worker.tick() == 1
+    assert worker.wait_s(1, now=107.0) == tick
+    assert worker.wait_s(0, now=108.0) == tick  # the idle time starts again
+
+
+def test_a_drain_in_progress_keeps_the_scheduler_at_its_tick(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    # Given a destination whose drain holds it, due again within its lease (the heartbeat)
+    worker, _ = scheduler(settings, redis_client, 1, "host-1")
+    redis_client.zadd(keys.due("linkedin"), {"li-busy": time.time() * 1000 + 2_000})
+    assert worker.tick() == 0
+    # When looks have found nothing for long
+    worker.wait_s(0, now=0.0)
+    # Then the scheduler still looks every tick, so the drain's next turn is not delayed
+    assert worker.wait_s(0, now=60.0) == settings.scheduler_tick_s

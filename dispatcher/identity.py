@@ -253,8 +253,9 @@ _NATIONAL = re.compile(
     r"(?<![0-9A-Za-z.,/\-])(?P<number>"
     r"(?:1[ .\-])?[2-9][0-9]{2}(?P<sep>[.\-])[0-9]{3}(?P=sep)[0-9]{4}"  # North American
     r"|(?:[0-9]{1,3}[ ]?)?\(0?[0-9]{1,4}\)[ ]?[0-9]{2,4}(?:[ .\-]?[0-9]{2,4}){1,3}"  # (area)
-    r"|0[0-9]{1,4}(?:[ \-/][0-9]{2,8}){1,4}"  # a trunk 0, groups after it
+    r"|0[0-9]{1,4}(?:[ .\-/][0-9]{2,8}){1,4}"  # a trunk 0, groups after it
     r"|8[ \-]?\(?[0-9]{3}\)?[ \-]?[0-9]{3}[ \-]?[0-9]{2}[ \-]?[0-9]{2}"  # Russian 8
+    r"|[0-9]{3}[ \-][0-9]{3}-[0-9]{2}-[0-9]{2}"  # Russian, without the 8: 916 123-45-67
     r")" + _EXTENSION + r"(?![0-9A-Za-z]|[.,/\-][0-9])"
 )
 _SHAPED = re.compile(r"[ ().\-/]")
@@ -315,6 +316,14 @@ def _labelled_id(match: re.Match[str]) -> bool:
     return bool(words) and before[-1:].isspace() and _CODE.fullmatch(words[-1]) is not None
 
 
+# A word for a phone, then 9 to 15 digits written without separators (`Phone: 5551234567`).
+_LABELLED_DIGITS = re.compile(
+    r"\b(?:tel|tél|phone|mobile|mob|cell|call|fax|whatsapp|telefon|teléfono|телефон)\b"
+    r"[^0-9]{0,12}(?<![0-9])[0-9]{9,15}(?![0-9])",
+    re.IGNORECASE,
+)
+
+
 def holds_national_phone(text: str) -> bool:
     """Whether `text` holds a national phone number (no "+": `(555) 123-4567`,
     `020 7946 0958`) anywhere; digits of other scripts and invisible characters are read
@@ -325,7 +334,9 @@ def holds_national_phone(text: str) -> bool:
     value = readable_text(text) if not text.isascii() or "%" in text else text
     if "://" in value:  # in a URL's query a "+" is a space (`?phone=555+123+4567`)
         value = value.replace("+", "-")
-    return any(_national_like(m) for m in _NATIONAL.finditer(value))
+    if any(_national_like(m) for m in _NATIONAL.finditer(value)):
+        return True
+    return _LABELLED_DIGITS.search(value) is not None
 
 
 def whole_national_phone(text: str) -> bool:

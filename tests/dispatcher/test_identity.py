@@ -60,6 +60,7 @@ NATIONAL = [
     "(555) 123-4567", "(591)341-7776", "555.123.4567", "797-386-9073x6625", "1-555-123-4567",
     "206.269.0743 ext. 12", "(0161) 496 0066", "(01632) 960391", "020 7946 0958",
     "04 15 39 15 00", "03662 585178", "030/1234567", "8 (066) 907-43-91", "8 812 415 86 83",
+    "06.12.34.56.78", "916 123-45-67",
     "\uff10\uff12\uff10 7946 0958",  # fullwidth digits
 ]  # fmt: skip
 NOT_PHONES = [
@@ -85,7 +86,9 @@ def test_ids_dates_amounts_and_addresses_are_not_national_numbers(text: str) -> 
     assert not identity.whole_national_phone(text)
 
 
-@pytest.mark.parametrize("text", ["phone no. 555-123-4567", "Tel. Nr. 030 1234567"])
+@pytest.mark.parametrize(
+    "text", ["phone no. 555-123-4567", "Tel. Nr. 030 1234567", "Phone: 5551234567"]
+)
 def test_a_word_for_a_phone_outweighs_a_word_for_an_id(text: str) -> None:
     assert identity.holds_national_phone(text)
 

@@ -60,6 +60,11 @@ _PHONE_WORDS |= {"whatsapp", "telefono", "telefone", "telefon", "handy", "тел
 _PHONE_WORDS |= {"cellphone", "mobilephone", "homephone", "workphone", "phoneno"}
 _PHONE_WORDS |= {"mob", "mobno", "tlf", "cel", "celular", "movil", "telefonnummer"}
 _NUMBER_OF = {"contact", "mobile", "cell", "phone", "tel", "whatsapp", "fax"}  # contact_number
+# Words that make an email or phone word an attribute of it, not the address or number
+# (`phone_model`, `is_mobile`, `mobile_app_version`, `mail_template`, `email_campaign_id`).
+_ATTRIBUTE_WORDS = {"model", "app", "version", "type", "brand", "make", "os", "device"}
+_ATTRIBUTE_WORDS |= {"template", "campaign", "status", "provider", "carrier", "network"}
+_ATTRIBUTE_WORDS |= {"verified", "domain", "format", "count", "is", "has", "test"}
 # Words that are a person's name on their own, in the languages of the usual spellings.
 _NAME_WORDS = {"firstname", "lastname", "surname", "fullname", "givenname", "familyname"}
 _NAME_WORDS |= {"fname", "lname", "forename", "vorname", "nachname", "prenom", "nombre"}
@@ -103,11 +108,12 @@ def personal_hasher(key: str) -> Callable[[str], str] | None:
     words = [w for w in key.split("_") if w and not w.isdigit()]
     if not words:
         return None
-    if _EMAIL_WORDS & set(words) or key.replace("_", "") == "email":
+    attribute = bool(_ATTRIBUTE_WORDS & set(words))  # its value is checked by value still
+    if not attribute and (_EMAIL_WORDS & set(words) or key.replace("_", "") == "email"):
         return hash_email
-    if _PHONE_WORDS & set(words):
+    if not attribute and _PHONE_WORDS & set(words):
         return hash_phone
-    if "number" in words and _NUMBER_OF & set(words):
+    if not attribute and "number" in words and _NUMBER_OF & set(words):
         return hash_phone
     named = _NAME_WORDS & set(words) or "name" in words or words == ["contact", "person"]
     if named and set(words) - _NAME_WORDS - {"name"} <= _PERSON_WORDS:  # no product_name

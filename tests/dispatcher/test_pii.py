@@ -268,6 +268,16 @@ def test_common_spellings_of_personal_dimension_names_are_hashed(
     assert value.replace(" ", "") not in text
 
 
+@pytest.mark.parametrize(
+    "key", ["phone_model", "is_mobile", "mobile_app_version", "mail_template", "email_campaign_id"]
+)
+def test_attributes_of_a_phone_or_an_email_keep_their_values(
+    producer: Dispatcher, redis_client: redis.Redis, key: str
+) -> None:
+    producer.enqueue({"click_id": "c1", "custom_dimensions": {key: "Pixel 8 Pro"}}, "vn")
+    assert "Pixel 8 Pro" in stored_text(redis_client)
+
+
 def test_product_names_and_counts_keep_their_plain_values(
     producer: Dispatcher, redis_client: redis.Redis
 ) -> None:

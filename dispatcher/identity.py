@@ -124,6 +124,9 @@ _DATE = re.compile(
     rf"{_YEAR}[-/.]{_MONTH}[-/.]{_DAY}(?![0-9])|(?<![0-9]){_DAY}[-/.]{_DAY}[-/.]{_YEAR}"
 )
 _HIDDEN = {"Cf", "Mn", "Me"}  # format characters, and marks left after composing
+# Characters that print as nothing although no format category says so: the Braille
+# blank and the Hangul fillers.
+_BLANKS = {"\u2800", "\u115f", "\u1160", "\u3164", "\uffa0"}
 
 
 def visible_text(text: str) -> str:
@@ -141,7 +144,11 @@ def visible_text(text: str) -> str:
     folded = unicodedata.normalize("NFKC", text)
     if "+" not in folded and "@" not in folded:  # no phone or email to find: as it is
         return folded
-    return "".join(_visible_char(c) for c in folded if unicodedata.category(c) not in _HIDDEN)
+    return "".join(_visible_char(c) for c in folded if _shown(c))
+
+
+def _shown(c: str) -> bool:
+    return c not in _BLANKS and unicodedata.category(c) not in _HIDDEN
 
 
 def _visible_char(c: str) -> str:
@@ -166,7 +173,7 @@ def readable_text(text: str) -> str:
     text = visible_text(text)
     if text.isascii():
         return text
-    return "".join(_visible_char(c) for c in text if unicodedata.category(c) not in _HIDDEN)
+    return "".join(_visible_char(c) for c in text if _shown(c))
 
 
 # `+51.5074 -0.1278`, `+40.7128-074.0060/`: signed coordinates, not a number.
@@ -256,6 +263,7 @@ _NATIONAL = re.compile(
     r"|0[0-9]{1,4}(?:[ .\-/][0-9]{2,8}){1,4}"  # a trunk 0, groups after it
     r"|8[ \-]?\(?[0-9]{3}\)?[ \-]?[0-9]{3}[ \-]?[0-9]{2}[ \-]?[0-9]{2}"  # Russian 8
     r"|[0-9]{3}[ \-][0-9]{3}-[0-9]{2}-[0-9]{2}"  # Russian, without the 8: 916 123-45-67
+    r"|1[3-9][0-9](?P<cn>[ \-])[0-9]{4}(?P=cn)[0-9]{4}"  # a Chinese mobile: 138 0013 8000
     r")" + _EXTENSION + r"(?![0-9A-Za-z]|[.,/\-][0-9])"
 )
 _SHAPED = re.compile(r"[ ().\-/]")

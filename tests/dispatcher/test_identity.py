@@ -60,7 +60,7 @@ NATIONAL = [
     "(555) 123-4567", "(591)341-7776", "555.123.4567", "797-386-9073x6625", "1-555-123-4567",
     "206.269.0743 ext. 12", "(0161) 496 0066", "(01632) 960391", "020 7946 0958",
     "04 15 39 15 00", "03662 585178", "030/1234567", "8 (066) 907-43-91", "8 812 415 86 83",
-    "06.12.34.56.78", "916 123-45-67",
+    "06.12.34.56.78", "916 123-45-67", "138 0013 8000",
     "\uff10\uff12\uff10 7946 0958",  # fullwidth digits
 ]  # fmt: skip
 NOT_PHONES = [
@@ -104,6 +104,7 @@ def test_a_whole_national_number_is_hashed_by_value_as_its_digits() -> None:
         ("https://x.example/r?next=%2Fok%3Fe%3Djane.doe%2540example.com", "email"),  # twice
         ("jane.doe@example\u3002com", "email"),  # an ideographic full stop is a dot
         ("jane.doe\n@example.com", "email"),
+        ("jane.doe@\u2800example.com", "email"),  # a Braille blank
         ("+(44) 20 7946 0958", "phone"),
         ("+ 44 20 7946 0958", "phone"),
         ("+44\u00b720\u00b77946\u00b70958", "phone"),  # middle dots

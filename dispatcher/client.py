@@ -81,7 +81,8 @@ class Dispatcher:
     def enqueue_conversion(self, conversion: Conversion) -> FanOutReceipt:
         """Store one event for each destination routed for `conversion.event`. Each
         destination takes its event or, at its backlog cap, is reported in `skipped`."""
-        return self.enqueue_conversions([conversion])[0]
+        with one_event():
+            return self.enqueue_conversions([conversion])[0]
 
     def enqueue_conversions(self, conversions: Iterable[Conversion]) -> list[FanOutReceipt]:
         """`enqueue_conversion` for many (imports, replays), written in chunks."""

@@ -105,7 +105,7 @@ class Conversion(Refusing):
     vnative_click_id: str | None = None
     ip: str | None = None
     user_agent: str | None = None
-    external_id: FreeText | None = Field(
+    external_id: str | None = Field(
         default=None, min_length=1, description="your id of the user (LinkedIn externalIds)"
     )
     company: str | None = Field(default=None, description="LinkedIn userInfo.companyName")

@@ -97,9 +97,10 @@ def hash_name(raw: str) -> str:
 
 # Personal data found by value in free-form fields (docs: "Personal data in free text").
 # Parts bounded (a local part of 64, labels of 63): a long text is searched in linear time.
-# A line break or a space or two around the "@" hides nothing (`jane.doe\n@example.com`).
+# A line break around the "@" hides nothing (`jane.doe\n@example.com`); spaces do
+# (`Available @ Amazon.com` is no address).
 _EMAIL_INSIDE = re.compile(
-    r"[^\s@<>\"'(),;:/?&=#%]{1,64}[ \t\r\n]{0,2}@[ \t\r\n]{0,2}"
+    r"[^\s@<>\"'(),;:/?&=#%]{1,64}[\r\n]{0,2}@[\r\n]{0,2}"
     r"(?P<domain>[^\W_][\w-]{0,62}(?:\.[\w-]{1,63}){0,8}\.(?P<tld>[^\W\d_]{2,63}))"
 )
 # `product@2x.jpg` (an image for high-density screens), `logo@3x.png`: file names.
@@ -176,6 +177,7 @@ def readable_text(text: str) -> str:
     return "".join(_visible_char(c) for c in text if _shown(c))
 
 
+_THOUSANDS = re.compile(r"\+ ?[0-9]{1,3}(?:[ ,][0-9]{3})+")
 # `+51.5074 -0.1278`, `+40.7128-074.0060/`: signed coordinates, not a number.
 _COORDINATES = re.compile(r"\+[0-9]{1,3}\.[0-9]{3,}[ ,/]*[+\-]?[0-9]{1,3}\.[0-9]{3,}")
 
@@ -183,8 +185,11 @@ _COORDINATES = re.compile(r"\+[0-9]{1,3}\.[0-9]{3,}[ ,/]*[+\-]?[0-9]{1,3}\.[0-9]
 def _phone_like(match: re.Match[str]) -> bool:
     number = match.group()
     digits = len(_NOT_DIGIT.sub("", number))
-    # Without a separator, fewer than 9 digits are a signed count (`offset=+1000000`).
-    least = 9 if number[1:].isdigit() else 7
+    # Without a separator, or with a space after the "+", fewer than 9 digits are a signed
+    # count (`offset=+1000000`, `Bonus + 1 000 000`), and so are thousands below 10 digits.
+    least = 9 if number[1:].isdigit() or number.startswith("+ ") else 7
+    if _THOUSANDS.fullmatch(number):
+        least = 10
     return (
         least <= digits <= 15
         and not _DATE.search(number)
@@ -273,6 +278,7 @@ _SHAPED = re.compile(r"[ ().\-/]")
 # it (`250 500 1000 ml`): a date, years, quantities.
 _SPACED_DATE = re.compile(rf"(?<![0-9]){_DAY} {_MONTH} {_YEAR}(?![0-9])")
 _YEARS = re.compile(rf"(?<![0-9]){_YEAR}(?![0-9])")
+_YEAR_IN_BRACKETS = re.compile(rf"\({_YEAR}\)")  # `LEGO Icons (2023) 10294`: no area code
 _UNIT = re.compile(
     r"[ ]?(?:ml|cl|l|mm|cm|m|km|g|kg|mg|oz|lb|lbs|gb|mb|kb|tb|px|pcs|pc|sheets|%)\b",
     re.IGNORECASE,
@@ -280,29 +286,32 @@ _UNIT = re.compile(
 # A month and year in a run (`03/2024 0042`), and the words that name what a number in
 # free text is when it is not a phone (`SKU 012-345-6789`, `Article 012 345 678`).
 _MONTH_YEAR = re.compile(rf"(?<![0-9]){_MONTH}[/.]{_YEAR}(?![0-9])")
+# A label is right before the number: nothing between but punctuation, or a word for
+# "number" (`Order number: 012-345-6789`, `phone no. 555-123-4567`, `?order_id=...`).
+_NUMBER_WORD = r"(?:[\s_.:]*(?:number|num|nummer|no|nr|#)\.?)?[\s:=#._\-]*$"
 _ID_LABEL = re.compile(
-    r"(?:\b(?:sku|part|item|art|article|order|invoice|ref|reference|serial|model|no|nr|id"
-    r"|tracking|isbn|ean|upc|gtin|card|code|batch|lot|ticket|account|iban)\.?|#)[\s:.#-]*$",
+    r"(?:(?<![a-z0-9])(?:sku|part|item|art|article|order|invoice|ref|reference|serial|model"
+    r"|no|nr|id|tracking|isbn|ean|upc|gtin|card|code|batch|lot|ticket|account|iban)|#)"
+    + _NUMBER_WORD,
     re.IGNORECASE,
 )
-_PHONE_LABEL = re.compile(
-    r"\b(?:tel|tél|phone|mobile|mob|cell|call|fax|whatsapp|contact|telefon|teléfono|телефон)"
-    r"\b[^0-9]{0,12}$",
-    re.IGNORECASE,
-)
+_PHONE_WORDS = r"(?:tel|tél|phone|mobile|mob|cell|call|fax|whatsapp|telefon|teléfono|телефон)"
+_PHONE_LABEL = re.compile(r"(?<![a-z0-9])" + _PHONE_WORDS + _NUMBER_WORD, re.IGNORECASE)
 _CODE = re.compile(r"(?=[^ ]*[0-9])(?=[^ ]*[A-Za-z])[A-Za-z0-9]+")  # letters and digits
 
 
 def _national_like(match: re.Match[str]) -> bool:
     number = match.group("number")  # without its extension
+    around = match.string[max(0, match.start() - 6) : match.end()]  # a date begun before
     digits = _NOT_DIGIT.sub("", number)
     return (
         9 <= len(digits) <= 15
         and not digits.startswith("000")  # no country code starts with 0: `0000 0000 0000`
         and _SHAPED.search(number.strip()) is not None
-        and not _DATE.search(number)
-        and not _MONTH_YEAR.search(number)
-        and not _SPACED_DATE.search(number)
+        and not _DATE.search(around)
+        and not _MONTH_YEAR.search(around)
+        and not _SPACED_DATE.search(around)
+        and not _YEAR_IN_BRACKETS.search(number)
         and len(_YEARS.findall(number)) < 2
         and not _UNIT.match(match.string, match.end())
         and (_labelled_phone(match) or not _labelled_id(match))
@@ -326,8 +335,8 @@ def _labelled_id(match: re.Match[str]) -> bool:
 
 # A word for a phone, then 9 to 15 digits written without separators (`Phone: 5551234567`).
 _LABELLED_DIGITS = re.compile(
-    r"\b(?:tel|tél|phone|mobile|mob|cell|call|fax|whatsapp|telefon|teléfono|телефон)\b"
-    r"[^0-9]{0,12}(?<![0-9])[0-9]{9,15}(?![0-9])",
+    r"(?<![a-z0-9/])" + _PHONE_WORDS + r"(?:\s*(?:number|num|no|nr|#)\.?)?[\s:=#.\-]{0,3}"
+    r"(?<![0-9/])[0-9]{9,15}(?![0-9])",
     re.IGNORECASE,
 )
 

@@ -191,6 +191,7 @@ class Settings(BaseSettings):
     scheduler_idle_tick_s: float = Field(
         default=0.5,
         gt=0,
+        le=5.0,  # a worker that looks less than every 10 s drops out of the slot roll
         description="How often after 5 s of looks that found nothing due (never later than "
         "the next due time a look saw).",
     )

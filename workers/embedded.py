@@ -89,8 +89,10 @@ def run(opts: Options, console: Console, errors: Console | None = None) -> int:
             return 1
         finally:
             _ignore_stop_signals()  # a second Ctrl-C must not cut the cleanup short
-            # In the order they stop: the workers' broker, Redis, last.
-            started = sorted(procs.children, key=lambda name: name == "redis")
+            # In the order they stop: the others in reverse start order, Redis (the
+            # workers' broker) last.
+            others = [name for name in reversed(procs.children) if name != "redis"]
+            started = others + [name for name in procs.children if name == "redis"]
             stopping = time.monotonic()
             procs.stop()
             if started and not failed:

@@ -178,9 +178,10 @@ class Scheduler:
         travel as one task per tick, not as a task each. After `IDLE_AFTER_S` of looks
         that found nothing, and nothing due within `lease_s` (a drain in progress keeps
         its destination due that soon), `scheduler_idle_tick_s`, but never past the next
-        due time the last look saw: an idle worker looks a few times a second, not ten,
-        and what it knows is coming is claimed on time; only a destination made due now
-        by a producer (a full batch) may wait up to that long.
+        due time the last look saw nor past its platforms' `max_wait_s`: an idle worker
+        looks a few times a second, not ten, and what it knows is coming is claimed on
+        time; only work made due at once while all was idle (a full batch, a resume, a
+        replay) may wait up to that long.
         """
         s = self.settings
         if sent or self.next_due_s <= s.lease_s:
@@ -190,7 +191,9 @@ class Scheduler:
             self._idle_since = now
         if now - self._idle_since < IDLE_AFTER_S:
             return s.scheduler_tick_s
-        return max(s.scheduler_tick_s, min(s.scheduler_idle_tick_s, self.next_due_s))
+        # A partial batch enqueued meanwhile is due after its platform's `max_wait_s`.
+        idle_s = min(s.scheduler_idle_tick_s, *(s.platform(p).max_wait_s for p in self.platforms))
+        return max(s.scheduler_tick_s, min(idle_s, self.next_due_s))
 
     def _reopen(self) -> None:
         assert self.reopen is not None

@@ -48,6 +48,7 @@ from dispatcher.identity import (
     hash_name,
     hash_phone,
     holds_national_phone,
+    is_email,
     sha256_hex,
 )
 from dispatcher.validation import epoch_seconds
@@ -64,7 +65,7 @@ _NUMBER_OF = {"contact", "mobile", "cell", "phone", "tel", "whatsapp", "fax"}  #
 # (`phone_model`, `is_mobile`, `mobile_app_version`, `mail_template`, `email_campaign_id`).
 _ATTRIBUTE_WORDS = {"model", "app", "version", "type", "brand", "make", "os", "device"}
 _ATTRIBUTE_WORDS |= {"template", "campaign", "status", "provider", "carrier", "network"}
-_ATTRIBUTE_WORDS |= {"verified", "domain", "format", "count", "is", "has", "test"}
+_ATTRIBUTE_WORDS |= {"verified", "domain", "format", "count", "is", "has", "test", "id"}
 # Words that are a person's name on their own, in the languages of the usual spellings.
 _NAME_WORDS = {"firstname", "lastname", "surname", "fullname", "givenname", "familyname"}
 _NAME_WORDS |= {"fname", "lname", "forename", "vorname", "nachname", "prenom", "nombre"}
@@ -80,6 +81,19 @@ _PERSON_WORDS |= {"recipient", "cardholder", "holder", "owner", "payer", "sender
 _PERSON_WORDS |= {"f", "l", "m", "nick", "maiden", "display", "real", "legal", "guest"}
 _PERSON_WORDS |= {"passenger", "patient", "cust", "card", "ship", "bill", "to", "from"}
 _PERSON_WORDS |= {"traveler", "traveller", "applicant", "student", "employee"}
+
+
+def _email_if_one(text: str) -> str:
+    return hash_email(text) if is_email(text.strip().lower()) else text
+
+
+def _phone_if_one(text: str) -> str:
+    digits = sum(c.isdigit() for c in text)
+    return hash_phone(text) if _NUMBER_ONLY.fullmatch(text) and 7 <= digits <= 15 else text
+
+
+_NUMBER_ONLY = re.compile(r"\s*\+?[0-9\s().\-/]+")
+_KEEPING = (_email_if_one, _phone_if_one)  # hash a value of their kind, keep any other
 
 
 def _hash_named(hasher: Callable[[str], str], raw: object) -> str:
@@ -108,13 +122,15 @@ def personal_hasher(key: str) -> Callable[[str], str] | None:
     words = [w for w in key.split("_") if w and not w.isdigit()]
     if not words:
         return None
-    attribute = bool(_ATTRIBUTE_WORDS & set(words))  # its value is checked by value still
-    if not attribute and (_EMAIL_WORDS & set(words) or key.replace("_", "") == "email"):
-        return hash_email
-    if not attribute and _PHONE_WORDS & set(words):
-        return hash_phone
-    if not attribute and "number" in words and _NUMBER_OF & set(words):
-        return hash_phone
+    # `phone_model`: an attribute of a phone, not its number (`device_phone` is one); its
+    # value is hashed still if it is an email or a phone number, else kept.
+    attribute = bool(_ATTRIBUTE_WORDS & set(words)) and words[-1] in _ATTRIBUTE_WORDS
+    if _EMAIL_WORDS & set(words) or key.replace("_", "") == "email":
+        return _email_if_one if attribute else hash_email
+    if _PHONE_WORDS & set(words):
+        return _phone_if_one if attribute else hash_phone
+    if "number" in words and _NUMBER_OF & set(words):
+        return _phone_if_one if attribute else hash_phone
     named = _NAME_WORDS & set(words) or "name" in words or words == ["contact", "person"]
     if named and set(words) - _NAME_WORDS - {"name"} <= _PERSON_WORDS:  # no product_name
         return hash_name
@@ -224,6 +240,10 @@ class VNativeConversion(PlatformEvent):
                     hashed[name] = no_national_phone(raw) if by_value is None else by_value
                 elif hasher is None:
                     hashed[name] = raw
+                elif hasher in _KEEPING:  # a number too: 447700900123 is a phone number
+                    text = raw if isinstance(raw, str) else str(raw) if type(raw) is int else None
+                    kept = raw if text is None else hasher(text)
+                    hashed[name] = raw if kept == text else kept
                 else:
                     hashed[name] = _hash_named(hasher, raw)
             except ValueError as exc:

@@ -396,7 +396,6 @@ def test_a_hashed_email_and_phone_are_taken_as_they_are() -> None:
     [
         ({"event_source_url": "https://shop.example/?tel=030/1234567"}, "event_source_url"),
         ({"subs": {"sub2": "(555) 123-4567"}}, "subs.sub2"),
-        ({"external_id": "555-123-4567"}, "external_id"),
         ({"contents": [{"id": "sku-1", "name": "call 020 7946 0958"}]}, "contents.0.name"),
     ],
 )

@@ -149,3 +149,18 @@ def test_disguised_national_numbers_are_found(text: str) -> None:
 )  # fmt: skip
 def test_quantities_dates_and_years_are_not_national_numbers(text: str) -> None:
     assert not identity.holds_national_phone(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "https://shop.example/phone-cases/123456789", "Cell phone holder 1234567890",
+        "Phone case SKU 012-345-6789", "Contact lenses Ref 012 345 678",
+        "Order number: 012-345-6789", "https://shop.example/?order_id=0123-456-789",
+        "LEGO Icons (2023) 10294 Titanic", "Concert 20 06 2024 19 30",
+        "Available @ Amazon.com", "Bonus + 1 000 000 points", "+1 234 567 points",
+    ],
+)  # fmt: skip
+def test_product_names_urls_and_counts_near_phone_words_are_not_phones(text: str) -> None:
+    assert identity.personal_kind(text) is None
+    assert not identity.holds_national_phone(text)

@@ -269,13 +269,22 @@ def test_common_spellings_of_personal_dimension_names_are_hashed(
 
 
 @pytest.mark.parametrize(
-    "key", ["phone_model", "is_mobile", "mobile_app_version", "mail_template", "email_campaign_id"]
+    "key", ["phone_model", "phone_type", "mobile_app_version", "mail_template", "email_campaign_id"]
 )
 def test_attributes_of_a_phone_or_an_email_keep_their_values(
     producer: Dispatcher, redis_client: redis.Redis, key: str
 ) -> None:
     producer.enqueue({"click_id": "c1", "custom_dimensions": {key: "Pixel 8 Pro"}}, "vn")
     assert "Pixel 8 Pro" in stored_text(redis_client)
+
+
+@pytest.mark.parametrize("key", ["phone_type", "test_phone", "device_phone", "phone_id"])
+def test_a_phone_number_under_an_attribute_or_device_name_is_hashed(
+    producer: Dispatcher, redis_client: redis.Redis, key: str
+) -> None:
+    producer.enqueue({"click_id": "c1", "custom_dimensions": {key: "447700900123"}}, "vn")
+    assert "447700900123" not in stored_text(redis_client)
+    assert hash_phone("447700900123") in stored_text(redis_client)
 
 
 def test_product_names_and_counts_keep_their_plain_values(

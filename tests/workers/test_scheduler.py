@@ -174,3 +174,17 @@ def test_a_drain_in_progress_keeps_the_scheduler_at_its_tick(
     worker.wait_s(0, now=0.0)
     # Then the scheduler still looks every tick, so the drain's next turn is not delayed
     assert worker.wait_s(0, now=60.0) == settings.scheduler_tick_s
+
+
+def test_an_idle_scheduler_never_waits_past_its_platforms_max_wait(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    # Given LinkedIn partial batches that wait at most 0.2 s, and nothing scheduled
+    quick = settings.model_copy(
+        update={"linkedin": settings.linkedin.model_copy(update={"max_wait_s": 0.2})}
+    )
+    worker, _ = scheduler(quick, redis_client, 1, "host-1")
+    assert worker.tick() == 0
+    # When its looks have found nothing for long, Then it still looks every 0.2 s
+    worker.wait_s(0, now=0.0)
+    assert worker.wait_s(0, now=60.0) == 0.2

@@ -231,11 +231,17 @@ def masked(name: str) -> str:
     address or a phone number is `<email address>` or `<phone number>`, so an application
     that logs the error does not log the personal data."""
     kind = personal_kind(name) or ("phone" if holds_national_phone(name) else None)
-    # `(555) 123-4567`: as a name, a national number is masked too (`2024-01-15` is a day)
-    number = _NUMBER_ONLY.fullmatch(name) is not None and not _DATE.search(name)
-    if kind is None and number and 7 <= sum(c.isdigit() for c in name) <= 15:
+    if kind is None and number_like(name):  # as a name, `(555) 123-4567` is masked too
         kind = "phone"
     return name if kind is None else f"<{personal_label(kind)}>"
+
+
+def number_like(text: str) -> bool:
+    """Whether `text` is only a number of 7 to 15 digits (separators and a "+" aside) and
+    no date (`2024-01-15` is a day): what a name or a value named for a phone holds when
+    it holds one."""
+    digits = sum(c.isdigit() for c in text)
+    return 7 <= digits <= 15 and _NUMBER_ONLY.fullmatch(text) is not None and not _DATE.search(text)
 
 
 _NUMBER_ONLY = re.compile(r"[\d\s().+\-/]+")
@@ -348,7 +354,7 @@ def holds_national_phone(text: str) -> bool:
     costs too much, so only the fields that take free text ask."""
     if len(text) < 9:
         return False
-    value = readable_text(text) if not text.isascii() or "%" in text else text
+    value = readable_text(text)
     if "://" in value:  # in a URL's query a "+" is a space (`?phone=555+123+4567`)
         value = value.replace("+", "-")
     if any(_national_like(m) for m in _NATIONAL.finditer(value)):

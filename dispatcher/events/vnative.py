@@ -49,6 +49,7 @@ from dispatcher.identity import (
     hash_phone,
     holds_national_phone,
     is_email,
+    number_like,
     sha256_hex,
 )
 from dispatcher.validation import epoch_seconds
@@ -88,11 +89,9 @@ def _email_if_one(text: str) -> str:
 
 
 def _phone_if_one(text: str) -> str:
-    digits = sum(c.isdigit() for c in text)
-    return hash_phone(text) if _NUMBER_ONLY.fullmatch(text) and 7 <= digits <= 15 else text
+    return hash_phone(text) if number_like(text) else text
 
 
-_NUMBER_ONLY = re.compile(r"\s*\+?[0-9\s().\-/]+")
 _KEEPING = (_email_if_one, _phone_if_one)  # hash a value of their kind, keep any other
 
 

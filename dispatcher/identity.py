@@ -269,15 +269,21 @@ def _holds_phone(text: str) -> bool:
 _EXTENSION = r"(?:[ ]?(?:x|ext\.?)[ ]?[0-9]{1,6})?"
 _NATIONAL = re.compile(
     r"(?<![0-9A-Za-z.,/\-])(?P<number>"
-    r"(?:1[ .\-])?[2-9][0-9]{2}(?P<sep>[.\-])[0-9]{3}(?P=sep)[0-9]{4}"  # North American
-    r"|(?:[0-9]{1,3}[ ]?)?\(0?[0-9]{1,4}\)[ ]?[0-9]{2,4}(?:[ .\-]?[0-9]{2,4}){1,3}"  # (area)
+    r"(?:1[ .\-])?[0-9]{3}(?P<sep>[.\-])[0-9]{3}(?P=sep)[0-9]{4}"  # North American
+    r"|(?:1 )?[2-9][0-9]{2} [0-9]{3} [0-9]{4}"  # North American with spaces: 555 123 4567
+    r"|(?:[0-9]{1,3}[ ]?)?\(0?[0-9]{1,4}\)[ .\-]?[0-9]{2,4}(?:[ .\-]?[0-9]{2,4}){1,3}"  # (area)
     r"|0[0-9]{1,4}(?:[ .\-/][0-9]{2,8}){1,4}"  # a trunk 0, groups after it
     r"|8[ \-]?\(?[0-9]{3}\)?[ \-]?[0-9]{3}[ \-]?[0-9]{2}[ \-]?[0-9]{2}"  # Russian 8
     r"|[0-9]{3}[ \-][0-9]{3}-[0-9]{2}-[0-9]{2}"  # Russian, without the 8: 916 123-45-67
     r"|1[3-9][0-9](?P<cn>[ \-])[0-9]{4}(?P=cn)[0-9]{4}"  # a Chinese mobile: 138 0013 8000
+    r"|[1-9][0-9][ \-]9?[0-9]{4}-[0-9]{4}"  # Brazil, Japan: 11 91234-5678, 75-6508-8995
+    r"|[5-9][0-9]{2} [0-9]{3} [0-9]{3}"  # a Spanish or Polish mobile: 612 345 678
+    r"|[1-9][0-9] [0-9]{3} [0-9]{2} [0-9]{2}"  # a Polish landline: 22 657 07 04
+    r"|[6-9][0-9]{4} [0-9]{5}"  # an Indian mobile: 98765 43210
     r")" + _EXTENSION + r"(?![0-9A-Za-z]|[.,/\-][0-9])"
 )
 _SHAPED = re.compile(r"[ ().\-/]")
+_GROUPS = re.compile(r"[0-9]{2,}")  # all ending in 0 (`200 400 3200`): quantities
 
 
 # A day, month and year with spaces (`05 01 2024`), two years (`(1999) 2000`), a unit after
@@ -320,6 +326,7 @@ def _national_like(match: re.Match[str]) -> bool:
         and not _YEAR_IN_BRACKETS.search(number)
         and len(_YEARS.findall(number)) < 2
         and not _UNIT.match(match.string, match.end())
+        and not all(group.endswith("0") for group in _GROUPS.findall(number))
         and (_labelled_phone(match) or not _labelled_id(match))
     )
 

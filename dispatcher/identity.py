@@ -369,6 +369,47 @@ def holds_national_phone(text: str) -> bool:
     return _LABELLED_DIGITS.search(value) is not None
 
 
+# For a search of a whole serialised event: digits become "0", the separators a national
+# number uses "-" and every other byte "x", so `bytes.find` finds runs at C speed.
+_RUNS = bytes(48 if 48 <= b <= 57 else 45 if b in b" ().-/" else 120 for b in range(256))
+
+
+def national_phone_in_json(body: bytes) -> bool:
+    """Whether some string of the serialised event `body` may hold a national phone number
+    (true for every one that does; rarely true for one that does not): only a run of
+    digits and separators with 9 digits and a separator before 2 of them has
+    `holds_national_phone` asked about it and its labels. Hex digests, UUIDs, epoch
+    times, amounts and IP addresses cost one `translate` and a few `find`s (~1 µs)."""
+    if not body.isascii():
+        body = readable_text(body.decode()).encode()
+    runs = body.translate(_RUNS)
+    at = runs.find(b"-00")  # every national number has a group of 2 digits after a separator
+    while at != -1:
+        start = runs.rfind(b"x", 0, at) + 1
+        end = runs.find(b"x", at)
+        end = len(runs) if end == -1 else end
+        if (
+            runs.count(b"0", start, end) >= 9
+            and _may_start(body, start, end)
+            and holds_national_phone(body[max(0, start - 30) : end + 12].decode())
+        ):
+            return True  # (read with a label before it and an extension after it)
+        at = runs.find(b"-00", end)
+    return False
+
+
+def _may_start(body: bytes, start: int, end: int) -> bool:
+    """Whether a number can begin in the run `body[start:end]`: glued to a letter or digit
+    before it (`…-a716-446655440000` of a UUID) only after a space or bracket inside the
+    run, or right after a word for a phone (`tel-5551234567`)."""
+    if start == 0 or not body[start - 1 : start].isalnum():
+        return True
+    run = body[start:end]
+    if b" " in run or b"(" in run or b")" in run:
+        return True
+    return body[max(0, start - 8) : start].decode().lower().endswith(_PHONE_LABELS)
+
+
 def whole_national_phone(text: str) -> bool:
     """Whether all of `text` is one national phone number (see `holds_national_phone`)."""
     if len(text) < 9:

@@ -14,7 +14,13 @@ from pydantic import AfterValidator, ConfigDict
 from pydantic_core import PydanticCustomError
 
 from dispatcher.errors import FieldError, InvalidEventError
-from dispatcher.identity import holds_national_phone, masked, personal_kind, personal_label
+from dispatcher.identity import (
+    holds_national_phone,
+    masked,
+    national_phone_in_json,
+    personal_kind,
+    personal_label,
+)
 from dispatcher.validation import Refusing
 
 if TYPE_CHECKING:
@@ -44,10 +50,10 @@ def no_national_phone(value: str) -> str:
     return value
 
 
-# Text the caller writes freely (a product name, a search, a page's URL, a note). The
-# search of the whole body in `to_payload` finds emails and international numbers: their
-# "@" and "+" make it cheap. A national number has no such sign, so only these fields
-# look for one, and only when they are set.
+# Text the caller writes freely (a product name, a search, a page's URL, a note): it is
+# searched for a national number as it is validated, so the error names the caller's own
+# field (a Conversion's `contents.0.name`). The search of the whole body in `to_payload`
+# finds emails, international numbers and national numbers in every other field.
 FreeText = Annotated[str, AfterValidator(no_national_phone)]
 
 
@@ -108,6 +114,8 @@ class PlatformEvent(Refusing):
             # One search of the whole text (a match in a string is one in the text); only
             # a match costs the walk that names the fields.
             refuse_personal_text(json.loads(body))
+        elif national_phone_in_json(body):  # a national number in any field, ids included
+            refuse_personal_text(json.loads(body))
         event_id = self.given_event_id()
         if event_id is not None:
             return event_id, body
@@ -148,6 +156,8 @@ def not_personal(value: str | None) -> str | None:
     """A field validator for text that is stored but not sent (an event id of a platform
     without one): the free-text check of `to_payload` never sees it, so it is here."""
     kind = None if value is None else personal_kind(value)
+    if value is not None and kind is None and holds_national_phone(value):
+        kind = "phone"
     if kind:
         raise ValueError(f"holds {kind} data: an event id must not carry personal data")
     return value
@@ -166,7 +176,7 @@ def refuse_personal_text(payload: object) -> None:
 
 def _personal_strings(value: object, path: str) -> Iterator[tuple[str, str]]:
     if isinstance(value, str):
-        kind = personal_kind(value)
+        kind = personal_kind(value) or ("phone" if holds_national_phone(value) else None)
         if kind:
             yield path or "event", personal_label(kind)
     elif isinstance(value, dict):

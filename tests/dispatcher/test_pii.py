@@ -21,6 +21,7 @@ from dispatcher import (
     Settings,
     VNativeConversion,
     YandexOfflineConversion,
+    keys,
 )
 from dispatcher.identity import hash_phone
 
@@ -400,6 +401,49 @@ def test_a_national_phone_number_in_free_text_is_refused_naming_the_field(
     assert "123" not in str(caught.value)
     assert "7946" not in str(caught.value)
     assert redis_client.dbsize() == 0
+
+
+def yandex(**fields: Any) -> dict[str, Any]:
+    return {"ClientId": "123.456", "Target": "paid", "DateTime": int(time.time()) - 60, **fields}
+
+
+@pytest.mark.parametrize(
+    ("platform", "event", "field"),
+    [
+        ("vn", {"click_id": "(555) 123-4567"}, "click_id"),
+        ("pin", pinterest(partner_name="call 555-123-4567"), "partner_name"),
+        ("pin", pinterest(event_id="020 7946 0958"), "event_id"),
+        ("pin", {**pinterest(), "user_data": {**pinterest()["user_data"],
+                 "client_user_agent": "Mozilla/5.0 tel-5551234567"}},
+         "user_data.client_user_agent"),
+        ("ym", yandex(Target="ring 98765 43210"), "Target"),
+        ("li", {**linkedin(), "eventId": "555.123.4567"}, "eventId"),
+    ],
+)  # fmt: skip
+def test_a_national_phone_number_in_any_other_field_is_refused_naming_it(
+    producer: Dispatcher, redis_client: redis.Redis, platform: str, event: Any, field: str
+) -> None:
+    # Given a national number in a field that is not free text (an id, a user agent, a goal)
+    with pytest.raises(InvalidEventError) as caught:
+        producer.enqueue(event, platform)
+    # Then the search of the whole serialised event finds it and names the field
+    assert caught.value.fields == [field]
+    assert redis_client.dbsize() == 0
+
+
+def test_uuids_addresses_and_client_ids_are_not_taken_for_national_numbers(
+    producer: Dispatcher, redis_client: redis.Redis
+) -> None:
+    uuid = "550e8400-e29b-41d4-a716-446655440000"
+    ua = "Mozilla/5.0 (Linux; Android 14) AppleWebKit/537.36 Chrome/119.0.6045.163 Mobile"
+    producer.enqueue({**pinterest(event_id=uuid), "user_data": {
+        "em": ["a@b.example"], "client_ip_address": "2001:db8::1", "client_user_agent": ua}},
+        "pin")  # fmt: skip
+    producer.enqueue(yandex(ClientId="1733300000123456789"), "ym")
+    producer.enqueue({**linkedin(), "eventId": "ORD-2024-000123-45"}, "li")
+    assert redis_client.xlen(keys.stream("pin")) == 1
+    assert redis_client.xlen(keys.stream("ym")) == 1
+    assert redis_client.xlen(keys.stream("li")) == 1
 
 
 def test_a_dimension_that_is_a_national_number_is_hashed_the_phone_way(

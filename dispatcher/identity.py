@@ -116,9 +116,11 @@ _PHONE = re.compile(r"\+ ?\(?[1-9](?:[0-9]|" + _SEPARATOR + r"){5,24}[0-9]")
 # "+" is a space; `2.4.0-beta+20240115`), unless the word labels a phone (`Tel+44 ...`);
 # letters or digits right after it make it a fragment (`a+1234567b` in base64).
 _PHONE_AT = re.compile(_PHONE.pattern + r"(?![0-9A-Za-z])")
-# Words that label a phone glued to its "+" (Tel+44, Telefon+49, Ph+44, Tlf+47, Tél+33).
-_PHONE_LABELS: tuple[str, ...] = ("tel", "tél", "fon", "phone", "ph", "tlf", "mobile", "mobil")
-_PHONE_LABELS += ("mob", "móvil", "movil", "cell", "fax", "whatsapp", "handy", "тел")
+# Words that label a phone, glued to its "+" (Tel+44, Telefon+49, Ph+44, Tlf+47, Tél+33)
+# or before a national number (`phone no. 555-123-4567`, `Handy 0171 1234567`).
+_PHONE_LABELS: tuple[str, ...] = ("telephone", "telefon", "teléfono", "телефон", "tel", "tél")
+_PHONE_LABELS += ("phone", "ph", "tlf", "fon", "mobile", "mobil", "mob", "móvil", "movil")
+_PHONE_LABELS += ("cell", "call", "fax", "whatsapp", "handy", "тел")
 _DAY, _MONTH, _YEAR = r"(?:0?[1-9]|[12][0-9]|3[01])", r"(?:0?[1-9]|1[0-2])", r"(?:19|20)[0-9]{2}"
 # A date inside a "+" run makes it no phone (`Bundle +2 2024/01/15`, `+1 12/31/2024`).
 _DATE = re.compile(
@@ -307,7 +309,7 @@ _ID_LABEL = re.compile(
     + _NUMBER_WORD,
     re.IGNORECASE,
 )
-_PHONE_WORDS = r"(?:tel|tél|phone|mobile|mob|cell|call|fax|whatsapp|telefon|teléfono|телефон)"
+_PHONE_WORDS = "(?:" + "|".join(sorted(_PHONE_LABELS, key=len, reverse=True)) + ")"
 _PHONE_LABEL = re.compile(r"(?<![a-z0-9])" + _PHONE_WORDS + _NUMBER_WORD, re.IGNORECASE)
 _CODE = re.compile(r"(?=[^ ]*[0-9])(?=[^ ]*[A-Za-z])[A-Za-z0-9]+")  # letters and digits
 

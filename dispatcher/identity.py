@@ -393,7 +393,7 @@ def national_phone_in_json(body: bytes) -> bool:
         if (
             runs.count(b"0", start, end) >= 9
             and _may_start(body, start, end)
-            and holds_national_phone(body[max(0, start - 30) : end + 12].decode())
+            and holds_national_phone(body[max(0, start - 30) : end + 12].decode(errors="ignore"))
         ):
             return True  # (read with a label before it and an extension after it)
         at = runs.find(b"-00", end)
@@ -409,7 +409,8 @@ def _may_start(body: bytes, start: int, end: int) -> bool:
     run = body[start:end]
     if b" " in run or b"(" in run or b")" in run:
         return True
-    return body[max(0, start - 8) : start].decode().lower().endswith(_PHONE_LABELS)
+    label = body[max(0, start - 8) : start].decode(errors="ignore")  # may cut a character
+    return label.lower().endswith(_PHONE_LABELS)
 
 
 def whole_national_phone(text: str) -> bool:

@@ -57,7 +57,7 @@ VALID: dict[str, dict[str, Any]] = {
 # Non-ASCII digits, near-currencies, a bidi "email", raw personal data, a huge string.
 TRICKY = ["", " ", "\u0661\u0662\u0663", "\uff11\uff12", "EU1", "U$D", "12A"]
 TRICKY += ["\u202e@\u202e.\u202e", "jane@example.com", "+44 20 7946 0958", "x" * 5000]
-TRICKY += ["urn:lla:llaPartnerConversion:\u0663\u0664"]
+TRICKY += ["urn:lla:llaPartnerConversion:\u0663\u0664", "é" * 15 + "a (555) 123-4567"]
 NASTY = st.one_of(
     st.none(),
     st.booleans(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pytest
 
@@ -167,3 +168,11 @@ def test_quantities_dates_and_years_are_not_national_numbers(text: str) -> None:
 def test_product_names_urls_and_counts_near_phone_words_are_not_phones(text: str) -> None:
     assert identity.personal_kind(text) is None
     assert not identity.holds_national_phone(text)
+
+
+def test_the_search_of_a_serialised_event_reads_text_around_a_cut_character() -> None:
+    # 30 bytes before the number end inside a two-byte "é": the window must still decode
+    body = json.dumps({"t": "é" * 20 + "a 555-123-4567"}, ensure_ascii=False).encode()
+    assert identity.national_phone_in_json(body)
+    uuid = json.dumps({"id": "é" * 20 + "550e8400-e29b-41d4-a716-446655440000"}).encode()
+    assert not identity.national_phone_in_json(uuid)

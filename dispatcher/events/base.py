@@ -14,13 +14,8 @@ from pydantic import AfterValidator, ConfigDict
 from pydantic_core import PydanticCustomError
 
 from dispatcher.errors import FieldError, InvalidEventError
-from dispatcher.identity import (
-    holds_national_phone,
-    masked,
-    national_phone_in_json,
-    personal_kind,
-    personal_label,
-)
+from dispatcher.identity import masked, personal_kind, personal_label
+from dispatcher.national import holds_national_phone, national_phone_in_json
 from dispatcher.validation import Refusing
 
 if TYPE_CHECKING:

@@ -47,11 +47,11 @@ from dispatcher.identity import (
     hash_email,
     hash_name,
     hash_phone,
-    holds_national_phone,
     is_email,
     number_like,
     sha256_hex,
 )
+from dispatcher.national import holds_national_phone
 from dispatcher.validation import epoch_seconds
 
 # Dimension names (compared after `dimension_key`) whose values are personal data, and how

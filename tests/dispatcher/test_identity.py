@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from dispatcher import identity
+from dispatcher import identity, national
 from dispatcher.identity import hash_email, hash_name, hash_phone, is_sha256
 
 
@@ -80,21 +80,21 @@ NOT_PHONES = [
 
 @pytest.mark.parametrize("number", NATIONAL)
 def test_a_national_number_written_as_people_write_one_is_found(number: str) -> None:
-    assert identity.whole_national_phone(number)
-    assert identity.holds_national_phone(f"call {number} after five")
+    assert national.whole_national_phone(number)
+    assert national.holds_national_phone(f"call {number} after five")
 
 
 @pytest.mark.parametrize("text", NOT_PHONES)
 def test_ids_dates_amounts_and_addresses_are_not_national_numbers(text: str) -> None:
-    assert not identity.holds_national_phone(text)
-    assert not identity.whole_national_phone(text)
+    assert not national.holds_national_phone(text)
+    assert not national.whole_national_phone(text)
 
 
 @pytest.mark.parametrize(
     "text", ["phone no. 555-123-4567", "Tel. Nr. 030 1234567", "Phone: 5551234567"]
 )
 def test_a_word_for_a_phone_outweighs_a_word_for_an_id(text: str) -> None:
-    assert identity.holds_national_phone(text)
+    assert national.holds_national_phone(text)
 
 
 def test_a_whole_national_number_is_hashed_by_value_as_its_digits() -> None:
@@ -127,7 +127,7 @@ def test_disguised_emails_and_international_numbers_are_found(text: str, kind: s
 )  # fmt: skip
 def test_file_names_coordinates_and_signed_counts_are_not_personal(text: str) -> None:
     assert identity.personal_kind(text) is None
-    assert not identity.holds_national_phone(text)
+    assert not national.holds_national_phone(text)
 
 
 @pytest.mark.parametrize(
@@ -140,7 +140,7 @@ def test_file_names_coordinates_and_signed_counts_are_not_personal(text: str) ->
     ],
 )
 def test_disguised_national_numbers_are_found(text: str) -> None:
-    assert identity.holds_national_phone(text)
+    assert national.holds_national_phone(text)
 
 
 @pytest.mark.parametrize(
@@ -152,7 +152,7 @@ def test_disguised_national_numbers_are_found(text: str) -> None:
     ],
 )  # fmt: skip
 def test_quantities_dates_and_years_are_not_national_numbers(text: str) -> None:
-    assert not identity.holds_national_phone(text)
+    assert not national.holds_national_phone(text)
 
 
 @pytest.mark.parametrize(
@@ -167,12 +167,62 @@ def test_quantities_dates_and_years_are_not_national_numbers(text: str) -> None:
 )  # fmt: skip
 def test_product_names_urls_and_counts_near_phone_words_are_not_phones(text: str) -> None:
     assert identity.personal_kind(text) is None
-    assert not identity.holds_national_phone(text)
+    assert not national.holds_national_phone(text)
 
 
 def test_the_search_of_a_serialised_event_reads_text_around_a_cut_character() -> None:
     # 30 bytes before the number end inside a two-byte "é": the window must still decode
     body = json.dumps({"t": "é" * 20 + "a 555-123-4567"}, ensure_ascii=False).encode()
-    assert identity.national_phone_in_json(body)
+    assert national.national_phone_in_json(body)
     uuid = json.dumps({"id": "é" * 20 + "550e8400-e29b-41d4-a716-446655440000"}).encode()
-    assert not identity.national_phone_in_json(uuid)
+    assert not national.national_phone_in_json(uuid)
+
+
+FOUND_IN_ANY_FIELD = [
+    *NATIONAL, "Phone:5551234567", "tel:07700900123", "phone=5551234567", "Phone5551234567",
+    "phone no-5551234567", "Tel nr.5551234567", "teléfono:5551234567",
+    "\uff34\uff45\uff4c\uff1a\uff15\uff15\uff15\uff11\uff12\uff13\uff14\uff15\uff16\uff17",
+    "tel\u200b5551234567", "https://x.example/?phone=555+123+4567",
+    "https://x.example/?p=555%20123%204567", "https://x.example/?q=Phone%205551234567",
+    "\u0665\u0665\u0665-\u0661\u0662\u0663-\u0664\u0665\u0666\u0667", "x 555-123-4567 y",
+    "\u0442\u0435\u043b\u0435\u0444\u043e\u043d 5551234567", "Phone: 020 7930 4830",
+]  # fmt: skip
+
+
+def json_body(text: str) -> bytes:
+    event = {"event_time": 1796409296, "ip": "203.0.113.195", "id": text, "ClientId":
+             "1733300000.123456789", "em": identity.sha256_hex("a@b.example")}  # fmt: skip
+    return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+@pytest.mark.parametrize("text", FOUND_IN_ANY_FIELD)
+def test_the_search_of_a_serialised_event_finds_what_a_string_search_finds(text: str) -> None:
+    assert national.holds_national_phone(text)
+    assert national.national_phone_in_json(json_body(text))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        *NOT_PHONES, "550e8400-e29b-41d4-a716-446655440000", "2001:db8::8a2e:370:7334",
+        "Mozilla/5.0 (X11; Linux x86_64) Chrome/120.0.6099.144 Safari/537.36",
+        "192.168.100.200", "01ARZ3NDEKTSV4RRFFQ69G5FAV", "PO 123-456-7890",
+        "Bestellnr. 555-123-4567", "\u0417\u0430\u043a\u0430\u0437 555-123-4567",
+        "Commande n\u00b0 555-123-4567", "PH 0123456789", "FON 123456789",
+    ],
+)  # fmt: skip
+def test_ids_addresses_and_versions_in_a_serialised_event_are_no_phones(text: str) -> None:
+    assert not national.holds_national_phone(text)
+    assert not national.national_phone_in_json(json_body(text))
+
+
+@pytest.mark.parametrize(
+    "number", ["020 7930 4830", "98760 43210", "800-550-0100", "tel 1-800-300-3000"]
+)
+def test_numbers_with_round_groups_are_phones_unless_all_are_hundreds(number: str) -> None:
+    assert national.holds_national_phone(number)
+
+
+def test_a_word_ending_in_a_phone_word_is_no_label() -> None:
+    assert identity.personal_kind("recall+1 234 567 890") is None
+    assert identity.personal_kind("call+1 234 567 890") == "phone"

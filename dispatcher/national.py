@@ -1,0 +1,235 @@
+"""National phone numbers (no "+") in text: the shapes people write them in, what reads
+like one and is not, and the search of a whole serialised event for one."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import unquote_to_bytes
+
+from dispatcher.reading import (
+    DATE,
+    DAY,
+    MONTH,
+    PHONE_WORD_LABELS,
+    YEAR,
+    readable_text,
+    reads_differently_pattern,
+)
+
+_NOT_DIGIT = re.compile(r"[^0-9]")
+
+
+# A national number, written without "+" the way people write one: `(555) 123-4567`,
+# `555.123.4567`, `1-555-123-4567`, `(0161) 496 0066`, `020 7946 0958`, `04 15 39 15 00`,
+# `8 (066) 907-43-91`, with an extension after it (`x123`, `ext. 12`). Only these shapes:
+# a plain digit string is an id, an order number or an amount, never a phone.
+_EXTENSION = r"(?:[ ]?(?:x|ext\.?)[ ]?[0-9]{1,6})?"
+_NATIONAL = re.compile(
+    r"(?<![0-9A-Za-z.,/\-])(?P<number>"
+    r"(?:1[ .\-])?[0-9]{3}(?P<sep>[.\-])[0-9]{3}(?P=sep)[0-9]{4}"  # North American
+    r"|(?:1 )?[2-9][0-9]{2} [0-9]{3} [0-9]{4}"  # North American with spaces: 555 123 4567
+    r"|(?:[0-9]{1,3}[ ]?)?\(0?[0-9]{1,4}\)[ .\-]?[0-9]{2,4}(?:[ .\-]?[0-9]{2,4}){1,3}"  # (area)
+    r"|0[0-9]{1,4}(?:[ .\-/][0-9]{2,8}){1,4}"  # a trunk 0, groups after it
+    r"|8[ \-]?\(?[0-9]{3}\)?[ \-]?[0-9]{3}[ \-]?[0-9]{2}[ \-]?[0-9]{2}"  # Russian 8
+    r"|[0-9]{3}[ \-][0-9]{3}-[0-9]{2}-[0-9]{2}"  # Russian, without the 8: 916 123-45-67
+    r"|1[3-9][0-9](?P<cn>[ \-])[0-9]{4}(?P=cn)[0-9]{4}"  # a Chinese mobile: 138 0013 8000
+    r"|[1-9][0-9][ \-]9?[0-9]{4}-[0-9]{4}"  # Brazil, Japan: 11 91234-5678, 75-6508-8995
+    r"|[5-9][0-9]{2} [0-9]{3} [0-9]{3}"  # a Spanish or Polish mobile: 612 345 678
+    r"|[1-9][0-9] [0-9]{3} [0-9]{2} [0-9]{2}"  # a Polish landline: 22 657 07 04
+    r"|[6-9][0-9]{4} [0-9]{5}"  # an Indian mobile: 98765 43210
+    r")" + _EXTENSION + r"(?![0-9A-Za-z]|[.,/\-][0-9])"
+)
+_SHAPED = re.compile(r"[ ().\-/]")
+_GROUPS = re.compile(r"[0-9]{2,}")
+
+
+def _round(number: str) -> bool:
+    """Groups all ending in 00 and none starting with 0 (`200 400 3200`): quantities."""
+    return all(g.endswith("00") and not g.startswith("0") for g in _GROUPS.findall(number))
+
+
+# A day, month and year with spaces (`05 01 2024`), two years (`(1999) 2000`), a unit after
+# it (`250 500 1000 ml`): a date, years, quantities.
+_SPACED_DATE = re.compile(rf"(?<![0-9]){DAY} {MONTH} {YEAR}(?![0-9])")
+_YEARS = re.compile(rf"(?<![0-9]){YEAR}(?![0-9])")
+_YEAR_IN_BRACKETS = re.compile(rf"\({YEAR}\)")  # `LEGO Icons (2023) 10294`: no area code
+_UNIT = re.compile(
+    r"[ ]?(?:ml|cl|l|mm|cm|m|km|g|kg|mg|oz|lb|lbs|gb|mb|kb|tb|px|pcs|pc|sheets|%)\b",
+    re.IGNORECASE,
+)
+# A month and year in a run (`03/2024 0042`), and the words that name what a number in
+# free text is when it is not a phone (`SKU 012-345-6789`, `Article 012 345 678`).
+_MONTH_YEAR = re.compile(rf"(?<![0-9]){MONTH}[/.]{YEAR}(?![0-9])")
+# A label is right before the number: nothing between but punctuation, or a word for
+# "number" (`Order number: 012-345-6789`, `phone no. 555-123-4567`, `?order_id=...`).
+_NUMBER_WORD = r"(?:[\s_.:]*(?:number|num|nummer|no|nr|#)\.?)?[\s:=#._\-]*$"
+_ID_LABEL = re.compile(
+    r"(?:(?<![a-z0-9])(?:sku|part|item|art|article|order|invoice|ref|reference|serial|model"
+    r"|no|nr|id|tracking|isbn|ean|upc|gtin|card|code|batch|lot|ticket|account|iban|po"
+    r"|bestellnr|bestellung|auftrag|rechnung|commande|pedido|ordine|заказ|артикул|счет|счёт"
+    r")|#|n°|nº|№)" + _NUMBER_WORD,
+    re.IGNORECASE,
+)
+_PHONE_WORDS = "(?:" + "|".join(sorted(PHONE_WORD_LABELS, key=len, reverse=True)) + ")"
+_PHONE_LABEL = re.compile(r"(?<![a-z0-9])" + _PHONE_WORDS + _NUMBER_WORD, re.IGNORECASE)
+_CODE = re.compile(r"(?=[^ ]*[0-9])(?=[^ ]*[A-Za-z])[A-Za-z0-9]+")  # letters and digits
+
+
+def _national_like(match: re.Match[str]) -> bool:
+    number = match.group("number")  # without its extension
+    around = match.string[max(0, match.start() - 6) : match.end()]  # a date begun before
+    digits = _NOT_DIGIT.sub("", number)
+    return (
+        9 <= len(digits) <= 15
+        and not digits.startswith("000")  # no country code starts with 0: `0000 0000 0000`
+        and _SHAPED.search(number.strip()) is not None
+        and not DATE.search(around)
+        and not _MONTH_YEAR.search(around)
+        and not _SPACED_DATE.search(around)
+        and not _YEAR_IN_BRACKETS.search(number)
+        and len(_YEARS.findall(number)) < 2
+        and not _UNIT.match(match.string, match.end())
+        and (_labelled_phone(match) or not (_labelled_id(match) or _round(number)))
+    )
+
+
+def _labelled_phone(match: re.Match[str]) -> bool:
+    """A word for a phone just before the number (`phone no. 555-123-4567`)."""
+    return _PHONE_LABEL.search(match.string, max(0, match.start() - 24), match.start()) is not None
+
+
+def _labelled_id(match: re.Match[str]) -> bool:
+    """A word for an id just before the number, or a code of letters and digits it ends
+    (`Tracking 1Z 999 AA1 01 2345 6784`)."""
+    before = match.string[max(0, match.start() - 16) : match.start()]
+    if _ID_LABEL.search(before):
+        return True
+    words = before.split()
+    return bool(words) and before[-1:].isspace() and _CODE.fullmatch(words[-1]) is not None
+
+
+# A word for a phone, then 9 to 15 digits written without separators (`Phone: 5551234567`).
+_DIGITS_LABEL = (
+    r"(?<![a-z0-9/])" + _PHONE_WORDS + r"(?:\s*(?:number|num|no|nr|#)\.?)?[\s:=#.\-]{0,3}"
+)
+_LABELLED_DIGITS = re.compile(_DIGITS_LABEL + r"(?<![0-9/])[0-9]{9,15}(?![0-9])", re.IGNORECASE)
+_LABEL_END = re.compile(_DIGITS_LABEL + r"$", re.IGNORECASE)
+
+
+def holds_national_phone(text: str) -> bool:
+    """Whether `text` holds a national phone number (no "+": `(555) 123-4567`,
+    `020 7946 0958`) anywhere; digits of other scripts and invisible characters are read
+    as `readable_text` does. The fields that take free text ask as they are validated;
+    every other string is found by `national_phone_in_json`, which asks only about the
+    runs of digits that may be one."""
+    if len(text) < 9:
+        return False
+    value = readable_text(text)
+    if "://" in value:  # in a URL's query a "+" is a space (`?phone=555+123+4567`)
+        value = value.replace("+", "-")
+    if any(_national_like(m) for m in _NATIONAL.finditer(value)):
+        return True
+    return _LABELLED_DIGITS.search(value) is not None
+
+
+# For a search of a whole serialised event, two views of its bytes: in `_RUNS` digits
+# become "0", the separators a national number uses "-" and every other byte "x"; in
+# `_FLAT` digits and separators alike are "0". `bytes.find` then finds, at C speed, the
+# runs of 9 or more digits and separators, where a number can be.
+_SEPARATORS = b" ().-/"
+_RUNS = bytes(48 if 48 <= b <= 57 else 45 if b in _SEPARATORS else 120 for b in range(256))
+_FLAT = bytes(48 if 48 <= b <= 57 or b in _SEPARATORS else 120 for b in range(256))
+_NINE = b"0" * 9
+
+
+def national_phone_in_json(body: bytes) -> bool:
+    """Whether some string of the serialised event `body` may hold a national phone number
+    (true for every one `holds_national_phone` finds in a string of it; rarely true for
+    one that holds none). Only a run of 9 digits or more, with a separator before 2 of
+    them and room for a number to begin, or bare right after what may end a label
+    (`Phone:5551234567`), is read closely: hex digests, UUIDs, epoch times, amounts, IPv4
+    addresses, versions and decimals cost two `translate`s and a few `find`s."""
+    body = _searchable(body)
+    flat = body.translate(_FLAT)
+    runs = body.translate(_RUNS)
+    start = flat.find(_NINE)  # the start of a run: the search begins after the last one
+    while start != -1:
+        end = flat.find(b"x", start)
+        end = len(flat) if end == -1 else end
+        if (
+            runs.count(b"0", start, end) >= 9
+            and body[start - 2 : start] != b'":'  # a JSON number: `"event_time":1796409296`
+            and not (_in_hex(body, start - 1) and _in_hex(body, end))  # in a digest
+            and _worth_reading(body, runs, start, end)
+            and holds_national_phone(body[max(0, start - 30) : end + 12].decode(errors="ignore"))
+        ):
+            return True  # (read with a label before it and an extension after it)
+        start = flat.find(_NINE, end)
+    return False
+
+
+def _searchable(body: bytes) -> bytes:
+    """`body` as `holds_national_phone` reads a string: percent-escapes decoded, a "+" in
+    a URL a space, and other scripts' digits, dashes, spaces and invisible characters
+    read as ASCII (only when there is one: accented or Cyrillic text is left as it is)."""
+    if b"%" in body:
+        for _ in range(3):  # `%2520`: escaped again, as nested redirect URLs do
+            if (decoded := unquote_to_bytes(body)) == body:
+                break
+            body = decoded
+    if b"+" in body and b"://" in body:
+        body = body.replace(b"+", b"-")
+    if not body.isascii():
+        text = body.decode(errors="ignore")
+        if reads_differently_pattern().search(text):
+            body = readable_text(text).encode()
+    return body
+
+
+def _in_hex(body: bytes, at: int) -> bool:
+    return 0 <= at < len(body) and body[at] in _HEX_LETTERS
+
+
+_HEX_LETTERS = frozenset(b"abcdefABCDEF")
+
+
+def _worth_reading(body: bytes, runs: bytes, start: int, end: int) -> bool:
+    """Whether the run `body[start:end]` of 9 digits or more could be, or end, a national
+    number."""
+    run = body[start:end]
+    if run.isdigit():  # digits alone: a phone only right after a label (`Phone:5551234567`)
+        return _label_ends(body, start)
+    if b"-00" not in runs[start:end]:  # every national number has 2 digits after a separator
+        return False
+    core = run.strip(_SEPARATORS)
+    if core.replace(b".", b"").isdigit():  # digits and dots only
+        groups = core.split(b".")
+        if len(groups) == 4 and all(len(g) <= 3 for g in groups):
+            return False  # an IPv4 address
+        if any(len(g) == 1 for g in groups[1:]) or (len(groups) == 2 and len(groups[0]) > 5):
+            return False  # a version (`120.0.6099.144`), a decimal or a Metrica ClientId
+    if not body[start - 1 : start].isalnum():
+        return True
+    # Glued to a letter or digit (`…-a716-446655440000` of a UUID), a number can begin
+    # only after a space or a bracket inside the run, or right after a word for a phone.
+    return b" " in run or b"(" in run or b")" in run or _label_ends(body, start)
+
+
+def _label_ends(body: bytes, start: int) -> bool:
+    """Whether a word for a phone (a word for "number", punctuation) ends at `start`."""
+    tail = body[max(0, start - 24) : start]
+    last = tail[-1:]
+    if last not in (b":", b"=", b"#", b".") and not (last.isalpha() or last >= b"\x80"):
+        return False
+    if not tail[-8:].translate(None, b"0123456789abcdefABCDEF"):
+        return False  # inside a hex digest: every word for a phone has a letter past f
+    return _LABEL_END.search(tail.decode(errors="ignore")) is not None
+
+
+def whole_national_phone(text: str) -> bool:
+    """Whether all of `text` is one national phone number (see `holds_national_phone`)."""
+    if len(text) < 9:
+        return False
+    value = readable_text(text).strip()
+    match = _NATIONAL.fullmatch(value)
+    return match is not None and _national_like(match)

@@ -149,21 +149,26 @@ def national_phone_in_json(body: bytes) -> bool:
     them and room for a number to begin, or bare right after what may end a label
     (`Phone:5551234567`), is read closely: hex digests, UUIDs, epoch times, amounts, IPv4
     addresses, versions and decimals cost two `translate`s and a few `find`s."""
-    body = _searchable(body)
+    if b"%" in body or b"+" in body or not body.isascii():
+        body = _searchable(body)
     flat = body.translate(_FLAT)
-    runs = body.translate(_RUNS)
+    runs = b""  # made when a run is worth a look: most events hold only JSON numbers
     start = flat.find(_NINE)  # the start of a run: the search begins after the last one
     while start != -1:
         end = flat.find(b"x", start)
         end = len(flat) if end == -1 else end
-        if (
-            runs.count(b"0", start, end) >= 9
-            and body[start - 2 : start] != b'":'  # a JSON number: `"event_time":1796409296`
-            and not (_in_hex(body, start - 1) and _in_hex(body, end))  # in a digest
-            and _worth_reading(body, runs, start, end)
-            and holds_national_phone(body[max(0, start - 30) : end + 12].decode(errors="ignore"))
+        if body[start - 2 : start] != b'":' and not (  # a JSON number (`"event_time":17…`)
+            _in_hex(body, start - 1) and _in_hex(body, end)  # or inside a hex digest
         ):
-            return True  # (read with a label before it and an extension after it)
+            runs = runs or body.translate(_RUNS)
+            if (
+                runs.count(b"0", start, end) >= 9
+                and _worth_reading(body, runs, start, end)
+                and holds_national_phone(
+                    body[max(0, start - 30) : end + 12].decode(errors="ignore")
+                )
+            ):
+                return True  # (read with a label before it and an extension after it)
         start = flat.find(_NINE, end)
     return False
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from collections.abc import Iterator
 
 from dispatcher.national import holds_national_phone, whole_national_phone
 from dispatcher.reading import DATE, labelled_at, visible_text
@@ -98,12 +99,13 @@ def hash_name(raw: str) -> str:
 
 
 # Personal data found by value in free-form fields (docs: "Personal data in free text").
-# Parts bounded (a local part of 64, labels of 63): a long text is searched in linear time.
+# An address is looked for at each "@" (`str.find`): a character of a local part before
+# it, a domain after it (labels of at most 63, so a long text is searched in linear time).
 # A line break around the "@" hides nothing (`jane.doe\n@example.com`); spaces do
 # (`Available @ Amazon.com` is no address).
-_EMAIL_INSIDE = re.compile(
-    r"[^\s@<>\"'(),;:/?&=#%]{1,64}[\r\n]{0,2}@[\r\n]{0,2}"
-    r"(?P<domain>[^\W_][\w-]{0,62}(?:\.[\w-]{1,63}){0,8}\.(?P<tld>[^\W\d_]{2,63}))"
+_LOCAL_CHAR = re.compile(r"[^\s@<>\"'(),;:/?&=#%]")
+_DOMAIN_AFTER = re.compile(
+    r"[\r\n]{0,2}(?P<domain>[^\W_][\w-]{0,62}(?:\.[\w-]{1,63}){0,8}\.(?P<tld>[^\W\d_]{2,63}))"
 )
 # `product@2x.jpg` (an image for high-density screens), `logo@3x.png`: file names.
 _FILE_TLDS = {"jpg", "jpeg", "png", "gif", "webp", "svg", "avif", "bmp", "ico", "tif", "tiff"}
@@ -153,11 +155,25 @@ def personal_kind(text: str) -> str | None:
     if _plain(text):
         return None  # most strings
     value = visible_text(text)
-    if "@" in value and any(not _file_name(m) for m in _EMAIL_INSIDE.finditer(value)):
+    if "@" in value and any(not _file_name(m) for m in _addresses(value)):
         return "email"
     if "+" in value and _holds_phone(value):
         return "phone"
     return None
+
+
+def _addresses(text: str) -> Iterator[re.Match[str]]:
+    """The domain of each address in `text`: at an "@" with a local part's character
+    before it (a line break or two between aside) and a domain after it."""
+    at = text.find("@")
+    while at != -1:
+        start = max(0, at - 2)
+        local_end = start + len(text[start:at].rstrip("\r\n"))
+        if local_end and _LOCAL_CHAR.match(text, local_end - 1):
+            domain = _DOMAIN_AFTER.match(text, at + 1)
+            if domain is not None:
+                yield domain
+        at = text.find("@", at + 1)
 
 
 def _file_name(match: re.Match[str]) -> bool:

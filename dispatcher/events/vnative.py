@@ -167,11 +167,13 @@ def _dimension_value(value: object) -> str | int | float:
 DimensionValue = Annotated[str | int | float, PlainValidator(_dimension_value)]
 
 
-def _epoch_ms(value: object) -> object:
+def _epoch_s(value: object) -> object:
+    """Epoch seconds: what a model validated once holds, so validating it again (a model
+    handed to `enqueue`) leaves it as it is."""
     if isinstance(value, datetime):
-        return aware_to_epoch(value, per_second=1000)
+        return aware_to_epoch(value, per_second=1000) / 1000  # type: ignore[operator]
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return int(epoch_seconds(value) * 1000)
+        return epoch_seconds(value)
     raise ValueError("must be a timezone-aware datetime or epoch seconds")
 
 
@@ -199,7 +201,7 @@ class VNativeConversion(PlatformEvent):
     sub9: FreeText | None = None
     sub10: FreeText | None = None
     custom_dimensions: dict[str, DimensionValue] | None = None
-    conversion_time: int | None = Field(default=None, ge=0, exclude=True)  # epoch ms, never sent
+    conversion_time: float | None = Field(default=None, ge=0, exclude=True)  # epoch s, not sent
     # vNative takes no event id: the caller's own, never sent, names the receipt and is the
     # producer's idempotency key (two conversions of one click stay two).
     event_id: Annotated[str | None, AfterValidator(not_personal)] = Field(
@@ -209,13 +211,13 @@ class VNativeConversion(PlatformEvent):
 
     @field_validator("conversion_time", mode="before")
     @classmethod
-    def _to_ms(cls, value: object) -> object:
-        return None if value is None else _epoch_ms(value)
+    def _to_seconds(cls, value: object) -> object:
+        return None if value is None else _epoch_s(value)
 
     @field_validator("conversion_time")
     @classmethod
-    def _not_future(cls, value: int | None) -> int | None:
-        if value is not None and value > now_ms() + FUTURE_SKEW_MS:
+    def _not_future(cls, value: float | None) -> float | None:
+        if value is not None and value * 1000 > now_ms() + FUTURE_SKEW_MS:
             raise ValueError("is in the future (epoch seconds are expected, not milliseconds)")
         return value
 
@@ -254,14 +256,16 @@ class VNativeConversion(PlatformEvent):
         return hashed
 
     def happened_at_ms(self) -> int:
-        return self.conversion_time if self.conversion_time is not None else self._validated_at_ms
+        if self.conversion_time is None:
+            return self._validated_at_ms
+        return round(self.conversion_time * 1000)
 
     def given_event_id(self) -> str | None:
         return self.event_id
 
     def id_salt(self) -> bytes:
         # Without an id, the content names the event: its time too, which is not sent.
-        return b"" if self.conversion_time is None else b"|%d" % self.conversion_time
+        return b"" if self.conversion_time is None else b"|%d" % self.happened_at_ms()
 
 
 EVENT = VNativeConversion

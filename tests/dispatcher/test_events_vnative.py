@@ -268,3 +268,15 @@ def test_skip_stores_the_valid_ones_and_returns_the_invalid(
     assert len(result.receipts) == 1
     assert [(e.index, e.field) for e in result.rejected] == [(1, "click_id")]
     assert redis_client.xlen(keys.stream("vn-main")) == 1
+
+
+def test_a_model_with_a_conversion_time_can_be_enqueued_as_a_model(
+    producer: Dispatcher, redis_client: redis.Redis
+) -> None:
+    # A model is validated again at enqueue: its conversion time must survive that
+    at_s = int(time.time()) - 60
+    model = VNativeConversion(click_id="k1", conversion_time=at_s)
+    producer.enqueue(model, "vn-main")
+    again = VNativeConversion.model_validate(model)
+    assert again.happened_at_ms() == model.happened_at_ms() == at_s * 1000
+    assert redis_client.xlen(keys.stream("vn-main")) == 1

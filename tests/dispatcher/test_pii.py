@@ -106,6 +106,24 @@ def test_models_changed_after_validation_are_validated_again(
     assert redis_holds_raw(redis_client) == []
 
 
+@pytest.mark.parametrize(
+    ("kind", "fields"),
+    [
+        (LinkedInConversionEvent, {**linkedin(), "conversionHappenedAt": datetime.now(UTC)}),
+        (PinterestConversionEvent, {**pinterest(), "event_time": datetime.now(UTC)}),
+        (YandexOfflineConversion, yandex(DateTime=datetime.now(UTC))),
+        (VNativeConversion, {"click_id": "c1", "conversion_time": datetime.now(UTC),
+                             "custom_dimensions": {"email": "x@y.example"}}),
+    ],
+)  # fmt: skip
+def test_a_model_validated_again_is_unchanged(kind: Any, fields: dict[str, Any]) -> None:
+    # enqueue validates a model again: times, hashes and ids must come out the same
+    model = kind.model_validate(fields)
+    again = kind.model_validate(model)
+    assert again.to_payload() == model.to_payload()
+    assert again.happened_at_ms() == model.happened_at_ms()
+
+
 def test_a_yandex_identifier_set_to_an_email_is_refused(
     producer: Dispatcher, redis_client: redis.Redis
 ) -> None:

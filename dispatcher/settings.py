@@ -9,6 +9,7 @@ Precedence (highest first): keyword arguments, `CONVDISP_*` environment variable
 from __future__ import annotations
 
 import os
+import tomllib
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
@@ -18,6 +19,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationError,
     field_validator,
     model_validator,
 )
@@ -25,6 +27,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -305,5 +308,21 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings, read once."""
-    return Settings()
+    """The process-wide settings, read once. A file or variable that cannot be read (not
+    TOML, not UTF-8, not JSON, a bad value) raises `ConfigurationError`, naming where
+    without repeating the value (it may be a token); the cause stays `__cause__`."""
+    try:
+        return Settings()
+    except ConfigurationError:
+        raise
+    except ValidationError as exc:
+        first = exc.errors(include_input=False, include_url=False)[0]
+        where = ".".join(str(part) for part in first["loc"]) or "settings"
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ConfigurationError(f"{where}: {first['msg']}{more}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"{config_file()}: not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(f"{config_file()}: not UTF-8 text") from exc
+    except SettingsError as exc:  # a CONVDISP_ variable that is not JSON
+        raise ConfigurationError(str(exc)) from exc

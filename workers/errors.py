@@ -107,6 +107,9 @@ def _from_redis(exc: BaseException) -> bool:
     return False
 
 
+_UNREADABLE = (tomllib.TOMLDecodeError, pydantic.ValidationError, SettingsError, UnicodeDecodeError)
+
+
 def user_error(exc: BaseException) -> str | None:
     """A one-line message for an error the user can fix, or None (a bug: show the traceback)."""
     if isinstance(exc, tomllib.TOMLDecodeError):
@@ -124,8 +127,8 @@ def user_error(exc: BaseException) -> str | None:
         return f"Redis at {redacted(_redis_url())} refused: {redacted(str(exc))}"
     if isinstance(exc, DispatcherError):
         cause = exc.__cause__
-        if isinstance(cause, redis.ConnectionError | redis.TimeoutError):
-            return user_error(cause)
+        if isinstance(cause, (redis.ConnectionError, redis.TimeoutError, *_UNREADABLE)):
+            return user_error(cause)  # (settings that could not be read: blamed on a variable)
         return redacted(str(exc))
     if _from_redis(exc) and (
         isinstance(exc, ValueError)  # a scheme or port redis-py cannot read

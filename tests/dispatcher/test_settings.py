@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -64,3 +67,36 @@ def test_a_token_loses_a_secret_files_newline_and_a_control_character_is_refused
     with pytest.raises(ValidationError, match="holds a control") as refused:
         Destination.model_validate({"platform": "linkedin", "token": "t1\nHost: evil"})
     assert "evil" not in str(refused.value)
+
+
+@pytest.fixture
+def fresh_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The process-wide settings and dispatcher read again, from the variables set here."""
+    import dispatcher
+    from dispatcher.settings import get_settings
+
+    get_settings.cache_clear()
+    monkeypatch.setattr(dispatcher, "_default", None)
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.mark.usefixtures("fresh_settings")
+def test_settings_that_cannot_be_read_raise_configuration_error_without_the_value(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import dispatcher
+    from dispatcher.settings import get_settings
+
+    # A variable with a bad value: named, its value not repeated
+    monkeypatch.setenv("CONVDISP_LEASE_S", "hunter2")
+    with pytest.raises(ConfigurationError, match="lease_s") as caught:
+        dispatcher.enqueue({"click_id": "c1"}, "vn")
+    assert "hunter2" not in str(caught.value)
+    monkeypatch.delenv("CONVDISP_LEASE_S")
+    # A file that is not TOML
+    bad = tmp_path / "bad.toml"
+    bad.write_text('redis_url = "redis://x\n[[[')
+    monkeypatch.setenv("CONVDISP_CONFIG", str(bad))
+    with pytest.raises(ConfigurationError, match="not valid TOML"):
+        get_settings()

@@ -48,13 +48,14 @@ class Plan:
 
 def target_of(settings: Settings, platform: str | None, destination: str | None) -> Target:
     """Where events of `platform` go (`destination`, or the one destination configured for
-    the platform), checked to take new events; else `ConfigurationError`."""
+    the platform; for a dict, which names no platform, the one destination configured),
+    checked to take new events; else `ConfigurationError`."""
     if destination is None:
-        candidates = [n for n, d in settings.destinations.items() if d.platform == platform]
+        candidates = [n for n, d in settings.destinations.items() if platform in (None, d.platform)]
         if len(candidates) != 1:
             raise ConfigurationError(
-                f"pass destination=: {len(candidates)} destinations are configured for "
-                f"{platform or 'this input'}"
+                f"pass destination=: {len(candidates)} destinations are configured"
+                + (f" for {platform}" if platform else " and a dict names no platform")
             )
         destination = candidates[0]
     dest = settings.destination(destination)

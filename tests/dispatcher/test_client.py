@@ -212,6 +212,21 @@ def test_unknown_destination_is_a_configuration_error(dispatcher: Dispatcher) ->
         dispatcher.enqueue(event(), "nowhere")
 
 
+def test_a_dict_without_destination_goes_to_the_one_destination_configured(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    with Dispatcher(settings) as one:
+        receipt = one.enqueue(event())
+    assert receipt.destination == "li-main"
+    assert redis_client.xlen(keys.stream("li-main")) == 1
+    two = {**settings.destinations, "li-2": Destination(platform="linkedin", token="t2")}
+    with (
+        Dispatcher(settings.model_copy(update={"destinations": two})) as both,
+        pytest.raises(ConfigurationError, match="2 destinations are configured and a dict"),
+    ):
+        both.enqueue(event())
+
+
 def test_tokens_never_show_in_settings_repr(settings: Settings) -> None:
     assert "token-main" not in repr(settings)
     assert "token-main" not in str(settings.destinations["li-main"])

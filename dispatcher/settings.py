@@ -114,6 +114,9 @@ class PinterestSettings(PlatformSettings):
     batch_size: int = Field(default=1000, gt=0, le=1000)
     rate_per_min: float = Field(default=5000, gt=0)
     burst: int = Field(default=10, ge=1)
+    # The rate-limits page adds per-user (token) budgets: 100 calls/s, 10/s for test calls.
+    user_rate_per_s: float = Field(default=100, gt=0, description="calls/s per token")
+    test_rate_per_s: float = Field(default=10, gt=0, description="?test=true calls/s per token")
     # Pinterest documents no maximum event age; 7 days matches the retry budget. Unconfirmed.
     acceptance_window_s: float = Field(default=7 * DAY_S, gt=0)
 

@@ -109,6 +109,8 @@ class RuleManager:
         query = f"?autoAssociationType={rule.auto_association}" if rule.auto_association else ""
         body = wanted_fields(rule, self._account(name, rule.account))
         answer = self._call(target, "POST", f"/rest/conversions{query}", body)
+        if "id" not in answer:
+            raise PlatformError("LinkedIn created the rule but named no id (body or x-restli-id)")
         urn = f"{RULE_URN}{answer['id']}"
         self.redis.hset(keys.rule_names(name), rule.name, urn)
         return urn

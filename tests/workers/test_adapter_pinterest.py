@@ -48,10 +48,18 @@ def test_the_registry_finds_the_adapter_by_platform_name() -> None:
     assert adapter_for("pinterest") is ADAPTER
 
 
-def test_the_rate_limit_scope_is_the_ad_account_at_the_table_rate() -> None:
-    (limit,) = ADAPTER.limits(DEST, TABLE)
-    assert (limit.platform, limit.scope) == ("pinterest", f"account:{ACCOUNT}")
-    assert (limit.rate_per_min, limit.burst) == (5000, 10)
+def test_calls_count_against_the_ad_account_and_the_token() -> None:
+    account, user = ADAPTER.limits(DEST, TABLE)
+    assert (account.platform, account.scope) == ("pinterest", f"account:{ACCOUNT}")
+    assert (account.rate_per_min, account.burst) == (5000, 10)
+    assert user.scope == f"user:{DEST.fingerprint()}"
+    assert (user.rate_per_min, user.burst) == (100 * 60, 100)
+
+
+def test_test_calls_have_their_own_budget_of_10_a_second() -> None:
+    _, user = ADAPTER.limits(DEST.model_copy(update={"test": True}), TABLE)
+    assert user.scope == f"user:{DEST.fingerprint()}:test"
+    assert (user.rate_per_min, user.burst) == (10 * 60, 10)
 
 
 def test_request_posts_the_stored_payloads_as_data_to_the_ad_accounts_events() -> None:

@@ -204,11 +204,18 @@ def test_the_import_answers_job_shape_with_state_and_string_logs_is_read() -> No
     assert (state.state, state.finished, state.detail) == ("completed", True, "Imported: 1")
 
 
-@pytest.mark.parametrize("response", [respond(404, failure(31)), respond(200, failure(40))])
+@pytest.mark.parametrize("response", [respond(500, failure(51)), respond(200, failure(40))])
 def test_an_unanswered_poll_leaves_the_job_open(response: httpx.Response) -> None:
     state = ADAPTER.parse_job(response)
     assert (state.finished, state.failed) == (False, False)
     assert "poll answered" in state.detail
+
+
+def test_a_job_vnative_no_longer_knows_ends_without_failing_its_events() -> None:
+    # The import may have run: following it to its maximum age would dead-letter all
+    state = ADAPTER.parse_job(respond(404, failure(31)))
+    assert (state.finished, state.failed) == (True, False)
+    assert "may be imported" in state.detail
 
 
 def test_the_logs_line_with_the_highest_total_is_the_summary() -> None:

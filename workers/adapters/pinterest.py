@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from dispatcher.settings import Destination, PlatformSettings
+from dispatcher.settings import Destination, PinterestSettings, PlatformSettings
 from workers.adapters.base import (
     DELIVERED,
     EventResult,
@@ -36,9 +36,16 @@ class PinterestAdapter:
     parts = staticmethod(whole_batch)  # any mix of events goes in one request
 
     def limits(self, destination: Destination, table: PlatformSettings) -> list[Limit]:
-        # Pinterest limits calls per ad account, whichever token makes them (seed 001).
+        # Pinterest limits calls per ad account, whichever token makes them (seed 001),
+        # and per user (token): 100/s, test calls 10/s (the rate-limits page).
+        assert isinstance(table, PinterestSettings)
         account = f"account:{destination.ad_account_id}"
-        return [Limit(self.platform, account, table.rate_per_min, table.burst)]
+        per_s = table.test_rate_per_s if destination.test else table.user_rate_per_s
+        user = f"user:{destination.fingerprint()}" + (":test" if destination.test else "")
+        return [
+            Limit(self.platform, account, table.rate_per_min, table.burst),
+            Limit(self.platform, user, per_s * 60, burst=max(1, int(per_s))),
+        ]
 
     def build_request(
         self,

@@ -23,7 +23,9 @@ body, in `error`/`errors` (object or list) and in `data`. Codes, then HTTP statu
 | 50, 51 | system upgrade, server error | RETRY |
 
 HTTP 401/403 -> AUTH; 404 and 3xx -> pause "endpoint not found: check vnative.base_url"
-(a wrong base URL must not dead-letter everything); 429 -> RETRY throttled; 5xx -> RETRY.
+(a wrong base URL must not dead-letter everything); 429 -> WAIT, throttled; 5xx -> RETRY.
+A job poll answered 404 ends the job as finished, nothing dead-lettered (the import may
+have run; vNative keeps only its latest jobs).
 
 Double counting: vNative has no deduplication id and its jobs carry no label we set.
 When a call's outcome is unknown (a timeout after sending), `parse_lookup` cannot tell
@@ -168,6 +170,11 @@ class VNativeAdapter:
         return httpx.Request("GET", url, headers=_headers(destination))
 
     def parse_job(self, response: httpx.Response) -> JobState:
+        if response.status_code == 404:
+            # A job vNative no longer keeps (`GET /jobs` lists the latest 50): the import
+            # may well have run. Stop following it and dead-letter nothing, as for Yandex.
+            detail = "vNative no longer knows this job (404); its conversions may be imported"
+            return JobState("not_found", finished=True, failed=False, detail=detail)
         body = json_body(response)
         if response.status_code != 200 or body.get("success") is not True:
             code, message = app_error(body)

@@ -15,11 +15,7 @@ platform's `acceptance_window_s`). Without it the time of validation is used.
 
 from __future__ import annotations
 
-import functools
 import math
-import re
-import unicodedata
-from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, ClassVar
 
@@ -44,115 +40,10 @@ from dispatcher.events.base import (
 )
 from dispatcher.identity import (
     hash_by_value,
-    hash_email,
-    hash_name,
-    hash_phone,
-    is_email,
-    number_like,
-    sha256_hex,
 )
 from dispatcher.national import holds_national_phone
+from dispatcher.personal_names import KEEPING, hash_named, hasher_of
 from dispatcher.validation import epoch_seconds
-
-# Dimension names (compared after `dimension_key`) whose values are personal data, and how
-# each is normalised before hashing. The seed's sample sends first_name and last_name.
-_EMAIL_WORDS = {"email", "mail", "emailaddress", "mailaddress", "courriel", "correo", "почта"}
-_PHONE_WORDS = {"phone", "mobile", "tel", "telephone", "msisdn", "cell", "phonenumber", "fax"}
-_PHONE_WORDS |= {"whatsapp", "telefono", "telefone", "telefon", "handy", "телефон"}
-_PHONE_WORDS |= {"cellphone", "mobilephone", "homephone", "workphone", "phoneno"}
-_PHONE_WORDS |= {"mob", "mobno", "tlf", "cel", "celular", "movil", "telefonnummer"}
-_NUMBER_OF = {"contact", "mobile", "cell", "phone", "tel", "whatsapp", "fax"}  # contact_number
-# Words that make an email or phone word an attribute of it, not the address or number
-# (`phone_model`, `is_mobile`, `mobile_app_version`, `mail_template`, `email_campaign_id`).
-_ATTRIBUTE_WORDS = {"model", "app", "version", "type", "brand", "make", "os", "device"}
-_ATTRIBUTE_WORDS |= {"template", "campaign", "status", "provider", "carrier", "network"}
-_ATTRIBUTE_WORDS |= {"verified", "domain", "format", "count", "is", "has", "test", "id"}
-# Words that are a person's name on their own, in the languages of the usual spellings.
-_NAME_WORDS = {"firstname", "lastname", "surname", "fullname", "givenname", "familyname"}
-_NAME_WORDS |= {"fname", "lname", "forename", "vorname", "nachname", "prenom", "nombre"}
-_NAME_WORDS |= {"apellido", "apellidos", "cognome", "nome", "sobrenome", "middlename"}
-_NAME_WORDS |= {"fn", "ln", "имя", "фамилия", "отчество", "фио", "名前", "氏名", "姓名"}
-_NAME_WORDS |= {"nom", "voornaam", "achternaam", "familienname", "nazwisko", "imie"}
-_NAME_WORDS |= {"efternamn", "fornamn", "fornavn", "etternavn", "efternavn", "sukunimi"}
-_NAME_WORDS |= {"etunimi", "ime", "prezime", "soyad", "soyadi", "isim"}
-_NAME_WORDS |= {"contactperson"}
-_PERSON_WORDS = {"first", "last", "full", "given", "family", "sur", "customer", "client"}
-_PERSON_WORDS |= {"user", "buyer", "contact", "member", "billing", "shipping", "person"}
-_PERSON_WORDS |= {"recipient", "cardholder", "holder", "owner", "payer", "sender", "middle"}
-_PERSON_WORDS |= {"f", "l", "m", "nick", "maiden", "display", "real", "legal", "guest"}
-_PERSON_WORDS |= {"passenger", "patient", "cust", "card", "ship", "bill", "to", "from"}
-_PERSON_WORDS |= {"traveler", "traveller", "applicant", "student", "employee"}
-
-
-def _email_if_one(text: str) -> str:
-    return hash_email(text) if is_email(text.strip().lower()) else text
-
-
-def _phone_if_one(text: str) -> str:
-    return hash_phone(text) if number_like(text) else text
-
-
-_KEEPING = (_email_if_one, _phone_if_one)  # hash a value of their kind, keep any other
-
-
-def _hash_named(hasher: Callable[[str], str], raw: object) -> str:
-    """A dimension named for personal data, hashed whatever it holds: its kind's way when
-    it is one (an email, a phone number, a name), else its trimmed lowercase text (an
-    `email_opt_in` of "yes"); an empty value stays empty, there is nothing to hide."""
-    text = str(raw).strip()
-    if not text:
-        return text
-    try:
-        return hasher(text)
-    except ValueError:
-        return sha256_hex(text.lower())
-
-
-@functools.lru_cache(maxsize=4096)  # dimension names repeat from event to event
-def _hasher_of(name: str) -> Callable[[str], str] | None:
-    return personal_hasher(dimension_key(name))
-
-
-def personal_hasher(key: str) -> Callable[[str], str] | None:
-    """How a dimension named `key` (as `dimension_key` spells it) is hashed, if it names
-    personal data: any word for email or phone (customer_email, Mail, mobile_phone,
-    cellphone, contact_number), or a name of a person (name, first_name, fname,
-    name_first, client_name, vorname; not product_name)."""
-    words = [w for w in key.split("_") if w and not w.isdigit()]
-    if not words:
-        return None
-    # `phone_model`: an attribute of a phone, not its number (`device_phone` is one); its
-    # value is hashed still if it is an email or a phone number, else kept.
-    attribute = bool(_ATTRIBUTE_WORDS & set(words)) and words[-1] in _ATTRIBUTE_WORDS
-    if _EMAIL_WORDS & set(words) or key.replace("_", "") == "email":
-        return _email_if_one if attribute else hash_email
-    if _PHONE_WORDS & set(words):
-        return _phone_if_one if attribute else hash_phone
-    if "number" in words and _NUMBER_OF & set(words):
-        return _phone_if_one if attribute else hash_phone
-    named = _NAME_WORDS & set(words) or "name" in words or words == ["contact", "person"]
-    if named and set(words) - _NAME_WORDS - {"name"} <= _PERSON_WORDS:  # no product_name
-        return hash_name
-    return None
-
-
-_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
-_LETTERS_DIGITS = re.compile(r"(?<=[^\W\d_])(?=\d)")  # name1 -> name_1
-_SEPARATORS = re.compile(r"[\W_]+")
-
-
-def dimension_key(name: str) -> str:
-    """A dimension name in the form `personal_hasher` reads: firstName, First-Name,
-    "first name" and "Name:" become first_name and name; accents and fullwidth forms are
-    folded and invisible characters dropped (prénom -> prenom), so the usual spellings of
-    a name are caught."""
-    bare = name.strip()
-    if not bare.isascii():  # compatibility forms folded, accents and invisible marks dropped
-        folded = unicodedata.normalize("NFKD", bare)
-        bare = "".join(c for c in folded if unicodedata.category(c) not in ("Mn", "Me", "Cf"))
-        bare = bare.replace("\u0131", "i")  # Turkish dotless i: no decomposition to fold
-    spaced = _LETTERS_DIGITS.sub("_", _CAMEL.sub("_", bare)).lower()
-    return _SEPARATORS.sub("_", spaced).strip("_")
 
 
 def _dimension_value(value: object) -> str | int | float:
@@ -229,7 +120,7 @@ class VNativeConversion(PlatformEvent):
         hashed: dict[str, Any] = {}
         errors: list[InitErrorDetails] = []
         for name, raw in value.items():
-            hasher = _hasher_of(name)
+            hasher = hasher_of(name)
             try:
                 if not name.strip():
                     raise ValueError("a dimension name must not be empty")
@@ -241,12 +132,12 @@ class VNativeConversion(PlatformEvent):
                     hashed[name] = no_national_phone(raw) if by_value is None else by_value
                 elif hasher is None:
                     hashed[name] = raw
-                elif hasher in _KEEPING:  # a number too: 447700900123 is a phone number
+                elif hasher in KEEPING:  # a number too: 447700900123 is a phone number
                     text = raw if isinstance(raw, str) else str(raw) if type(raw) is int else None
                     kept = raw if text is None else hasher(text)
                     hashed[name] = raw if kept == text else kept
                 else:
-                    hashed[name] = _hash_named(hasher, raw)
+                    hashed[name] = hash_named(hasher, raw)
             except ValueError as exc:
                 error = PydanticCustomError("value_error", "{reason}", {"reason": str(exc)})
                 errors.append(InitErrorDetails(type=error, loc=(name,), input=raw))

@@ -15,7 +15,8 @@ import redis
 from dispatcher import Destination, Dispatcher, InvalidEventError, Settings, keys
 from dispatcher.compact import expand
 from dispatcher.events import model_for
-from dispatcher.events.vnative import EVENT, VNativeConversion, dimension_key
+from dispatcher.events.vnative import EVENT, VNativeConversion
+from dispatcher.personal_names import dimension_key
 
 EMAIL_SHA256 = hashlib.sha256(b"ada@example.com").hexdigest()
 

@@ -7,9 +7,18 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from urllib.parse import unquote_plus
 
-from dispatcher.identity import hash_email, hash_name, hash_phone, is_email, number_like, sha256_hex
+from dispatcher.identity import (
+    hash_email,
+    hash_name,
+    hash_phone,
+    is_email,
+    is_sha256,
+    number_like,
+    sha256_hex,
+)
 
 # Dimension names (compared after `dimension_key`) whose values are personal data, and how
 # each is normalised before hashing. The seed's sample sends first_name and last_name.
@@ -110,3 +119,23 @@ def dimension_key(name: str) -> str:
         bare = bare.replace("\u0131", "i")  # Turkish dotless i: no decomposition to fold
     spaced = _LETTERS_DIGITS.sub("_", _CAMEL.sub("_", bare)).lower()
     return _SEPARATORS.sub("_", spaced).strip("_")
+
+
+# A URL's query parameter: `?first_name=Jane&utm_source=mail`. Its name says what it holds.
+_QUERY_PARAMETER = re.compile(r"[?&;]([^=&#?;\s\"\\]{1,64})=([^&#;\s\"\\]*)")
+# A word that names a person only with another (`?name=blue-shoes` is a product filter).
+_ON_ITS_OWN = {"name", "nom", "nome", "nombre", "ime", "isim", "imie", "fn", "ln", "m", "f", "l"}
+
+
+def names_in_query(text: str) -> Iterator[str]:
+    """The query parameters of a URL in `text` named for a person's name (`first_name`,
+    `customerName`, `vorname`; not a bare `name`) whose value is not empty or a digest:
+    a name there would reach Redis and the platform raw. Emails and phone numbers are
+    found by value, whatever the parameter is called."""
+    for match in _QUERY_PARAMETER.finditer(text):
+        key = dimension_key(unquote_plus(match[1]))
+        value = unquote_plus(match[2]).strip()
+        if not value or is_sha256(value) or key in _ON_ITS_OWN:
+            continue
+        if personal_hasher(key) is hash_name:
+            yield match[1]

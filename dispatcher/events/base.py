@@ -16,6 +16,7 @@ from pydantic_core import PydanticCustomError
 from dispatcher.errors import FieldError, InvalidEventError
 from dispatcher.identity import masked, personal_kind, personal_label
 from dispatcher.national import holds_national_phone, national_phone_in_json
+from dispatcher.personal_names import names_in_query
 from dispatcher.validation import Refusing
 
 if TYPE_CHECKING:
@@ -37,19 +38,27 @@ FUTURE_SKEW_MS = 5 * 60 * 1000  # platforms tolerate small clock differences, no
 IN_FREE_TEXT = "holds {} data in free text: send it in a hashed field instead"
 
 
-def no_national_phone(value: str) -> str:
-    """`value`, unless it holds a national phone number (`(555) 123-4567`)."""
-    if holds_national_phone(value):
-        reason = IN_FREE_TEXT.format("phone number")
+def free_text(value: str) -> str:
+    """`value`, unless it holds a national phone number (`(555) 123-4567`) or a person's
+    name as a URL parameter (`?first_name=Jane`)."""
+    found = "phone number" if holds_national_phone(value) else _name_in_url(value)
+    if found is not None:
+        reason = IN_FREE_TEXT.format(found)
         raise PydanticCustomError("value_error", "{reason}", {"reason": reason})
     return value
 
 
+def _name_in_url(value: str) -> str | None:
+    """How an error names a person's name in a URL parameter of `value`, if one is there."""
+    parameter = next(names_in_query(value), None) if "=" in value else None
+    return None if parameter is None else f"name (URL parameter {masked(parameter)!r})"
+
+
 # Text the caller writes freely (a product name, a search, a page's URL, a note): it is
-# searched for a national number as it is validated, so the error names the caller's own
-# field (a Conversion's `contents.0.name`). The search of the whole body in `to_payload`
-# finds emails, international numbers and national numbers in every other field.
-FreeText = Annotated[str, AfterValidator(no_national_phone)]
+# searched for a national number and a name in a URL as it is validated, so the error
+# names the caller's own field (a Conversion's `contents.0.name`). The search of the whole
+# body in `to_payload` finds emails, phone numbers and URL names in every other field.
+FreeText = Annotated[str, AfterValidator(free_text)]
 
 
 def now_ms() -> int:
@@ -109,7 +118,9 @@ class PlatformEvent(Refusing):
             # One search of the whole text (a match in a string is one in the text); only
             # a match costs the walk that names the fields.
             refuse_personal_text(json.loads(body))
-        elif national_phone_in_json(body):  # a national number in any field, ids included
+        elif national_phone_in_json(body) or (  # a national number in any field, ids too
+            b"=" in body and any(names_in_query(body.decode()))  # or `?first_name=Jane`
+        ):
             refuse_personal_text(json.loads(body))
         event_id = self.given_event_id()
         if event_id is not None:
@@ -174,6 +185,8 @@ def _personal_strings(value: object, path: str) -> Iterator[tuple[str, str]]:
         kind = personal_kind(value) or ("phone" if holds_national_phone(value) else None)
         if kind:
             yield path or "event", personal_label(kind)
+        elif (name := _name_in_url(value)) is not None:
+            yield path or "event", name
     elif isinstance(value, dict):
         for key, item in value.items():
             # A name the caller made up (vNative dimensions), shown masked if personal

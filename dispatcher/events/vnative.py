@@ -34,7 +34,7 @@ from dispatcher.events.base import (
     FreeText,
     PlatformEvent,
     aware_to_epoch,
-    no_national_phone,
+    free_text,
     not_personal,
     now_ms,
 )
@@ -129,7 +129,7 @@ class VNativeConversion(PlatformEvent):
                 if hasher is None and isinstance(raw, str):
                     # Named like anything, holding an email or phone number: hashed too.
                     by_value = hash_by_value(raw)
-                    hashed[name] = no_national_phone(raw) if by_value is None else by_value
+                    hashed[name] = free_text(raw) if by_value is None else by_value
                 elif hasher is None:
                     hashed[name] = raw
                 elif hasher in KEEPING:  # a number too: 447700900123 is a phone number

@@ -486,3 +486,42 @@ def test_an_email_as_a_destination_or_an_event_name_is_not_repeated(producer: Di
     conversion = Conversion(event="jane@example.com", happened_at=datetime.now(UTC))
     receipt = producer.enqueue_conversion(conversion)
     assert receipt.skipped == [("*", "no route takes event '<email address>'")]
+
+
+THANKS = "https://shop.example/thanks?order=77&first_name=Janette&last_name=Doevski"
+
+
+@pytest.mark.parametrize(
+    ("platform", "event", "field"),
+    [
+        ("pin", pinterest(event_source_url=THANKS), "event_source_url"),
+        ("vn", {"click_id": "c1", "sub3": THANKS}, "sub3"),
+        ("vn", {"click_id": "c1", "custom_dimensions": {"page": THANKS}}, "custom_dimensions.page"),
+        ("ym", yandex(Target="https://x.example/?customerName=Janette"), "Target"),
+    ],
+)  # fmt: skip
+def test_a_persons_name_in_a_url_parameter_is_refused_naming_the_field(
+    producer: Dispatcher, redis_client: redis.Redis, platform: str, event: Any, field: str
+) -> None:
+    # Given a page URL that carries the customer's name in its query
+    with pytest.raises(InvalidEventError) as caught:
+        producer.enqueue(event, platform)
+    # Then it is refused naming the field and the parameter, not the name, and nothing stored
+    assert caught.value.fields == [field]
+    assert "first_name" in str(caught.value) or "customerName" in str(caught.value)
+    assert "Janette" not in str(caught.value)
+    assert redis_client.dbsize() == 0
+
+
+def test_a_conversion_with_a_name_in_its_page_url_is_refused_at_once() -> None:
+    with pytest.raises(InvalidEventError) as caught:
+        Conversion(event="purchase", happened_at=datetime.now(UTC), event_source_url=THANKS)
+    assert caught.value.fields == ["event_source_url"]
+
+
+def test_url_parameters_that_name_no_person_are_kept(
+    producer: Dispatcher, redis_client: redis.Redis
+) -> None:
+    url = "https://shop.example/p?name=blue-shoes&product_name=x&utm_source=mail&fname="
+    producer.enqueue(pinterest(event_source_url=url), "pin")
+    assert redis_client.xlen(keys.stream("pin")) == 1

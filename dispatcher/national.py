@@ -143,27 +143,36 @@ _NINE = b"0" * 9
 
 
 def national_phone_in_json(body: bytes) -> bool:
-    """Whether some string of the serialised event `body` may hold a national phone number
-    (true for every one `holds_national_phone` finds in a string of it; rarely true for
-    one that holds none). Only a run of 9 digits or more, with a separator before 2 of
-    them and room for a number to begin, or bare right after what may end a label
-    (`Phone:5551234567`), is read closely: hex digests, UUIDs, epoch times, amounts, IPv4
-    addresses, versions and decimals cost two `translate`s and a few `find`s."""
-    if b"%" in body or b"+" in body or not body.isascii():
+    """Whether some string of the serialised event `body` (as `to_payload` makes it: a
+    body with a JSON escape is searched string by string instead) may hold a national
+    phone number: true for every one `holds_national_phone` finds in a string of it,
+    rarely true for one that holds none. Only a run of 9 digits or more, with a separator
+    before 2 of them and room for a number to begin, or bare right after what may end a
+    label (`Phone:5551234567`), is read closely: hex digests, UUIDs, epoch times, amounts,
+    IPv4 addresses, versions and decimals cost two `translate`s and a few `find`s."""
+    if b"%" in body or not body.isascii():
         body = _searchable(body)
+    if b"+" in body and b"://" in body and _holds_in(body.replace(b"+", b"-")):
+        return True  # in a URL's query a "+" is a space (`?phone=555+123+4567`)
+    return _holds_in(body)
+
+
+def _holds_in(body: bytes) -> bool:
     flat = body.translate(_FLAT)
     runs = b""  # made when a run is worth a look: most events hold only JSON numbers
     start = flat.find(_NINE)  # the start of a run: the search begins after the last one
     while start != -1:
         end = flat.find(b"x", start)
         end = len(flat) if end == -1 else end
-        if body[start - 2 : start] != b'":' and not (  # a JSON number (`"event_time":17…`)
-            _in_hex(body, start - 1) and _in_hex(body, end)  # or inside a hex digest
+        run = body[start:end]
+        bare = run.strip(_SEPARATORS).isdigit()
+        if not _json_number(body, start) and not (
+            bare and _in_hex(body, start - 1) and _in_hex(body, end)  # or in a hex digest
         ):
             runs = runs or body.translate(_RUNS)
             if (
                 runs.count(b"0", start, end) >= 9
-                and _worth_reading(body, runs, start, end)
+                and _worth_reading(body, runs, start, end, bare)
                 and holds_national_phone(
                     body[max(0, start - 30) : end + 12].decode(errors="ignore")
                 )
@@ -174,21 +183,25 @@ def national_phone_in_json(body: bytes) -> bool:
 
 
 def _searchable(body: bytes) -> bytes:
-    """`body` as `holds_national_phone` reads a string: percent-escapes decoded, a "+" in
-    a URL a space, and other scripts' digits, dashes, spaces and invisible characters
-    read as ASCII (only when there is one: accented or Cyrillic text is left as it is)."""
+    """`body` as `holds_national_phone` reads a string: percent-escapes decoded, and other
+    scripts' digits, dashes, spaces and invisible characters read as ASCII (only when
+    there is one: accented or Cyrillic text is left as it is)."""
     if b"%" in body:
         for _ in range(3):  # `%2520`: escaped again, as nested redirect URLs do
             if (decoded := unquote_to_bytes(body)) == body:
                 break
             body = decoded
-    if b"+" in body and b"://" in body:
-        body = body.replace(b"+", b"-")
     if not body.isascii():
         text = body.decode(errors="ignore")
         if reads_differently_pattern().search(text):
             body = readable_text(text).encode()
     return body
+
+
+def _json_number(body: bytes, start: int) -> bool:
+    """Whether the run at `start` is a JSON number (`"event_time":1796409296`), not a
+    string's start (`"note":":555-123-4567"`, whose quote follows a colon)."""
+    return body[start - 2 : start] == b'":' and body[start - 3 : start - 2] != b":"
 
 
 def _in_hex(body: bytes, at: int) -> bool:
@@ -198,11 +211,11 @@ def _in_hex(body: bytes, at: int) -> bool:
 _HEX_LETTERS = frozenset(b"abcdefABCDEF")
 
 
-def _worth_reading(body: bytes, runs: bytes, start: int, end: int) -> bool:
-    """Whether the run `body[start:end]` of 9 digits or more could be, or end, a national
-    number."""
+def _worth_reading(body: bytes, runs: bytes, start: int, end: int, bare: bool) -> bool:
+    """Whether the run `body[start:end]` of 9 digits or more (`bare`: digits with no
+    separator but around them) could be, or end, a national number."""
     run = body[start:end]
-    if run.isdigit():  # digits alone: a phone only right after a label (`Phone:5551234567`)
+    if bare:  # digits alone: a phone only right after a label (`Phone:5551234567.`)
         return _label_ends(body, start)
     if b"-00" not in runs[start:end]:  # every national number has 2 digits after a separator
         return False

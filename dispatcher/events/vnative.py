@@ -62,7 +62,8 @@ def _epoch_s(value: object) -> object:
     """Epoch seconds: what a model validated once holds, so validating it again (a model
     handed to `enqueue`) leaves it as it is."""
     if isinstance(value, datetime):
-        return aware_to_epoch(value, per_second=1000) / 1000  # type: ignore[operator]
+        aware_to_epoch(value)  # refuses a naive one
+        return value.timestamp()
     if isinstance(value, int | float) and not isinstance(value, bool):
         return epoch_seconds(value)
     raise ValueError("must be a timezone-aware datetime or epoch seconds")
@@ -149,7 +150,7 @@ class VNativeConversion(PlatformEvent):
     def happened_at_ms(self) -> int:
         if self.conversion_time is None:
             return self._validated_at_ms
-        return round(self.conversion_time * 1000)
+        return int(self.conversion_time * 1000)  # as before: ids derived from it stay
 
     def given_event_id(self) -> str | None:
         return self.event_id

@@ -186,12 +186,15 @@ FOUND_IN_ANY_FIELD = [
     "https://x.example/?p=555%20123%204567", "https://x.example/?q=Phone%205551234567",
     "\u0665\u0665\u0665-\u0661\u0662\u0663-\u0664\u0665\u0666\u0667", "x 555-123-4567 y",
     "\u0442\u0435\u043b\u0435\u0444\u043e\u043d 5551234567", "Phone: 020 7930 4830",
+    "Dave 555-123-4567 before 6pm", "Ask for Bea (555) 123-4567 ext. 12", "Phone:5551234567.",
+    "tel:5551234567 (mobile)", ":555-123-4567)fade", "Tel:+(0161) 496 0066",
 ]  # fmt: skip
 
 
 def json_body(text: str) -> bytes:
     event = {"event_time": 1796409296, "ip": "203.0.113.195", "id": text, "ClientId":
-             "1733300000.123456789", "em": identity.sha256_hex("a@b.example")}  # fmt: skip
+             "1733300000.123456789", "em": identity.sha256_hex("a@b.example"),
+             "url": "https://shop.example/thanks?q=red+shoes"}  # fmt: skip
     return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
 
 

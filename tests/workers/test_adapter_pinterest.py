@@ -157,6 +157,8 @@ def test_429_is_a_throttle_retried_after_retry_after() -> None:
     assert outcome.retry_after_s == 7.0
     assert "code 8" in outcome.results[0].reason
     assert ADAPTER.parse_response(respond(429, body), 1).retry_after_s is None
+    # the ad account waits; the token's other accounts go on
+    assert outcome.block_scopes == ["account"]
 
 
 @pytest.mark.parametrize("status", [503, 500, 502])

@@ -204,7 +204,10 @@ def test_the_import_answers_job_shape_with_state_and_string_logs_is_read() -> No
     assert (state.state, state.finished, state.detail) == ("completed", True, "Imported: 1")
 
 
-@pytest.mark.parametrize("response", [respond(500, failure(51)), respond(200, failure(40))])
+@pytest.mark.parametrize(
+    "response",
+    [respond(500, failure(51)), respond(200, failure(40)), httpx.Response(404, text="nginx")],
+)
 def test_an_unanswered_poll_leaves_the_job_open(response: httpx.Response) -> None:
     state = ADAPTER.parse_job(response)
     assert (state.finished, state.failed) == (False, False)

@@ -83,6 +83,8 @@ class PinterestAdapter:
             return Outcome.every(n, Verdict.AUTH, f"{message} ({status})", **kw)
         shared = common_outcome(response, n)
         if shared is not None:  # 429 (throttled, Retry-After honoured), 503 (code 4197), 5xx
+            if shared.throttled:  # the ad account's limit: other accounts of the token go on
+                shared.block_scopes = ["account"]
             if n:
                 first = shared.results[0]
                 shared.results = [

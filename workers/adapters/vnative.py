@@ -24,8 +24,8 @@ body, in `error`/`errors` (object or list) and in `data`. Codes, then HTTP statu
 
 HTTP 401/403 -> AUTH; 404 and 3xx -> pause "endpoint not found: check vnative.base_url"
 (a wrong base URL must not dead-letter everything); 429 -> WAIT, throttled; 5xx -> RETRY.
-A job poll answered 404 ends the job as finished, nothing dead-lettered (the import may
-have run; vNative keeps only its latest jobs).
+A job poll answered with vNative's own 404 (code 31) ends the job as finished, nothing
+dead-lettered (the import may have run; vNative keeps only its latest jobs).
 
 Double counting: vNative has no deduplication id and its jobs carry no label we set.
 When a call's outcome is unknown (a timeout after sending), `parse_lookup` cannot tell
@@ -170,12 +170,18 @@ class VNativeAdapter:
         return httpx.Request("GET", url, headers=_headers(destination))
 
     def parse_job(self, response: httpx.Response) -> JobState:
-        if response.status_code == 404:
-            # A job vNative no longer keeps (`GET /jobs` lists the latest 50): the import
-            # may well have run. Stop following it and dead-letter nothing, as for Yandex.
+        body = json_body(response)
+        if (
+            response.status_code == 404
+            and body.get("success") is False
+            and app_error(body)[0] == 31
+        ):
+            # vNative's own "resource not found" for a job it no longer keeps (`GET /jobs`
+            # lists the latest 50): the import may well have run. Stop following it and
+            # dead-letter nothing, as for Yandex. Another 404 (a proxy's, a wrong base
+            # URL's) says nothing of the job: it stays open.
             detail = "vNative no longer knows this job (404); its conversions may be imported"
             return JobState("not_found", finished=True, failed=False, detail=detail)
-        body = json_body(response)
         if response.status_code != 200 or body.get("success") is not True:
             code, message = app_error(body)
             said = f" (code {code})" if code else ""

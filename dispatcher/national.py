@@ -127,6 +127,8 @@ def holds_national_phone(text: str) -> bool:
     value = readable_text(text)
     if "://" in value:  # in a URL's query a "+" is a space (`?phone=555+123+4567`)
         value = value.replace("+", "-")
+    if value.encode().translate(_FLAT).find(_NINE) == -1:
+        return False  # no run of 9 digits and separators: no number (most text, at C speed)
     if any(_national_like(m) for m in _NATIONAL.finditer(value)):
         return True
     return _LABELLED_DIGITS.search(value) is not None

@@ -8,7 +8,7 @@ import functools
 import re
 import unicodedata
 from collections.abc import Callable, Iterator
-from urllib.parse import unquote_plus
+from urllib.parse import unquote, unquote_plus
 
 from dispatcher.identity import (
     hash_email,
@@ -41,7 +41,7 @@ _NAME_WORDS |= {"fn", "ln", "имя", "фамилия", "отчество", "ф�
 _NAME_WORDS |= {"nom", "voornaam", "achternaam", "familienname", "nazwisko", "imie"}
 _NAME_WORDS |= {"efternamn", "fornamn", "fornavn", "etternavn", "efternavn", "sukunimi"}
 _NAME_WORDS |= {"etunimi", "ime", "prezime", "soyad", "soyadi", "isim"}
-_NAME_WORDS |= {"contactperson"}
+_NAME_WORDS |= {"contactperson", "fio"}
 _PERSON_WORDS = {"first", "last", "full", "given", "family", "sur", "customer", "client"}
 _PERSON_WORDS |= {"user", "buyer", "contact", "member", "billing", "shipping", "person"}
 _PERSON_WORDS |= {"recipient", "cardholder", "holder", "owner", "payer", "sender", "middle"}
@@ -121,21 +121,42 @@ def dimension_key(name: str) -> str:
     return _SEPARATORS.sub("_", spaced).strip("_")
 
 
-# A URL's query parameter: `?first_name=Jane&utm_source=mail`. Its name says what it holds.
-_QUERY_PARAMETER = re.compile(r"[?&;]([^=&#?;\s\"\\]{1,64})=([^&#;\s\"\\]*)")
-# A word that names a person only with another (`?name=blue-shoes` is a product filter).
+# A URL's query (or fragment) parameter: `?first_name=Jane&utm_source=mail`. A value ends
+# at a "?" too, so the parameters of a URL nested in another's are read as well.
+_QUERY_PARAMETER = re.compile(r"[?&;#]([^=&#?;\s\"\\]{1,64})=([^&#;?\s\"\\]*)")
+# Words that name a person only with another (`?name=blue-shoes` is a product filter).
 _ON_ITS_OWN = {"name", "nom", "nome", "nombre", "ime", "isim", "imie", "fn", "ln", "m", "f", "l"}
+# In a URL, whose name a `name` is: a person's (`customer_name`), not a shop's
+# (`client_name`, `sender_name`, `display_name` name businesses and campaigns there);
+# and the words forms nest fields in (`checkout[billing_address][first_name]`).
+_URL_PERSON_WORDS = {"first", "last", "full", "given", "family", "sur", "middle", "maiden"}
+_URL_PERSON_WORDS |= {"customer", "cust", "user", "buyer", "member", "billing", "shipping"}
+_URL_PERSON_WORDS |= {"bill", "ship", "person", "recipient", "cardholder", "payer", "your"}
+_URL_PERSON_WORDS |= {"patient", "passenger", "traveler", "traveller", "attendee", "contact"}
+_URL_PERSON_WORDS |= {"applicant", "student", "employee", "f", "l", "m"}
+_URL_CONTAINER_WORDS = {"checkout", "address", "order", "form", "data", "fields", "details"}
 
 
 def names_in_query(text: str) -> Iterator[str]:
-    """The query parameters of a URL in `text` named for a person's name (`first_name`,
-    `customerName`, `vorname`; not a bare `name`) whose value is not empty or a digest:
-    a name there would reach Redis and the platform raw. Emails and phone numbers are
-    found by value, whatever the parameter is called."""
-    for match in _QUERY_PARAMETER.finditer(text):
-        key = dimension_key(unquote_plus(match[1]))
-        value = unquote_plus(match[2]).strip()
-        if not value or is_sha256(value) or key in _ON_ITS_OWN:
-            continue
-        if personal_hasher(key) is hash_name:
-            yield match[1]
+    """The query parameters of a URL in `text` (a nested one, percent-escaped, too) named
+    for a person's name (`first_name`, `customerName`, `vorname`,
+    `checkout[billing_address][first_name]`; not a bare `name`, `name1` or `client_name`)
+    whose value is not empty or a digest: a name there would reach Redis and the platform
+    raw. Emails and phone numbers are found by value, whatever the parameter is called."""
+    sources = (text, unquote(text)) if "%" in text else (text,)
+    for source in sources:
+        for match in _QUERY_PARAMETER.finditer(source):
+            if _names_a_person(match[1]):
+                value = unquote_plus(match[2]).strip()
+                if value and not is_sha256(value):
+                    yield match[1]
+
+
+@functools.lru_cache(maxsize=4096)  # parameter names repeat from event to event
+def _names_a_person(parameter: str) -> bool:
+    words = {w for w in dimension_key(unquote_plus(parameter)).split("_") if not w.isdigit()}
+    rest = words - _NAME_WORDS - {"name"}
+    named = bool(words & _NAME_WORDS - _ON_ITS_OWN) or (
+        "name" in words and rest & _URL_PERSON_WORDS
+    )
+    return bool(named) and rest <= _URL_PERSON_WORDS | _URL_CONTAINER_WORDS

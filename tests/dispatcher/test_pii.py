@@ -24,6 +24,7 @@ from dispatcher import (
     keys,
 )
 from dispatcher.identity import hash_phone
+from dispatcher.personal_names import names_in_query
 
 RAW = ("jane@example.com", "jane%40example.com", "+44 20 7946 0958", "442079460958")
 
@@ -509,3 +510,30 @@ def test_url_parameters_that_name_no_person_are_kept(
     url = "https://shop.example/p?name=blue-shoes&product_name=x&utm_source=mail&fname="
     producer.enqueue(pinterest(event_source_url=url), "pin")
     assert redis_client.xlen(keys.stream("pin")) == 1
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://x.example/?redirect=https://shop.example/thanks?first_name=Jane",
+        "https://x.example/?next=%2Fthanks%3Ffirst_name%3DJane",
+        "https://x.example/checkout?checkout[billing_address][first_name]=Jane",
+        "https://x.example/#first_name=Jane", "https://x.example/?your-name=Jane",
+        "https://x.example/?Vorname=J%C3%BCrgen", "https://x.example/?fname=Ann",
+    ],
+)  # fmt: skip
+def test_names_in_nested_escaped_and_form_urls_are_found(url: str) -> None:
+    assert list(names_in_query(url))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://x.example/?client_name=Acme%20Shop&from_name=Acme+Deals&display_name=Sale",
+        "https://x.example/?variant=1&name1=Blue&name_2=XL&name=red&q=john+smith",
+        "https://x.example/?product_name=x&campaign_name=y&utm_source=mail&gclid=1&epik=dj0",
+        "https://accounts.example/auth?redirect_uri=https%3A%2F%2Fx%2Fcb&scope=email+profile",
+    ],
+)  # fmt: skip
+def test_url_parameters_naming_a_shop_a_product_or_a_search_are_no_names(url: str) -> None:
+    assert list(names_in_query(url)) == []

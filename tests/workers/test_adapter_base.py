@@ -58,7 +58,7 @@ def test_throttling_and_announced_outages_wait_without_counting_an_attempt() -> 
     assert unplanned.results[0].verdict is Verdict.RETRY
 
 
-@pytest.mark.parametrize("status", [404, 410, 301, 302, 307, 308])
+@pytest.mark.parametrize("status", [404, 410, 501, 505, 301, 302, 307, 308])
 def test_a_wrong_address_pauses_as_a_configuration_problem(status: int) -> None:
     outcome = common_outcome(answer(status, {"Location": "https://elsewhere.test/"}), 3)
     assert outcome is not None

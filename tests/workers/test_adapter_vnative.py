@@ -139,7 +139,7 @@ def test_the_code_is_found_wherever_it_sits(body: dict[str, Any]) -> None:
         (404, Verdict.AUTH, "endpoint not found: check vnative.base_url (404)"),
         (301, Verdict.AUTH, "check vnative.base_url (301)"),
         (500, Verdict.RETRY, "platform unavailable (500)"),
-        (501, Verdict.RETRY, "platform unavailable (501)"),
+        (501, Verdict.AUTH, "check vnative.base_url (501)"),
         (503, Verdict.RETRY, "platform unavailable (503)"),
         (429, Verdict.WAIT, "too many requests (429)"),
         (400, Verdict.REJECTED, "refused (400)"),

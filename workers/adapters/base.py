@@ -149,6 +149,11 @@ def excerpt(response: httpx.Response) -> str:
     return response.text[:EXCERPT_CHARS]
 
 
+# 501 Not Implemented, 505 HTTP Version Not Supported: no retry changes them; like a 404,
+# the address or the client is wrong, so the destination pauses rather than dead-letters.
+NOT_SUPPORTED = (501, 505)
+
+
 def common_outcome(response: httpx.Response, n: int) -> Outcome | None:
     """Verdicts every platform shares (throttling, outages, auth); None if none applies."""
     status, kw = (
@@ -164,13 +169,13 @@ def common_outcome(response: httpx.Response, n: int) -> Outcome | None:
         return Outcome.every(
             n, Verdict.WAIT, "platform unavailable (503)", retry_after_s=wait, **kw
         )
-    if status in (408, 425) or status >= 500:
+    if status in (408, 425) or (status >= 500 and status not in NOT_SUPPORTED):
         return Outcome.every(
             n, Verdict.RETRY, f"platform unavailable ({status})", retry_after_s=wait, **kw
         )
     if status in (401, 403):
         return Outcome.every(n, Verdict.AUTH, f"credentials refused ({status})", **kw)
-    if status in (404, 410) or 300 <= status < 400:
+    if status in (404, 410, *NOT_SUPPORTED) or 300 <= status < 400:
         where = response.headers.get("location", "")
         reason = f"configuration: the platform answered {status} {where}".strip()
         return Outcome.every(n, Verdict.AUTH, f"{reason}; check base_url and the account", **kw)

@@ -22,7 +22,7 @@ body, in `error`/`errors` (object or list) and in `data`. Codes, then HTTP statu
 | 40 | too many requests | WAIT, throttled (no attempt counted) |
 | 50, 51 | system upgrade, server error | RETRY |
 
-HTTP 401/403 -> AUTH; 404 and 3xx -> pause "endpoint not found: check vnative.base_url"
+HTTP 401/403 -> AUTH; 404, 501 and 3xx -> pause "endpoint not found: check vnative.base_url"
 (a wrong base URL must not dead-letter everything); 429 -> WAIT, throttled; 5xx -> RETRY.
 A job poll answered with vNative's own 404 (code 31) ends the job as finished, nothing
 dead-lettered (the import may have run; vNative keeps only its latest jobs).
@@ -46,6 +46,7 @@ import httpx
 
 from dispatcher.settings import Destination, PlatformSettings
 from workers.adapters.base import (
+    NOT_SUPPORTED,
     JobState,
     Outcome,
     Verdict,
@@ -252,13 +253,13 @@ def _queued(body: dict[str, Any], n: int, kw: dict[str, Any]) -> Outcome:
 def _by_status(status: int, said: str, n: int, wait_s: float | None, kw: dict[str, Any]) -> Outcome:
     if status in (401, 403):
         return Outcome.every(n, Verdict.AUTH, f"API key refused ({status}){said}", **kw)
-    if status in (404, 410) or 300 <= status < 400:
+    if status in (404, 410, *NOT_SUPPORTED) or 300 <= status < 400:
         reason = f"configuration: endpoint not found: check vnative.base_url ({status})"
         return Outcome.every(n, Verdict.AUTH, reason, **kw)
     if status == 503 and wait_s is not None:
         reason = f"platform unavailable ({status}){said}"
         return Outcome.every(n, Verdict.WAIT, reason, retry_after_s=wait_s, **kw)
-    if status in (408, 425) or status >= 500:
+    if status in (408, 425) or status >= 500:  # (501, 505: above)
         reason = f"platform unavailable ({status}){said}"
         return Outcome.every(n, Verdict.RETRY, reason, retry_after_s=wait_s, **kw)
     if status == 413:

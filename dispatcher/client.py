@@ -27,6 +27,7 @@ from dispatcher.errors import (
 )
 from dispatcher.events import PlatformEvent, model_for
 from dispatcher.plan import (
+    CONVERSION_ITEM,
     EventInput,
     Plan,
     Target,
@@ -364,6 +365,8 @@ class Dispatcher:
         destinations of one call (the hot path resolves each once, not once per event).
         With `routed` the destination is the item's: a bad one refuses the item."""
         platform = raw.platform if isinstance(raw, PlatformEvent) else None
+        if platform is None and isinstance(raw, Conversion):  # one item of a bulk call
+            raise InvalidEventError([FieldError("event", CONVERSION_ITEM)])
         key = (platform, destination)
         target = targets.get(key) if targets is not None else None
         if target is None:

@@ -114,6 +114,9 @@ def one_event() -> Iterator[None]:
         raise InvalidEventError(errors) from None
 
 
+CONVERSION_ITEM = "a Conversion goes where its routes say: use enqueue_conversions"
+
+
 def not_a_conversion(event: object) -> None:
     if isinstance(event, Conversion):
         raise ConfigurationError(

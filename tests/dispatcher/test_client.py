@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ import redis
 from dispatcher import (
     BackpressureError,
     ConfigurationError,
+    Conversion,
     Destination,
     Dispatcher,
     InvalidEventError,
@@ -337,3 +339,15 @@ def test_a_cluster_url_may_list_several_nodes() -> None:
     ]
     assert _seeds("rediss://u:p@a:1,b:2") == ["rediss://u:p@a:1", "rediss://u:p@b:2"]
     assert _seeds("redis://localhost:6379/0") == ["redis://localhost:6379/0"]
+
+
+def test_a_conversion_among_bulk_items_is_refused_pointing_to_enqueue_conversions(
+    dispatcher: Dispatcher, redis_client: redis.Redis
+) -> None:
+    conversion = Conversion(event="purchase", happened_at=datetime.now(UTC))
+    with pytest.raises(InvalidEventError, match="enqueue_conversions") as caught:
+        dispatcher.enqueue_many([event(), conversion], "li-main")
+    assert [(e.index, e.field) for e in caught.value.errors] == [(1, "event")]
+    skipped = dispatcher.enqueue_many([event(), conversion], "li-main", on_invalid="skip")
+    assert [e.index for e in skipped.rejected] == [1]
+    assert redis_client.xlen(keys.stream("li-main")) == 1

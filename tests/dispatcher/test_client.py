@@ -345,9 +345,10 @@ def test_a_conversion_among_bulk_items_is_refused_pointing_to_enqueue_conversion
     dispatcher: Dispatcher, redis_client: redis.Redis
 ) -> None:
     conversion = Conversion(event="purchase", happened_at=datetime.now(UTC))
+    items: list[Any] = [event(), conversion]  # what a caller's loose typing may pass
     with pytest.raises(InvalidEventError, match="enqueue_conversions") as caught:
-        dispatcher.enqueue_many([event(), conversion], "li-main")
+        dispatcher.enqueue_many(items, "li-main")
     assert [(e.index, e.field) for e in caught.value.errors] == [(1, "event")]
-    skipped = dispatcher.enqueue_many([event(), conversion], "li-main", on_invalid="skip")
+    skipped = dispatcher.enqueue_many(items, "li-main", on_invalid="skip")
     assert [e.index for e in skipped.rejected] == [1]
     assert redis_client.xlen(keys.stream("li-main")) == 1

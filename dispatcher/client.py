@@ -365,8 +365,6 @@ class Dispatcher:
         destinations of one call (the hot path resolves each once, not once per event).
         With `routed` the destination is the item's: a bad one refuses the item."""
         platform = raw.platform if isinstance(raw, PlatformEvent) else None
-        if platform is None and isinstance(raw, Conversion):  # one item of a bulk call
-            raise InvalidEventError([FieldError("event", CONVERSION_ITEM)])
         key = (platform, destination)
         target = targets.get(key) if targets is not None else None
         if target is None:
@@ -387,6 +385,8 @@ class Dispatcher:
         try:
             model: PlatformEvent = kind.__pydantic_validator__.validate_python(raw)
         except REFUSED as exc:
+            if isinstance(raw, Conversion):  # one item of a bulk call
+                raise InvalidEventError([FieldError("event", CONVERSION_ITEM)]) from None
             raise refusal(exc) from None
         problems = model.policy_errors(dest)
         if problems:

@@ -12,7 +12,7 @@ import unicodedata
 from collections.abc import Iterator
 
 from dispatcher.national import holds_national_phone, whole_national_phone
-from dispatcher.reading import DATE, labelled_at, visible_text
+from dispatcher.reading import DATE, NOT_DIGIT, labelled_at, visible_text
 
 _SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
 # local@domain: a local part of visible characters, a domain of letter/digit labels
@@ -26,7 +26,6 @@ _ASCII_EMAIL = re.compile(
     r"^[^@\s\"(),:;<>\[\\\]\x00-\x20\x7f]{1,64}@(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+(?:[^\W\d_]{2,63}|xn--[a-zA-Z0-9-]{1,59})$"
 )
 _INVISIBLE = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Zs"}  # controls, bidi marks, spaces
-_NOT_DIGIT = re.compile(r"[^0-9]")
 _TRUNK = re.compile(r"\(\s*0\s*\)")  # the national trunk prefix written inside a number
 
 
@@ -66,7 +65,7 @@ def hash_email(raw: str) -> str:
 def phone_digits(raw: str) -> str:
     """A phone number as E.164 digits: no `+`, no separators, no international prefix or
     leading zeros, no trunk `(0)` (`+44 (0)20 7946 0958` -> `442079460958`)."""
-    return _NOT_DIGIT.sub("", _TRUNK.sub("", raw)).lstrip("0")
+    return NOT_DIGIT.sub("", _TRUNK.sub("", raw)).lstrip("0")
 
 
 def hash_phone(raw: str) -> str:
@@ -129,7 +128,7 @@ _COORDINATES = re.compile(r"\+[0-9]{1,3}\.[0-9]{3,}[ ,/]*[+\-]?[0-9]{1,3}\.[0-9]
 
 def _phone_like(match: re.Match[str]) -> bool:
     number = match.group()
-    digits = len(_NOT_DIGIT.sub("", number))
+    digits = len(NOT_DIGIT.sub("", number))
     # Without a separator, or with a space after the "+", fewer than 9 digits are a signed
     # count (`offset=+1000000`, `Bonus + 1 000 000`), and so are thousands below 10 digits.
     least = 9 if number[1:].isdigit() or number.startswith("+ ") else 7
@@ -185,11 +184,16 @@ def personal_label(kind: str) -> str:
     return "email address" if kind == "email" else "phone number"
 
 
+def any_personal_kind(text: str) -> str | None:
+    """`personal_kind`, or "phone" for a national number (`holds_national_phone`)."""
+    return personal_kind(text) or ("phone" if holds_national_phone(text) else None)
+
+
 def masked(name: str) -> str:
     """`name` (a key the caller made up) as an error may show it: one that holds an email
     address or a phone number is `<email address>` or `<phone number>`, so an application
     that logs the error does not log the personal data."""
-    kind = personal_kind(name) or ("phone" if holds_national_phone(name) else None)
+    kind = any_personal_kind(name)
     if kind is None and number_like(name):  # as a name, `(555) 123-4567` is masked too
         kind = "phone"
     return name if kind is None else f"<{personal_label(kind)}>"

@@ -10,14 +10,12 @@ from dispatcher.reading import (
     DATE,
     DAY,
     MONTH,
+    NOT_DIGIT,
     PHONE_WORD_LABELS,
     YEAR,
     readable_text,
     reads_differently_pattern,
 )
-
-_NOT_DIGIT = re.compile(r"[^0-9]")
-
 
 # A national number, written without "+" the way people write one: `(555) 123-4567`,
 # `555.123.4567`, `1-555-123-4567`, `(0161) 496 0066`, `020 7946 0958`, `04 15 39 15 00`,
@@ -78,7 +76,7 @@ _CODE = re.compile(r"(?=[^ ]*[0-9])(?=[^ ]*[A-Za-z])[A-Za-z0-9]+")  # letters an
 def _national_like(match: re.Match[str]) -> bool:
     number = match.group("number")  # without its extension
     around = match.string[max(0, match.start() - 6) : match.end()]  # a date begun before
-    digits = _NOT_DIGIT.sub("", number)
+    digits = NOT_DIGIT.sub("", number)
     return (
         9 <= len(digits) <= 15
         and not digits.startswith("000")  # no country code starts with 0: `0000 0000 0000`

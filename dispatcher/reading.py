@@ -17,6 +17,7 @@ PHONE_WORD_LABELS: tuple[str, ...] = (
     "mobil", "mob", "móvil", "movil", "cell", "call", "fax", "whatsapp", "handy", "тел",
 )  # fmt: skip
 PHONE_LABELS = (*PHONE_WORD_LABELS, "ph", "fon")
+NOT_DIGIT = re.compile(r"[^0-9]")
 DAY, MONTH, YEAR = r"(?:0?[1-9]|[12][0-9]|3[01])", r"(?:0?[1-9]|1[0-2])", r"(?:19|20)[0-9]{2}"
 # A date inside a "+" run makes it no phone (`Bundle +2 2024/01/15`, `+1 12/31/2024`).
 DATE = re.compile(rf"{YEAR}[-/.]{MONTH}[-/.]{DAY}(?![0-9])|(?<![0-9]){DAY}[-/.]{DAY}[-/.]{YEAR}")

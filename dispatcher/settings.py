@@ -316,8 +316,6 @@ def get_settings() -> Settings:
     without repeating the value (it may be a token); the cause stays `__cause__`."""
     try:
         return Settings()
-    except ConfigurationError:
-        raise
     except ValidationError as exc:
         first = exc.errors(include_input=False, include_url=False)[0]
         where = ".".join(str(part) for part in first["loc"]) or "settings"

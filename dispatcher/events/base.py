@@ -14,7 +14,7 @@ from pydantic import AfterValidator, ConfigDict
 from pydantic_core import PydanticCustomError
 
 from dispatcher.errors import FieldError, InvalidEventError
-from dispatcher.identity import masked, personal_kind, personal_label
+from dispatcher.identity import any_personal_kind, masked, personal_kind, personal_label
 from dispatcher.national import holds_national_phone, national_phone_in_json
 from dispatcher.personal_names import names_in_query
 from dispatcher.validation import Refusing
@@ -161,9 +161,7 @@ def aware_to_epoch(value: object, per_second: int = 1) -> object:
 def not_personal(value: str | None) -> str | None:
     """A field validator for text that is stored but not sent (an event id of a platform
     without one): the free-text check of `to_payload` never sees it, so it is here."""
-    kind = None if value is None else personal_kind(value)
-    if value is not None and kind is None and holds_national_phone(value):
-        kind = "phone"
+    kind = None if value is None else any_personal_kind(value)
     if kind:
         raise ValueError(f"holds {kind} data: an event id must not carry personal data")
     return value
@@ -182,7 +180,7 @@ def refuse_personal_text(payload: object) -> None:
 
 def _personal_strings(value: object, path: str) -> Iterator[tuple[str, str]]:
     if isinstance(value, str):
-        kind = personal_kind(value) or ("phone" if holds_national_phone(value) else None)
+        kind = any_personal_kind(value)
         if kind:
             yield path or "event", personal_label(kind)
         elif (name := _name_in_url(value)) is not None:

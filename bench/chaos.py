@@ -59,7 +59,7 @@ from dispatcher.errors import InvalidEventError
 from workers import demo
 from workers.processes import (
     Processes,
-    free_port,
+    free_ports,
     redis_command,
     sandbox_command,
     wait_for_http,
@@ -98,9 +98,9 @@ class Chaos:
 
     def __init__(self, work: Path, args: argparse.Namespace) -> None:
         self.work, self.args = work, args
-        self.port = free_port()
+        self.port, sandbox_port = free_ports(2)
         self.redis_url = f"redis://127.0.0.1:{self.port}/0"
-        self.url = f"http://127.0.0.1:{free_port()}"
+        self.url = f"http://127.0.0.1:{sandbox_port}"
         self.names = [f"chaos-{i}" for i in range(args.destinations)]
         values: dict[str, Any] = {
             "redis_url": self.redis_url,

@@ -62,7 +62,7 @@ from dispatcher.settings import PLATFORMS
 from workers import demo
 from workers.processes import (
     Processes,
-    free_port,
+    free_ports,
     redis_command,
     sandbox_command,
     wait_for_http,
@@ -154,8 +154,11 @@ class Bench:
 
     def __init__(self, work: Path, platforms: list[str]) -> None:
         self.work = work
-        self.redis_url = f"redis://127.0.0.1:{free_port()}/0"
-        self.urls: dict[str, str] = {p: f"http://127.0.0.1:{free_port()}" for p in platforms}
+        redis_port, *ports = free_ports(1 + len(platforms))
+        self.redis_url = f"redis://127.0.0.1:{redis_port}/0"
+        self.urls = {
+            p: f"http://127.0.0.1:{port}" for p, port in zip(platforms, ports, strict=True)
+        }
         for name in [n for n in os.environ if n.startswith("CONVDISP_")]:
             del os.environ[name]  # the bench decides every setting its processes see
         (work / "none.toml").write_text("")

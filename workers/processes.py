@@ -45,9 +45,17 @@ class PortTakenError(StartError):
 
 def free_port() -> int:
     """A loopback TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` different loopback TCP ports nobody listens on right now: all are held open
+    until the last is chosen, so the kernel cannot hand the same one out twice."""
+    with contextlib.ExitStack() as stack:
+        held = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in held:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in held]
 
 
 def free_cluster_port() -> int:

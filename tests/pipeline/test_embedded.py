@@ -22,7 +22,7 @@ import pytest
 
 from dispatcher.settings import PLATFORMS
 from tests.conftest import wait_for
-from workers.processes import alive, descendants, free_port
+from workers.processes import alive, descendants, free_ports
 
 pytestmark = pytest.mark.pipeline
 MARK = "UP_TEST_RUN"  # in the environment of `up` and so of every child
@@ -87,8 +87,8 @@ def up(tmp_path: Path) -> Iterator[Callable[..., Up]]:
     runs: list[Up] = []
 
     def start(*args: str, ports: dict[str, int] | None = None) -> Up:
-        ports = ports or {}
-        ports = {n: ports.get(n) or free_port() for n in ("redis", "flower", *PLATFORMS)}
+        names = ("redis", "flower", *PLATFORMS)
+        ports = dict(zip(names, free_ports(len(names)), strict=True)) | (ports or {})
         mark = uuid.uuid4().hex
         env = {k: v for k, v in os.environ.items() if not k.startswith("CONVDISP_")}
         env[MARK] = mark

@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import wait_for
 from tests.pipeline.conftest import Stack, start_broker_stack
 from tests.pipeline.events import linkedin
-from workers.processes import free_port
+from workers.processes import free_ports
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.usefixtures("fresh")]
 SERVER = shutil.which("rabbitmq-server") or (
@@ -38,7 +38,7 @@ def amqp_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if SERVER is None:
         pytest.skip("RabbitMQ is not installed here: the RabbitMQ broker was NOT exercised")
     base: Path = tmp_path_factory.mktemp("rabbitmq")
-    port, dist = free_port(), free_port()
+    port, dist = free_ports(2)
     (base / "enabled_plugins").write_text("[].\n")
     env = os.environ | {
         "RABBITMQ_NODE_PORT": str(port), "RABBITMQ_DIST_PORT": str(dist),

@@ -29,6 +29,15 @@ class DestinationStatus:
     dead: int
     oldest_ms: int = 0  # when the oldest waiting event was stored (0: none waits)
     failures: int = 0  # consecutive failed calls
+    refresh_token_expires_at: float = 0.0  # OAuth: when the refresh token ends (0: unknown)
+
+
+def grant_record(destination: Destination) -> str | None:
+    """The Redis record of an OAuth destination's grant (`keys.oauth`), or None: no OAuth,
+    or its credentials' variables are not set in this process."""
+    if destination.oauth is None or (fingerprint := destination.fingerprint()) == "unset":
+        return None
+    return keys.oauth(destination.platform, fingerprint)
 
 
 @dataclass(frozen=True)
@@ -62,33 +71,12 @@ class Control:
 
     def status(self, destination: str) -> DestinationStatus:
         """The state of one destination."""
-        platform = self._destination(destination).platform
-        r = self.dispatcher.redis
-        with translate_redis_errors():
-            pipe = r.pipeline(transaction=False)
-            pipe.xlen(keys.stream(destination))
-            pipe.hgetall(keys.state(destination))
-            backlog, state = pipe.execute()
-            in_flight = 0
-            if backlog:
-                in_flight = int(r.xpending(keys.stream(destination), keys.GROUP)["pending"])
-        text = {k.decode(): v.decode() for k, v in state.items()}
-        return DestinationStatus(
-            destination=destination,
-            platform=platform,
-            backlog=int(backlog),
-            in_flight=in_flight,
-            paused=bool(text.get("paused")),
-            pause_reason=text.get("pause_reason", ""),
-            next_attempt_at_ms=int(text.get("next_at_ms", 0)),
-            last_error=text.get("last_error", ""),
-            delivered=int(text.get("delivered", 0)),
-            dead=int(text.get("dead", 0)),
-        )
+        return self.statuses([destination])[0]
 
     def statuses(self, destinations: list[str]) -> list[DestinationStatus]:
         """The state of many destinations, read in one pipelined round trip."""
-        platforms = [self._destination(name).platform for name in destinations]
+        found = [self._destination(name) for name in destinations]
+        records = [grant_record(dest) for dest in found]
         with translate_redis_errors():
             pipe = self.dispatcher.redis.pipeline(transaction=False)
             for name in destinations:
@@ -96,22 +84,27 @@ class Control:
                 pipe.hgetall(keys.state(name))
                 pipe.xrange(keys.stream(name), "-", "+", 1)
                 pipe.xinfo_groups(keys.stream(name))
+            for grant in filter(None, records):
+                pipe.hget(grant, keys.OAUTH_REFRESH_EXPIRES_AT)
             replies = pipe.execute(raise_on_error=False)
+        expiries = iter(replies[4 * len(destinations) :])
         out = []
-        for i, (name, platform) in enumerate(zip(destinations, platforms, strict=True)):
+        for i, (name, dest, record) in enumerate(zip(destinations, found, records, strict=True)):
             backlog, state, first, groups = replies[4 * i : 4 * i + 4]
+            expires = next(expiries) if record else None
             text = {k.decode(): v.decode() for k, v in state.items()}
             pending = 0 if isinstance(groups, Exception) else sum(
                 int(g["pending"]) for g in groups if g["name"] in (keys.GROUP, keys.GROUP.encode())
             )  # fmt: skip
             out.append(DestinationStatus(
-                destination=name, platform=platform, backlog=int(backlog), in_flight=pending,
+                destination=name, platform=dest.platform, backlog=int(backlog), in_flight=pending,
                 paused=bool(text.get("paused")), pause_reason=text.get("pause_reason", ""),
                 next_attempt_at_ms=int(text.get("next_at_ms", 0)),
                 last_error=text.get("last_error", ""), delivered=int(text.get("delivered", 0)),
                 dead=int(text.get("dead", 0)),
                 oldest_ms=int(first[0][0].split(b"-")[0]) if first else 0,
                 failures=int(text.get("failures", 0)),
+                refresh_token_expires_at=float(expires) if isinstance(expires, bytes) else 0.0,
             ))  # fmt: skip
         return out
 

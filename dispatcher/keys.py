@@ -197,8 +197,12 @@ def tracker(platform: str, shard: int = 0) -> str:
 
 
 def oauth(platform: str, fingerprint: str) -> str:
-    """Hash: one OAuth grant's current access token (encrypted), its expiry, refresh count."""
+    """Hash: one OAuth grant's current access token (encrypted), when to refresh it, the
+    refresh count and when the refresh token ends (`OAUTH_REFRESH_EXPIRES_AT`, epoch s)."""
     return f"{PREFIX}:oauth:{platform}:{fingerprint}"
+
+
+OAUTH_REFRESH_EXPIRES_AT = "refresh_expires_at"
 
 
 def oauth_lock(platform: str, fingerprint: str) -> str:

@@ -102,6 +102,11 @@ class LinkedInSettings(PlatformSettings):
         gt=0,
         description="Refresh an access token this long before it expires (or at half its life).",
     )
+    refresh_token_warn_days: float = Field(
+        default=30,
+        gt=0,
+        description="Warn (logs, status, metrics) this long before an OAuth refresh token ends.",
+    )
     batch_size: int = Field(default=5000, gt=0, le=5000)
     rate_per_min: float = Field(default=300, gt=0)
     acceptance_window_s: float = Field(default=90 * DAY_S, gt=0)

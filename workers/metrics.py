@@ -24,6 +24,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from dispatcher import keys
+from dispatcher.control import grant_record
 from dispatcher.registry import Registry
 from dispatcher.settings import PLATFORMS, Settings
 from dispatcher.storage import clustered
@@ -88,6 +89,9 @@ class RedisCollector(Collector):
                 pipe.zcard(keys.open_jobs(platform, shard))
                 pipe.hgetall(keys.delivery_latency(platform, shard))
                 pipe.hgetall(keys.drain_latency(platform, shard))
+        grants = {n: grant_record(self.settings.destinations[n]) for n in names}
+        for grant in filter(None, grants.values()):
+            pipe.hget(grant, keys.OAUTH_REFRESH_EXPIRES_AT)
         replies = iter(pipe.execute())
         seconds, micros = self.client.time() if cluster else next(replies)
         now_s = int(seconds) + int(micros) / 1e6
@@ -95,6 +99,20 @@ class RedisCollector(Collector):
         yield from self._destinations(names, replies, now_s)
         yield from self._platforms(replies)
         yield self._orphans([n for n in orphans if n not in self.settings.destinations])
+        yield self._refresh_tokens(grants, replies)
+
+    def _refresh_tokens(self, grants: dict[str, str | None], replies: Iterator[Any]) -> Metric:
+        """When each OAuth destination's refresh token ends, where a refresh has said so."""
+        ends = GaugeMetricFamily(
+            "convdispatch_oauth_refresh_token_expiry_timestamp_seconds",
+            "When the OAuth refresh token ends (the member must authorize again by then).",
+            labels=["destination", "platform"],
+        )
+        for name, grant in grants.items():
+            expires = next(replies) if grant else None
+            if expires:
+                ends.add_metric([name, self.settings.destinations[name].platform], float(expires))
+        return ends
 
     def _destinations(
         self, names: list[str], replies: Iterator[Any], now_s: float

@@ -6,6 +6,12 @@ MONITOR never hold a usable token), its expiry and a refresh count. One process 
 at a time (`keys.oauth_lock`); the others wait for the new token instead of refreshing
 too. A refused refresh raises `ConfigurationError` with LinkedIn's words, which pauses the
 destination; the paused re-check calls `revive`, which refreshes again.
+
+LinkedIn's refresh token itself lives 365 days from the member's authorization and no
+refresh extends it: each refresh answer says how long it has left, which the record keeps
+(`keys.OAUTH_REFRESH_EXPIRES_AT`, read by `convdispatch status` and the metrics). Within
+`refresh_token_warn_days` of its end every worker using it warns once a day; once it has
+ended, the refused refresh's pause reason says so.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -21,11 +28,14 @@ from typing import cast
 import httpx
 import redis
 from cryptography.fernet import Fernet, InvalidToken
+from redis.typing import EncodableT, FieldT
 
 from dispatcher import keys
 from dispatcher.errors import ConfigurationError
-from dispatcher.settings import Destination, LinkedInSettings, Settings
+from dispatcher.settings import DAY_S, Destination, LinkedInSettings, Settings
 
+log = logging.getLogger(__name__)
+REFRESH_EXPIRES_AT = keys.OAUTH_REFRESH_EXPIRES_AT
 LOCK_MS = 30_000  # a refresher that dies holding the lock blocks the others this long at most
 WAIT_STEP_S = 0.05
 
@@ -46,6 +56,8 @@ class TokenStore:
         self.clock, self.sleep = clock, sleep
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[str, float]] = {}  # grant -> (token, refresh at)
+        self._expires: dict[str, float] = {}  # grant -> when its refresh token ends (epoch s)
+        self._next_warning: dict[str, float] = {}  # grant -> when to warn of that again
 
     def bind(self, destination: Destination) -> Destination:
         """`destination`, whose `secret()` now comes from this store if it uses OAuth."""
@@ -57,6 +69,8 @@ class TokenStore:
         """A usable access token, refreshed first if it is close to expiring."""
         grant = destination.fingerprint()
         cached = self._cache.get(grant)
+        if grant in self._expires:
+            self._warn_of_expiry(destination, grant)
         if cached is not None and self.clock() < cached[1]:
             return cached[0]
         with self._lock:
@@ -105,7 +119,11 @@ class TokenStore:
     def _read(self, destination: Destination, grant: str) -> tuple[str, float] | None:
         """The stored token and when to refresh it, or None (none stored, or unreadable)."""
         key = keys.oauth(destination.platform, grant)
-        token, refresh_at = cast(list[bytes | None], self.redis.hmget(key, "token", "refresh_at"))
+        token, refresh_at, expires = cast(
+            list[bytes | None], self.redis.hmget(key, "token", "refresh_at", REFRESH_EXPIRES_AT)
+        )
+        if expires:
+            self._expires[grant] = float(expires)
         if token is None:
             return None
         try:
@@ -132,21 +150,63 @@ class TokenStore:
             if stored is not None and stored[0] != stale and self.clock() < stored[1]:
                 self._cache[grant] = stored
                 return stored[0]
-            token, refresh_at = self._call(destination)
+            try:
+                token, refresh_at, expires_at = self._call(destination)
+            except ConfigurationError as exc:
+                raise ConfigurationError(f"{exc}{self._ended(destination, grant)}") from None
             key = keys.oauth(destination.platform, grant)
             sealed = self._fernet(destination).encrypt(token.encode())
+            record: dict[FieldT, EncodableT] = {
+                "token": sealed, "refresh_at": refresh_at, "error": ""
+            }  # fmt: skip
+            if expires_at is not None:
+                record[REFRESH_EXPIRES_AT] = self._expires[grant] = expires_at
             pipe = self.redis.pipeline()
-            pipe.hset(key, mapping={"token": sealed, "refresh_at": refresh_at, "error": ""})
+            pipe.hset(key, mapping=record)
             pipe.hincrby(key, "refreshes", 1)
             pipe.execute()
             self._cache[grant] = (token, refresh_at)
+            if expires_at is not None:
+                self._warn_of_expiry(destination, grant)
             return token
         finally:
             if self.redis.get(lock) == holder.encode():
                 self.redis.delete(lock)
 
-    def _call(self, destination: Destination) -> tuple[str, float]:
-        """One refresh at the platform's token endpoint: the token and when to refresh it."""
+    def _warn_of_expiry(self, destination: Destination, grant: str) -> None:
+        """Warn (once a day) when the grant's refresh token ends within the warning time."""
+        now = self.clock()
+        if now < self._next_warning.get(grant, 0.0):
+            return
+        table = self.settings.platform(destination.platform)
+        warn_s = float(getattr(table, "refresh_token_warn_days", 30)) * DAY_S
+        left_s = self._expires[grant] - now
+        if left_s > warn_s:  # look again when the warning time begins (or in a day)
+            self._next_warning[grant] = now + min(DAY_S, left_s - warn_s)
+            return
+        self._next_warning[grant] = now + DAY_S
+        assert destination.oauth is not None
+        log.warning(
+            "the LinkedIn refresh token in $%s %s: have the member authorize the app again "
+            "and set the new refresh token, or delivery pauses when it ends",
+            destination.oauth.refresh_token_env,
+            expiry_words(self._expires[grant], now),
+        )
+
+    def _ended(self, destination: Destination, grant: str) -> str:
+        """What a refused refresh's reason adds when the refresh token is known to have ended."""
+        expires_at = self._expires.get(grant)
+        if expires_at is None or expires_at > self.clock():
+            return ""
+        assert destination.oauth is not None
+        return (
+            f"; the refresh token in ${destination.oauth.refresh_token_env} "
+            f"{expiry_words(expires_at, self.clock())}: the member must authorize the app again"
+        )
+
+    def _call(self, destination: Destination) -> tuple[str, float, float | None]:
+        """One refresh at the platform's token endpoint: the token, when to refresh it, and
+        when the refresh token itself ends (None if the answer does not say)."""
         assert destination.oauth is not None
         table = self.settings.platform(destination.platform)
         assert isinstance(table, LinkedInSettings)
@@ -170,7 +230,25 @@ class TokenStore:
             raise ConfigurationError(f"OAuth refresh refused ({response.status_code}): {said}")
         life_s = float(lifetime) if isinstance(lifetime, int | float) else 3600.0
         margin_s = min(table.refresh_margin_s, life_s / 2)
-        return token, self.clock() + life_s - margin_s
+        left = _seconds(body.get("refresh_token_expires_in"))
+        expires_at = None if left is None else self.clock() + left
+        return token, self.clock() + life_s - margin_s, expires_at
+
+
+def expiry_words(expires_at: float, now: float) -> str:
+    """`expires in 12 days (2027-01-05)` or `expired on 2027-01-05` (UTC dates)."""
+    day = time.strftime("%Y-%m-%d", time.gmtime(expires_at))
+    if expires_at <= now:
+        return f"expired on {day}"
+    days = round((expires_at - now) / DAY_S)
+    return f"expires in {days} day{'' if days == 1 else 's'} ({day})"
+
+
+def _seconds(value: object) -> float | None:
+    """A number of seconds as a token endpoint gives one, or None (a string, a bool, NaN)."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < 1e10:
+        return float(value)
+    return None
 
 
 def _json(response: httpx.Response) -> dict[str, object]:

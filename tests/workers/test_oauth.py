@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
+import time
+from pathlib import Path
 from urllib.parse import parse_qs
 
 import httpx
 import pytest
 import redis
+from prometheus_client import generate_latest
 
-from dispatcher import Destination, Dispatcher, Settings, keys
+from dispatcher import ConfigurationError, Control, Destination, Dispatcher, Settings, keys
 from dispatcher.settings import LinkedInSettings, OAuthRefresh
 from tests.pipeline.events import linkedin
 from workers.engine import DrainStatus, Engine
+from workers.metrics import registry as metrics_registry
 from workers.oauth import TokenStore
 
 SECRET = "client-secret-value"
@@ -29,6 +36,7 @@ class Platform:
         self.refuse: tuple[int, dict[str, str]] | None = None
         self.lifetime_s = 5_184_000
         self.bearers: list[str] = []
+        self.refresh_left_s = 31_000_000
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         if request.url.path == "/oauth/v2/accessToken":
@@ -50,7 +58,7 @@ class Platform:
                     "access_token": token,
                     "expires_in": self.lifetime_s,
                     "refresh_token": REFRESH,
-                    "refresh_token_expires_in": 31_000_000,
+                    "refresh_token_expires_in": self.refresh_left_s,
                 },
             )
         bearer = request.headers["authorization"].removeprefix("Bearer ")
@@ -221,3 +229,110 @@ def test_a_token_endpoint_outage_is_a_reason_not_a_crash(
     assert report.status is DrainStatus.PAUSED
     assert reason.startswith(b"OAuth refresh refused (500)")
     assert redis_client.xlen(keys.stream("li-main")) == 1
+
+
+def test_the_refresh_tokens_end_is_kept_shown_and_warned_of(
+    oauth_settings: Settings,
+    redis_client: redis.Redis,
+    platform: Platform,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Given a refresh answer that gives the refresh token 20 days more (warning: 30 days)
+    dest = oauth_settings.destinations["li-main"].model_copy(update={"token": None})
+    platform.refresh_left_s = 20 * 86_400
+    now = [1_800_000_000.0]
+    http = httpx.Client(transport=httpx.MockTransport(platform))
+    store = TokenStore(redis_client, http, oauth_settings, clock=lambda: now[0])
+    # When the token is asked for, again the same day, and again a day later
+    with caplog.at_level("WARNING", logger="workers.oauth"):
+        store.current(dest)
+        store.current(dest)
+        now[0] += 86_400
+        store.current(dest)
+    # Then the end is in the grant's record, and a warning named the variable, the days
+    # and the date, once a day, with no secret in it
+    record = keys.oauth("linkedin", dest_fp(oauth_settings))
+    ends = float(redis_client.hget(record, keys.OAUTH_REFRESH_EXPIRES_AT) or 0)
+    assert ends == 1_800_000_000.0 + 20 * 86_400
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 2
+    assert "$LI_REFRESH expires in 20 days (2027-02-04)" in warnings[0]
+    assert "expires in 19 days" in warnings[1]
+    assert not any(REFRESH in w or SECRET in w for w in warnings)
+    # And status and the metrics show when it ends
+    with Dispatcher(oauth_settings) as producer:
+        assert Control(producer).status("li-main").refresh_token_expires_at == ends
+    text = generate_latest(metrics_registry(oauth_settings, redis_client)).decode()
+    gauge = "convdispatch_oauth_refresh_token_expiry_timestamp_seconds"
+    assert f'{gauge}{{destination="li-main",platform="linkedin"}} 1.801728e+09' in text
+
+
+def test_a_refresh_token_far_from_its_end_is_not_warned_of(
+    oauth_settings: Settings,
+    redis_client: redis.Redis,
+    platform: Platform,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Given a refresh token with 300 days left
+    dest = oauth_settings.destinations["li-main"].model_copy(update={"token": None})
+    platform.refresh_left_s = 300 * 86_400
+    now = [1_800_000_000.0]
+    http = httpx.Client(transport=httpx.MockTransport(platform))
+    store = TokenStore(redis_client, http, oauth_settings, clock=lambda: now[0])
+    # When it is used
+    with caplog.at_level("WARNING", logger="workers.oauth"):
+        store.current(dest)
+        # Then no warning, until 30 days before its end
+        assert not caplog.records
+        now[0] += 271 * 86_400
+        store.current(dest)
+    assert [r.getMessage() for r in caplog.records][-1].count("expires in 29 days") == 1
+
+
+def test_a_refused_refresh_after_the_refresh_tokens_end_says_it_ended(
+    oauth_settings: Settings, redis_client: redis.Redis, platform: Platform
+) -> None:
+    # Given a refresh token known to end in 2 days, and then those days passed
+    dest = oauth_settings.destinations["li-main"].model_copy(update={"token": None})
+    platform.refresh_left_s = 2 * 86_400
+    now = [1_800_000_000.0]
+    http = httpx.Client(transport=httpx.MockTransport(platform))
+    store = TokenStore(redis_client, http, oauth_settings, clock=lambda: now[0])
+    store.current(dest)
+    now[0] += 3 * 86_400
+    platform.refuse = (400, {"error": "invalid_grant", "error_description": "expired"})
+    # When the next refresh is refused
+    with pytest.raises(ConfigurationError) as refused:
+        store.refused(dest, "issued-1")
+    # Then the reason has LinkedIn's words and says the refresh token ended, and when
+    reason = str(refused.value)
+    assert reason.startswith("OAuth refresh refused (400): invalid_grant: expired")
+    assert "the refresh token in $LI_REFRESH expired on 2027-01-17" in reason
+    assert "authorize the app again" in reason
+
+
+def test_status_shows_a_refresh_token_near_its_end(
+    oauth_settings: Settings, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    # Given the grant's record says its refresh token ends in 10 days
+    record = keys.oauth("linkedin", dest_fp(oauth_settings))
+    redis_client.hset(record, keys.OAUTH_REFRESH_EXPIRES_AT, time.time() + 10.2 * 86_400)
+    grant = {"client_id_env": "LI_CLIENT_ID", "client_secret_env": "LI_CLIENT_SECRET"}
+    grant["refresh_token_env"] = "LI_REFRESH"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVDISP_")} | {
+        "CONVDISP_CONFIG": str(tmp_path / "none.toml"),
+        "CONVDISP_REDIS_URL": oauth_settings.redis_url,
+        "CONVDISP_DESTINATIONS": json.dumps({"li-main": {"platform": "linkedin", "oauth": grant}}),
+        "COLUMNS": "250",
+    }
+    (tmp_path / "none.toml").write_text("")
+    # When an operator asks for the status
+    done = subprocess.run(
+        [sys.executable, "-m", "workers.cli", "status"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    # Then the destination's state says so, and no secret shows
+    assert done.returncode == 0, done.stderr
+    assert "ok; refresh token expires in 10 days" in done.stdout
+    assert REFRESH not in done.stdout
+    assert SECRET not in done.stdout

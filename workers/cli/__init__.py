@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -12,10 +13,12 @@ from rich.table import Table
 
 from dispatcher import ConfigurationError, Control
 from dispatcher.deadletters import known_platform
+from dispatcher.settings import DAY_S
 from workers.cli.common import console, errors, nothing_configured, of_tenant
 from workers.cli.dead import dead
 from workers.cli.destinations import registry_cli
 from workers.cli.linkedin import linkedin
+from workers.oauth import expiry_words
 
 app = typer.Typer(
     help="Asynchronous, queue-based conversion dispatcher.",
@@ -142,8 +145,11 @@ def status(
     for column in ("destination", "platform", "backlog", "in flight", "delivered", "dead"):
         table.add_column(column, overflow="fold")
     table.add_column("state", overflow="fold")
+    warn_s = control.dispatcher.settings.linkedin.refresh_token_warn_days * DAY_S
     for s in shown:
         state = f"paused: {s.pause_reason}" if s.paused else (s.last_error or "ok")
+        if s.refresh_token_expires_at and s.refresh_token_expires_at - time.time() < warn_s:
+            state += f"; refresh token {expiry_words(s.refresh_token_expires_at, time.time())}"
         table.add_row(
             s.destination, s.platform, str(s.backlog), str(s.in_flight), str(s.delivered),
             str(s.dead), state,

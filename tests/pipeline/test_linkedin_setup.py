@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -201,7 +202,12 @@ def test_a_token_expiring_mid_run_is_refreshed_once_for_all_workers(stack: Stack
     assert len(counts) == 1200
     assert set(counts.values()) == {1}
     assert stack.sandbox.get("oauth")["refreshes"] == 1
-    assert not stack.control.status("li-oauth").paused
+    status = stack.control.status("li-oauth")
+    assert not status.paused
+    # And the refresh token's end, as LinkedIn's answer gave it (365 days from the
+    # sandbox's authorization), is what status shows
+    left_days = (status.refresh_token_expires_at - time.time()) / 86_400
+    assert 364 < left_days <= 365
 
 
 def test_a_failing_refresh_pauses_with_the_reason_and_resumes_when_it_works(

@@ -48,6 +48,11 @@ _PERSON_WORDS |= {"recipient", "cardholder", "holder", "owner", "payer", "sender
 _PERSON_WORDS |= {"f", "l", "m", "nick", "maiden", "display", "real", "legal", "guest"}
 _PERSON_WORDS |= {"passenger", "patient", "cust", "card", "ship", "bill", "to", "from"}
 _PERSON_WORDS |= {"traveler", "traveller", "applicant", "student", "employee"}
+# and other languages' ways of saying the same (`nombre_completo`, `nom_de_famille`,
+# `vollständiger Name`, `nombre_del_cliente`); `nom_de_produit` stays a product's
+_PERSON_WORDS |= {"completo", "completa", "complet", "complete", "vollstandiger", "полное"}
+_PERSON_WORDS |= {"de", "del", "da", "do", "du", "famille", "paterno", "materno", "segundo"}
+_PERSON_WORDS |= {"usuario", "utilisateur", "benutzer", "kunde", "cliente", "titular"}
 
 
 def _email_if_one(text: str) -> str:

@@ -281,6 +281,9 @@ def test_personal_data_as_a_dimension_name_is_refused_without_repeating_it(
         *[(k, "Zelphina") for k in ("efternamn", "fornavn", "sukunimi", "prezime", "soyad\u0131")],
         *[(k, "Zelphina") for k in ("contact_person", "ContactPerson", "familienname")],
         *[(k, "020 7946 0958") for k in ("mob", "mob_no", "tlf", "celular", "móvil")],
+        *[(k, "Zelphina") for k in ("nombre_completo", "nome_completo", "nom_complet")],
+        *[(k, "Zelphina") for k in ("nom_de_famille", "vollständiger Name", "полное_имя")],
+        *[(k, "Zelphina") for k in ("nombre_del_cliente", "apellido_paterno", "Kunde Name")],
     ],
 )
 def test_common_spellings_of_personal_dimension_names_are_hashed(
@@ -315,10 +318,12 @@ def test_product_names_and_counts_keep_their_plain_values(
     producer: Dispatcher, redis_client: redis.Redis
 ) -> None:
     dims = {"product_name": "Blue Mug", "page_name": "Thanks", "nombre_articles": 3}
+    dims |= {"nom_de_produit": "Tasse", "nome_do_produto": "Caneca", "nombre_de_pagina": "Fin"}
     producer.enqueue({"click_id": "c1", "custom_dimensions": dims}, "vn")
     text = stored_text(redis_client)
     assert "Blue Mug" in text
     assert "Thanks" in text
+    assert all(kept in text for kept in ("Tasse", "Caneca", "Fin"))
 
 
 @pytest.mark.parametrize(

@@ -134,14 +134,16 @@ def test_the_code_is_found_wherever_it_sits(body: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     ("status", "verdict", "said"),
     [
-        (401, Verdict.AUTH, "API key refused (401)"),
-        (403, Verdict.AUTH, "API key refused (403)"),
-        (404, Verdict.AUTH, "endpoint not found: check vnative.base_url (404)"),
-        (301, Verdict.AUTH, "check vnative.base_url (301)"),
+        (401, Verdict.AUTH, "credentials refused (401)"),
+        (403, Verdict.AUTH, "credentials refused (403)"),
+        (404, Verdict.AUTH, "the platform answered 404; check vnative.base_url"),
+        (301, Verdict.AUTH, "the platform answered 301; check vnative.base_url"),
         (500, Verdict.RETRY, "platform unavailable (500)"),
-        (501, Verdict.AUTH, "check vnative.base_url (501)"),
+        (501, Verdict.AUTH, "the platform answered 501; check vnative.base_url"),
         (503, Verdict.RETRY, "platform unavailable (503)"),
-        (429, Verdict.WAIT, "too many requests (429)"),
+        (429, Verdict.WAIT, "throttled (429)"),
+        (420, Verdict.WAIT, "throttled (420)"),
+        (409, Verdict.DELIVERED, ""),
         (400, Verdict.REJECTED, "refused (400)"),
         (200, Verdict.RETRY, "unrecognised answer (200)"),
     ],
@@ -153,7 +155,7 @@ def test_http_statuses_without_a_code_map_to_verdicts(
     outcome = ADAPTER.parse_response(httpx.Response(status, content=body), 3)
     assert {r.verdict for r in outcome.results} == {verdict}
     assert said in outcome.results[0].reason
-    assert outcome.throttled is (status == 429)
+    assert outcome.throttled is (status in (420, 429))
 
 
 def test_the_key_never_appears_in_an_outcome() -> None:

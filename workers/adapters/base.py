@@ -154,33 +154,35 @@ def excerpt(response: httpx.Response) -> str:
 NOT_SUPPORTED = (501, 505)
 
 
-def common_outcome(response: httpx.Response, n: int) -> Outcome | None:
-    """Verdicts every platform shares (throttling, outages, auth); None if none applies."""
+def common_outcome(
+    response: httpx.Response, n: int, said: str = "", setting: str = "base_url"
+) -> Outcome | None:
+    """Verdicts every platform shares (throttling, outages, auth); None if none applies.
+    `said` (the platform's own words, as ": ...") ends each reason; a wrong-URL answer's
+    reason names `setting`."""
     status, kw = (
         response.status_code,
         {"status": response.status_code, "excerpt": excerpt(response)},
     )
     wait = retry_after_s(response)
     if status in (420, 429):
-        return Outcome.every(
-            n, Verdict.WAIT, f"throttled ({status})", retry_after_s=wait, throttled=True, **kw
-        )
+        reason = f"throttled ({status}){said}"
+        return Outcome.every(n, Verdict.WAIT, reason, retry_after_s=wait, throttled=True, **kw)
     if status == 503 and wait is not None:  # the platform said when: planned, not a failure
-        return Outcome.every(
-            n, Verdict.WAIT, "platform unavailable (503)", retry_after_s=wait, **kw
-        )
+        reason = f"platform unavailable (503){said}"
+        return Outcome.every(n, Verdict.WAIT, reason, retry_after_s=wait, **kw)
     if status in (408, 425) or (status >= 500 and status not in NOT_SUPPORTED):
-        return Outcome.every(
-            n, Verdict.RETRY, f"platform unavailable ({status})", retry_after_s=wait, **kw
-        )
+        reason = f"platform unavailable ({status}){said}"
+        return Outcome.every(n, Verdict.RETRY, reason, retry_after_s=wait, **kw)
     if status in (401, 403):
-        return Outcome.every(n, Verdict.AUTH, f"credentials refused ({status})", **kw)
+        return Outcome.every(n, Verdict.AUTH, f"credentials refused ({status}){said}", **kw)
     if status in (404, 410, *NOT_SUPPORTED) or 300 <= status < 400:
         where = response.headers.get("location", "")
         reason = f"configuration: the platform answered {status} {where}".strip()
-        return Outcome.every(n, Verdict.AUTH, f"{reason}; check base_url and the account", **kw)
+        reason += f"; check {setting} and the account{said}"
+        return Outcome.every(n, Verdict.AUTH, reason, **kw)
     if status == 413:
-        return Outcome.every(n, Verdict.RETRY, "request too large (413)", split=True, **kw)
+        return Outcome.every(n, Verdict.RETRY, f"request too large (413){said}", split=True, **kw)
     if status == 409:  # a conflict with what the platform holds: it has these already
         outcome = Outcome.every(n, Verdict.DELIVERED, "", **kw)
         outcome.warnings.append(f"the platform answered 409 (already there): {kw['excerpt']}")

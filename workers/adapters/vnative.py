@@ -22,8 +22,10 @@ body, in `error`/`errors` (object or list) and in `data`. Codes, then HTTP statu
 | 40 | too many requests | WAIT, throttled (no attempt counted) |
 | 50, 51 | system upgrade, server error | RETRY |
 
-HTTP 401/403 -> AUTH; 404, 501 and 3xx -> pause "endpoint not found: check vnative.base_url"
-(a wrong base URL must not dead-letter everything); 429 -> WAIT, throttled; 5xx -> RETRY.
+Without a code, HTTP statuses as on every platform (`base.common_outcome`): 401/403 ->
+AUTH; 404, 410, 501, 505 and 3xx -> pause "check vnative.base_url" (a wrong base URL must
+not dead-letter everything); 420/429 -> WAIT, throttled; 5xx -> RETRY; 409 -> DELIVERED
+with a warning; 413 -> split; another 4xx -> REJECTED.
 A job poll answered with vNative's own 404 (code 31) ends the job as finished, nothing
 dead-lettered (the import may have run; vNative keeps only its latest jobs).
 
@@ -46,10 +48,10 @@ import httpx
 
 from dispatcher.settings import Destination, PlatformSettings
 from workers.adapters.base import (
-    NOT_SUPPORTED,
     JobState,
     Outcome,
     Verdict,
+    common_outcome,
     endpoint,
     excerpt,
     json_body,
@@ -154,15 +156,22 @@ class VNativeAdapter:
             warning = f"duplicated resource (code 33): already imported{said}"
             return Outcome.every(n, Verdict.DELIVERED, warnings=[warning], **kw)
         wait_s = retry_after_s(response)
-        if code == 40 or status == 429:
-            reason = f"too many requests ({'code 40' if code == 40 else status})"
+        if code == 40:
             return Outcome.every(
-                n, Verdict.WAIT, reason, retry_after_s=wait_s, throttled=True, **kw
-            )
+                n, Verdict.WAIT, "too many requests (code 40)", retry_after_s=wait_s,
+                throttled=True, **kw,
+            )  # fmt: skip
         if code in _RETRY:
             reason = f"{_RETRY[code]} (code {code}){said}"
             return Outcome.every(n, Verdict.RETRY, reason, retry_after_s=wait_s, **kw)
-        return _by_status(status, said, n, wait_s, kw)
+        shared = common_outcome(response, n, said, "vnative.base_url")
+        if shared is not None:
+            return shared
+        if 400 <= status < 500:
+            return Outcome.every(n, Verdict.REJECTED, f"refused ({status}){said}"[:1000], **kw)
+        # A 2xx that is not `success: true` and names no code: nothing is known, so retry
+        # (max_attempts dead-letters it if it never changes).
+        return Outcome.every(n, Verdict.RETRY, f"unrecognised answer ({status}){said}", **kw)
 
     def job_request(
         self, destination: Destination, table: PlatformSettings, job_id: str
@@ -248,27 +257,6 @@ def _queued(body: dict[str, Any], n: int, kw: dict[str, Any]) -> Outcome:
     return Outcome.every(
         n, Verdict.DELIVERED, job_id=str(job_id), job_state=state, job_detail=detail, **kw
     )
-
-
-def _by_status(status: int, said: str, n: int, wait_s: float | None, kw: dict[str, Any]) -> Outcome:
-    if status in (401, 403):
-        return Outcome.every(n, Verdict.AUTH, f"API key refused ({status}){said}", **kw)
-    if status in (404, 410, *NOT_SUPPORTED) or 300 <= status < 400:
-        reason = f"configuration: endpoint not found: check vnative.base_url ({status})"
-        return Outcome.every(n, Verdict.AUTH, reason, **kw)
-    if status == 503 and wait_s is not None:
-        reason = f"platform unavailable ({status}){said}"
-        return Outcome.every(n, Verdict.WAIT, reason, retry_after_s=wait_s, **kw)
-    if status in (408, 425) or status >= 500:  # (501, 505: above)
-        reason = f"platform unavailable ({status}){said}"
-        return Outcome.every(n, Verdict.RETRY, reason, retry_after_s=wait_s, **kw)
-    if status == 413:
-        return Outcome.every(n, Verdict.RETRY, "request too large (413)", split=True, **kw)
-    if 400 <= status < 500:
-        return Outcome.every(n, Verdict.REJECTED, f"refused ({status}){said}"[:1000], **kw)
-    # A 2xx that is not `success: true` and names no code: nothing is known, so retry
-    # (max_attempts dead-letters it if it never changes).
-    return Outcome.every(n, Verdict.RETRY, f"unrecognised answer ({status}){said}", **kw)
 
 
 def _log_lines(logs: object) -> list[str]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import redis
+
 from dispatcher import keys
 from dispatcher.client import Dispatcher
 from dispatcher.errors import ConfigurationError
@@ -87,6 +89,11 @@ class Control:
             for grant in filter(None, records):
                 pipe.hget(grant, keys.OAUTH_REFRESH_EXPIRES_AT)
             replies = pipe.execute(raise_on_error=False)
+            # an error reply of a command that must work (not XINFO of a stream not made yet)
+            for i, reply in enumerate(replies):
+                xinfo = i < 4 * len(destinations) and i % 4 == 3
+                if isinstance(reply, redis.RedisError) and not xinfo:
+                    raise reply
         expiries = iter(replies[4 * len(destinations) :])
         out = []
         for i, (name, dest, record) in enumerate(zip(destinations, found, records, strict=True)):

@@ -48,11 +48,13 @@ _PERSON_WORDS |= {"recipient", "cardholder", "holder", "owner", "payer", "sender
 _PERSON_WORDS |= {"f", "l", "m", "nick", "maiden", "display", "real", "legal", "guest"}
 _PERSON_WORDS |= {"passenger", "patient", "cust", "card", "ship", "bill", "to", "from"}
 _PERSON_WORDS |= {"traveler", "traveller", "applicant", "student", "employee"}
-# and other languages' ways of saying the same (`nombre_completo`, `nom_de_famille`,
-# `vollständiger Name`, `nombre_del_cliente`); `nom_de_produit` stays a product's
-_PERSON_WORDS |= {"completo", "completa", "complet", "complete", "vollstandiger", "полное"}
-_PERSON_WORDS |= {"de", "del", "da", "do", "du", "famille", "paterno", "materno", "segundo"}
-_PERSON_WORDS |= {"usuario", "utilisateur", "benutzer", "kunde", "cliente", "titular"}
+# and other languages' ways of saying the same (`nombre_completo`, `vollständiger Name`);
+# `nom_de_famille`, `nombre_del_cliente`: a "de" between two words joins them (a last
+# one is a language, `name_de`); `nom_de_produit` stays a product's
+_PERSON_WORDS |= {"completo", "completa", "complet", "vollstandiger", "полное", "famille"}
+_PERSON_WORDS |= {"paterno", "materno", "segundo", "usuario", "utilisateur", "benutzer"}
+_PERSON_WORDS |= {"kunde", "cliente", "titular"}
+_JOINING = {"de", "del", "da", "do", "du"}
 
 
 def _email_if_one(text: str) -> str:
@@ -102,7 +104,8 @@ def personal_hasher(key: str) -> Callable[[str], str] | None:
     if "number" in words and _NUMBER_OF & set(words):
         return _phone_if_one if attribute else hash_phone
     named = _NAME_WORDS & set(words) or "name" in words or words == ["contact", "person"]
-    if named and set(words) - _NAME_WORDS - {"name"} <= _PERSON_WORDS:  # no product_name
+    joined = {w for i, w in enumerate(words) if not (w in _JOINING and 0 < i < len(words) - 1)}
+    if named and joined - _NAME_WORDS - {"name"} <= _PERSON_WORDS:  # no product_name
         return hash_name
     return None
 

@@ -102,16 +102,19 @@ class RedisCollector(Collector):
         yield self._refresh_tokens(grants, replies)
 
     def _refresh_tokens(self, grants: dict[str, str | None], replies: Iterator[Any]) -> Metric:
-        """When each OAuth destination's refresh token ends, where a refresh has said so."""
+        """When each OAuth destination's refresh token ends, where a refresh has said so
+        (the first `metrics_max_destinations` of them)."""
         ends = GaugeMetricFamily(
             "convdispatch_oauth_refresh_token_expiry_timestamp_seconds",
             "When the OAuth refresh token ends (the member must authorize again by then).",
             labels=["destination", "platform"],
         )
+        shown = 0
         for name, grant in grants.items():
             expires = next(replies) if grant else None
-            if expires:
+            if expires and shown < self.settings.metrics_max_destinations:
                 ends.add_metric([name, self.settings.destinations[name].platform], float(expires))
+                shown += 1
         return ends
 
     def _destinations(

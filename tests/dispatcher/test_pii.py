@@ -319,11 +319,12 @@ def test_product_names_and_counts_keep_their_plain_values(
 ) -> None:
     dims = {"product_name": "Blue Mug", "page_name": "Thanks", "nombre_articles": 3}
     dims |= {"nom_de_produit": "Tasse", "nome_do_produto": "Caneca", "nombre_de_pagina": "Fin"}
+    dims |= {"name_de": "Sommer", "Name (DA)": "Vinter", "name_complete": "yes"}
     producer.enqueue({"click_id": "c1", "custom_dimensions": dims}, "vn")
     text = stored_text(redis_client)
     assert "Blue Mug" in text
     assert "Thanks" in text
-    assert all(kept in text for kept in ("Tasse", "Caneca", "Fin"))
+    assert all(kept in text for kept in ("Tasse", "Caneca", "Fin", "Sommer", "Vinter", "yes"))
 
 
 @pytest.mark.parametrize(

@@ -273,9 +273,10 @@ def test_a_refresh_token_far_from_its_end_is_not_warned_of(
     platform: Platform,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    # Given a refresh token with 300 days left
+    # Given a refresh token with 300 days left (and access tokens that outlive the test)
     dest = oauth_settings.destinations["li-main"].model_copy(update={"token": None})
     platform.refresh_left_s = 300 * 86_400
+    platform.lifetime_s = 400 * 86_400
     now = [1_800_000_000.0]
     http = httpx.Client(transport=httpx.MockTransport(platform))
     store = TokenStore(redis_client, http, oauth_settings, clock=lambda: now[0])
@@ -287,6 +288,7 @@ def test_a_refresh_token_far_from_its_end_is_not_warned_of(
         now[0] += 271 * 86_400
         store.current(dest)
     assert [r.getMessage() for r in caplog.records][-1].count("expires in 29 days") == 1
+    assert store.refreshes(dest) == 1
 
 
 def test_a_refused_refresh_after_the_refresh_tokens_end_says_it_ended(

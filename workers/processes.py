@@ -58,20 +58,24 @@ def free_ports(count: int) -> list[int]:
         return [int(s.getsockname()[1]) for s in held]
 
 
-def free_cluster_port() -> int:
-    """A free port for a Redis Cluster node: its bus listens on port + 10000, so that one
-    must be free too (and both below 65536)."""
-    while True:
-        port = free_port()
-        if port + 10_000 > 65_535:
-            port -= 20_000
-        try:
-            for p in (port, port + 10_000):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", p))
-        except OSError:
-            continue
-        return port
+def free_cluster_ports(count: int) -> list[int]:
+    """`count` ports for Redis Cluster nodes: each node's bus listens on port + 10000, so
+    that one must be free too (and below 65536); every port and bus port is held open
+    until the last is chosen, so no two of them are the same."""
+    with contextlib.ExitStack() as stack:
+        chosen: list[int] = []
+        while len(chosen) < count:
+            port = free_port()
+            if port + 10_000 > 65_535:
+                port -= 20_000
+            try:
+                for p in (port, port + 10_000):
+                    s = stack.enter_context(socket.socket())
+                    s.bind(("127.0.0.1", p))  # fails for one taken, or held here already
+            except OSError:
+                continue
+            chosen.append(port)
+        return chosen
 
 
 def wait_for_http(url: str, timeout_s: float = 20.0) -> None:

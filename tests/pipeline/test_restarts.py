@@ -64,7 +64,7 @@ def test_a_worker_keeps_delivering_after_redis_restarts_twice(
         producer.enqueue_many(many(10, "before"), "li-r")
         wait_for(lambda: sandbox.get("count")["events"] == 10, 30, "delivery before")
         # When Redis is SIGKILLed and restarted twice (same port, same AOF), no supervisor
-        sandbox.control("config", {"latency_s": 0.5})
+        sandbox.control("config", {"latency_s": 1.5})
         for round_ in range(2):
             # (with a batch in flight, so the broker holds an unacknowledged task)
             producer.enqueue_many(many(10, f"inflight{round_}"), "li-r")

@@ -35,7 +35,6 @@ from dispatcher.errors import ConfigurationError
 from dispatcher.settings import DAY_S, Destination, LinkedInSettings, Settings
 
 log = logging.getLogger(__name__)
-REFRESH_EXPIRES_AT = keys.OAUTH_REFRESH_EXPIRES_AT
 LOCK_MS = 30_000  # a refresher that dies holding the lock blocks the others this long at most
 WAIT_STEP_S = 0.05
 
@@ -120,7 +119,8 @@ class TokenStore:
         """The stored token and when to refresh it, or None (none stored, or unreadable)."""
         key = keys.oauth(destination.platform, grant)
         token, refresh_at, expires = cast(
-            list[bytes | None], self.redis.hmget(key, "token", "refresh_at", REFRESH_EXPIRES_AT)
+            list[bytes | None],
+            self.redis.hmget(key, "token", "refresh_at", keys.OAUTH_REFRESH_EXPIRES_AT),
         )
         if expires:
             self._expires[grant] = float(expires)
@@ -160,7 +160,7 @@ class TokenStore:
                 "token": sealed, "refresh_at": refresh_at, "error": ""
             }  # fmt: skip
             if expires_at is not None:
-                record[REFRESH_EXPIRES_AT] = self._expires[grant] = expires_at
+                record[keys.OAUTH_REFRESH_EXPIRES_AT] = self._expires[grant] = expires_at
             pipe = self.redis.pipeline()
             pipe.hset(key, mapping=record)
             pipe.hincrby(key, "refreshes", 1)

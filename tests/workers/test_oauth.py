@@ -231,6 +231,18 @@ def test_a_token_endpoint_outage_is_a_reason_not_a_crash(
     assert redis_client.xlen(keys.stream("li-main")) == 1
 
 
+def clocked(
+    settings: Settings, client: redis.Redis, platform: Platform, left_days: int
+) -> tuple[Destination, TokenStore, list[float]]:
+    """A grant with no first token, refresh answers giving the refresh token `left_days`
+    more, and a store on a clock the test moves (`now[0]`)."""
+    dest = settings.destinations["li-main"].model_copy(update={"token": None})
+    platform.refresh_left_s = left_days * 86_400
+    now = [1_800_000_000.0]
+    http = httpx.Client(transport=httpx.MockTransport(platform))
+    return dest, TokenStore(client, http, settings, clock=lambda: now[0]), now
+
+
 def test_the_refresh_tokens_end_is_kept_shown_and_warned_of(
     oauth_settings: Settings,
     redis_client: redis.Redis,
@@ -238,11 +250,7 @@ def test_the_refresh_tokens_end_is_kept_shown_and_warned_of(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # Given a refresh answer that gives the refresh token 20 days more (warning: 30 days)
-    dest = oauth_settings.destinations["li-main"].model_copy(update={"token": None})
-    platform.refresh_left_s = 20 * 86_400
-    now = [1_800_000_000.0]
-    http = httpx.Client(transport=httpx.MockTransport(platform))
-    store = TokenStore(redis_client, http, oauth_settings, clock=lambda: now[0])
+    dest, store, now = clocked(oauth_settings, redis_client, platform, 20)
     # When the token is asked for, again the same day, and again a day later
     with caplog.at_level("WARNING", logger="workers.oauth"):
         store.current(dest)
@@ -274,12 +282,8 @@ def test_a_refresh_token_far_from_its_end_is_not_warned_of(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # Given a refresh token with 300 days left (and access tokens that outlive the test)
-    dest = oauth_settings.destinations["li-main"].model_copy(update={"token": None})
-    platform.refresh_left_s = 300 * 86_400
     platform.lifetime_s = 400 * 86_400
-    now = [1_800_000_000.0]
-    http = httpx.Client(transport=httpx.MockTransport(platform))
-    store = TokenStore(redis_client, http, oauth_settings, clock=lambda: now[0])
+    dest, store, now = clocked(oauth_settings, redis_client, platform, 300)
     # When it is used
     with caplog.at_level("WARNING", logger="workers.oauth"):
         store.current(dest)
@@ -295,11 +299,7 @@ def test_a_refused_refresh_after_the_refresh_tokens_end_says_it_ended(
     oauth_settings: Settings, redis_client: redis.Redis, platform: Platform
 ) -> None:
     # Given a refresh token known to end in 2 days, and then those days passed
-    dest = oauth_settings.destinations["li-main"].model_copy(update={"token": None})
-    platform.refresh_left_s = 2 * 86_400
-    now = [1_800_000_000.0]
-    http = httpx.Client(transport=httpx.MockTransport(platform))
-    store = TokenStore(redis_client, http, oauth_settings, clock=lambda: now[0])
+    dest, store, now = clocked(oauth_settings, redis_client, platform, 2)
     store.current(dest)
     now[0] += 3 * 86_400
     platform.refuse = (400, {"error": "invalid_grant", "error_description": "expired"})

@@ -106,12 +106,29 @@ def _labelled_id(match: re.Match[str]) -> bool:
     return bool(words) and before[-1:].isspace() and _CODE.fullmatch(words[-1]) is not None
 
 
-# A word for a phone, then 9 to 15 digits written without separators (`Phone: 5551234567`).
+# A word for a phone, then 7 to 15 digits written without separators (`Phone: 5551234567`).
 _DIGITS_LABEL = (
     r"(?<![a-z0-9/])" + _PHONE_WORDS + r"(?:\s*(?:number|num|no|nr|#)\.?)?[\s:=#.\-]{0,3}"
 )
-_LABELLED_DIGITS = re.compile(_DIGITS_LABEL + r"(?<![0-9/])[0-9]{9,15}(?![0-9])", re.IGNORECASE)
+_LABELLED_DIGITS = re.compile(_DIGITS_LABEL + r"(?<![0-9/])[0-9]{7,15}(?![0-9])", re.IGNORECASE)
 _LABEL_END = re.compile(_DIGITS_LABEL + r"$", re.IGNORECASE)
+# A word for a phone, then groups that only such a word makes a phone number: a local
+# number of 7 or 8 digits, after an area code or not (`Tel: 555-1234`, `phone 4656 3414`,
+# `тел. 706 69 07`, `Tel 08-60 42 30`), or groups of 3, 3 and 4 from any digit
+# (`call 187 928 2406`).
+_SHORT = (
+    r"(?:[0-9]{3}[ .\-][0-9]{2}[ .\-][0-9]{2}"  # 706 69 07
+    r"|[0-9]{3,4}[ .\-][0-9]{4}"  # 555-1234, 4656 3414
+    r"|[0-9]{2}[ .\-][0-9]{2} [0-9]{2}"  # (after an area code) 60 42 30
+    r"|[0-9]{3} [0-9]{3} [0-9]{4})"  # 187 928 2406
+)
+_LABELLED_SHORT = re.compile(
+    _DIGITS_LABEL
+    + r"(?<![0-9/])(?:\(?0[0-9]{1,3}\)?[ .\-/]?)?"
+    + _SHORT
+    + r"(?![0-9]|[.,/\-][0-9])",
+    re.IGNORECASE,
+)
 
 
 def holds_national_phone(text: str) -> bool:
@@ -125,11 +142,16 @@ def holds_national_phone(text: str) -> bool:
     value = readable_text(text)
     if "://" in value:  # in a URL's query a "+" is a space (`?phone=555+123+4567`)
         value = value.replace("+", "-")
-    if value.encode().translate(_FLAT).find(_NINE) == -1:
-        return False  # no run of 9 digits and separators: no number (most text, at C speed)
+    if value.encode().translate(_FLAT).find(_EIGHT) == -1:
+        return False  # no run of 8 digits and separators: no number (most text, at C speed)
     if any(_national_like(m) for m in _NATIONAL.finditer(value)):
         return True
-    return _LABELLED_DIGITS.search(value) is not None
+    if _LABELLED_DIGITS.search(value) is not None:
+        return True
+    short = _LABELLED_SHORT.search(value)  # not a date, two years or quantities
+    return short is not None and not (
+        DATE.search(short[0]) or len(_YEARS.findall(short[0])) > 1 or _round(short[0])
+    )
 
 
 # For a search of a whole serialised event, two views of its bytes: in `_RUNS` digits
@@ -140,6 +162,7 @@ _SEPARATORS = b" ().-/"
 _RUNS = bytes(48 if 48 <= b <= 57 else 45 if b in _SEPARATORS else 120 for b in range(256))
 _FLAT = bytes(48 if 48 <= b <= 57 or b in _SEPARATORS else 120 for b in range(256))
 _NINE = b"0" * 9
+_EIGHT = b"0" * 8  # `Tel:555-1234`, in a text read whole
 
 
 def national_phone_in_json(body: bytes) -> bool:
@@ -170,8 +193,9 @@ def _holds_in(body: bytes) -> bool:
             bare and _in_hex(body, start - 1) and _in_hex(body, end)  # or in a hex digest
         ):
             runs = runs or body.translate(_RUNS)
+            digits = runs.count(b"0", start, end)
             if (
-                runs.count(b"0", start, end) >= 9
+                (digits >= 9 or (digits >= 7 and _label_ends(body, start)))
                 and _worth_reading(body, runs, start, end, bare)
                 and holds_national_phone(
                     body[max(0, start - 30) : end + 12].decode(errors="ignore")

@@ -106,29 +106,47 @@ def _labelled_id(match: re.Match[str]) -> bool:
     return bool(words) and before[-1:].isspace() and _CODE.fullmatch(words[-1]) is not None
 
 
-# A word for a phone, then 7 to 15 digits written without separators (`Phone: 5551234567`).
+# A word for a phone, then 9 to 15 digits written without separators (`Phone: 5551234567`).
 _DIGITS_LABEL = (
     r"(?<![a-z0-9/])" + _PHONE_WORDS + r"(?:\s*(?:number|num|no|nr|#)\.?)?[\s:=#.\-]{0,3}"
 )
-_LABELLED_DIGITS = re.compile(_DIGITS_LABEL + r"(?<![0-9/])[0-9]{7,15}(?![0-9])", re.IGNORECASE)
+_LABELLED_DIGITS = re.compile(_DIGITS_LABEL + r"(?<![0-9/])[0-9]{9,15}(?![0-9])", re.IGNORECASE)
 _LABEL_END = re.compile(_DIGITS_LABEL + r"$", re.IGNORECASE)
-# A word for a phone, then groups that only such a word makes a phone number: a local
-# number of 7 or 8 digits, after an area code or not (`Tel: 555-1234`, `phone 4656 3414`,
-# `тел. 706 69 07`, `Tel 08-60 42 30`), or groups of 3, 3 and 4 from any digit
-# (`call 187 928 2406`).
+# A label, then groups that only a label makes a phone number: a local number of 7 or 8
+# digits, after an area code or not (`Tel: 555-1234`, `тел. 706 69 07`, `Phone: 4656
+# 3414`, `Tel. 08-60 42 30`), or groups of 3, 3 and 4 from any digit (`Tel: 187 928
+# 2406`). The label is a word that names nothing but a phone (not mobile, cell, call or
+# handy: `Mobile 1080 2400` is a screen), standing alone, with a colon or an
+# abbreviation's full stop; no group may be a year, the pair no opening hours
+# (`Tel: 0900-1730`), and no unit or letter may follow.
+_SHORT_LABEL = (
+    r"(?<![\w\-/.])(?:telephone|telefon|teléfono|телефон|phone|tel|tél|тел|tlf|fax|whatsapp)"
+    r"(?:\s*(?:number|num|no|nr|#)\.?)?(?:\s*:|\.)\s*"
+)
 _SHORT = (
-    r"(?:[0-9]{3}[ .\-][0-9]{2}[ .\-][0-9]{2}"  # 706 69 07
-    r"|[0-9]{3,4}[ .\-][0-9]{4}"  # 555-1234, 4656 3414
-    r"|[0-9]{2}[ .\-][0-9]{2} [0-9]{2}"  # (after an area code) 60 42 30
+    r"(?:(?:\(?0[0-9]{1,3}\)?[ .\-/]?)?(?:[0-9]{3}[ .\-][0-9]{2}[ .\-][0-9]{2}"  # 706 69 07
+    r"|[0-9]{3,4}[ .\-][0-9]{4})"  # 555-1234, 4656 3414
+    r"|\(?0[0-9]{1,3}\)?[ .\-/]?[0-9]{2}[ .\-][0-9]{2} [0-9]{2}"  # 08-60 42 30
     r"|[0-9]{3} [0-9]{3} [0-9]{4})"  # 187 928 2406
 )
 _LABELLED_SHORT = re.compile(
-    _DIGITS_LABEL
-    + r"(?<![0-9/])(?:\(?0[0-9]{1,3}\)?[ .\-/]?)?"
-    + _SHORT
-    + r"(?![0-9]|[.,/\-][0-9])",
-    re.IGNORECASE,
+    _SHORT_LABEL + r"(?P<number>" + _SHORT + r")(?![0-9A-Za-z]|[.,/\-][0-9])", re.IGNORECASE
 )
+_HHMM = re.compile(r"(?:[01][0-9]|2[0-3])[0-5][0-9]")
+
+
+def _labelled_short(value: str) -> bool:
+    """A local number right after a label (`_LABELLED_SHORT`), not a year, hours or a size."""
+    for match in _LABELLED_SHORT.finditer(value):
+        groups = _GROUPS.findall(match["number"])
+        if (
+            not _YEARS.search(match["number"])
+            and not (len(groups) == 2 and all(_HHMM.fullmatch(g) for g in groups))
+            and not _UNIT.match(value, match.end())
+            and not _round(match["number"])
+        ):
+            return True
+    return False
 
 
 def holds_national_phone(text: str) -> bool:
@@ -142,16 +160,11 @@ def holds_national_phone(text: str) -> bool:
     value = readable_text(text)
     if "://" in value:  # in a URL's query a "+" is a space (`?phone=555+123+4567`)
         value = value.replace("+", "-")
-    if value.encode().translate(_FLAT).find(_EIGHT) == -1:
-        return False  # no run of 8 digits and separators: no number (most text, at C speed)
+    if value.encode().translate(_FLAT).find(_NINE) == -1:
+        return False  # no run of 9 digits and separators: no number (most text, at C speed)
     if any(_national_like(m) for m in _NATIONAL.finditer(value)):
         return True
-    if _LABELLED_DIGITS.search(value) is not None:
-        return True
-    short = _LABELLED_SHORT.search(value)  # not a date, two years or quantities
-    return short is not None and not (
-        DATE.search(short[0]) or len(_YEARS.findall(short[0])) > 1 or _round(short[0])
-    )
+    return _LABELLED_DIGITS.search(value) is not None or _labelled_short(value)
 
 
 # For a search of a whole serialised event, two views of its bytes: in `_RUNS` digits
@@ -162,7 +175,6 @@ _SEPARATORS = b" ().-/"
 _RUNS = bytes(48 if 48 <= b <= 57 else 45 if b in _SEPARATORS else 120 for b in range(256))
 _FLAT = bytes(48 if 48 <= b <= 57 or b in _SEPARATORS else 120 for b in range(256))
 _NINE = b"0" * 9
-_EIGHT = b"0" * 8  # `Tel:555-1234`, in a text read whole
 
 
 def national_phone_in_json(body: bytes) -> bool:

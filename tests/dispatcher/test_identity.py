@@ -188,9 +188,9 @@ FOUND_IN_ANY_FIELD = [
     "\u0442\u0435\u043b\u0435\u0444\u043e\u043d 5551234567", "Phone: 020 7930 4830",
     "Dave 555-123-4567 before 6pm", "Ask for Bea (555) 123-4567 ext. 12", "Phone:5551234567.",
     "tel:5551234567 (mobile)", ":555-123-4567)fade", "Tel:+(0161) 496 0066",
-    # local numbers of 7 or 8 digits, and 3-3-4 from any digit, right after a word for one
-    "Tel: 555-1234", "phone 4656 3414", "тел. 706 69 07", "Tel 08-60 42 30",
-    "Fax: (02) 4656 3414", "call 187 928 2406", "tel: 50008063", "Tel: 555-1234.",
+    # local numbers of 7 or 8 digits, and 3-3-4 from any digit, right after a label
+    "Tel: 555-1234", "Phone: 4656 3414", "тел. 706 69 07", "Tel. 08-60 42 30",
+    "Fax: (02) 4656 3414", "Tel: 187 928 2406", "Tel: 555-1234.", "WhatsApp: 465-63-41",
 ]  # fmt: skip
 
 
@@ -198,7 +198,13 @@ FOUND_IN_ANY_FIELD = [
     "text",
     ["706 69 07", "465-63-41", "4656 3414", "hotel 555-1234", "Order 555-1234", "SKU 4656 3414",
      "mobile 2024-01-15", "cell 2023 2024", "Phone 12-34-56", "tel 555-1234-99",
-     "mobile 1000 2000", "Tel: 555-12345", "187 928 2406", "call of duty 2"],
+     "mobile 1000 2000", "Tel: 555-12345", "187 928 2406", "call of duty 2",
+     # what only looks like one: a label without a colon, dates, screens, hours, prices
+     "phone 4656 3414", "mobile-20240315", "?utm_campaign=mobile-20240315&utm_source=fb",
+     "mobile-2024-1115", "Handy 1080 2400", "Mobile 1080 1920 px", "Call 0900-1730 Mon-Fri",
+     "Tel: 0900-1730", "Phone 12 34 56", "Handy 1299 1499", "Brother FAX-2840 2600",
+     "Mobile 1234567", "Tel: 2024 0315", "Tel: 1080 1920 px", "mobile 24 03 15",
+     "Tel: 1080p 1920"],
 )  # fmt: skip
 def test_short_numbers_are_phones_only_right_after_a_word_for_one(text: str) -> None:
     assert not national.holds_national_phone(text)

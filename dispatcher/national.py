@@ -121,7 +121,7 @@ _LABEL_END = re.compile(_DIGITS_LABEL + r"$", re.IGNORECASE)
 # (`Tel: 0900-1730`), and no unit or letter may follow.
 _SHORT_LABEL = (
     r"(?<![\w\-/.])(?:telephone|telefon|teléfono|телефон|phone|tel|tél|тел|tlf|fax|whatsapp)"
-    r"(?:\s*(?:number|num|no|nr|#)\.?)?(?:\s*:|\.)\s*"
+    r"(?:\s*(?:number|num|no|nr|#)\.?)?(?:\.?\s*:|\.)\s*"
 )
 _SHORT = (
     r"(?:(?:\(?0[0-9]{1,3}\)?[ .\-/]?)?(?:[0-9]{3}[ .\-][0-9]{2}[ .\-][0-9]{2}"  # 706 69 07

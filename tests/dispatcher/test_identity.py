@@ -191,6 +191,7 @@ FOUND_IN_ANY_FIELD = [
     # local numbers of 7 or 8 digits, and 3-3-4 from any digit, right after a label
     "Tel: 555-1234", "Phone: 4656 3414", "тел. 706 69 07", "Tel. 08-60 42 30",
     "Fax: (02) 4656 3414", "Tel: 187 928 2406", "Tel: 555-1234.", "WhatsApp: 465-63-41",
+    "Tel.: 4656 3414",
 ]  # fmt: skip
 
 

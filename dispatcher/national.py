@@ -118,10 +118,10 @@ _LABEL_END = re.compile(_DIGITS_LABEL + r"$", re.IGNORECASE)
 # 2406`). The label is a word that names nothing but a phone (not mobile, cell, call or
 # handy: `Mobile 1080 2400` is a screen), standing alone, with a colon or an
 # abbreviation's full stop; no group may be a year, the pair no opening hours
-# (`Tel: 0900-1730`), and no unit or letter may follow.
+# (`Tel: 0900-1730`, `Tel: 830-1715`), and no unit, price or letter may follow.
 _SHORT_LABEL = (
     r"(?<![\w\-/.])(?:telephone|telefon|teléfono|телефон|phone|tel|tél|тел|tlf|fax|whatsapp)"
-    r"(?:\s*(?:number|num|no|nr|#)\.?)?(?:\.?\s*:|\.)\s*"
+    r"(?:\s*(?:number|num|no|nr|#)\.?)?(?:\.?:|[ ]?:|\.)[ ]?"  # as `_LABEL_END` reads it
 )
 _SHORT = (
     r"(?:(?:\(?0[0-9]{1,3}\)?[ .\-/]?)?(?:[0-9]{3}[ .\-][0-9]{2}[ .\-][0-9]{2}"  # 706 69 07
@@ -132,7 +132,12 @@ _SHORT = (
 _LABELLED_SHORT = re.compile(
     _SHORT_LABEL + r"(?P<number>" + _SHORT + r")(?![0-9A-Za-z]|[.,/\-][0-9])", re.IGNORECASE
 )
-_HHMM = re.compile(r"(?:[01][0-9]|2[0-3])[0-5][0-9]")
+_HHMM = re.compile(r"(?:[01]?[0-9]|2[0-3])(?:00|15|30|45)")  # 830, 0900, 1715: hours
+_SHORT_UNIT = re.compile(
+    r"[ ]?(?:pixels?|mah|dpi|ppm|pages|blatt|seiten|stück"
+    r"|\u0440\u0443\u0431|₽|\$|€|£|eur|usd|gbp)(?!\w)",  # (rub)
+    re.IGNORECASE,
+)
 
 
 def _labelled_short(value: str) -> bool:
@@ -143,6 +148,7 @@ def _labelled_short(value: str) -> bool:
             not _YEARS.search(match["number"])
             and not (len(groups) == 2 and all(_HHMM.fullmatch(g) for g in groups))
             and not _UNIT.match(value, match.end())
+            and not _SHORT_UNIT.match(value, match.end())
             and not _round(match["number"])
         ):
             return True

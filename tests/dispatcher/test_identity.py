@@ -191,7 +191,7 @@ FOUND_IN_ANY_FIELD = [
     # local numbers of 7 or 8 digits, and 3-3-4 from any digit, right after a label
     "Tel: 555-1234", "Phone: 4656 3414", "тел. 706 69 07", "Tel. 08-60 42 30",
     "Fax: (02) 4656 3414", "Tel: 187 928 2406", "Tel: 555-1234.", "WhatsApp: 465-63-41",
-    "Tel.: 4656 3414",
+    "Tel.: 4656 3414", "Tel : 555-1234", "Telefon: 0800 1234",
 ]  # fmt: skip
 
 
@@ -205,7 +205,8 @@ FOUND_IN_ANY_FIELD = [
      "mobile-2024-1115", "Handy 1080 2400", "Mobile 1080 1920 px", "Call 0900-1730 Mon-Fri",
      "Tel: 0900-1730", "Phone 12 34 56", "Handy 1299 1499", "Brother FAX-2840 2600",
      "Mobile 1234567", "Tel: 2024 0315", "Tel: 1080 1920 px", "mobile 24 03 15",
-     "Tel: 1080p 1920"],
+     "Tel: 1080p 1920", "Phone: 830-1730 Mon-Fri", "Tel: 845-1715", "Phone: 750 1334 pixels",
+     "Phone: 199-1299 $", "Телефон: 999-4999 \u0440\u0443\u0431"],
 )  # fmt: skip
 def test_short_numbers_are_phones_only_right_after_a_word_for_one(text: str) -> None:
     assert not national.holds_national_phone(text)

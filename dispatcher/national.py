@@ -107,9 +107,8 @@ def _labelled_id(match: re.Match[str]) -> bool:
 
 
 # A word for a phone, then 9 to 15 digits written without separators (`Phone: 5551234567`).
-_DIGITS_LABEL = (
-    r"(?<![a-z0-9/])" + _PHONE_WORDS + r"(?:\s*(?:number|num|no|nr|#)\.?)?[\s:=#.\-]{0,3}"
-)
+_NUMBER_AFTER = r"(?:\s*(?:number|num|no|nr|#)\.?)?"  # `phone no.`, `Tel nr`
+_DIGITS_LABEL = r"(?<![a-z0-9/])" + _PHONE_WORDS + _NUMBER_AFTER + r"[\s:=#.\-]{0,3}"
 _LABELLED_DIGITS = re.compile(_DIGITS_LABEL + r"(?<![0-9/])[0-9]{9,15}(?![0-9])", re.IGNORECASE)
 _LABEL_END = re.compile(_DIGITS_LABEL + r"$", re.IGNORECASE)
 # A label, then groups that only a label makes a phone number: a local number of 7 or 8
@@ -119,9 +118,14 @@ _LABEL_END = re.compile(_DIGITS_LABEL + r"$", re.IGNORECASE)
 # handy: `Mobile 1080 2400` is a screen), standing alone, with a colon or an
 # abbreviation's full stop; no group may be a year, the pair no opening hours
 # (`Tel: 0900-1730`, `Tel: 830-1715`), and no unit, price or letter may follow.
-_SHORT_LABEL = (
-    r"(?<![\w\-/.])(?:telephone|telefon|teléfono|телефон|phone|tel|tél|тел|tlf|fax|whatsapp)"
-    r"(?:\s*(?:number|num|no|nr|#)\.?)?(?:\.?:|[ ]?:|\.)[ ]?"  # as `_LABEL_END` reads it
+_NOT_ONLY_PHONES = {"mobile", "mobil", "mob", "móvil", "movil", "cell", "call", "handy"}
+_ONLY_PHONE_WORDS = [w for w in PHONE_WORD_LABELS if w not in _NOT_ONLY_PHONES]
+_SHORT_LABEL = (  # its punctuation as `_LABEL_END` reads it
+    r"(?<![\w\-/.])(?:"
+    + "|".join(sorted(_ONLY_PHONE_WORDS, key=len, reverse=True))
+    + ")"
+    + _NUMBER_AFTER
+    + r"(?:\.?:|[ ]?:|\.)[ ]?"
 )
 _SHORT = (
     r"(?:(?:\(?0[0-9]{1,3}\)?[ .\-/]?)?(?:[0-9]{3}[ .\-][0-9]{2}[ .\-][0-9]{2}"  # 706 69 07
@@ -187,10 +191,11 @@ def national_phone_in_json(body: bytes) -> bool:
     """Whether some string of the serialised event `body` (as `to_payload` makes it: a
     body with a JSON escape is searched string by string instead) may hold a national
     phone number: true for every one `holds_national_phone` finds in a string of it,
-    rarely true for one that holds none. Only a run of 9 digits or more, with a separator
-    before 2 of them and room for a number to begin, or bare right after what may end a
-    label (`Phone:5551234567`), is read closely: hex digests, UUIDs, epoch times, amounts,
-    IPv4 addresses, versions and decimals cost two `translate`s and a few `find`s."""
+    rarely true for one that holds none. Only a run of 9 digits or more (7 right after
+    what may end a label: `Tel: 555-1234`), with a separator before 2 of them and room for
+    a number to begin, or bare right after such a label (`Phone:5551234567`), is read
+    closely: hex digests, UUIDs, epoch times, amounts, IPv4 addresses, versions and
+    decimals cost two `translate`s and a few `find`s."""
     if b"%" in body or not body.isascii():
         body = _searchable(body)
     if b"+" in body and b"://" in body and _holds_in(body.replace(b"+", b"-")):

@@ -50,6 +50,7 @@ def _round(number: str) -> bool:
 # it (`250 500 1000 ml`): a date, years, quantities.
 _SPACED_DATE = re.compile(rf"(?<![0-9]){DAY} {MONTH} {YEAR}(?![0-9])")
 _YEARS = re.compile(rf"(?<![0-9]){YEAR}(?![0-9])")
+_YEAR = re.compile(YEAR)
 _YEAR_IN_BRACKETS = re.compile(rf"\({YEAR}\)")  # `LEGO Icons (2023) 10294`: no area code
 _UNIT = re.compile(
     r"[ ]?(?:ml|cl|l|mm|cm|m|km|g|kg|mg|oz|lb|lbs|gb|mb|kb|tb|px|pcs|pc|sheets|%)\b",
@@ -106,9 +107,14 @@ def _labelled_id(match: re.Match[str]) -> bool:
     return bool(words) and before[-1:].isspace() and _CODE.fullmatch(words[-1]) is not None
 
 
+def _pair(words: str) -> str:
+    """One word for a phone, or two joined by a slash (`Tel./Fax`, `Tel/WhatsApp`)."""
+    return words + r"(?:\.?/" + words + ")?"
+
+
 # A word for a phone, then 9 to 15 digits written without separators (`Phone: 5551234567`).
-_NUMBER_AFTER = r"(?:\s*(?:number|num|no|nr|#)\.?)?"  # `phone no.`, `Tel nr`
-_DIGITS_LABEL = r"(?<![a-z0-9/])" + _PHONE_WORDS + _NUMBER_AFTER + r"[\s:=#.\-]{0,3}"
+_NUMBER_AFTER = r"(?:[\s.\-]*(?:number|num|no|nr|#)\.?)?"  # `phone no.`, `Tel.-Nr.`
+_DIGITS_LABEL = r"(?<![a-z0-9/])" + _pair(_PHONE_WORDS) + _NUMBER_AFTER + r"[\s:=#.\-]{0,3}"
 _LABELLED_DIGITS = re.compile(_DIGITS_LABEL + r"(?<![0-9/])[0-9]{9,15}(?![0-9])", re.IGNORECASE)
 _LABEL_END = re.compile(_DIGITS_LABEL + r"$", re.IGNORECASE)
 # A label, then groups that only a label makes a phone number: a local number of 7 or 8
@@ -116,14 +122,14 @@ _LABEL_END = re.compile(_DIGITS_LABEL + r"$", re.IGNORECASE)
 # 3414`, `Tel. 08-60 42 30`), or groups of 3, 3 and 4 from any digit (`Tel: 187 928
 # 2406`). The label is a word that names nothing but a phone (not mobile, cell, call or
 # handy: `Mobile 1080 2400` is a screen), standing alone, with a colon or an
-# abbreviation's full stop; no group may be a year, the pair no opening hours
+# abbreviation's full stop (or two such words joined by a slash: `Tel./Fax:`); no group
+# but the last after 3 digits may be a year (`Tel: 555-2012`), the pair no opening hours
 # (`Tel: 0900-1730`, `Tel: 830-1715`), and no unit, price or letter may follow.
 _NOT_ONLY_PHONES = {"mobile", "mobil", "mob", "móvil", "movil", "cell", "call", "handy"}
 _ONLY_PHONE_WORDS = [w for w in PHONE_WORD_LABELS if w not in _NOT_ONLY_PHONES]
 _SHORT_LABEL = (  # its punctuation as `_LABEL_END` reads it
-    r"(?<![\w\-/.])(?:"
-    + "|".join(sorted(_ONLY_PHONE_WORDS, key=len, reverse=True))
-    + ")"
+    r"(?<![\w\-/.])"
+    + _pair("(?:" + "|".join(sorted(_ONLY_PHONE_WORDS, key=len, reverse=True)) + ")")
     + _NUMBER_AFTER
     + r"(?:\.?:|[ ]?:|\.)[ ]?"
 )
@@ -149,7 +155,7 @@ def _labelled_short(value: str) -> bool:
     for match in _LABELLED_SHORT.finditer(value):
         groups = _GROUPS.findall(match["number"])
         if (
-            not _YEARS.search(match["number"])
+            not _year_in(groups)
             and not (len(groups) == 2 and all(_HHMM.fullmatch(g) for g in groups))
             and not _UNIT.match(value, match.end())
             and not _SHORT_UNIT.match(value, match.end())
@@ -157,6 +163,14 @@ def _labelled_short(value: str) -> bool:
         ):
             return True
     return False
+
+
+def _year_in(groups: list[str]) -> bool:
+    """Whether a group is a year: only the last may be, and not after 4 digits (`Tel:
+    555-2012` is a phone; `Tel: 0315 2024` a date, `Tel: 2024 0315` too)."""
+    if any(_YEAR.fullmatch(g) for g in groups[:-1]):
+        return True
+    return _YEAR.fullmatch(groups[-1]) is not None and len(groups[-2]) == 4
 
 
 def holds_national_phone(text: str) -> bool:
@@ -170,8 +184,9 @@ def holds_national_phone(text: str) -> bool:
     value = readable_text(text)
     if "://" in value:  # in a URL's query a "+" is a space (`?phone=555+123+4567`)
         value = value.replace("+", "-")
-    if value.encode().translate(_FLAT).find(_NINE) == -1:
-        return False  # no run of 9 digits and separators: no number (most text, at C speed)
+    flat = value.encode().translate(_FLAT)
+    if flat.find(_NINE) == -1:  # no run of 9 digits and separators (most text, at C speed):
+        return flat.find(_EIGHT) != -1 and _labelled_short(value)  # `Tel:555-1234` at most
     if any(_national_like(m) for m in _NATIONAL.finditer(value)):
         return True
     return _LABELLED_DIGITS.search(value) is not None or _labelled_short(value)
@@ -184,18 +199,21 @@ def holds_national_phone(text: str) -> bool:
 _SEPARATORS = b" ().-/"
 _RUNS = bytes(48 if 48 <= b <= 57 else 45 if b in _SEPARATORS else 120 for b in range(256))
 _FLAT = bytes(48 if 48 <= b <= 57 or b in _SEPARATORS else 120 for b in range(256))
-_NINE = b"0" * 9
+_NINE, _EIGHT = b"0" * 9, b"0" * 8
 
 
 def national_phone_in_json(body: bytes) -> bool:
     """Whether some string of the serialised event `body` (as `to_payload` makes it: a
     body with a JSON escape is searched string by string instead) may hold a national
     phone number: true for every one `holds_national_phone` finds in a string of it,
-    rarely true for one that holds none. Only a run of 9 digits or more (7 right after
-    what may end a label: `Tel: 555-1234`), with a separator before 2 of them and room for
-    a number to begin, or bare right after such a label (`Phone:5551234567`), is read
-    closely: hex digests, UUIDs, epoch times, amounts, IPv4 addresses, versions and
-    decimals cost two `translate`s and a few `find`s."""
+    rarely true for one that holds none, but for a local number glued to its label's
+    colon (`Tel:555-1234`, 8 characters: searching for such runs costs a quarter more
+    time, and every field that takes free text asks `holds_national_phone` itself).
+    Only a run of 9 digits or more (7 right after what may end a label: `Tel: 555-1234`),
+    with a separator before 2 of them and room for a number to begin, or bare right after
+    such a label (`Phone:5551234567`), is read closely: hex digests, UUIDs, epoch times,
+    amounts, IPv4 addresses, versions and decimals cost two `translate`s and a few
+    `find`s."""
     if b"%" in body or not body.isascii():
         body = _searchable(body)
     if b"+" in body and b"://" in body and _holds_in(body.replace(b"+", b"-")):

@@ -10,7 +10,8 @@ international phone number, are normalised and SHA-256 hashed here (digests pass
 
 vNative takes no event time and no deduplication id. The optional `conversion_time`
 is ours: it is never sent, it only bounds how long the event may be retried (the
-platform's `acceptance_window_s`). Without it the time of validation is used.
+platform's `acceptance_window_s`); one older than 30 days (that setting's default) is
+refused. Without it the time of validation is used.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from dispatcher.events.base import (
     FreeText,
     PlatformEvent,
     aware_to_epoch,
+    check_event_time,
     free_text,
     not_personal,
     now_ms,
@@ -56,6 +58,9 @@ def _dimension_value(value: object) -> str | int | float:
 
 
 DimensionValue = Annotated[str | int | float, PlainValidator(_dimension_value)]
+# Trackier documents no maximum age; 30 days is VNativeSettings.acceptance_window_s, the
+# worker's bound: an older conversion is refused here rather than dead-lettered there.
+WINDOW_MS = 30 * 86_400_000
 
 
 def _epoch_s(value: object) -> object:
@@ -73,8 +78,9 @@ class VNativeConversion(PlatformEvent):
     """One conversion to import, keyed by the click vNative recorded.
 
     `conversion_time` (a timezone-aware `datetime` or epoch seconds) is optional and is not
-    sent; it may not lie in the future. `event_id` is optional and not sent either: the
-    receipt's id and the idempotency key (else one derived from the content and the time).
+    sent; it may not lie in the future nor be older than 30 days. `event_id` is optional
+    and not sent either: the receipt's id and the idempotency key (else one derived from
+    the content and the time).
     """
 
     platform: ClassVar[str] = "vnative"
@@ -108,9 +114,11 @@ class VNativeConversion(PlatformEvent):
 
     @field_validator("conversion_time")
     @classmethod
-    def _not_future(cls, value: float | None) -> float | None:
+    def _in_window(cls, value: float | None) -> float | None:
         if value is not None and value * 1000 > now_ms() + FUTURE_SKEW_MS:
             raise ValueError("is in the future (epoch seconds are expected, not milliseconds)")
+        if value is not None:
+            check_event_time(int(value * 1000), WINDOW_MS)
         return value
 
     @field_validator("custom_dimensions")

@@ -281,3 +281,14 @@ def test_a_model_with_a_conversion_time_can_be_enqueued_as_a_model(
     again = VNativeConversion.model_validate(model)
     assert again.happened_at_ms() == model.happened_at_ms() == at_s * 1000
     assert redis_client.xlen(keys.stream("vn-main")) == 1
+
+
+@pytest.mark.parametrize("days", [31, 200, 20_000])
+def test_a_conversion_time_older_than_the_window_is_refused_at_validation(days: int) -> None:
+    # The worker would dead-letter it at once as expired: refused here, naming the field.
+    old = time.time() - days * 86_400
+    assert set(errors({"click_id": "c", "conversion_time": old})) == {"conversion_time"}
+    recent = VNativeConversion.model_validate(
+        {"click_id": "c", "conversion_time": old + (days - 29) * 86_400}
+    )
+    assert recent.conversion_time is not None

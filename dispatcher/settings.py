@@ -250,6 +250,32 @@ class Settings(BaseSettings):
     destinations: dict[str, Destination] = Field(default_factory=dict)
     routes: list[Route] = Field(default_factory=list)
 
+    def __init__(self, **values: Any) -> None:
+        """The fields from `values`, the `CONVDISP_*` variables and the TOML file. One
+        that cannot be read (not TOML, not UTF-8, not JSON, a bad value) raises
+        `ConfigurationError`, naming where without repeating the value (it may be a
+        token); the cause stays `__cause__`."""
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            first = exc.errors(include_input=False, include_url=False)[0]
+            where = ".".join(str(part) for part in first["loc"]) or "settings"
+            more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+            raise ConfigurationError(f"{where}: {first['msg']}{more}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigurationError(f"{config_file()}: not valid TOML: {exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigurationError(f"{config_file()}: not UTF-8 text") from exc
+        except SettingsError as exc:  # a CONVDISP_ variable that is not JSON
+            raise ConfigurationError(str(exc)) from exc
+
+    @field_validator("redis_url")
+    @classmethod
+    def _a_redis_url(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
     @field_validator("destinations")
     @classmethod
     def _ids_are_key_safe(cls, value: dict[str, Destination]) -> dict[str, Destination]:
@@ -316,19 +342,6 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings, read once. A file or variable that cannot be read (not
-    TOML, not UTF-8, not JSON, a bad value) raises `ConfigurationError`, naming where
-    without repeating the value (it may be a token); the cause stays `__cause__`."""
-    try:
-        return Settings()
-    except ValidationError as exc:
-        first = exc.errors(include_input=False, include_url=False)[0]
-        where = ".".join(str(part) for part in first["loc"]) or "settings"
-        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise ConfigurationError(f"{where}: {first['msg']}{more}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigurationError(f"{config_file()}: not valid TOML: {exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigurationError(f"{config_file()}: not UTF-8 text") from exc
-    except SettingsError as exc:  # a CONVDISP_ variable that is not JSON
-        raise ConfigurationError(str(exc)) from exc
+    """The process-wide settings, read once (`Settings()`: a `ConfigurationError` when
+    they cannot be read)."""
+    return Settings()

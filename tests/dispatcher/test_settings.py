@@ -46,9 +46,19 @@ def test_a_validation_error_never_repeats_the_value_it_refused() -> None:
         )
     assert "tok-xyz" not in str(caught.value)
     assert "tok-abc" not in str(caught.value)
-    with pytest.raises(ValidationError) as caught:
+    with pytest.raises(ConfigurationError, match="lease_s") as refused:
         Settings(redis_url="redis://:pw@h/0", lease_s="pw-not-a-number", destinations={})
-    assert "pw-not-a-number" not in str(caught.value)
+    assert "pw-not-a-number" not in str(refused.value)
+    assert "pw-not-a-number" not in str(refused.value.__cause__)
+
+
+@pytest.mark.parametrize("url", ["notaurl", "http://h:6379/0", "localhost:6379", ""])
+def test_a_redis_url_of_another_scheme_is_a_configuration_error(url: str) -> None:
+    # redis-py's own ValueError would come only at the first call, outside the contract.
+    with pytest.raises(ConfigurationError, match=r"redis_url: .*redis://, rediss:// or unix://"):
+        Settings(redis_url=url, destinations={})
+    for good in ("redis://h:6379/0", "rediss://:pw@h/1", "unix:///tmp/r.sock", "redis://a:1,b:2/0"):
+        assert Settings(redis_url=good, destinations={}).redis_url == good
 
 
 def test_a_token_loses_a_secret_files_newline_and_a_control_character_is_refused(

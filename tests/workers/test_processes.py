@@ -13,12 +13,14 @@ from pathlib import Path
 import pytest
 import redis
 
+from dispatcher.check import redis_findings
 from tests.conftest import wait_for
 from workers.processes import (
     PortTakenError,
     Processes,
     alive,
     descendants,
+    embedded_maxmemory,
     free_port,
     listening_inodes,
     port_holder,
@@ -38,6 +40,10 @@ def test_a_killed_component_is_restarted_with_its_data(tmp_path: Path) -> None:
     url = f"redis://127.0.0.1:{port}/0"
     wait_for_redis(url)
     client = redis.Redis.from_url(url)
+    # (set up as `convdispatch check` asks: AOF, a maxmemory, noeviction)
+    assert [f.level for f in redis_findings(client)] == ["ok", "ok"]
+    assert client.config_get("maxmemory")["maxmemory"] == str(embedded_maxmemory())
+    assert 0 < embedded_maxmemory() <= 2 << 30
     client.config_set("appendfsync", "always")
     client.set("kept", "yes")
     try:

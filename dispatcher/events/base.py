@@ -15,7 +15,7 @@ from pydantic_core import PydanticCustomError
 
 from dispatcher.errors import FieldError, InvalidEventError
 from dispatcher.identity import any_personal_kind, masked, personal_kind, personal_label
-from dispatcher.national import holds_national_phone, national_phone_in_json
+from dispatcher.national import national_phone_in_json
 from dispatcher.personal_names import names_in_query
 from dispatcher.validation import Refusing
 
@@ -39,9 +39,12 @@ IN_FREE_TEXT = "holds {} data in free text: send it in a hashed field instead"
 
 
 def free_text(value: str) -> str:
-    """`value`, unless it holds a national phone number (`(555) 123-4567`) or a person's
-    name as a URL parameter (`?first_name=Jane`)."""
-    found = "phone number" if holds_national_phone(value) else _name_in_url(value)
+    """`value`, unless it holds an email address or a phone number, international or
+    national (`any_personal_kind`: what the search of the whole event at `to_payload`
+    finds too, so building the model refuses it already), or a person's name as a URL
+    parameter (`?first_name=Jane`)."""
+    kind = any_personal_kind(value)
+    found = personal_label(kind) if kind else _name_in_url(value)
     if found is not None:
         reason = IN_FREE_TEXT.format(found)
         raise PydanticCustomError("value_error", "{reason}", {"reason": reason})

@@ -546,3 +546,31 @@ def test_names_in_nested_escaped_and_form_urls_are_found(url: str) -> None:
 )  # fmt: skip
 def test_url_parameters_naming_a_shop_a_product_or_a_search_are_no_names(url: str) -> None:
     assert list(names_in_query(url)) == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "jane@example.com", "+ 44 20 7946 0958", "jane%40example.com", "jane%2540example.com",
+        "jane\uff20example\uff0ecom", "jane@example\u3002com", "Tel+442079460958",
+        "(555) 123-4567",
+    ],
+)  # fmt: skip
+def test_building_a_model_refuses_personal_data_in_its_free_text(text: str) -> None:
+    # The contract covers building a platform model, not only enqueueing it: the free-text
+    # fields find at validation what the search of the whole event finds at enqueue.
+    event = linkedin()
+    event["user"]["externalIds"] = [text]
+    built: list[tuple[type[Any], dict[str, Any], str]] = [
+        (VNativeConversion, {"click_id": "c1", "sub2": text}, "sub2"),
+        (
+            PinterestConversionEvent,
+            pinterest(custom_data={"search_string": text}),
+            "custom_data.search_string",
+        ),
+        (LinkedInConversionEvent, event, "user.externalIds.0"),
+    ]
+    for model, fields, field in built:
+        with pytest.raises(InvalidEventError) as caught:
+            model.model_validate(fields)
+        assert caught.value.fields == [field], model

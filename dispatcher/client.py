@@ -364,6 +364,8 @@ class Dispatcher:
         """The validated model of `raw` and where it goes; `targets` caches the resolved
         destinations of one call (the hot path resolves each once, not once per event).
         With `routed` the destination is the item's: a bad one refuses the item."""
+        if isinstance(raw, Conversion):  # one item of a bulk call, whatever its destination
+            raise InvalidEventError([FieldError("event", CONVERSION_ITEM)])
         platform = raw.platform if isinstance(raw, PlatformEvent) else None
         key = (platform, destination)
         target = targets.get(key) if targets is not None else None
@@ -385,8 +387,6 @@ class Dispatcher:
         try:
             model: PlatformEvent = kind.__pydantic_validator__.validate_python(raw)
         except REFUSED as exc:
-            if isinstance(raw, Conversion):  # one item of a bulk call
-                raise InvalidEventError([FieldError("event", CONVERSION_ITEM)]) from None
             raise refusal(exc) from None
         problems = model.policy_errors(dest)
         if problems:

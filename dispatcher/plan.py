@@ -146,7 +146,11 @@ def route(item: object) -> tuple[str, EventInput]:
     """A routed item as (destination, event), or `InvalidEventError` naming `item`."""
     if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
         return item
-    message = f"must be a (destination, event) pair, not {type(item).__name__}"
+    if isinstance(item, tuple) and len(item) == 2:
+        kind = type(item[0]).__name__
+        message = f"must be a (destination, event) pair with a destination id (str), not {kind}"
+    else:
+        message = f"must be a (destination, event) pair, not {type(item).__name__}"
     raise InvalidEventError([FieldError("item", message)])
 
 

@@ -8,7 +8,7 @@ import resource
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -337,6 +337,13 @@ def test_a_routed_item_with_a_bad_destination_is_refused_by_index_and_nothing_wr
     assert version_reads <= 2
     with pytest.raises(InvalidEventError):
         producer.enqueue_routed(None)
+    # A pair whose destination is no id is told apart from an item that is no pair
+    with pytest.raises(InvalidEventError) as caught:
+        producer.enqueue_routed(cast(Any, [(5, event(0)), [("li-0", event(1))]]))
+    assert [e.message for e in caught.value.errors] == [
+        "must be a (destination, event) pair with a destination id (str), not int",
+        "must be a (destination, event) pair, not list",
+    ]
     producer.close()
 
 

@@ -352,3 +352,10 @@ def test_a_conversion_among_bulk_items_is_refused_pointing_to_enqueue_conversion
     skipped = dispatcher.enqueue_many(items, "li-main", on_invalid="skip")
     assert [e.index for e in skipped.rejected] == [1]
     assert redis_client.xlen(keys.stream("li-main")) == 1
+    # and so it is without destination=, where two destinations leave none to infer
+    two = {"li-main": dispatcher.settings.destinations["li-main"],
+           "vn": Destination(platform="vnative", token="k")}  # fmt: skip
+    other = Dispatcher(dispatcher.settings.model_copy(update={"destinations": two}))
+    with other, pytest.raises(InvalidEventError, match="enqueue_conversions") as caught:
+        other.enqueue_many(items[1:])
+    assert [(e.index, e.field) for e in caught.value.errors] == [(0, "event")]

@@ -22,8 +22,8 @@ from dispatcher.reading import (
 # `8 (066) 907-43-91`, with an extension after it (`x123`, `ext. 12`). Only these shapes:
 # a plain digit string is an id, an order number or an amount, never a phone.
 _EXTENSION = r"(?:[ ]?(?:x|ext\.?)[ ]?[0-9]{1,6})?"
-_NATIONAL = re.compile(
-    r"(?<![0-9A-Za-z.,/\-])(?P<number>"
+_NATIONAL = re.compile(  # after a comma or a slash too, or a word's full stop (`Doe,555-…`)
+    r"(?:(?<![0-9A-Za-z.,/\-])|(?<=[^0-9][,/])|(?<=[A-Za-z][.]))(?P<number>"
     r"(?:1[ .\-])?[0-9]{3}(?P<sep>[.\-])[0-9]{3}(?P=sep)[0-9]{4}"  # North American
     r"|(?:1 )?[2-9][0-9]{2} [0-9]{3} [0-9]{4}"  # North American with spaces: 555 123 4567
     r"|(?:[0-9]{1,3}[ ]?)?\(0?[0-9]{1,4}\)[ .\-]?[0-9]{2,4}(?:[ .\-]?[0-9]{2,4}){1,3}"  # (area)
@@ -113,7 +113,7 @@ def _pair(words: str) -> str:
 
 
 # A word for a phone, then 9 to 15 digits written without separators (`Phone: 5551234567`).
-_NUMBER_AFTER = r"(?:[\s.\-]*(?:number|num|no|nr|#)\.?)?"  # `phone no.`, `Tel.-Nr.`
+_NUMBER_AFTER = r"(?:[\s._\-]*(?:number|nummer|num|no|nr|#)\.?)?"  # `Tel.-Nr.`, `phone_number`
 _DIGITS_LABEL = r"(?<![a-z0-9/])" + _pair(_PHONE_WORDS) + _NUMBER_AFTER + r"[\s:=#.\-]{0,3}"
 _LABELLED_DIGITS = re.compile(_DIGITS_LABEL + r"(?<![0-9/])[0-9]{9,15}(?![0-9])", re.IGNORECASE)
 _LABEL_END = re.compile(_DIGITS_LABEL + r"$", re.IGNORECASE)
@@ -126,6 +126,7 @@ _LABEL_END = re.compile(_DIGITS_LABEL + r"$", re.IGNORECASE)
 # but the last after 3 digits may be a year (`Tel: 555-2012`), the pair no opening hours
 # (`Tel: 0900-1730`, `Tel: 830-1715`), and no unit, price or letter may follow.
 _NOT_ONLY_PHONES = {"mobile", "mobil", "mob", "móvil", "movil", "cell", "call", "handy"}
+_NOT_ONLY_PHONES |= {"cellphone", "celular", "msisdn"}  # mobiles: never 7 or 8 digits
 _ONLY_PHONE_WORDS = [w for w in PHONE_WORD_LABELS if w not in _NOT_ONLY_PHONES]
 _SHORT_LABEL = (  # its punctuation as `_LABEL_END` reads it
     r"(?<![\w\-/.])"
@@ -182,8 +183,13 @@ def holds_national_phone(text: str) -> bool:
     if len(text) < 9:
         return False
     value = readable_text(text)
-    if "://" in value:  # in a URL's query a "+" is a space (`?phone=555+123+4567`)
-        value = value.replace("+", "-")
+    if "+" in value and ("://" in value or "=" in value):  # in a query a "+" is a space
+        # (`?phone=555+123+4567`, `phone=612+345+678`), read as a dash and as a space
+        return _holds(value.replace("+", "-")) or _holds(value.replace("+", " "))
+    return _holds(value)
+
+
+def _holds(value: str) -> bool:
     flat = value.encode().translate(_FLAT)
     if flat.find(_NINE) == -1:  # no run of 9 digits and separators (most text, at C speed):
         return flat.find(_EIGHT) != -1 and _labelled_short(value)  # `Tel:555-1234` at most
@@ -295,7 +301,10 @@ def _worth_reading(body: bytes, runs: bytes, start: int, end: int, bare: bool) -
         return True
     # Glued to a letter or digit (`…-a716-446655440000` of a UUID), a number can begin
     # only after a space or a bracket inside the run, or right after a word for a phone.
-    return b" " in run or b"(" in run or b")" in run or _label_ends(body, start)
+    return (
+        b" " in run or b"(" in run or b")" in run or run[:1] in (b"/", b".")  # `/tel/555-…`
+        or _label_ends(body, start)
+    )  # fmt: skip
 
 
 def _label_ends(body: bytes, start: int) -> bool:

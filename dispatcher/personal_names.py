@@ -23,10 +23,13 @@ from dispatcher.identity import (
 # Dimension names (compared after `dimension_key`) whose values are personal data, and how
 # each is normalised before hashing. The seed's sample sends first_name and last_name.
 _EMAIL_WORDS = {"email", "mail", "emailaddress", "mailaddress", "courriel", "correo", "почта"}
+_EMAIL_WORDS |= {"邮箱"}
 _PHONE_WORDS = {"phone", "mobile", "tel", "telephone", "msisdn", "cell", "phonenumber", "fax"}
 _PHONE_WORDS |= {"whatsapp", "telefono", "telefone", "telefon", "handy", "телефон"}
 _PHONE_WORDS |= {"cellphone", "mobilephone", "homephone", "workphone", "phoneno"}
 _PHONE_WORDS |= {"mob", "mobno", "tlf", "cel", "celular", "movil", "telefonnummer"}
+_PHONE_WORDS |= {"telefoonnummer", "rufnummer", "handynummer", "telefonu", "мобильный"}
+_PHONE_WORDS |= {"電話番号", "手机号", "手机", "电话", "전화번호"}
 _NUMBER_OF = {"contact", "mobile", "cell", "phone", "tel", "whatsapp", "fax"}  # contact_number
 # Words that make an email or phone word an attribute of it, not the address or number
 # (`phone_model`, `is_mobile`, `mobile_app_version`, `mail_template`, `email_campaign_id`).
@@ -41,7 +44,9 @@ _NAME_WORDS |= {"fn", "ln", "имя", "фамилия", "отчество", "ф�
 _NAME_WORDS |= {"nom", "voornaam", "achternaam", "familienname", "nazwisko", "imie"}
 _NAME_WORDS |= {"efternamn", "fornamn", "fornavn", "etternavn", "efternavn", "sukunimi"}
 _NAME_WORDS |= {"etunimi", "ime", "prezime", "soyad", "soyadi", "isim"}
-_NAME_WORDS |= {"contactperson", "fio"}
+_NAME_WORDS |= {"contactperson", "fio", "kontaktperson", "ansprechpartner", "kundenname"}
+_NAME_WORDS |= {"namn", "naam", "klantnaam", "お名前", "名字", "客户姓名", "이름", "성명"}
+_NAME_WORDS |= {"고객명"}
 _PERSON_WORDS = {"first", "last", "full", "given", "family", "sur", "customer", "client"}
 _PERSON_WORDS |= {"user", "buyer", "contact", "member", "billing", "shipping", "person"}
 _PERSON_WORDS |= {"recipient", "cardholder", "holder", "owner", "payer", "sender", "middle"}
@@ -53,8 +58,12 @@ _PERSON_WORDS |= {"traveler", "traveller", "applicant", "student", "employee"}
 # one is a language, `name_de`); `nom_de_produit` stays a product's
 _PERSON_WORDS |= {"completo", "completa", "complet", "vollstandiger", "полное", "famille"}
 _PERSON_WORDS |= {"paterno", "materno", "segundo", "usuario", "utilisateur", "benutzer"}
-_PERSON_WORDS |= {"kunde", "cliente", "titular"}
-_JOINING = {"de", "del", "da", "do", "du"}
+_PERSON_WORDS |= {"kunde", "cliente", "titular", "kunden", "volledige", "vor"}
+# a joining word between two others: `nom_de_famille`, `nome_e_cognome`, `nom_et_prenom`,
+# `nombre_y_apellidos`, `imie_i_nazwisko`, `vor_und_nachname`, `name_des_kunden`
+_JOINING = {"de", "del", "da", "do", "du", "des", "e", "et", "y", "i", "und"}
+# Names in two words where neither says "name" alone: Turkish `ad soyad`, `isim soyisim`
+_NAME_KEYS = {"ad_soyad", "adi_soyadi", "isim_soyisim"}
 
 
 def _email_if_one(text: str) -> str:
@@ -103,6 +112,8 @@ def personal_hasher(key: str) -> Callable[[str], str] | None:
         return _phone_if_one if attribute else hash_phone
     if "number" in words and _NUMBER_OF & set(words):
         return _phone_if_one if attribute else hash_phone
+    if key in _NAME_KEYS:
+        return hash_name
     named = _NAME_WORDS & set(words) or "name" in words or words == ["contact", "person"]
     if named and _joined(key) - _NAME_WORDS - {"name"} <= _PERSON_WORDS:  # no product_name
         return hash_name
@@ -141,6 +152,7 @@ def dimension_key(name: str) -> str:
 _QUERY_PARAMETER = re.compile(r"[?&;#]([^=&#?;\s\"\\]{1,64})=([^&#;?\s\"\\]*)")
 # Words that name a person only with another (`?name=blue-shoes` is a product filter).
 _ON_ITS_OWN = {"name", "nom", "nome", "nombre", "ime", "isim", "imie", "fn", "ln", "m", "f", "l"}
+_ON_ITS_OWN |= {"namn", "naam"}
 # In a URL, whose name a `name` is: a person's (`customer_name`), not a shop's
 # (`client_name`, `sender_name`, `display_name` name businesses and campaigns there);
 # and the words forms nest fields in (`checkout[billing_address][first_name]`).
@@ -152,6 +164,9 @@ _URL_PERSON_WORDS |= {"applicant", "student", "employee", "f", "l", "m"}
 _URL_PERSON_WORDS |= {"completo", "completa", "complet", "vollstandiger", "полное", "famille"}
 _URL_PERSON_WORDS |= {"paterno", "materno"}  # `nombre_completo=`, `nom_de_famille=`
 _URL_CONTAINER_WORDS = {"checkout", "address", "order", "form", "data", "fields", "details"}
+# Every word also as `dimension_key` spells it (Hangul decomposed, `й` read as `и`).
+for _words in (_EMAIL_WORDS, _PHONE_WORDS, _NAME_WORDS, _PERSON_WORDS, _ON_ITS_OWN):
+    _words |= {dimension_key(w) for w in _words}
 
 
 def names_in_query(text: str) -> Iterator[str]:

@@ -15,6 +15,7 @@ from urllib.parse import unquote
 PHONE_WORD_LABELS: tuple[str, ...] = (
     "telephone", "telefon", "teléfono", "телефон", "tel", "tél", "phone", "tlf", "mobile",
     "mobil", "mob", "móvil", "movil", "cell", "call", "fax", "whatsapp", "handy", "тел",
+    "cellphone", "celular", "telefono", "telefone", "msisdn",
 )  # fmt: skip
 PHONE_LABELS = (*PHONE_WORD_LABELS, "ph", "fon")
 NOT_DIGIT = re.compile(r"[^0-9]")
@@ -32,7 +33,10 @@ def visible_text(text: str) -> str:
     escapes decoded (`%2B44%2020...` in a URL), then compatibility forms folded (fullwidth
     plus, digits, at sign), and where a "+" or "@" is left, digits of any script read as
     ASCII digits and invisible characters (zero-width, bidi marks, byte order marks,
-    joiners, variation selectors) dropped."""
+    joiners, variation selectors) dropped. A text that holds an escaped "+" (`%2B`) and a
+    bare one is form-encoded (`urlencode`): its bare "+" are spaces (`%2B44+20+7946+0958`)."""
+    if "+" in text and "%2" in text and "%2b" in text.lower():
+        text = text.replace("+", " ")
     for _ in range(3):  # `%2540`: an escape escaped again, as nested redirect URLs do
         if "%" not in text or (decoded := unquote(text)) == text:
             break

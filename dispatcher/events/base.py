@@ -53,7 +53,8 @@ def free_text(value: str) -> str:
 
 def _name_in_url(value: str) -> str | None:
     """How an error names a person's name in a URL parameter of `value`, if one is there."""
-    parameter = next(names_in_query(value), None) if "=" in value else None
+    query = "=" in value or ("%3" in value and "%3d" in value.lower())  # `%3D`: an escaped "="
+    parameter = next(names_in_query(value), None) if query else None
     return None if parameter is None else f"name (URL parameter {masked(parameter)!r})"
 
 
@@ -164,7 +165,7 @@ def aware_to_epoch(value: object, per_second: int = 1) -> object:
 def not_personal(value: str | None) -> str | None:
     """A field validator for text that is stored but not sent (an event id of a platform
     without one): the free-text check of `to_payload` never sees it, so it is here."""
-    kind = None if value is None else any_personal_kind(value)
+    kind = None if value is None else any_personal_kind(value) or _name_in_url(value)
     if kind:
         raise ValueError(f"holds {kind} data: an event id must not carry personal data")
     return value
@@ -195,6 +196,8 @@ def _personal_strings(value: object, path: str) -> Iterator[tuple[str, str]]:
             kind = personal_kind(key)
             if kind:
                 yield where, personal_label(kind)
+            elif (name := _name_in_url(key)) is not None:  # the name, not the key: masked
+                yield (f"{path}.<url>" if path else "<url>"), name
             yield from _personal_strings(item, where)
     elif isinstance(value, list):
         for i, item in enumerate(value):

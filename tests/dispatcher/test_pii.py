@@ -24,7 +24,7 @@ from dispatcher import (
     keys,
 )
 from dispatcher.identity import hash_phone
-from dispatcher.personal_names import names_in_query
+from dispatcher.personal_names import hasher_of, names_in_query
 
 RAW = ("jane@example.com", "jane%40example.com", "+44 20 7946 0958", "442079460958")
 
@@ -574,3 +574,79 @@ def test_building_a_model_refuses_personal_data_in_its_free_text(text: str) -> N
         with pytest.raises(InvalidEventError) as caught:
             model.model_validate(fields)
         assert caught.value.fields == [field], model
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # a form-encoded query (`urlencode`: "+" for a space, `%2B` for a plus)
+        "https://shop.example/?phone=%2B44+20+7946+0958", "tel=%2B33+1+23+45+67+89",
+        "https://s.example/?phone=612+345+678", "https://s.example/?p=98765+43210",
+        # after a comma, a slash or a label's full stop
+        "Jane Doe,555-123-4567", "https://shop.example/callback/555-123-4567",
+        "https://shop.example/tel/090-1234-5678", "tel.555-123-4567", "Fax.030-1234567",
+        # bare digits after a query key that names a phone number
+        "https://shop.example/?phone_number=5551234567", "?msisdn=447700900123",
+        "?telefono=5551234567", "?celular=11912345678", "?handynummer=01711234567",
+        # a name in an escaped URL that holds no literal "="
+        "https%3A%2F%2Fshop.example%2Fp%3Ffirst_name%3DJane",
+    ],
+)  # fmt: skip
+def test_phones_and_names_in_the_ways_urls_and_lists_write_them_are_refused(
+    producer: Dispatcher, redis_client: redis.Redis, text: str
+) -> None:
+    with pytest.raises(InvalidEventError) as caught:
+        producer.enqueue({"click_id": "c1", "sub4": text}, "vn")
+    assert caught.value.fields == ["sub4"]
+    assert redis_client.dbsize() == 0
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["1,555-123-4567", "v1.555-123-4567", "2024/555-123-4567", "ORD-555-123-4567", "a+b=c",
+     "https://shop.example/?q=red+shoes&size=10", "https://s.example/?q=c%2B%2B+books",
+     "https://x.example/2024-01-15/a", "https://shop.example/p?q=shoes%3Dred",
+     "?contact=5551234567"],
+)  # fmt: skip
+def test_numbers_after_digits_and_ordinary_queries_are_kept(
+    producer: Dispatcher, text: str
+) -> None:
+    producer.enqueue({"click_id": "c1", "sub4": text}, "vn")
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"click_id": "c1", "event_id": "?first_name=Jane"},
+        {"click_id": "c1", "custom_dimensions": {"?first_name=Jane": "1"}},
+    ],
+)
+def test_a_name_in_a_url_as_an_event_id_or_a_dimension_name_is_refused_unrepeated(
+    producer: Dispatcher, redis_client: redis.Redis, fields: dict[str, Any]
+) -> None:
+    with pytest.raises(InvalidEventError) as caught:
+        producer.enqueue(fields, "vn")
+    assert "Jane" not in str(caught.value)
+    assert redis_client.dbsize() == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("Nome e cognome", "name"), ("imię i nazwisko", "name"), ("Nom et prénom", "name"),
+        ("nombre y apellidos", "name"), ("Vor- und Nachname", "name"),
+        ("Name des Kunden", "name"), ("Kundenname", "name"), ("Ad\u0131 Soyad\u0131", "name"),
+        ("isim soyisim", "name"), ("お名前", "name"), ("이름", "name"), ("客户姓名", "name"),
+        ("namn", "name"), ("volledige naam", "name"), ("Ansprechpartner", "name"),
+        ("telefoonnummer", "phone"), ("Rufnummer", "phone"), ("numer telefonu", "phone"),
+        ("мобильный", "phone"), ("電話番号", "phone"), ("전화번호", "phone"), ("邮箱", "email"),
+    ],
+)  # fmt: skip
+def test_full_name_phone_and_email_labels_of_other_languages_are_hashed(
+    name: str, kind: str
+) -> None:
+    hasher = hasher_of(name)
+    assert hasher is not None
+    assert hasher.__name__ == f"hash_{kind}", name
+    for kept in ("product_name", "ad_name", "nom_de_produit", "size_y_color", "campaign_name"):
+        assert hasher_of(kept) is None

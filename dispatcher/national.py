@@ -222,8 +222,9 @@ def national_phone_in_json(body: bytes) -> bool:
     `find`s."""
     if b"%" in body or not body.isascii():
         body = _searchable(body)
-    if b"+" in body and b"://" in body and _holds_in(body.replace(b"+", b"-")):
-        return True  # in a URL's query a "+" is a space (`?phone=555+123+4567`)
+    query = b"+" in body and (b"://" in body or b"=" in body)  # there a "+" is a space:
+    if query and (_holds_in(body.replace(b"+", b"-")) or _holds_in(body.replace(b"+", b" "))):
+        return True  # read as a dash and as a space, as `holds_national_phone` reads it
     return _holds_in(body)
 
 

@@ -196,6 +196,8 @@ FOUND_IN_ANY_FIELD = [
     # a two-word label, a year last after 3 digits
     "Tel.-Nr. 555-1234", "Tel./Fax: 555-1234",
     "Tel/Fax: 4656 3414", "Tel.-Nr.5551234567", "Tel: 555-2012", "Tel: 187 928 2012",
+    # a form-encoded query: a "+" is a space
+    "?ids=612+345+678", "phone=612+345+678", "https://s.example/?p=98765+43210",
 ]  # fmt: skip
 
 

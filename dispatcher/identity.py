@@ -12,7 +12,7 @@ import unicodedata
 from collections.abc import Iterator
 
 from dispatcher.national import holds_national_phone, whole_national_phone
-from dispatcher.reading import DATE, NOT_DIGIT, labelled_at, visible_text
+from dispatcher.reading import DATE, NOT_DIGIT, labelled_at, visible_readings
 
 _SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
 # local@domain: a local part of visible characters, a domain of letter/digit labels
@@ -149,14 +149,14 @@ def _plain(text: str) -> bool:
 def personal_kind(text: str) -> str | None:
     """ "email" if `text` holds an email address anywhere, "phone" if it holds an
     international phone number anywhere (a "+" and 7 to 15 digits: `Tel: +44 20 7946
-    0958`), read as `visible_text`; else None. Plain digit strings are not taken for
-    phones: they are ids, order numbers, amounts."""
+    0958`), in any of its `visible_readings`; else None. Plain digit strings are not taken
+    for phones: they are ids, order numbers, amounts."""
     if _plain(text):
         return None  # most strings
-    value = visible_text(text)
-    if "@" in value and any(not _file_name(m) for m in _addresses(value)):
+    readings = visible_readings(text)
+    if any("@" in v and any(not _file_name(m) for m in _addresses(v)) for v in readings):
         return "email"
-    if "+" in value and _holds_phone(value):
+    if any("+" in v and _holds_phone(v) for v in readings):
         return "phone"
     return None
 
@@ -226,8 +226,13 @@ def _holds_phone(text: str) -> bool:
 
 
 def whole_phone(text: str) -> bool:
-    """Whether all of `text` (read as `visible_text`) is one international phone number."""
-    match = _PHONE.fullmatch(visible_text(text).strip())
+    """Whether all of `text` (in one of its `visible_readings`) is one international phone
+    number."""
+    return any(_whole_phone(value.strip()) for value in visible_readings(text))
+
+
+def _whole_phone(value: str) -> bool:
+    match = _PHONE.fullmatch(value)
     return match is not None and _phone_like(match)
 
 
@@ -236,9 +241,10 @@ def hash_by_value(text: str) -> str | None:
     ones included), else None."""
     if _plain(text):
         return hash_phone(text) if whole_national_phone(text) else None
-    value = visible_text(text).strip()
-    if is_email(value.lower()):
-        return hash_email(value)
-    if whole_phone(value) or whole_national_phone(value):
-        return hash_phone(value)
+    for value in visible_readings(text):
+        value = value.strip()
+        if is_email(value.lower()):
+            return hash_email(value)
+        if _whole_phone(value) or whole_national_phone(value):
+            return hash_phone(value)
     return None

@@ -61,7 +61,7 @@ _UNIT = re.compile(
 _MONTH_YEAR = re.compile(rf"(?<![0-9]){MONTH}[/.]{YEAR}(?![0-9])")
 # A label is right before the number: nothing between but punctuation, or a word for
 # "number" (`Order number: 012-345-6789`, `phone no. 555-123-4567`, `?order_id=...`).
-_NUMBER_WORD = r"(?:[\s_.:]*(?:number|num|nummer|no|nr|#)\.?)?[\s:=#._\-]*$"
+_NUMBER_WORD = r"(?:[\s_.:\-]*(?:number|num|nummer|no|nr|#)\.?)?[\s:=#._\-/,]*$"
 _ID_LABEL = re.compile(
     r"(?:(?<![a-z0-9])(?:sku|part|item|art|article|order|invoice|ref|reference|serial|model"
     r"|no|nr|id|tracking|isbn|ean|upc|gtin|card|code|batch|lot|ticket|account|iban|po"
@@ -89,7 +89,26 @@ def _national_like(match: re.Match[str]) -> bool:
         and len(_YEARS.findall(number)) < 2
         and not _UNIT.match(match.string, match.end())
         and (_labelled_phone(match) or not (_labelled_id(match) or _round(number)))
+        and _starts_freely(match)
     )
+
+
+def _starts_freely(match: re.Match[str]) -> bool:
+    """Whether the number begins where a phone number is written: glued to a slash or a
+    full stop only after a word for a phone (`/tel/555-…`, `tel.555-…`; else it is an id
+    of a URL's path or a code: `/ticket/012-3456-7890`, `ACME.0123-456-789`), glued to a
+    comma only after one or after words outside a URL (`Jane Doe,555-123-4567`; not
+    `Bundle,0123-456-789`)."""
+    start = match.start()
+    glued = match.string[start - 1 : start] if start else ""
+    if glued not in ("/", ".", ","):
+        return True
+    if _labelled_phone(match):
+        return True
+    if glued != ",":
+        return False
+    field = match.string[: start - 1].rsplit(",", 1)[-1].strip()
+    return " " in field and "://" not in match.string[:start]
 
 
 def _labelled_phone(match: re.Match[str]) -> bool:
@@ -183,17 +202,29 @@ def holds_national_phone(text: str) -> bool:
     if len(text) < 9:
         return False
     value = readable_text(text)
-    if "+" in value and ("://" in value or "=" in value):  # in a query a "+" is a space
-        # (`?phone=555+123+4567`, `phone=612+345+678`), read as a dash and as a space
-        return _holds(value.replace("+", "-")) or _holds(value.replace("+", " "))
+    if "+" in value and ("://" in value or "=" in value) and _holds_in_query(value):
+        return True
     return _holds(value)
 
 
-def _holds(value: str) -> bool:
+def _holds_in_query(value: str) -> bool:
+    """In a query a "+" is a space (`?phone=555+123+4567`): read as a dash and as a space,
+    a number counts only right after a word for a phone (a parameter named for one), as
+    a query's list of numbers is none (`?zips=90210+90211`, `?ids=701+702+703`)."""
+    return _holds(value.replace("+", "-"), labelled=True) or _holds(
+        value.replace("+", " "), labelled=True
+    )
+
+
+def _holds(value: str, labelled: bool = False) -> bool:
+    """A national number in `value` (only one right after a word for a phone: `labelled`)."""
     flat = value.encode().translate(_FLAT)
     if flat.find(_NINE) == -1:  # no run of 9 digits and separators (most text, at C speed):
         return flat.find(_EIGHT) != -1 and _labelled_short(value)  # `Tel:555-1234` at most
-    if any(_national_like(m) for m in _NATIONAL.finditer(value)):
+    if any(
+        _national_like(m) and (not labelled or _labelled_phone(m))
+        for m in _NATIONAL.finditer(value)
+    ):
         return True
     return _LABELLED_DIGITS.search(value) is not None or _labelled_short(value)
 
@@ -223,12 +254,15 @@ def national_phone_in_json(body: bytes) -> bool:
     if b"%" in body or not body.isascii():
         body = _searchable(body)
     query = b"+" in body and (b"://" in body or b"=" in body)  # there a "+" is a space:
-    if query and (_holds_in(body.replace(b"+", b"-")) or _holds_in(body.replace(b"+", b" "))):
-        return True  # read as a dash and as a space, as `holds_national_phone` reads it
+    if query and (
+        _holds_in(body.replace(b"+", b"-"), labelled=True)
+        or _holds_in(body.replace(b"+", b" "), labelled=True)
+    ):
+        return True  # read as a dash and as a space, as `_holds_in_query` reads it
     return _holds_in(body)
 
 
-def _holds_in(body: bytes) -> bool:
+def _holds_in(body: bytes, labelled: bool = False) -> bool:
     flat = body.translate(_FLAT)
     runs = b""  # made when a run is worth a look: most events hold only JSON numbers
     start = flat.find(_NINE)  # the start of a run: the search begins after the last one
@@ -245,13 +279,17 @@ def _holds_in(body: bytes) -> bool:
             if (
                 (digits >= 9 or (digits >= 7 and _label_ends(body, start)))
                 and _worth_reading(body, runs, start, end, bare)
-                and holds_national_phone(
-                    body[max(0, start - 30) : end + 12].decode(errors="ignore")
-                )
+                and _window_holds(body[max(0, start - 30) : end + 12], labelled)
             ):
                 return True  # (read with a label before it and an extension after it)
         start = flat.find(_NINE, end)
     return False
+
+
+def _window_holds(window: bytes, labelled: bool) -> bool:
+    """`holds_national_phone` of the text around a run (only after a label: `labelled`)."""
+    text = window.decode(errors="ignore")
+    return _holds(readable_text(text), labelled=True) if labelled else holds_national_phone(text)
 
 
 def _searchable(body: bytes) -> bytes:

@@ -33,10 +33,8 @@ def visible_text(text: str) -> str:
     escapes decoded (`%2B44%2020...` in a URL), then compatibility forms folded (fullwidth
     plus, digits, at sign), and where a "+" or "@" is left, digits of any script read as
     ASCII digits and invisible characters (zero-width, bidi marks, byte order marks,
-    joiners, variation selectors) dropped. A text that holds an escaped "+" (`%2B`) and a
-    bare one is form-encoded (`urlencode`): its bare "+" are spaces (`%2B44+20+7946+0958`)."""
-    if "+" in text and "%2" in text and "%2b" in text.lower():
-        text = text.replace("+", " ")
+    joiners, variation selectors) dropped. Its bare "+" stay "+": `visible_readings` reads
+    them as spaces too."""
     for _ in range(3):  # `%2540`: an escape escaped again, as nested redirect URLs do
         if "%" not in text or (decoded := unquote(text)) == text:
             break
@@ -47,6 +45,16 @@ def visible_text(text: str) -> str:
     if "+" not in folded and "@" not in folded:  # no phone or email to find: as it is
         return folded
     return "".join(_visible_char(c) for c in folded if _shown(c))
+
+
+def visible_readings(text: str) -> tuple[str, ...]:
+    """`visible_text` of `text`, and where it holds an escaped "+" (`%2B`) and a bare one,
+    as a form-encoded text (`urlencode`) reads too, its bare "+" spaces (`%2B44+20+7946+0958`):
+    a search looks in both, so that neither reading hides what the other shows
+    (`+447700900123` beside `C%2B%2B` in another field)."""
+    if "+" in text and "%2" in text and "%2b" in text.lower():
+        return visible_text(text), visible_text(text.replace("+", " "))
+    return (visible_text(text),)
 
 
 def _shown(c: str) -> bool:

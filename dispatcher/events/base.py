@@ -123,7 +123,10 @@ class PlatformEvent(Refusing):
             # a match costs the walk that names the fields.
             refuse_personal_text(json.loads(body))
         elif national_phone_in_json(body) or (  # a national number in any field, ids too
-            b"=" in body and any(names_in_query(body.decode()))  # or `?first_name=Jane`
+            (
+                b"=" in body or (b"%3" in body and b"%3d" in body.lower())
+            )  # or `?first_name=Jane`, escaped too
+            and any(names_in_query(body.decode()))
         ):
             refuse_personal_text(json.loads(body))
         event_id = self.given_event_id()

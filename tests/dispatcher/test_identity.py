@@ -196,8 +196,9 @@ FOUND_IN_ANY_FIELD = [
     # a two-word label, a year last after 3 digits
     "Tel.-Nr. 555-1234", "Tel./Fax: 555-1234",
     "Tel/Fax: 4656 3414", "Tel.-Nr.5551234567", "Tel: 555-2012", "Tel: 187 928 2012",
-    # a form-encoded query: a "+" is a space
-    "?ids=612+345+678", "phone=612+345+678", "https://s.example/?p=98765+43210",
+    # a form-encoded query: a "+" is a space, in a parameter named for a phone
+    "?tel=612+345+678", "phone=612+345+678", "https://s.example/?mobile=98765+43210",
+    "https://s.example/?billing_phone=555+123+4567", "https://s.example/tel/555-123-4567",
 ]  # fmt: skip
 
 
@@ -251,6 +252,10 @@ def test_the_search_of_a_serialised_event_finds_what_a_string_search_finds(text:
         "192.168.100.200", "01ARZ3NDEKTSV4RRFFQ69G5FAV", "PO 123-456-7890",
         "Bestellnr. 555-123-4567", "\u0417\u0430\u043a\u0430\u0437 555-123-4567",
         "Commande n\u00b0 555-123-4567", "PH 0123456789", "FON 123456789",
+        # ids in a path or after a code, lists of numbers in a query (a "+" a space)
+        "https://s.example/ticket/012-3456-7890", "INV/0042-123-4567", "ACME.0123-456-789",
+        "https://s.example/?zips=90210+90211", "https://s.example/?ids=701+702+703",
+        "https://s.example/?filter=size:512+price:599+999+1299", "Bundle,0123-456-789",
     ],
 )  # fmt: skip
 def test_ids_addresses_and_versions_in_a_serialised_event_are_no_phones(text: str) -> None:

@@ -339,13 +339,15 @@ def test_product_names_and_counts_keep_their_plain_values(
         "jane%EF%BC%A0example.com",  # an escaped fullwidth at sign
         # a form-encoded query (`urlencode`: "+" for a space, `%2B` for a plus)
         "https://shop.example/?phone=%2B44+20+7946+0958", "tel=%2B33+1+23+45+67+89",
-        "https://s.example/?phone=612+345+678", "https://s.example/?p=98765+43210",
+        "https://s.example/?phone=612+345+678", "https://s.example/?mobile=98765+43210",
         # after a comma, a slash or a label's full stop
-        "Jane Doe,555-123-4567", "https://shop.example/callback/555-123-4567",
+        "Jane Doe,555-123-4567", "https://shop.example/phone/555-123-4567",
         "https://shop.example/tel/090-1234-5678", "tel.555-123-4567", "Fax.030-1234567",
         # bare digits after a query key that names a phone number
         "https://shop.example/?phone_number=5551234567", "?msisdn=447700900123",
         "?telefono=5551234567", "?celular=11912345678", "?handynummer=01711234567",
+        # a label joined to its word for "number" by a dash
+        "Tel.-Nr. 030 1234567", "Telefon-Nr.: 0171 1234567", "Tel-Nr. 0171 1234567",
         # a name in an escaped URL that holds no literal "="
         "https%3A%2F%2Fshop.example%2Fp%3Ffirst_name%3DJane",
     ],
@@ -445,6 +447,11 @@ THANKS = "https://shop.example/thanks?order=77&first_name=Janette&last_name=Doev
         ("vn", {"click_id": "c1", "sub3": THANKS}, "sub3"),
         ("vn", {"click_id": "c1", "custom_dimensions": {"page": THANKS}}, "custom_dimensions.page"),
         ("ym", yandex(Target="https://x.example/?customerName=Janette"), "Target"),
+        # an escaped "+" in one field does not make the "+" of another a space
+        ("vn", {"click_id": "+447700900123", "sub1": "C%2B%2B"}, "click_id"),
+        ("pin", pinterest(event_source_url="https://s.example/?q=c%2B%2B+books",
+                          custom_data={"order_id": "+44 7700 900123"}), "custom_data.order_id"),
+        ("vn", {"click_id": "c1", "sub1": "https://wa.me/+447700900123?text=Hi%2Bthere"}, "sub1"),
     ],
 )  # fmt: skip
 def test_a_phone_number_or_a_url_name_in_any_field_is_refused_naming_it(
@@ -471,9 +478,21 @@ def test_uuids_addresses_and_client_ids_are_not_taken_for_national_numbers(
         "pin")  # fmt: skip
     producer.enqueue(yandex(ClientId="1733300000123456789"), "ym")
     producer.enqueue({**linkedin(), "eventId": "ORD-2024-000123-45"}, "li")
-    assert redis_client.xlen(keys.stream("pin")) == 1
+    # ids in a URL's path, after a slash or a company's full stop
+    producer.enqueue(
+        pinterest(
+            event_id="p-2",
+            event_source_url="https://s.example/p/0123-4567-89",
+            custom_data={"order_id": "INV/0042-123-4567"},
+        ),
+        "pin",
+    )
+    for crm_id in ("crm/0042-123-4567", "ACME.0123-456-789"):
+        user = {**linkedin()["user"], "externalIds": [crm_id]}
+        producer.enqueue({**linkedin(), "user": user, "eventId": crm_id}, "li")
+    assert redis_client.xlen(keys.stream("pin")) == 2
     assert redis_client.xlen(keys.stream("ym")) == 1
-    assert redis_client.xlen(keys.stream("li")) == 1
+    assert redis_client.xlen(keys.stream("li")) == 3
 
 
 def test_a_dimension_that_is_a_national_number_is_hashed_the_phone_way(
@@ -592,7 +611,18 @@ def test_building_a_model_refuses_personal_data_in_its_free_text(text: str) -> N
     ["1,555-123-4567", "v1.555-123-4567", "2024/555-123-4567", "ORD-555-123-4567", "a+b=c",
      "https://shop.example/?q=red+shoes&size=10", "https://s.example/?q=c%2B%2B+books",
      "https://x.example/2024-01-15/a", "https://shop.example/p?q=shoes%3Dred",
-     "?contact=5551234567"],
+     "?contact=5551234567",
+     # ids in a URL's path or after a comma
+     "https://cdn.example.com/media/0012/3456/789.jpg", "https://s.example/ticket/012-3456-7890",
+     "https://s.example/store/0800-123-456", "https://s.example/angebote/0421-123456",
+     "https://s.example/p/123.456.7890", "https://s.example/track/0123 4567 8901",
+     "https://s.example/isbn/030-640-6152", "order/555-123-4567", "Bundle,0123-456-789",
+     "SKU/555-123-4567",
+     # lists of numbers in a query, where a "+" is a space
+     "https://s.example/?zips=90210+90211", "https://s.example/?utm_term=75001+75002",
+     "https://s.example/?postcodes=60601+60602+60603", "https://s.example/?ids=701+702+703",
+     "https://s.example/?q=iphone+15+128+gb+512+256+128",
+     "https://s.example/?filter=size:512+price:599+999+1299"],
 )  # fmt: skip
 def test_numbers_after_digits_and_ordinary_queries_are_kept(
     producer: Dispatcher, text: str
@@ -605,6 +635,12 @@ def test_numbers_after_digits_and_ordinary_queries_are_kept(
     [
         {"click_id": "c1", "event_id": "?first_name=Jane"},
         {"click_id": "c1", "custom_dimensions": {"?first_name=Jane": "1"}},
+        # escaped, with no literal "="
+        {"click_id": "https%3A%2F%2Fs.example%2F%3Ffirst_name%3DJane"},
+        {
+            "click_id": "c1",
+            "custom_dimensions": {"https%3A%2F%2Fs.example%2F%3Ffirst_name%3DJane": 1},
+        },
     ],
 )
 def test_a_name_in_a_url_as_an_event_id_or_a_dimension_name_is_refused_unrepeated(

@@ -254,7 +254,8 @@ class Settings(BaseSettings):
         """The fields from `values`, the `CONVDISP_*` variables and the TOML file. One
         that cannot be read (not TOML, not UTF-8, not JSON, a bad value) raises
         `ConfigurationError`, naming where without repeating the value (it may be a
-        token); the cause stays `__cause__`."""
+        token); the cause stays `__cause__`, but for a variable that is not JSON (the
+        decoder's error holds the whole variable)."""
         try:
             super().__init__(**values)
         except ValidationError as exc:
@@ -267,14 +268,18 @@ class Settings(BaseSettings):
         except UnicodeDecodeError as exc:
             raise ConfigurationError(f"{config_file()}: not UTF-8 text") from exc
         except SettingsError as exc:  # a CONVDISP_ variable that is not JSON
-            raise ConfigurationError(str(exc)) from exc
+            not_json = str(exc)
+        else:
+            return
+        raise ConfigurationError(not_json)  # raised here, the decoder's error is no context
 
     @field_validator("redis_url")
     @classmethod
     def _a_redis_url(cls, value: str) -> str:
-        if not value.startswith(("redis://", "rediss://", "unix://")):
+        scheme, sep, rest = value.partition("://")
+        if not sep or scheme.lower() not in ("redis", "rediss", "unix"):
             raise ValueError("must start with redis://, rediss:// or unix://")
-        return value
+        return scheme.lower() + sep + rest  # a scheme is case-insensitive (RFC 3986)
 
     @field_validator("destinations")
     @classmethod

@@ -59,6 +59,9 @@ def test_a_redis_url_of_another_scheme_is_a_configuration_error(url: str) -> Non
         Settings(redis_url=url, destinations={})
     for good in ("redis://h:6379/0", "rediss://:pw@h/1", "unix:///tmp/r.sock", "redis://a:1,b:2/0"):
         assert Settings(redis_url=good, destinations={}).redis_url == good
+    # A scheme is case-insensitive (RFC 3986): taken, and written in lower case.
+    assert Settings(redis_url="REDIS://h:6379/0", destinations={}).redis_url == "redis://h:6379/0"
+    assert Settings(redis_url="Unix:///tmp/r.sock", destinations={}).redis_url.startswith("unix:")
 
 
 def test_a_token_loses_a_secret_files_newline_and_a_control_character_is_refused(
@@ -110,3 +113,21 @@ def test_settings_that_cannot_be_read_raise_configuration_error_without_the_valu
     monkeypatch.setenv("CONVDISP_CONFIG", str(bad))
     with pytest.raises(ConfigurationError, match="not valid TOML"):
         get_settings()
+
+
+def test_a_variable_that_is_not_json_keeps_its_value_out_of_the_error_chain(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a destinations variable that is not JSON, holding a token
+    monkeypatch.setenv(
+        "CONVDISP_DESTINATIONS", '{"li": {"platform": "linkedin", "token": "hunter2"'
+    )
+    # When the settings are read
+    with pytest.raises(ConfigurationError, match="destinations") as caught:
+        Settings()
+    # Then no exception of the chain holds the token, in its text or its attributes
+    # (a JSONDecodeError keeps the whole document in `doc`; error trackers record it)
+    seen: BaseException | None = caught.value
+    while seen is not None:
+        assert "hunter2" not in repr(seen) + repr(vars(seen))
+        seen = seen.__cause__ or seen.__context__

@@ -107,11 +107,31 @@ def redis_command(port: int, workdir: Path) -> list[str]:
     ]  # fmt: skip
 
 
+REDIS_CONF_MAXMEMORY = 2 << 30  # config/redis.conf's `maxmemory 2gb` (a test holds them equal)
+# A container's memory limit: cgroup v2, then v1 ("max" or a huge number: no limit).
+CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+
+
 def embedded_maxmemory() -> int:
-    """A quarter of this machine's memory, at most config/redis.conf's 2 GiB: so the
-    memory guard refuses enqueues before Redis, or the machine, runs out."""
-    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return min(2 << 30, total // 4)
+    """A quarter of the memory there is, at most config/redis.conf's 2 GiB: so the memory
+    guard refuses enqueues before Redis, or the machine, runs out."""
+    return min(REDIS_CONF_MAXMEMORY, _memory_there_is() // 4)
+
+
+def _memory_there_is() -> int:
+    """This machine's memory, or its container's limit where lower; 1 GiB where the
+    machine does not say (sysconf's -1, or no such name)."""
+    try:
+        page, pages = os.sysconf("SC_PAGE_SIZE"), os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        page = pages = -1
+    total = page * pages if page > 0 and pages > 0 else 1 << 30
+    for path in CGROUP_LIMITS:
+        with contextlib.suppress(OSError, ValueError):
+            limit = int(Path(path).read_text().strip())
+            if 0 < limit < total:
+                total = limit
+    return total
 
 
 def worker_command(

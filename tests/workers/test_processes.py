@@ -15,6 +15,7 @@ import redis
 
 from dispatcher.check import redis_findings
 from tests.conftest import wait_for
+from workers import processes
 from workers.processes import (
     PortTakenError,
     Processes,
@@ -160,3 +161,28 @@ def test_stop_leaves_no_process_of_a_childs_group(tmp_path: Path) -> None:
 
 def _comm(pid: int) -> str:
     return Path(f"/proc/{pid}/comm").read_text().strip()
+
+
+def test_the_embedded_maxmemory_follows_redis_conf_a_container_and_a_failed_reading(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    conf = Path(__file__).parents[2] / "config" / "redis.conf"
+    assert "maxmemory 2gb" in conf.read_text().splitlines()  # the cap, as the file has it
+    assert processes.REDIS_CONF_MAXMEMORY == 2 << 30
+    # A container's cgroup limit is the memory there is: a quarter of its 512 MiB
+    limit, unlimited = tmp_path / "memory.max", tmp_path / "memory.limit_in_bytes"
+    limit.write_text("536870912\n")
+    unlimited.write_text("9223372036854771712\n")  # cgroup v1 "no limit"
+    monkeypatch.setattr(processes, "CGROUP_LIMITS", (str(unlimited), str(limit)))
+    assert embedded_maxmemory() == 128 << 20
+    limit.write_text("max\n")  # cgroup v2 "no limit": the machine's memory
+    assert 0 < embedded_maxmemory() <= 2 << 30
+    # sysconf without an answer (-1) or without the name: 256 MiB, never a negative size
+    monkeypatch.setattr(os, "sysconf", lambda name: -1)
+    assert embedded_maxmemory() == 256 << 20
+
+    def unsupported(name: str) -> int:
+        raise ValueError(f"unrecognized configuration name {name}")
+
+    monkeypatch.setattr(os, "sysconf", unsupported)
+    assert embedded_maxmemory() == 256 << 20

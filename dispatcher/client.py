@@ -388,7 +388,8 @@ class Dispatcher:
             model: PlatformEvent = kind.__pydantic_validator__.validate_python(raw)
         except REFUSED as exc:
             raise refusal(exc) from None
-        problems = model.policy_errors(dest)
+        window_s = self.settings.platform(dest.platform).acceptance_window_s
+        problems = model.policy_errors(dest) + model.window_errors(window_s)
         if problems:
             raise InvalidEventError([FieldError(f, m) for f, m in problems])
         return name, model

@@ -175,6 +175,15 @@ def config_file() -> Path | None:
     return next((path for path in SEARCHED if path.exists()), None)
 
 
+def _without_document(exc: SettingsError) -> SettingsError:
+    """`exc` with its decoder's message but not its decoder's error, whose `doc` holds the
+    whole variable (a token, maybe), for error trackers to record."""
+    clean = SettingsError(str(exc))
+    if exc.__cause__ is not None:
+        clean.__cause__ = ValueError(str(exc.__cause__))
+    return clean
+
+
 class Settings(BaseSettings):
     """Everything the producer and the workers read; see the README's reference table."""
 
@@ -254,8 +263,8 @@ class Settings(BaseSettings):
         """The fields from `values`, the `CONVDISP_*` variables and the TOML file. One
         that cannot be read (not TOML, not UTF-8, not JSON, a bad value) raises
         `ConfigurationError`, naming where without repeating the value (it may be a
-        token); the cause stays `__cause__`, but for a variable that is not JSON (the
-        decoder's error holds the whole variable)."""
+        token); the cause stays `__cause__` (for a variable that is not JSON, without the
+        decoder's error, which holds the whole variable)."""
         try:
             super().__init__(**values)
         except ValidationError as exc:
@@ -268,10 +277,11 @@ class Settings(BaseSettings):
         except UnicodeDecodeError as exc:
             raise ConfigurationError(f"{config_file()}: not UTF-8 text") from exc
         except SettingsError as exc:  # a CONVDISP_ variable that is not JSON
-            not_json = str(exc)
+            unreadable = _without_document(exc)
         else:
             return
-        raise ConfigurationError(not_json)  # raised here, the decoder's error is no context
+        # Raised outside the handler, so the decoder's error is not its context either.
+        raise ConfigurationError(str(unreadable)) from unreadable
 
     @field_validator("redis_url")
     @classmethod

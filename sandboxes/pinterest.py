@@ -29,7 +29,7 @@ from sandboxes.base import Json, PlatformHandler, Sandbox, application
 
 CONTRACT_FILE = "pinterest-v5-conversion-events.openapi.json"
 RATE_LIMIT = 5000  # calls per ad account per minute (seed 001)
-WINDOW_S = 7 * 86_400  # our reading: see dispatcher.events.pinterest.WINDOW_MS
+WINDOW_S = 7 * 86_400  # our reading: PinterestSettings.acceptance_window_s's default
 FUTURE_SKEW_S = 300
 NO_EMAIL_WARNING = "no hashed email; match rate will be lower"
 _PARTIAL = "Not all events were successfully processed."  # the contract's 422 description

@@ -80,6 +80,8 @@ class PlatformEvent(Refusing):
     # The platform's JSON name of its deduplication id; None where the API has none
     # (the id then lives only beside the payload in Redis, for receipts and dead letters).
     event_id_field: ClassVar[str | None]
+    # The field that says when the conversion happened, as an error names it.
+    time_field: ClassVar[str]
 
     def happened_at_ms(self) -> int:
         """When the conversion happened, epoch milliseconds (bounds the retry budget)."""
@@ -97,6 +99,15 @@ class PlatformEvent(Refusing):
     def policy_errors(self, destination: Destination) -> list[tuple[str, str]]:
         """Fields this destination's settings forbid, as (field, message) pairs."""
         return []
+
+    def window_errors(self, window_s: float) -> list[tuple[str, str]]:
+        """The time field, as (field, message) pairs, if the conversion happened `window_s`
+        ago or longer: the configured `acceptance_window_s`, past which the worker would
+        dead-letter the event as expired at once."""
+        if self.happened_at_ms() + window_s * 1000 > now_ms():
+            return []
+        setting = f"{self.platform}.acceptance_window_s"
+        return [(self.time_field, f"is older than the {window_s / 86_400:g}-day {setting}")]
 
     def to_payload(self) -> tuple[str, bytes]:
         """The event as the platform's JSON element, and its event id.
@@ -141,12 +152,14 @@ class PlatformEvent(Refusing):
         ] + tail + f'"{self.event_id_field}":{json.dumps(event_id)}}}'.encode()
 
 
-def check_event_time(at_ms: int, window_ms: int) -> int:
-    """Return `at_ms` if it lies in [now - window, now + skew], else raise ValueError."""
+def check_event_time(at_ms: int, window_ms: int | None = None) -> int:
+    """Return `at_ms` if it lies in (now - window, now + skew], else raise ValueError;
+    `window_ms` is the age limit the platform documents, if it documents one (the
+    configured `acceptance_window_s` is checked at enqueue: `window_errors`)."""
     now = now_ms()
     if at_ms > now + FUTURE_SKEW_MS:
         raise ValueError("is in the future")
-    if at_ms < now - window_ms:
+    if window_ms is not None and at_ms <= now - window_ms:
         raise ValueError(f"is older than the platform's {window_ms // 86_400_000}-day window")
     return at_ms
 

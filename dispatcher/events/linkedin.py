@@ -114,6 +114,7 @@ class LinkedInConversionEvent(PlatformEvent):
     """
 
     platform: ClassVar[str] = "linkedin"
+    time_field: ClassVar[str] = "conversionHappenedAt"
     event_id_field: ClassVar[str] = "eventId"
 
     conversion: str = Field(pattern=CONVERSION_URN)

@@ -25,7 +25,6 @@ from dispatcher.identity import hash_email, hash_name, is_sha256, phone_digits, 
 
 __all__ = [
     "EVENT",
-    "WINDOW_MS",
     "ActionSource",
     "AppInfo",
     "Content",
@@ -36,8 +35,8 @@ __all__ = [
     "UserData",
 ]
 
-# The contract names no maximum age; 7 days is PinterestSettings.acceptance_window_s.
-WINDOW_MS = 7 * 86_400_000
+# The contract names no maximum age: the configured PinterestSettings.acceptance_window_s
+# (7 days by default) is checked at enqueue (`window_errors`).
 _MS_EPOCH_FLOOR_S = 100_000_000_000  # a "seconds" value above this is milliseconds (year 5138)
 _GENDERS = {"f": "f", "female": "f", "m": "m", "male": "m", "n": "n", "non-binary": "n"}
 
@@ -200,11 +199,13 @@ class UserData(Part):
 class PinterestConversionEvent(PlatformEvent):
     """One conversion for a Pinterest ad account.
 
-    `event_time` takes Unix seconds or an aware `datetime` and must lie within the past
-    7 days (not in the future). Without an `event_id` one is derived from the content.
+    `event_time` takes Unix seconds or an aware `datetime`, not in the future; `enqueue`
+    refuses one older than `pinterest.acceptance_window_s` (7 days by default). Without
+    an `event_id` one is derived from the content.
     """
 
     platform: ClassVar[str] = "pinterest"
+    time_field: ClassVar[str] = "event_time"
     event_id_field: ClassVar[str] = "event_id"
 
     event_name: EventName
@@ -239,7 +240,7 @@ class PinterestConversionEvent(PlatformEvent):
     def _in_window(cls, value: int) -> int:
         if value > _MS_EPOCH_FLOOR_S:
             raise ValueError("looks like milliseconds: Pinterest takes Unix seconds")
-        check_event_time(value * 1000, WINDOW_MS)
+        check_event_time(value * 1000)
         return value
 
     def happened_at_ms(self) -> int:

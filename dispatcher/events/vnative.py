@@ -9,9 +9,11 @@ data (`personal_hasher`), or whose value is an email address or an
 international phone number, are normalised and SHA-256 hashed here (digests pass through).
 
 vNative takes no event time and no deduplication id. The optional `conversion_time`
-is ours: it is never sent, it only bounds how long the event may be retried (the
-platform's `acceptance_window_s`); one older than 30 days (that setting's default) is
-refused. Without it the time of validation is used.
+is ours: it is never sent, it only bounds how long the event may be retried. Trackier
+documents no maximum age: this project's `vnative.acceptance_window_s` (30 days by
+default) is the bound, and `enqueue` refuses an older conversion (`window_errors`) that
+the worker would dead-letter as expired at once. Without it the time of validation is
+used.
 """
 
 from __future__ import annotations
@@ -35,7 +37,6 @@ from dispatcher.events.base import (
     FreeText,
     PlatformEvent,
     aware_to_epoch,
-    check_event_time,
     free_text,
     not_personal,
     now_ms,
@@ -58,9 +59,6 @@ def _dimension_value(value: object) -> str | int | float:
 
 
 DimensionValue = Annotated[str | int | float, PlainValidator(_dimension_value)]
-# Trackier documents no maximum age; 30 days is VNativeSettings.acceptance_window_s, the
-# worker's bound: an older conversion is refused here rather than dead-lettered there.
-WINDOW_MS = 30 * 86_400_000
 
 
 def _epoch_s(value: object) -> object:
@@ -84,6 +82,7 @@ class VNativeConversion(PlatformEvent):
     """
 
     platform: ClassVar[str] = "vnative"
+    time_field: ClassVar[str] = "conversion_time"
     event_id_field: ClassVar[str | None] = None
 
     click_id: str = Field(min_length=1)
@@ -114,11 +113,9 @@ class VNativeConversion(PlatformEvent):
 
     @field_validator("conversion_time")
     @classmethod
-    def _in_window(cls, value: float | None) -> float | None:
+    def _not_in_future(cls, value: float | None) -> float | None:
         if value is not None and value * 1000 > now_ms() + FUTURE_SKEW_MS:
             raise ValueError("is in the future (epoch seconds are expected, not milliseconds)")
-        if value is not None:
-            check_event_time(int(value * 1000), WINDOW_MS)
         return value
 
     @field_validator("custom_dimensions")

@@ -51,6 +51,7 @@ class YandexOfflineConversion(PlatformEvent):
     """
 
     platform: ClassVar[str] = "yandex"
+    time_field: ClassVar[str] = "DateTime"
     event_id_field: ClassVar[str | None] = None
 
     client_id: str | None = Field(default=None, alias="ClientId")
@@ -88,7 +89,7 @@ class YandexOfflineConversion(PlatformEvent):
         # No skew allowance: Yandex drops a row whose DateTime it has not reached yet.
         if value > now_s:
             raise ValueError("is in the future (Unix seconds; Yandex takes past conversions)")
-        if value < now_s - WINDOW_S:
+        if value <= now_s - WINDOW_S:
             raise ValueError(f"is older than Yandex's {WINDOW_S // 86_400}-day window")
         return value
 

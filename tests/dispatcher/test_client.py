@@ -359,3 +359,44 @@ def test_a_conversion_among_bulk_items_is_refused_pointing_to_enqueue_conversion
     with other, pytest.raises(InvalidEventError, match="enqueue_conversions") as caught:
         other.enqueue_many(items[1:])
     assert [(e.index, e.field) for e in caught.value.errors] == [(0, "event")]
+
+
+def test_enqueue_holds_events_to_the_configured_acceptance_window(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    # Given windows set wider (vNative, Pinterest: no documented limit) and narrower
+    # (LinkedIn: 10 days inside its documented 90) than the defaults
+    day_s = 86_400.0
+    configured = Settings(
+        redis_url=settings.redis_url,
+        vnative={"acceptance_window_s": 90 * day_s},
+        pinterest={"acceptance_window_s": 30 * day_s},
+        linkedin={"acceptance_window_s": 10 * day_s},
+        destinations={
+            "vn": Destination(platform="vnative", token="t1"),
+            "pin": Destination(platform="pinterest", token="t2", ad_account_id="549755885175"),
+            "li": Destination(platform="linkedin", token="t3"),
+        },
+    )
+    now_s = time.time()
+    pin = {"event_name": "checkout", "action_source": "web", "event_id": "p1",
+           "user_data": {"em": ["a@b.example"]}}  # fmt: skip
+    with Dispatcher(configured) as producer:
+        # When events older than the defaults but inside the configured windows come
+        producer.enqueue({"click_id": "c", "conversion_time": now_s - 45 * day_s}, "vn")
+        producer.enqueue({**pin, "event_time": int(now_s - 20 * day_s)}, "pin")
+        assert redis_client.xlen(keys.stream("vn")) == redis_client.xlen(keys.stream("pin")) == 1
+        # Then they are taken; and one at or past a configured window is refused naming
+        # the field and the setting, with nothing written
+        at_edge = {"click_id": "c", "conversion_time": now_s - 90 * day_s}
+        twenty_days = event(conversionHappenedAt=int((now_s - 20 * day_s) * 1000))
+        for item, dest, field, setting in [
+            (at_edge, "vn", "conversion_time", r"90-day vnative\.acceptance_window_s"),
+            ({**pin, "event_time": int(now_s - 31 * day_s)}, "pin", "event_time", "pinterest"),
+            (twenty_days, "li", "conversionHappenedAt", r"10-day linkedin\.acceptance_window_s"),
+        ]:
+            with pytest.raises(InvalidEventError, match=setting) as caught:
+                producer.enqueue(item, dest)
+            assert caught.value.fields == [field]
+        assert redis_client.xlen(keys.stream("li")) == 0
+        assert redis_client.xlen(keys.stream("vn")) == redis_client.xlen(keys.stream("pin")) == 1

@@ -284,11 +284,16 @@ def test_a_model_with_a_conversion_time_can_be_enqueued_as_a_model(
 
 
 @pytest.mark.parametrize("days", [31, 200, 20_000])
-def test_a_conversion_time_older_than_the_window_is_refused_at_validation(days: int) -> None:
-    # The worker would dead-letter it at once as expired: refused here, naming the field.
+def test_a_conversion_time_older_than_the_window_is_refused_at_enqueue(
+    producer: Dispatcher, redis_client: redis.Redis, days: int
+) -> None:
+    # The worker would dead-letter it at once as expired: refused at enqueue, naming the
+    # field; Trackier documents no age limit, so building the model takes it.
     old = time.time() - days * 86_400
-    assert set(errors({"click_id": "c", "conversion_time": old})) == {"conversion_time"}
-    recent = VNativeConversion.model_validate(
-        {"click_id": "c", "conversion_time": old + (days - 29) * 86_400}
-    )
-    assert recent.conversion_time is not None
+    assert VNativeConversion.model_validate({"click_id": "c", "conversion_time": old})
+    with pytest.raises(InvalidEventError, match=r"30-day vnative\.acceptance_window_s") as caught:
+        producer.enqueue({"click_id": "c", "conversion_time": old}, "vn-main")
+    assert caught.value.fields == ["conversion_time"]
+    assert redis_client.dbsize() == 0
+    producer.enqueue({"click_id": "c", "conversion_time": time.time() - 29 * 86_400}, "vn-main")
+    assert redis_client.xlen(keys.stream("vn-main")) == 1

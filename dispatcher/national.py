@@ -136,6 +136,12 @@ _NUMBER_AFTER = r"(?:[\s._\-]*(?:number|nummer|num|no|nr|#)\.?)?"  # `Tel.-Nr.`,
 _DIGITS_LABEL = r"(?<![a-z0-9/])" + _pair(_PHONE_WORDS) + _NUMBER_AFTER + r"[\s:=#.\-]{0,3}"
 _LABELLED_DIGITS = re.compile(_DIGITS_LABEL + r"(?<![0-9/])[0-9]{9,15}(?![0-9])", re.IGNORECASE)
 _LABEL_END = re.compile(_DIGITS_LABEL + r"$", re.IGNORECASE)
+# A link that opens a chat or a message to a number, its digits the number: WhatsApp's
+# `https://wa.me/15551234567`, `sms:5551234567` (the same digits after `wa.me/x` or
+# `cms:` are a path's or a scheme's).
+_LINK = r"(?:(?<![\w.\-])wa\.me/|(?<![a-z0-9])sms:(?://)?)"
+_LINKED_DIGITS = re.compile(_LINK + r"[0-9]{9,15}(?![0-9])", re.IGNORECASE)
+_LINK_END = re.compile(_LINK + r"$", re.IGNORECASE)
 # A label, then groups that only a label makes a phone number: a local number of 7 or 8
 # digits, after an area code or not (`Tel: 555-1234`, `тел. 706 69 07`, `Phone: 4656
 # 3414`, `Tel. 08-60 42 30`), or groups of 3, 3 and 4 from any digit (`Tel: 187 928
@@ -226,7 +232,11 @@ def _holds(value: str, labelled: bool = False) -> bool:
         for m in _NATIONAL.finditer(value)
     ):
         return True
-    return _LABELLED_DIGITS.search(value) is not None or _labelled_short(value)
+    return (
+        _LABELLED_DIGITS.search(value) is not None
+        or _LINKED_DIGITS.search(value) is not None
+        or _labelled_short(value)
+    )
 
 
 # For a search of a whole serialised event, two views of its bytes: in `_RUNS` digits
@@ -325,8 +335,13 @@ def _worth_reading(body: bytes, runs: bytes, start: int, end: int, bare: bool) -
     """Whether the run `body[start:end]` of 9 digits or more (`bare`: digits with no
     separator but around them) could be, or end, a national number."""
     run = body[start:end]
-    if bare:  # digits alone: a phone only right after a label (`Phone:5551234567.`)
-        return _label_ends(body, start)
+    if bare:  # digits alone: a phone only right after a label (`Phone:5551234567.`) or
+        # a link to one (`wa.me/15551234567`)
+        first = start + len(run) - len(run.lstrip(_SEPARATORS))  # its first digit
+        return (
+            _label_ends(body, start)
+            or _LINK_END.search(body[max(0, first - 8) : first].decode(errors="ignore")) is not None
+        )
     if b"-00" not in runs[start:end]:  # every national number has 2 digits after a separator
         return False
     core = run.strip(_SEPARATORS)

@@ -199,6 +199,9 @@ FOUND_IN_ANY_FIELD = [
     # a form-encoded query: a "+" is a space, in a parameter named for a phone
     "?tel=612+345+678", "phone=612+345+678", "https://s.example/?mobile=98765+43210",
     "https://s.example/?billing_phone=555+123+4567", "https://s.example/tel/555-123-4567",
+    # links that open a chat or a message to a number: its digits are the number
+    "https://wa.me/15551234567", "https://wa.me/447700900123?text=Hi", "sms:5551234567",
+    "SMS://07700900123",
 ]  # fmt: skip
 
 
@@ -256,6 +259,7 @@ def test_the_search_of_a_serialised_event_finds_what_a_string_search_finds(text:
         "https://s.example/ticket/012-3456-7890", "INV/0042-123-4567", "ACME.0123-456-789",
         "https://s.example/?zips=90210+90211", "https://s.example/?ids=701+702+703",
         "https://s.example/?filter=size:512+price:599+999+1299", "Bundle,0123-456-789",
+        "https://shop.example/wa.mex/15551234567", "https://x.example/cms:5551234567",
     ],
 )  # fmt: skip
 def test_ids_addresses_and_versions_in_a_serialised_event_are_no_phones(text: str) -> None:

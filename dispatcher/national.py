@@ -97,8 +97,8 @@ def _starts_freely(match: re.Match[str]) -> bool:
     """Whether the number begins where a phone number is written: glued to a slash or a
     full stop only after a word for a phone (`/tel/555-…`, `tel.555-…`; else it is an id
     of a URL's path or a code: `/ticket/012-3456-7890`, `ACME.0123-456-789`), glued to a
-    comma only after one or after words outside a URL (`Jane Doe,555-123-4567`; not
-    `Bundle,0123-456-789`)."""
+    comma after a word outside a URL (`Jane,Doe,555-123-4567`, a row of a CSV file: so
+    `Bundle,0123-456-789` too; not `?ids=7,555-123-4567`)."""
     start = match.start()
     glued = match.string[start - 1 : start] if start else ""
     if glued not in ("/", ".", ","):
@@ -107,8 +107,7 @@ def _starts_freely(match: re.Match[str]) -> bool:
         return True
     if glued != ",":
         return False
-    field = match.string[: start - 1].rsplit(",", 1)[-1].strip()
-    return " " in field and "://" not in match.string[:start]
+    return match.string[start - 2 : start - 1].isalpha() and "://" not in match.string[:start]
 
 
 def _labelled_phone(match: re.Match[str]) -> bool:

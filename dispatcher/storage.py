@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
+import hiredis
 import redis
 import redis.asyncio
 import redis.asyncio.cluster
@@ -21,7 +22,28 @@ from dispatcher.errors import StorageError
 if TYPE_CHECKING:
     from dispatcher.settings import Settings
 
+
+class Packer:
+    """Packs a command for a synchronous connection. A command of only bytes, str and int
+    arguments (the writer's: 15,000 a chunk) goes to `hiredis.pack_command` as it is;
+    redis-py's own packer runs a Python encode step per argument first (0.9 → 0.45 µs for
+    the three arguments of a stored event). Anything else is packed by redis-py."""
+
+    PLAIN = frozenset((bytes, str, int))
+
+    def __init__(self) -> None:
+        connection = cast(Any, redis.Connection)()  # never connected: its packer only
+        self._redis_py: Callable[..., list[bytes]] = connection.pack_command
+
+    def pack(self, *args: Any) -> list[bytes]:
+        first = args[0]
+        if type(first) is str and " " not in first and self.PLAIN.issuperset(map(type, args)):
+            return [hiredis.pack_command(args)]
+        return self._redis_py(*args)
+
+
 _OPTIONS: dict[str, Any] = {"socket_timeout": 30, "health_check_interval": 30}
+_SYNC = {"command_packer": Packer()}  # a synchronous single-node client's
 # What tells a client to replace itself (`reopen_store`): a lost connection, or a cluster
 # client that found no node to ask.
 LOST = (redis.ConnectionError, redis.exceptions.RedisClusterException)
@@ -29,7 +51,7 @@ LOST = (redis.ConnectionError, redis.exceptions.RedisClusterException)
 
 def connect(url: str) -> redis.Redis:
     """A synchronous client; responses stay bytes so payloads are never re-encoded."""
-    return redis.Redis.from_url(url, **_OPTIONS)
+    return redis.Redis.from_url(url, **_OPTIONS, **_SYNC)
 
 
 def aconnect(url: str) -> redis.asyncio.Redis:
@@ -46,7 +68,7 @@ def open_store(settings: Settings, **options: Any) -> redis.Redis:
     if settings.redis_cluster:
         nodes = _every_node(settings.redis_url, options)
         return _cluster(settings.redis_url, nodes, options)
-    return redis.Redis.from_url(settings.redis_url, **options)
+    return redis.Redis.from_url(settings.redis_url, **options, **_SYNC)
 
 
 def reopen_store(settings: Settings, old: redis.Redis, **options: Any) -> redis.Redis:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from importlib.resources import files
 from pathlib import Path
 
 import dispatcher
@@ -51,3 +52,9 @@ def test_the_readme_documents_every_setting() -> None:
         if f"`{name}`" not in README
     ]
     assert missing == []
+
+
+def test_the_producer_api_is_marked_typed() -> None:
+    # PEP 561: an application's mypy reads the dispatcher's annotations from the installed
+    # package only when it ships this marker (the wheel takes every file of the package).
+    assert files("dispatcher").joinpath("py.typed").is_file()

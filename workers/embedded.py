@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from types import FrameType
+from urllib.parse import urlsplit
 
 import httpx
 import redis
@@ -43,6 +44,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # The embedded vNative sandbox takes this many calls a minute per key (imports and polls);
 # config/embedded.toml splits it between rate_per_min and poll_rate_per_min.
 EMBEDDED_VNATIVE_RATE = 600
+LOOPBACK = frozenset(("127.0.0.1", "localhost", "::1"))
 
 
 @dataclass
@@ -108,6 +110,7 @@ def _start(opts: Options, console: Console, procs: Processes, env: dict[str, str
         env["CONVDISP_REDIS_URL"] = f"redis://127.0.0.1:{opts.redis_port}/0"
     os.environ.update(env)
     settings = Settings()
+    _only_sandboxes(settings)
     sandboxes = {p: sandbox_port(settings, p) for p in PLATFORMS}
     ports = {"redis": opts.redis_port} if own_redis else {}
     ports |= {f"sandbox-{p}": port for p, port in sandboxes.items()} | {"flower": opts.flower_port}
@@ -192,6 +195,24 @@ def _wait_ready(procs: Processes, name: str) -> None:
 def _pings(port: int) -> bool:
     with redis.Redis(port=port, socket_timeout=1) as client:
         return bool(client.ping())
+
+
+def _only_sandboxes(settings: Settings) -> None:
+    """Refuse (StartError) a configuration that would send the sample load, or a token
+    refresh, anywhere but the sandboxes `up` starts on this machine (`CONVDISP_CONFIG`
+    naming a production file, say)."""
+    urls = {f"{p}.base_url": settings.platform(p).base_url for p in PLATFORMS}
+    if any(d.oauth is not None for d in settings.destinations.values()):
+        urls["linkedin.oauth_url"] = settings.linkedin.oauth_url
+    for name, url in urls.items():
+        parts = urlsplit(url)
+        if parts.scheme != "http" or parts.hostname not in LOOPBACK:
+            where = f"{parts.scheme}://{parts.hostname or ''}"
+            raise StartError(
+                f"{name} is {where}, not a local sandbox: up sends a sample load, so every "
+                "platform must point at http://127.0.0.1:<port>, where up starts its sandbox "
+                "(set CONVDISP_CONFIG to config/embedded.toml, or unset it)"
+            )
 
 
 def _sandbox_answers(port: int) -> bool:

@@ -86,14 +86,18 @@ def _start_time(pid: int) -> int:
 def up(tmp_path: Path) -> Iterator[Callable[..., Up]]:
     runs: list[Up] = []
 
-    def start(*args: str, ports: dict[str, int] | None = None) -> Up:
+    def start(
+        *args: str, ports: dict[str, int] | None = None, env: dict[str, str] | None = None
+    ) -> Up:
         names = ("redis", "flower", *PLATFORMS)
         ports = dict(zip(names, free_ports(len(names)), strict=True)) | (ports or {})
         mark = uuid.uuid4().hex
+        given = env or {}
         env = {k: v for k, v in os.environ.items() if not k.startswith("CONVDISP_")}
         env[MARK] = mark
         for platform in PLATFORMS:
             env[f"CONVDISP_{platform.upper()}__BASE_URL"] = f"http://127.0.0.1:{ports[platform]}"
+        env |= given
         command = [
             sys.executable, "-m", "workers.cli", "up", "--var", str(tmp_path / "var"),
             "--redis-port", str(ports["redis"]), "--flower-port", str(ports["flower"]), *args,
@@ -139,6 +143,57 @@ def test_a_taken_port_fails_in_one_line_that_names_it_and_the_option(up: Callabl
     ]
     assert run.leftovers() == []
     assert not any(listening(p) for n, p in run.ports.items() if n != "flower")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "shown"),
+    [
+        ("CONVDISP_LINKEDIN__BASE_URL", "https://api.linkedin.com", "https://api.linkedin.com"),
+        ("CONVDISP_PINTEREST__BASE_URL", "http://10.0.0.7:8702", "http://10.0.0.7"),
+        ("CONVDISP_YANDEX__BASE_URL", "https://127.0.0.1:8703", "https://127.0.0.1"),
+    ],
+)
+def test_a_platform_that_is_not_a_local_sandbox_stops_up_before_anything_starts(
+    up: Callable[..., Up], variable: str, value: str, shown: str
+) -> None:
+    # Given a configuration that points one platform elsewhere than a sandbox on this
+    # machine (a production config in CONVDISP_CONFIG would)
+    run = up("--load", "10", "--exit-when-done", env={variable: value})
+    output = run.finish(60)
+    # Then `up` fails in one line naming the setting, before it starts or sends anything
+    platform = variable.split("_")[1].lower()
+    assert run.child.returncode == 1, output
+    assert output.strip().splitlines() == [
+        f"error: {platform}.base_url is {shown}, not a local sandbox: up sends a sample "
+        "load, so every platform must point at http://127.0.0.1:<port>, where up starts "
+        "its sandbox (set CONVDISP_CONFIG to config/embedded.toml, or unset it)"
+    ]
+    assert run.leftovers() == []
+    assert not any(listening(p) for p in run.ports.values())
+
+
+def test_a_production_config_in_convdispatch_config_is_refused(
+    up: Callable[..., Up], tmp_path: Path
+) -> None:
+    # Given CONVDISP_CONFIG naming a file with the platforms' real URLs (the defaults) and a
+    # LinkedIn destination that refreshes its token
+    config = tmp_path / "host.toml"
+    config.write_text(
+        '[destinations.li]\nplatform = "linkedin"\n'
+        'oauth = { client_id_env = "I", client_secret_env = "S", refresh_token_env = "R" }\n'
+    )
+    env = {
+        f"CONVDISP_{p.upper()}__BASE_URL": f"http://localhost:{9000 + i}"
+        for i, p in enumerate(PLATFORMS)
+    }
+    run = up("--load", "10", "--exit-when-done", env={"CONVDISP_CONFIG": str(config), **env})
+    output = run.finish(60)
+    # Then the token refresh, which would go to LinkedIn itself, stops it
+    assert run.child.returncode == 1, output
+    assert output.startswith(
+        "error: linkedin.oauth_url is https://www.linkedin.com, not a local sandbox"
+    )
+    assert run.leftovers() == []
 
 
 def _comm() -> str:

@@ -52,7 +52,8 @@ def located(model: str, field: str, message: str, value: object) -> ValidationEr
 
 def epoch_seconds(value: float) -> float:
     """`value` if it is a finite epoch time in seconds that a datetime can hold."""
-    if not math.isfinite(value) or not 0 <= value <= MAX_EPOCH_S:
+    # Compared first: an int too large for a float makes `isfinite` raise OverflowError.
+    if not 0 <= value <= MAX_EPOCH_S or not math.isfinite(value):
         raise ValueError("must be a finite, non-negative epoch time in seconds")
     return value
 

@@ -293,6 +293,7 @@ def test_wrong_arguments_raise_the_documented_errors_and_write_nothing(
         ({"happened_at": float("-inf")}, "happened_at"),
         ({"happened_at": 1e20}, "happened_at"),
         ({"happened_at": 10**30}, "happened_at"),
+        ({"happened_at": 10**400}, "happened_at"),
         ({"event": 5}, "event"),
         ({"value": 1}, "currency"),
         ({"emial": "a@b.com"}, "emial"),
@@ -306,6 +307,19 @@ def test_a_bad_conversion_raises_invalid_event_error_naming_the_field(
     with pytest.raises(InvalidEventError) as caught:
         Conversion(**({"event": "purchase", "happened_at": time.time()} | fields))
     assert bad in caught.value.fields
+
+
+@pytest.mark.parametrize(
+    "value",
+    [10**400, -(10**400), float("nan"), float("inf"), 1e16],
+    ids=["1e400", "-1e400", "nan", "inf", "1e16"],
+)
+def test_a_vnative_conversion_time_out_of_range_names_its_field(value: float) -> None:
+    from dispatcher.events.vnative import VNativeConversion
+
+    with pytest.raises(InvalidEventError) as caught:
+        VNativeConversion(click_id="c", conversion_time=value)
+    assert caught.value.fields == ["conversion_time"]
 
 
 def digest(client: redis.Redis) -> bytes:

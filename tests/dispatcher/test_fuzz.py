@@ -62,6 +62,7 @@ NASTY = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(min_value=-(10**30), max_value=10**30),
+    st.sampled_from([10**400, -(10**400)]),  # too large for a float
     st.floats(allow_nan=True, allow_infinity=True),
     st.sampled_from(TRICKY),
     st.text(max_size=30),

@@ -47,6 +47,26 @@ def test_status_pause_and_resume(
     assert "paused:" not in cli(settings, tmp_path, "status", "li-main")
 
 
+def test_text_that_looks_like_markup_or_an_emoji_code_is_printed_as_it_is(
+    settings: Settings, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    # Given a pause reason and a dead letter's event id with brackets and an emoji code
+    reason = "ticket [/x] [red]a :thumbs_up:"
+    assert f"li-main paused: {reason}" in cli(
+        settings, tmp_path, "pause", "li-main", "--reason", reason
+    )
+    body = linkedin(1, "dead") | {"eventId": "ord[/x]"}
+    redis_client.xadd(keys.deadletters("linkedin"), {
+        "d": "li-main", "e": "ord[/x]", "p": json.dumps(body), "t": body["conversionHappenedAt"],
+        "reason": "400: [bold]refused", "status": 400, "excerpt": "", "attempts": 1, "at": 0,
+    })  # fmt: skip
+    # When an operator reads them, then each shows as it is (Rich markup would have raised
+    # on `[/x]`, swallowed `[red]` and made a picture of `:thumbs_up:`)
+    assert f"paused: {reason}" in cli(settings, tmp_path, "status", "li-main")
+    listed = cli(settings, tmp_path, "dead", "list", "linkedin")
+    assert "ord[/x]" in listed and "400: [bold]refused" in listed
+
+
 def test_dead_letters_list_replay_and_purge(
     settings: Settings, redis_client: redis.Redis, tmp_path: Path
 ) -> None:

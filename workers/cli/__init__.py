@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from dispatcher import ConfigurationError, Control
 from dispatcher.deadletters import known_platform
@@ -242,7 +243,7 @@ def jobs(platform: str, limit: Annotated[int, typer.Option(min=1)] = 20) -> None
         raise ConfigurationError(f"{platform} has no background jobs (yandex and vnative do)")
     for job in recent(open_store(settings), platform, limit):
         submitted = datetime.fromtimestamp(job.submitted_at_ms / 1000, UTC)
-        state = f"[red]{job.state}[/]" if job.failed else job.state
+        state = Text(job.state, style="red" if job.failed else "")
         table.add_row(
             job.id,
             job.destination,
@@ -262,12 +263,11 @@ def trace_event(
     from dispatcher.trace import iso
 
     for found in Control().trace(event_id, destination):
-        console.print(f"[bold]{found.destination}[/] {found.state}: ", end="")
-        console.print(found.detail, markup=False, highlight=False)
+        console.print(Text.assemble((found.destination, "bold"), f" {found.state}: ", found.detail))
         for key, value in found.facts.items():
             if key.endswith("_ms") and isinstance(value, int):
                 value = "now" if key == "due_ms" and value == 0 else iso(value)  # 0: due now
-            console.print(f"  {key}: {value}", markup=False, highlight=False)
+            console.print(f"  {key}: {value}")
         if found.state == "unknown" and found.destination == "*":
             raise typer.Exit(1)
 
@@ -294,10 +294,9 @@ def check(
 
         with PlatformClient() as http:
             found += online_checks(settings, client, http)
-    marks = {"ok": "[green]ok[/]   ", "warn": "[yellow]warn[/] ", "error": "[red]error[/]"}
+    marks = {"ok": ("ok   ", "green"), "warn": ("warn ", "yellow"), "error": ("error", "red")}
     for finding in found:
-        console.print(f"{marks[finding.level]} {finding.subject}: ", end="")
-        console.print(finding.message, markup=False, highlight=False)
+        console.print(Text.assemble(marks[finding.level], f" {finding.subject}: {finding.message}"))
     bad = sum(f.level == "error" for f in found)
     if bad:
         errors.print(f"{bad} problem(s) found", highlight=False)

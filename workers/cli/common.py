@@ -10,9 +10,12 @@ from rich.console import Console
 from dispatcher import Destination
 
 # soft_wrap: a line longer than the terminal (a URN, a reason) is never broken in two, so
-# scripts can read one item per line; tables still fit the width.
-console = Console(soft_wrap=True)
-errors = Console(stderr=True, soft_wrap=True)
+# scripts can read one item per line; tables still fit the width. No markup, emoji codes
+# or highlighting: what is printed (reasons, ids, names) is data, shown as it is, so
+# `[/x]` or `:thumbs_up:` in a pause reason is neither an error nor a picture. Styles are
+# given as `rich.text.Text`.
+console = Console(soft_wrap=True, markup=False, emoji=False, highlight=False)
+errors = Console(stderr=True, soft_wrap=True, markup=False, emoji=False, highlight=False)
 
 
 def of_tenant(destinations: Mapping[str, Destination], tenant: str | None) -> list[str]:

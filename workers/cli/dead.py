@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from dispatcher import ConfigurationError, DeadLetters, Selection
 from dispatcher.deadletters import known_platform
@@ -116,8 +117,7 @@ def dead_show(platform: str, letter_id: str) -> None:
         "event": json.dumps(letter.event, indent=2, sort_keys=True),
     }  # fmt: skip
     for key, value in rows.items():
-        console.print(f"[bold]{key}:[/] ", end="")
-        console.print(value, markup=False, highlight=False)
+        console.print(Text.assemble((f"{key}:", "bold"), " ", value))
 
 
 @dead.command("replay")

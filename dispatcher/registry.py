@@ -238,19 +238,31 @@ class Registry:
         return removed
 
     def rotate(self) -> int:
-        """Re-encrypt every stored token with the first key of `CONVDISP_SECRET_KEYS`."""
+        """Re-encrypt every stored token with the first key of `CONVDISP_SECRET_KEYS`; all
+        or none: a token no key decrypts is a `ConfigurationError` naming its destination,
+        and nothing is re-encrypted."""
         fernet = self._require_keys()
-        n = 0
+        rotated: dict[Any, Any] = {}  # entry name -> JSON, as redis-py types a mapping
+        lost: list[str] = []
         for name, blob in cast(
             dict[bytes, bytes], self.redis.hgetall(keys.registry_destinations())
         ).items():
             stored = json.loads(blob)
             if "token_enc" in stored:
-                stored["token_enc"] = fernet.rotate(stored["token_enc"].encode()).decode()
-                self.redis.hset(keys.registry_destinations(), name, json.dumps(stored))
-                n += 1
+                try:
+                    stored["token_enc"] = fernet.rotate(stored["token_enc"].encode()).decode()
+                except InvalidToken:
+                    lost.append(name.decode())
+                rotated[name] = json.dumps(stored)
+        if lost:
+            raise ConfigurationError(
+                f"no key in {KEYS_ENV} decrypts the stored token of {', '.join(sorted(lost))}: "
+                "nothing re-encrypted (add the old key, or remove or update those destinations)"
+            )
+        if rotated:
+            self.redis.hset(keys.registry_destinations(), mapping=rotated)
         self._changed()
-        return n
+        return len(rotated)
 
     # -- internals ------------------------------------------------------------------------
 

@@ -78,6 +78,30 @@ def test_stored_tokens_are_sealed_and_keys_rotate(
         assert reader.settings.destination("li-sealed").secret() == "very-secret-token"
 
 
+def test_a_token_no_key_decrypts_stops_rotation_before_anything_is_rewritten(
+    keyed: Settings, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given one token sealed with the configured key and one with a key since lost
+    with Dispatcher(keyed) as admin:
+        admin.registry.add("li-kept", {"platform": "linkedin", "token": "kept-token"})
+    monkeypatch.setenv("CONVDISP_SECRET_KEYS", Fernet.generate_key().decode())
+    with Dispatcher(keyed.model_copy()) as admin:
+        admin.registry.add("li-lost", {"platform": "linkedin", "token": "lost-token"})
+    before = redis_client.hgetall(keys.registry_destinations())
+    # When a rotation runs with a new key and the first one only
+    monkeypatch.setenv("CONVDISP_SECRET_KEYS", f"{Fernet.generate_key().decode()},{KEY}")
+    with (
+        Dispatcher(keyed.model_copy()) as admin,
+        pytest.raises(ConfigurationError, match="li-lost: nothing re-encrypted") as caught,
+    ):
+        admin.registry.rotate()
+    # Then it names the destination, shows no token and rewrites none
+    assert "li-kept" not in str(caught.value)
+    assert "kept-token" not in str(caught.value)
+    assert "lost-token" not in str(caught.value)
+    assert redis_client.hgetall(keys.registry_destinations()) == before
+
+
 def test_an_inline_token_without_a_key_is_refused(
     keyed: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:

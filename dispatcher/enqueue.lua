@@ -5,7 +5,9 @@
 -- ARGV: group, destination, platform, cap, batch_size, max_wait_ms, window_ms, n, then n
 --   triples (payload, event_id, happened_at_ms)
 -- An event id already stored for this destination within window_ms is not stored again
--- (a producer's retry after a lost reply); window_ms 0 turns that off.
+-- (a producer's retry after a lost reply); window_ms 0 turns that off. A negative
+-- window_ms (a dead-letter replay) stores every event and records each id for -window_ms,
+-- so the trace finds the replayed entry.
 -- Returns {backlog_after, stored}; refuses with 'BACKPRESSURE backlog cap' over the cap.
 -- Due time: now when a full batch waits, else the oldest entry's time + max_wait_ms, but
 -- not before a backoff ends; an earlier due time already in the index is kept. A leased
@@ -14,6 +16,8 @@ local stream, state, lease, due_key, ids = KEYS[1], KEYS[2], KEYS[3], KEYS[4], K
 local group, name, platform = ARGV[1], ARGV[2], ARGV[3]
 local cap, batch, max_wait = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local window, n = tonumber(ARGV[7]), tonumber(ARGV[8])
+local check = window > 0
+window = math.abs(window)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
@@ -23,6 +27,8 @@ local PART = 1000
 local fresh = {}
 if window > 0 then
   redis.call('ZREMRANGEBYSCORE', ids, '-inf', string.format('%.0f', (now - window) * 4096))
+end
+if check then
   local seen = {}
   for first = 1, n, PART do
     local part = {}

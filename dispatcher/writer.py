@@ -61,7 +61,8 @@ class Writer:
     def _call(self, name: str, rows: Rows, dedup: bool) -> list[Any]:
         platform = self.settings.destination(name).platform
         table = self.settings.platform(platform)
-        window_ms = int(self.settings.idempotency_window_s * 1000) if dedup else 0
+        window_ms = int(self.settings.idempotency_window_s * 1000)
+        window_ms = window_ms if dedup else -window_ms  # a replay: stored, its id recorded
         due = keys.due(platform, keys.shard(name))
         args: list[Any] = [
             keys.stream(name), keys.state(name), keys.lease(name), due, keys.event_ids(name),

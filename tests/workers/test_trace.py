@@ -9,7 +9,7 @@ import httpx
 import pytest
 import redis
 
-from dispatcher import Control, Dispatcher, Settings, keys
+from dispatcher import Control, DeadLetters, Dispatcher, Settings, keys
 from dispatcher.settings import LinkedInSettings
 from tests.pipeline.events import linkedin
 from workers.engine import Engine
@@ -75,6 +75,24 @@ def test_a_refused_event_is_traced_to_its_dead_letter_and_its_neighbours_to_deli
         assert dead.facts["status"] == "422"
         (good,) = Control(producer).trace("ok-2")
         assert good.state == "delivered"
+
+
+def test_a_replayed_dead_letter_is_traced_to_its_new_entry(
+    fast: Settings, redis_client: redis.Redis
+) -> None:
+    # Given an event LinkedIn refused, dead-lettered
+    with Dispatcher(fast) as producer:
+        producer.enqueue_many([linkedin(1, "bad")], "li-main")
+        engine(fast, redis_client).drain("li-main")
+        assert Control(producer).trace("bad-1")[0].state == "dead"
+        # When an operator replays it
+        assert DeadLetters(producer).replay("linkedin") == 1
+        # Then the trace finds it waiting in the stream again, not "gone"
+        (again,) = Control(producer).trace("bad-1")
+        assert (again.destination, again.state) == ("li-main", "waiting")
+        # And a producer's retry of the same event id is still not stored twice
+        producer.enqueue_many([linkedin(1, "bad")], "li-main")
+        assert redis_client.xlen(keys.stream("li-main")) == 1
 
 
 def test_an_unknown_event_says_so(fast: Settings, redis_client: redis.Redis) -> None:

@@ -186,15 +186,24 @@ class Control:
         """Move every event of an orphaned stream to its platform's dead letters.
 
         Raises:
-            ConfigurationError: `destination` is still configured, or its platform is
-                unknown and `platform` names none.
+            ConfigurationError: `destination` is still configured; its stream records a
+                platform other than `platform`; `platform` is not one; or neither names one.
         """
         if destination in self._destinations():
             raise ConfigurationError(f"destination {destination!r} is configured: not an orphan")
         r = self.dispatcher.redis
         with translate_redis_errors():
-            recorded = r.hget(keys.state(destination), "platform")
-            platform = platform or _text(recorded)
+            recorded = _text(r.hget(keys.state(destination), "platform"))
+            if platform and platform not in PLATFORMS:
+                known = ", ".join(PLATFORMS)
+                raise ConfigurationError(f"unknown platform {platform!r} (one of {known})")
+            if platform and recorded and platform != recorded:
+                raise ConfigurationError(
+                    f"the stream of {destination!r} records platform {recorded!r}, not {platform!r}"
+                )
+            if not r.exists(keys.stream(destination)):
+                raise ConfigurationError(f"no stream of {destination!r}: nothing to dead-letter")
+            platform = platform or recorded
             if platform not in PLATFORMS:
                 raise ConfigurationError(f"name the platform of {destination!r} (--platform)")
             moved, total = 1, 0

@@ -6,7 +6,7 @@ import pytest
 import redis
 
 from dispatcher import Control, Dispatcher, keys
-from dispatcher.errors import StorageError
+from dispatcher.errors import ConfigurationError, StorageError
 from tests.pipeline.events import many
 
 
@@ -31,3 +31,28 @@ def test_an_error_reply_is_a_storage_error(
     # When its status is read, then the error is the documented one, naming Redis's words
     with pytest.raises(StorageError, match="WRONGTYPE"):
         Control(dispatcher).status("li-main")
+
+
+def test_an_orphan_goes_to_the_dead_letters_of_the_platform_its_stream_records_only(
+    dispatcher: Dispatcher, redis_client: redis.Redis
+) -> None:
+    # Given an orphaned LinkedIn stream (its destination no longer configured)
+    stream = keys.stream("li-gone")
+    redis_client.xgroup_create(stream, keys.GROUP, "0", mkstream=True)
+    redis_client.xadd(stream, {"p": b"{}", "e": b"e-1", "t": b"0"})
+    redis_client.hset(keys.state("li-gone"), "platform", "linkedin")
+    control = Control(dispatcher)
+    # Then another platform, an unknown one and a stream that is not there are refused,
+    # and nothing moved
+    for name, platform, words in [
+        ("li-gone", "pinterest", "records platform 'linkedin', not 'pinterest'"),
+        ("li-gone", "nosuch", "unknown platform 'nosuch'"),
+        ("nothing-here", "linkedin", "no stream of 'nothing-here'"),
+    ]:
+        with pytest.raises(ConfigurationError, match=words):
+            control.dead_letter_orphan(name, platform)
+    assert redis_client.xlen(stream) == 1
+    assert redis_client.exists(keys.deadletters("pinterest")) == 0
+    # And its own platform takes it
+    assert control.dead_letter_orphan("li-gone", "linkedin") == 1
+    assert redis_client.xlen(keys.deadletters("linkedin")) == 1

@@ -107,7 +107,7 @@ def _in_stream(client: redis.Redis, name: str, platform: str, entry: str, ms: in
     if state.get(b"paused"):
         detail = f"waiting: the destination is paused ({state.get(b'pause_reason', b'').decode()})"
     else:
-        when = f"due {iso(int(due))}" if due is not None else "not scheduled"
+        when = "not scheduled" if due is None else f"due {iso(int(due))}" if due else "due now"
         detail = f"waiting since {iso(ms)} ({when}, {attempts} failed attempt(s) counted)"
     if due is not None:
         facts["due_ms"] = int(due)

@@ -90,6 +90,12 @@ def test_a_replayed_dead_letter_is_traced_to_its_new_entry(
         # Then the trace finds it waiting in the stream again, not "gone"
         (again,) = Control(producer).trace("bad-1")
         assert (again.destination, again.state) == ("li-main", "waiting")
+        assert "(due 20" in again.detail
+        # And once made due at once (score 0, as `resume` writes), it says "due now"
+        redis_client.zadd(keys.due("linkedin", keys.shard("li-main")), {"li-main": 0})
+        (now,) = Control(producer).trace("bad-1")
+        assert "(due now," in now.detail
+        assert "1970" not in now.detail
         # And a producer's retry of the same event id is still not stored twice
         producer.enqueue_many([linkedin(1, "bad")], "li-main")
         assert redis_client.xlen(keys.stream("li-main")) == 1

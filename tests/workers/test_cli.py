@@ -382,9 +382,17 @@ def test_configuration_and_environment_mistakes_are_one_line_and_blame_their_sou
     assert "unknown destination 'nope'" in err
     err = one_line_error(run_cli(settings, tmp_path, ok, "status", "--tenant", "nobody"))
     assert "no destination has tenant 'nobody'" in err
-    # A dead letter id that is not a stream id, or names no letter
-    for bogus in ("bogus-id", "1-1"):
-        err = one_line_error(run_cli(settings, tmp_path, ok, "dead", "show", "vnative", bogus))
-        assert f"no dead letter {bogus} in vnative" in err
+    # A dead letter id that names no letter, or is not a stream id (also too large for
+    # one: named before Redis is asked, and in replay and purge too, not "replayed 0")
+    err = one_line_error(run_cli(settings, tmp_path, ok, "dead", "show", "vnative", "1-1"))
+    assert "no dead letter 1-1 in vnative" in err
+    for bogus in ("bogus-id", "99999999999999999999999-0", ""):
+        for command in (("show", "vnative", bogus), ("replay", "vnative", "--ids", bogus),
+                        ("purge", "vnative", "--ids", bogus)):  # fmt: skip
+            err = one_line_error(run_cli(settings, tmp_path, ok, "dead", *command))
+            assert f"{bogus!r} is not a dead letter id" in err
+    # An age older than the epoch is simply "everything", not a Redis error
+    listed = run_cli(settings, tmp_path, ok, "dead", "list", "vnative", "--since", "99999999999d")
+    assert listed.returncode == 0, listed.stderr
     # A negative count is a usage error, not a silent "all"
     assert run_cli(settings, tmp_path, ok, "status", "--top", "-1").returncode == 2

@@ -227,7 +227,7 @@ def resume(destination: str) -> None:
 
 
 @app.command()
-def jobs(platform: str, limit: Annotated[int, typer.Option(min=1)] = 20) -> None:
+def jobs(platform: str, limit: Annotated[int, typer.Option(min=1, max=100_000)] = 20) -> None:
     """Recent background jobs (Yandex uploads, vNative imports) and what became of them."""
     from datetime import UTC, datetime
 

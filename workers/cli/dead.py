@@ -32,7 +32,26 @@ def _selection(
     ids: list[str] | None, destination: str | None, since: str | None, until: str | None,
     reason: str | None,
 ) -> Selection:  # fmt: skip
-    return Selection(ids or None, destination, _when(since), _when(until), reason)
+    return Selection(
+        [_letter_id(i) for i in ids] if ids else None,
+        destination,
+        _when(since),
+        _when(until),
+        reason,
+    )
+
+
+_STREAM_ID = re.compile(r"(?:([0-9]+):)?([0-9]+)(?:-([0-9]+))?")  # shard:ms-seq
+_U64 = 2**64 - 1
+
+
+def _letter_id(text: str) -> str:
+    """`text` if it can be a dead letter's id (a stream id, in a cluster with its shard);
+    else the error that names it, before Redis is asked."""
+    found = _STREAM_ID.fullmatch(text)
+    if found is None or any(int(part) > _U64 for part in found.groups()[1:] if part):
+        raise ConfigurationError(f"{text!r} is not a dead letter id (one is like 1700000000000-0)")
+    return text
 
 
 def _when(text: str | None) -> int | None:
@@ -44,14 +63,14 @@ def _when(text: str | None) -> int | None:
         return None
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     if text[-1:] in units and text[:-1].isdigit():
-        return int((time.time() - int(text[:-1]) * units[text[-1]]) * 1000)
+        return max(0, int((time.time() - int(text[:-1]) * units[text[-1]]) * 1000))
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
         raise ConfigurationError(
             f"cannot read time {text!r}: use ISO 8601 or 30m, 2h, 7d"
         ) from None
-    return int((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp() * 1000)
+    return max(0, int((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp() * 1000))
 
 
 @dead.command("list")
@@ -105,9 +124,7 @@ def dead_show(platform: str, letter_id: str) -> None:
     import json
     from datetime import UTC, datetime
 
-    if not re.fullmatch(r"([0-9]+:)?[0-9]+(-[0-9]+)?", letter_id):  # not a stream id
-        raise ConfigurationError(f"no dead letter {letter_id} in {known_platform(platform)}")
-    letter = DeadLetters().show(platform, letter_id)
+    letter = DeadLetters().show(platform, _letter_id(letter_id))
     at = datetime.fromtimestamp(letter.failed_at_ms / 1000, UTC)
     rows = {
         "id": letter.id, "destination": letter.destination, "event id": letter.event_id,

@@ -126,12 +126,18 @@ def offline(settings: Settings, client: redis.Redis) -> list[Finding]:
     Redis answers, of those registered at runtime (`settings` is brought up to date)."""
     redis_part = redis_findings(client)
     reachable = not any(f.level == "error" and "unreachable" in f.message for f in redis_part)
+    registry = Registry(settings, client)
     if reachable:
-        Registry(settings, client).sync(force=True)
+        registry.sync(force=True)
     path = config_file()
     where = f"read from {path.resolve()}" if path else "no file: defaults and CONVDISP_* only"
     found = [Finding("ok", "config", f"{where}; {len(settings.destinations)} destination(s)")]
     found += credential_findings(settings)
+    if reachable:
+        found += [
+            Finding("error", name, f"registered, but skipped: {why}")
+            for name, why in sorted(registry.skipped.items())
+        ]
     found += redis_part
     if reachable:
         found += route_findings(settings, client)

@@ -176,7 +176,7 @@ class Control:
             ConfigurationError: `name` comes from the configuration, not the registry.
         """
         registry = self.dispatcher.registry
-        platform = registry.destination(name).platform
+        platform = registry.platform_of(name)
         waiting = registry.remove(name, "keep" if backlog == "dead-letter" else backlog)
         if backlog == "dead-letter" and waiting:
             self.dead_letter_orphan(name, platform)

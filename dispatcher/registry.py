@@ -76,6 +76,10 @@ class Registry:
         self._version: bytes | None = None
         self._checked = -1e9
         self._lock = threading.Lock()
+        # Entries `sync` could not load (a token no key decrypts, an invalid entry): name ->
+        # why. They take no events; `check` reports them; `update` with a new token and
+        # `remove` still reach them.
+        self.skipped: dict[str, str] = {}
 
     # -- reading ------------------------------------------------------------------------
 
@@ -94,12 +98,14 @@ class Registry:
             pipe.hgetall(keys.registry_destinations())
             pipe.hgetall(keys.registry_routes())
             version, raw_dests, raw_routes = pipe.execute()
-            destinations = dict(self.declared)
+            destinations, skipped = dict(self.declared), {}
             for name, blob in sorted(cast(dict[bytes, bytes], raw_dests).items()):
                 try:
                     destinations[name.decode()] = self._load(json.loads(blob))
                 except (ConfigurationError, ValidationError) as exc:  # one bad entry only
-                    log.error("registry: destination %s is skipped: %s", name.decode(), exc)
+                    skipped[name.decode()] = str(exc)
+                    if self.skipped.get(name.decode()) != str(exc):  # once, not every sync
+                        log.error("registry: destination %s is skipped: %s", name.decode(), exc)
             routes = list(self.declared_routes)
             declared = {(r.event, r.destination) for r in routes}
             for blob in cast(dict[bytes, bytes], raw_routes).values():
@@ -109,6 +115,7 @@ class Registry:
             # Assigned whole, so a reader sees the old view or the new one, never half.
             self.settings.destinations = destinations
             self.settings.routes = [r for r in routes if r.destination in destinations]
+            self.skipped = skipped
             self._version = version
 
     def destination(self, name: str) -> Destination:
@@ -151,10 +158,19 @@ class Registry:
     def update(self, name: str, **changes: Any) -> Destination:
         """Change fields of a registered (or configured) destination; the new one."""
         self.sync(force=True)
-        current = self.settings.destination(name)
-        fields = current.model_dump(exclude_none=True)
-        if current.token is not None:
-            fields["token"] = current.token.get_secret_value()
+        if name in self.skipped:  # unreadable: what is stored, but a new token must come
+            if changes.get("token") is None and changes.get("token_env") is None:
+                raise ConfigurationError(
+                    f"destination {name!r} cannot be read ({self.skipped[name]}): give it a "
+                    "new token or token_env, or remove it"
+                )
+            fields = self._stored(name)
+            fields.pop("token_enc", None)
+        else:
+            current = self.settings.destination(name)
+            fields = current.model_dump(exclude_none=True)
+            if current.token is not None:
+                fields["token"] = current.token.get_secret_value()
         if "token" in changes or "token_env" in changes:
             fields.pop("token", None)
             fields.pop("token_env", None)
@@ -179,7 +195,13 @@ class Registry:
                 "Control.remove_destination)"
             )
         self.sync(force=True)
-        self.settings.destination(name)
+        if name in self.skipped and backlog == "drain" and self.redis.xlen(keys.stream(name)):
+            raise ConfigurationError(
+                f"destination {name!r} cannot be read ({self.skipped[name]}), so its backlog "
+                "cannot be delivered: remove it with keep or dead-letter, or update its token"
+            )
+        if name not in self.skipped:
+            self.settings.destination(name)
         if name.encode() not in set(
             cast(list[bytes], self.redis.hkeys(keys.registry_destinations()))
         ):
@@ -302,6 +324,16 @@ class Registry:
             token = dest.token.get_secret_value().encode()
             stored["token_enc"] = self._require_keys().encrypt(token).decode()
         return stored
+
+    def platform_of(self, name: str) -> str:
+        """The platform of `name`, a skipped entry's too."""
+        if name in self.skipped:
+            return str(self._stored(name).get("platform", ""))
+        return self.destination(name).platform
+
+    def _stored(self, name: str) -> dict[str, Any]:
+        blob = cast(bytes | None, self.redis.hget(keys.registry_destinations(), name))
+        return {} if blob is None else cast(dict[str, Any], json.loads(blob))
 
     def _load(self, stored: dict[str, Any]) -> Destination:
         sealed = stored.pop("token_enc", None)

@@ -102,6 +102,40 @@ def test_a_token_no_key_decrypts_stops_rotation_before_anything_is_rewritten(
     assert redis_client.hgetall(keys.registry_destinations()) == before
 
 
+def test_an_entry_no_key_decrypts_is_reported_and_can_be_mended_or_removed(
+    keyed: Settings, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dispatcher.check import offline
+
+    # Given two registered destinations whose key was lost, one with a backlog
+    monkeypatch.setenv("CONVDISP_SECRET_KEYS", Fernet.generate_key().decode())
+    with Dispatcher(keyed.model_copy()) as admin:
+        admin.registry.add("li-lost", {"platform": "linkedin", "token": "lost-token"})
+        admin.registry.add("li-busy", {"platform": "linkedin", "token": "busy-token"})
+        admin.enqueue_many([linkedin(i, "busy") for i in range(3)], "li-busy")
+    monkeypatch.setenv("CONVDISP_SECRET_KEYS", KEY)
+    with Dispatcher(keyed.model_copy()) as admin:
+        registry = admin.registry
+        registry.sync(force=True)
+        # Then check names them as errors
+        errors = {f.subject: f.message for f in offline(admin.settings, redis_client)
+                  if f.level == "error"}  # fmt: skip
+        assert set(errors) == {"li-lost", "li-busy"}
+        assert "no key in CONVDISP_SECRET_KEYS decrypts" in errors["li-lost"]
+        # An update needs a new token, and with one the destination is readable again
+        with pytest.raises(ConfigurationError, match="give it a new token"):
+            registry.update("li-lost", enabled=False)
+        registry.update("li-lost", token="new-token")
+        assert admin.settings.destination("li-lost").secret() == "new-token"
+        assert "li-lost" not in registry.skipped
+        # Its backlog cannot be drained, but it can be dead-lettered with the entry removed
+        with pytest.raises(ConfigurationError, match="cannot be delivered"):
+            registry.remove("li-busy", "drain")
+        assert Control(admin).remove_destination("li-busy", "dead-letter") == 3
+        assert DeadLetters(admin).count("linkedin") == 3
+        assert redis_client.hexists(keys.registry_destinations(), "li-busy") == 0
+
+
 def test_an_inline_token_without_a_key_is_refused(
     keyed: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:

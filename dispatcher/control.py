@@ -51,7 +51,9 @@ class Orphan:
     backlog: int
 
 
-ORPHAN_REASON = "orphaned: destination {name!r} was removed from the configuration"
+ORPHAN_REASON = (
+    "orphaned: destination {name!r} was removed (from the configuration or the registry)"
+)
 
 
 class Control:
@@ -116,7 +118,10 @@ class Control:
         return out
 
     def pause(self, destination: str, reason: str = "paused by operator") -> None:
-        """Stop delivering to `destination`; events keep waiting in Redis."""
+        """Stop delivering to `destination`; events keep waiting in Redis. An empty `reason`
+        is a `ConfigurationError`: the pause must say why to whoever finds it."""
+        if not isinstance(reason, str) or not reason.strip():
+            raise ConfigurationError("a pause needs a reason (--reason): it is shown in status")
         fingerprint = self._destination(destination).fingerprint()
         with translate_redis_errors():
             self.dispatcher.redis.hset(

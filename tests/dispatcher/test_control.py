@@ -56,3 +56,15 @@ def test_an_orphan_goes_to_the_dead_letters_of_the_platform_its_stream_records_o
     # And its own platform takes it
     assert control.dead_letter_orphan("li-gone", "linkedin") == 1
     assert redis_client.xlen(keys.deadletters("linkedin")) == 1
+
+
+def test_a_pause_without_a_reason_is_refused_and_changes_nothing(
+    dispatcher: Dispatcher, redis_client: redis.Redis
+) -> None:
+    control = Control(dispatcher)
+    for reason in ("", "   "):
+        with pytest.raises(ConfigurationError, match="needs a reason"):
+            control.pause("li-main", reason)
+    assert not redis_client.hget(keys.state("li-main"), "paused")
+    control.pause("li-main", "deploy")
+    assert control.status("li-main").pause_reason == "deploy"

@@ -168,7 +168,11 @@ class RequestPath:
             return self.http.send(request)
         except httpx.HTTPError as exc:  # the one place transport errors are translated
             never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
-            return Failed(f"{type(exc).__name__} talking to the platform", not never_sent)
+            url = request.url  # where, without credentials, path or query
+            where = f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port else "")
+            return Failed(
+                f"{type(exc).__name__} talking to the platform at {where}", not never_sent
+            )
 
     def _read(
         self, target: Target, response: httpx.Response, read: Callable[[httpx.Response], T]

@@ -83,6 +83,27 @@ def test_retries_end_at_max_attempts_with_the_last_error(
     assert redis_client.xlen(keys.stream("li-main")) == 0
 
 
+def test_a_transport_error_names_where_without_credentials_path_or_query(
+    fast: Settings, redis_client: redis.Redis
+) -> None:
+    # Given a base_url with credentials in it, and a platform that cannot be reached
+    table = fast.linkedin.model_copy(update={"base_url": "http://user:secret@li.test:8443"})
+    settings = fast.model_copy(update={"linkedin": table})
+    Dispatcher(settings).enqueue(linkedin(1), "li-main")
+
+    def down(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    # When a drain fails to connect
+    engine_for(settings, redis_client, down).drain("li-main")
+    # Then the recorded error says where (scheme, host, port) and nothing more
+    error = redis_client.hget(keys.state("li-main"), "last_error")
+    assert error is not None
+    assert b"ConnectError talking to the platform at http://li.test:8443" in error
+    assert b"secret" not in error
+    assert b"/rest" not in error
+
+
 def test_retry_after_as_an_http_date_sets_the_backoff(
     fast: Settings, redis_client: redis.Redis
 ) -> None:

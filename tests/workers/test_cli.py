@@ -391,6 +391,20 @@ def test_configuration_and_environment_mistakes_are_one_line_and_blame_their_sou
                         ("purge", "vnative", "--ids", bogus)):  # fmt: skip
             err = one_line_error(run_cli(settings, tmp_path, ok, "dead", *command))
             assert f"{bogus!r} is not a dead letter id" in err
+    # An email or phone number typed where a name goes is not repeated in the error
+    for typed, shown in (
+        ("bob@example.com", "<email address>"),
+        ("+14155550123", "<phone number>"),
+    ):
+        commands: list[tuple[str, ...]] = [
+            ("dead", "list", "linkedin", "--destination", typed),
+            ("status", "--tenant", typed),
+            ("destinations", "add", typed, "platform=linkedin", "token=t"),
+        ]
+        for words in commands:
+            err = one_line_error(run_cli(settings, tmp_path, ok, *words))
+            assert typed not in err
+            assert f"'{shown}'" in err
     # An age older than the epoch is simply "everything", not a Redis error
     listed = run_cli(settings, tmp_path, ok, "dead", "list", "vnative", "--since", "99999999999d")
     assert listed.returncode == 0, listed.stderr

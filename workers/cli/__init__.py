@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -78,8 +79,17 @@ def main() -> None:
         message = user_error(exc)
         if message is None or VERBOSE["on"]:
             raise
-        errors.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+        errors.print(f"error: {_masked_quotes(message)}", soft_wrap=True)
         sys.exit(1)
+
+
+def _masked_quotes(message: str) -> str:
+    """`message` with every quoted value that is an email address or a phone number shown
+    as `<email address>` / `<phone number>`: an operator's typo (an email given as a
+    destination) is not repeated into a terminal log."""
+    from dispatcher.identity import masked
+
+    return re.sub(r"'([^'\n]{1,256})'", lambda m: f"'{masked(m.group(1))}'", message)
 
 
 @app.command()

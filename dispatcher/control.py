@@ -8,6 +8,7 @@ import redis
 
 from dispatcher import keys
 from dispatcher.client import Dispatcher
+from dispatcher.deadletters import known_platform
 from dispatcher.errors import ConfigurationError
 from dispatcher.registry import Backlog
 from dispatcher.settings import PLATFORMS, Destination
@@ -199,9 +200,8 @@ class Control:
         r = self.dispatcher.redis
         with translate_redis_errors():
             recorded = _text(r.hget(keys.state(destination), "platform"))
-            if platform and platform not in PLATFORMS:
-                known = ", ".join(PLATFORMS)
-                raise ConfigurationError(f"unknown platform {platform!r} (one of {known})")
+            if platform:
+                known_platform(platform)
             if platform and recorded and platform != recorded:
                 raise ConfigurationError(
                     f"the stream of {destination!r} records platform {recorded!r}, not {platform!r}"

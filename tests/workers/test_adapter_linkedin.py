@@ -41,6 +41,12 @@ def test_per_element_statuses_are_read_in_order() -> None:
     assert "bad" in outcome.results[1].reason
 
 
+def test_an_element_list_of_another_length_is_accepted_with_a_warning() -> None:
+    outcome = ADAPTER.parse_response(respond(200, {"elements": [{"status": 201}]}), 3)
+    assert [r.verdict for r in outcome.results] == [Verdict.DELIVERED] * 3
+    assert outcome.warnings == ["1 element results for 3 events"]
+
+
 def test_422_index_groups_reject_exactly_those_elements_and_resend_the_rest() -> None:
     message = (
         "Index: 1, ERROR :: /conversionValue/amount :: field is required but not found\n"

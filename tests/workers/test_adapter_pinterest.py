@@ -126,6 +126,21 @@ def test_a_200_without_per_event_detail_delivers_all() -> None:
     assert verdicts(200, {"num_events_received": 3}) == [Verdict.DELIVERED] * 3
 
 
+def test_a_200_that_processed_fewer_than_it_itemised_rejects_all_for_a_replay() -> None:
+    # Which ones failed is not said: delivering all would lose them silently.
+    body = {"num_events_received": 3, "num_events_processed": 1, "events": [processed()]}
+    outcome = ADAPTER.parse_response(respond(200, body), 3)
+    assert {r.verdict for r in outcome.results} == {Verdict.REJECTED}
+    assert outcome.results[0].reason == "200 without per-event results: 1 of 3 processed"
+
+
+def test_a_200_with_a_short_list_but_all_processed_delivers_and_warns() -> None:
+    body = {"num_events_received": 3, "num_events_processed": 3, "events": [processed()]}
+    outcome = ADAPTER.parse_response(respond(200, body), 3)
+    assert {r.verdict for r in outcome.results} == {Verdict.DELIVERED}
+    assert outcome.warnings == ["200 with 1 per-event results for 3 events"]
+
+
 def test_a_422_without_per_event_detail_rejects_all_with_the_message() -> None:
     outcome = ADAPTER.parse_response(respond(422, {"code": 953, "message": "partial"}), 2)
     assert {r.verdict for r in outcome.results} == {Verdict.REJECTED}

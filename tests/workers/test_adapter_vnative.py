@@ -200,6 +200,14 @@ def test_a_completed_job_with_errors_says_so_but_fails_nothing() -> None:
     assert "2 conversion(s) had errors" in state.detail
 
 
+def test_a_completed_job_whose_every_conversion_had_errors_fails() -> None:
+    # Its rows are dead-lettered with the job's line, rather than counted as delivered.
+    line = "Total Processed: 2 | Imported: 0 | Edited: 0 | Errors: 2"
+    state = ADAPTER.parse_job(job_answer("completed", line))
+    assert (state.finished, state.failed) == (True, True)
+    assert state.detail == f"{line} (every conversion had errors)"
+
+
 def test_the_import_answers_job_shape_with_state_and_string_logs_is_read() -> None:
     body = {"success": True, "data": {"job": {"state": "completed", "logs": ["Imported: 1"]}}}
     state = ADAPTER.parse_job(respond(200, body))

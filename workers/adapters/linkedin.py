@@ -102,7 +102,9 @@ def _batch_results(response: httpx.Response, n: int) -> Outcome:
     elements = json_body(response).get("elements")
     if not isinstance(elements, list) or len(elements) != n:
         # 201 (single create) or an answer without per-element detail: the call was accepted.
-        return Outcome.every(n, Verdict.DELIVERED, status=response.status_code)
+        given = len(elements) if isinstance(elements, list) else 0
+        said = [f"{given} element results for {n} events"] if given else []
+        return Outcome.every(n, Verdict.DELIVERED, status=response.status_code, warnings=said)
     results = []
     for element in elements:
         code = element.get("status", 201) if isinstance(element, dict) else 201

@@ -107,11 +107,22 @@ def _per_event(events: object, n: int, response: httpx.Response) -> Outcome:
     """Verdicts from Pinterest's `events` array (request order), with its warnings."""
     status, text = response.status_code, excerpt(response)
     if not isinstance(events, list) or len(events) != n:
-        if status == 200:  # taken as a whole; Pinterest just did not itemise it
-            return Outcome.every(n, Verdict.DELIVERED, status=200)
+        processed = json_body(response).get("num_events_processed")
+        short = type(processed) is int and processed < n
+        if status == 200 and not short:
+            # Taken as a whole; Pinterest just did not itemise it.
+            given = len(events) if isinstance(events, list) else 0
+            odd = [f"200 with {given} per-event results for {n} events"] if given else []
+            return Outcome.every(n, Verdict.DELIVERED, status=200, warnings=odd)
         # Not all were processed and nothing says which: refuse them all, for an operator
-        # to replay (event_id deduplicates the ones that did get through).
-        reason = f"422 without per-event results: {_message(json_body(response), response)}"
+        # to replay (event_id deduplicates the ones that did get through, offline events
+        # aside).
+        said = (
+            f"{processed} of {n} processed"
+            if status == 200
+            else _message(json_body(response), response)
+        )
+        reason = f"{status} without per-event results: {said}"
         return Outcome.every(n, Verdict.REJECTED, reason[:1000], status=status, excerpt=text)
     results: list[EventResult] = []
     warned: dict[str, list[int]] = {}

@@ -202,7 +202,11 @@ class VNativeAdapter:
         state = str(job.get("status") or job.get("state") or "unknown").lower()
         summary = job_summary(data.get("logs") or job.get("logs"))
         if state == "completed":
-            errors = _ERRORS.search(summary)
+            errors, total = _ERRORS.search(summary), _TOTALS.search(summary)
+            if errors and total and int(errors.group(1)) >= int(total.group(1)) > 0:
+                # Every conversion of the import had an error: none of them counted.
+                detail = f"{summary} (every conversion had errors)"
+                return JobState(state, finished=True, failed=True, detail=detail)
             if errors and int(errors.group(1)) > 0:
                 summary += f" ({errors.group(1)} conversion(s) had errors; vNative names none)"
             return JobState(state, finished=True, failed=False, detail=summary)

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import threading
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal
 
@@ -51,7 +51,7 @@ from dispatcher.rule_names import RuleNames
 from dispatcher.settings import Settings, get_settings
 from dispatcher.storage import aopen_store, open_store, reopen_store, translate_redis_errors
 from dispatcher.validation import REFUSED, refusal
-from dispatcher.writer import CHUNK_EVENTS, Refused, Writer
+from dispatcher.writer import CHUNK_EVENTS, Refused, Rows, Writer
 
 log = logging.getLogger(__name__)
 AsyncRedis = redis.asyncio.Redis
@@ -61,7 +61,9 @@ class Dispatcher:
     """Enqueues events for delivery. Thread-safe; create one per process and reuse it."""
 
     def __init__(self, settings: Settings | None = None) -> None:
-        self.settings = settings or get_settings()
+        if settings is not None and not isinstance(settings, Settings):
+            raise ConfigurationError("settings must be a Settings, e.g. Settings(redis_url=...)")
+        self.settings = get_settings() if settings is None else settings
         self.writer = Writer(self.settings)
         self._redis: redis.Redis | None = None
         self._aredis: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncRedis]
@@ -239,10 +241,16 @@ class Dispatcher:
         return out
 
     def store(self, plan: Plan, *, dedup: bool = True) -> None:
-        """Write a validated plan (dead-letter replays pass `dedup=False`)."""
-        refused = self.writer.write(self.redis, plan.groups, dedup)
+        """Write a validated plan: all of it, or a `BackpressureError` for a refused
+        destination (the others were written)."""
+        refused = self.write(plan.groups, dedup=dedup)
         if refused:
             raise next(iter(refused.values()))
+
+    def write(self, groups: Mapping[str, Rows], *, dedup: bool = True) -> Refused:
+        """Write validated rows per destination; the destinations refused, with why
+        (dead-letter replays pass `dedup=False`)."""
+        return self.writer.write(self.redis, groups, dedup)
 
     @property
     def redis(self) -> redis.Redis:

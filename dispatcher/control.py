@@ -10,6 +10,7 @@ from dispatcher import keys
 from dispatcher.client import Dispatcher
 from dispatcher.deadletters import known_platform
 from dispatcher.errors import ConfigurationError
+from dispatcher.identity import masked
 from dispatcher.registry import Backlog
 from dispatcher.settings import PLATFORMS, Destination
 from dispatcher.storage import run, translate_redis_errors
@@ -65,6 +66,8 @@ class Control:
 
     def _destination(self, name: str) -> Destination:
         """`name`'s destination: configured, or registered at runtime (`Registry`)."""
+        if not isinstance(name, str):
+            raise ConfigurationError("destination must be a destination id")
         with translate_redis_errors():
             return self.dispatcher.registry.destination(name)
 
@@ -80,6 +83,8 @@ class Control:
 
     def statuses(self, destinations: list[str]) -> list[DestinationStatus]:
         """The state of many destinations, read in one pipelined round trip."""
+        if isinstance(destinations, str):
+            raise ConfigurationError("destinations must be a list of destination ids")
         found = [self._destination(name) for name in destinations]
         records = [grant_record(dest) for dest in found]
         with translate_redis_errors():
@@ -132,6 +137,8 @@ class Control:
 
     def trace(self, event_id: str, destination: str | None = None) -> list[Trace]:
         """Where the event is at `destination` (or every destination that stored it)."""
+        if not isinstance(event_id, str):
+            raise ConfigurationError("event_id must be an event id (text)")
         if destination is not None:
             self._destination(destination)
         self._destinations()  # the registry's too, for an event of any destination
@@ -182,6 +189,11 @@ class Control:
             ConfigurationError: `name` comes from the configuration, not the registry.
         """
         registry = self.dispatcher.registry
+        if backlog == "dead-letter" and name in registry.declared:
+            raise ConfigurationError(  # checked before the registry entry goes
+                f"destination {masked(name)!r} is in the configuration: its events stay "
+                "(remove it with keep or drain)"
+            )
         platform = registry.platform_of(name)
         waiting = registry.remove(name, "keep" if backlog == "dead-letter" else backlog)
         if backlog == "dead-letter" and waiting:
@@ -195,8 +207,11 @@ class Control:
             ConfigurationError: `destination` is still configured; its stream records a
                 platform other than `platform`; `platform` is not one; or neither names one.
         """
+        if not isinstance(destination, str):
+            raise ConfigurationError("destination must be a destination id")
+        shown = masked(destination)
         if destination in self._destinations():
-            raise ConfigurationError(f"destination {destination!r} is configured: not an orphan")
+            raise ConfigurationError(f"destination {shown!r} is configured: not an orphan")
         r = self.dispatcher.redis
         with translate_redis_errors():
             recorded = _text(r.hget(keys.state(destination), "platform"))
@@ -204,13 +219,13 @@ class Control:
                 known_platform(platform)
             if platform and recorded and platform != recorded:
                 raise ConfigurationError(
-                    f"the stream of {destination!r} records platform {recorded!r}, not {platform!r}"
+                    f"the stream of {shown!r} records platform {recorded!r}, not {platform!r}"
                 )
             if not r.exists(keys.stream(destination)):
-                raise ConfigurationError(f"no stream of {destination!r}: nothing to dead-letter")
+                raise ConfigurationError(f"no stream of {shown!r}: nothing to dead-letter")
             platform = platform or recorded
             if platform not in PLATFORMS:
-                raise ConfigurationError(f"name the platform of {destination!r} (--platform)")
+                raise ConfigurationError(f"name the platform of {shown!r} (--platform)")
             moved, total = 1, 0
             while moved:
                 moved = int(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import builtins
 import heapq
 import json
+import re
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -18,9 +19,10 @@ from typing import Any, cast
 import redis
 
 from dispatcher import keys
-from dispatcher.client import Dispatcher, Plan
+from dispatcher.client import Dispatcher
 from dispatcher.compact import expand
 from dispatcher.errors import ConfigurationError, DispatcherError
+from dispatcher.identity import masked
 from dispatcher.settings import PLATFORMS
 from dispatcher.storage import translate_redis_errors
 
@@ -30,19 +32,52 @@ _SCAN_PAGE = 1000
 def known_platform(platform: str) -> str:
     """`platform`, or a `ConfigurationError` naming the platforms there are."""
     if platform not in PLATFORMS:
-        raise ConfigurationError(f"unknown platform {platform!r} (one of {', '.join(PLATFORMS)})")
+        raise ConfigurationError(
+            f"unknown platform {masked(platform)!r} (one of {', '.join(PLATFORMS)})"
+        )
     return platform
+
+
+_STREAM_ID = re.compile(r"(?:([0-9]+):)?([0-9]+)(?:-([0-9]+))?")  # shard:ms-seq
+_U64 = 2**64 - 1
+
+
+def valid_letter_id(text: object) -> str:
+    """`text` if it can be a dead letter's id (a stream id, in a cluster with its shard);
+    else the `ConfigurationError` that names it, before Redis is asked."""
+    if isinstance(text, str):
+        found = _STREAM_ID.fullmatch(text)
+        if found and all(int(part) <= _U64 for part in found.groups()[1:] if part):
+            return text
+    shown = masked(text) if isinstance(text, str) else type(text).__name__
+    raise ConfigurationError(f"{shown!r} is not a dead letter id (one is like 1700000000000-0)")
 
 
 @dataclass(frozen=True)
 class Selection:
-    """Which dead letters an operation takes: all of a platform's, narrowed by any of these."""
+    """Which dead letters an operation takes: all of a platform's, narrowed by any of these
+    (a `ConfigurationError` for a value that cannot be one: an id that is not a letter's,
+    a time that is not whole epoch ms, a destination or reason that is not text)."""
 
     ids: Collection[str] | None = None
     destination: str | None = None
     since_ms: int | None = None  # dead-lettered at or after (epoch ms)
     until_ms: int | None = None  # dead-lettered before
     reason: str | None = None  # the reason contains this (case-insensitive)
+
+    def __post_init__(self) -> None:
+        if self.ids is not None:
+            if isinstance(self.ids, str | bytes) or not isinstance(self.ids, Collection):
+                raise ConfigurationError("ids must be a collection of dead letter ids")
+            for given in self.ids:
+                valid_letter_id(given)
+        for name in ("since_ms", "until_ms"):
+            value = getattr(self, name)
+            if value is not None and (type(value) is not int or not 0 <= value <= _U64):
+                raise ConfigurationError(f"{name} must be whole epoch milliseconds or None")
+        for name in ("destination", "reason"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise ConfigurationError(f"{name} must be text or None")
 
     def takes(self, letter: DeadLetter) -> bool:
         """Whether `letter` is selected (the time range is applied by the scan itself)."""
@@ -141,7 +176,7 @@ class DeadLetters:
 
     def show(self, platform: str, letter_id: str) -> DeadLetter:
         """One dead letter by its id (as `list` shows it)."""
-        stream, entry_id, shard = _locate(known_platform(platform), letter_id)
+        stream, entry_id, shard = _locate(known_platform(platform), valid_letter_id(letter_id))
         with translate_redis_errors():
             found = cast(
                 "builtins.list[tuple[bytes, dict[bytes, bytes]]]",
@@ -191,10 +226,16 @@ class DeadLetters:
         Raises:
             UnknownDestinationError: a chosen letter's destination is not known (checked
                 for every letter before anything is replayed, and by a dry run too).
+            BackpressureError: a destination is at its backlog cap (or Redis past its
+                memory watermark). Its letters stay dead letters and nothing after their
+                chunk of 5,000 is replayed; the letters of other destinations in that
+                chunk, and of earlier chunks, were replayed and left the dead letters, so
+                calling again replays only what is left.
         """
         letters = self._select(platform, ids, destination, selection)
-        for letter in letters:
-            self.dispatcher.settings.destination(letter.destination)
+        with translate_redis_errors():  # registered destinations too, as they are now
+            for name in dict.fromkeys(letter.destination for letter in letters):
+                self.dispatcher.registry.destination(name)
         if dry_run:
             return len(letters)
         for chunk_start in range(0, len(letters), 5000):
@@ -204,8 +245,10 @@ class DeadLetters:
                 groups.setdefault(letter.destination, []).append(
                     (letter.event_id, letter.payload, letter.happened_at_ms)
                 )
-            self.dispatcher.store(Plan(groups=groups), dedup=False)  # same ids, on purpose
-            self._delete(platform, chunk)
+            refused = self.dispatcher.write(groups, dedup=False)  # same ids, on purpose
+            self._delete(platform, [x for x in chunk if x.destination not in refused])
+            if refused:
+                raise next(iter(refused.values()))
         return len(letters)
 
     def purge(

@@ -27,6 +27,7 @@ from pydantic import (
 
 from dispatcher.currencies import Currency
 from dispatcher.errors import ConfigurationError
+from dispatcher.identity import masked
 
 Platform = Literal["linkedin", "pinterest", "yandex", "vnative"]
 PLATFORMS: tuple[Platform, ...] = ("linkedin", "pinterest", "yandex", "vnative")
@@ -91,9 +92,10 @@ class LinkedInRule(BaseModel):
         return list(dict.fromkeys(ids))
 
 
-# A URL's password: in its user part, up to the last @ before the path (a password may
-# hold an @, as redis-py reads it), or as a `password=` query parameter.
-_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^/\s]*@")
+# A URL's password: in its user part, up to the last @ before the path, query or fragment
+# (a password may hold an @ or a space, as redis-py reads it), or as a `password=` query
+# parameter.
+_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^/?#]*@")
 _QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#\s]*", re.IGNORECASE)
 
 
@@ -228,7 +230,7 @@ class Destination(BaseModel):
 def check_destination_id(name: str) -> None:
     """Raise `ValueError` unless `name` is a valid destination id (it is part of Redis keys)."""
     if not _DESTINATION_ID.match(name):
-        raise ValueError(f"destination id {name!r} must match {_DESTINATION_ID.pattern}")
+        raise ValueError(f"destination id {masked(name)!r} must match {_DESTINATION_ID.pattern}")
 
 
 class Route(BaseModel):
@@ -276,9 +278,9 @@ def route_problem(route: Route, destinations: Mapping[str, Destination]) -> str 
     """What is wrong with `route` among `destinations`, or None: the one check of a route,
     declared in the configuration or registered at runtime."""
     if route.destination not in destinations:
-        return f"unknown destination {route.destination!r}"
+        return f"unknown destination {masked(route.destination)!r}"
     needs = {"linkedin": ("conversion", "rule"), "yandex": ("target",)}
     given = needs.get(destinations[route.destination].platform, ())
     if given and all(getattr(route, name) is None for name in given):
-        return f"a route to {route.destination!r} needs {' or '.join(given)}"
+        return f"a route to {masked(route.destination)!r} needs {' or '.join(given)}"
     return None

@@ -31,7 +31,9 @@ from pydantic import SecretStr, ValidationError
 
 from dispatcher import keys
 from dispatcher.errors import ConfigurationError, UnknownDestinationError
+from dispatcher.identity import masked
 from dispatcher.settings import Destination, Route, Settings, check_destination_id, route_problem
+from dispatcher.storage import translate_redis_errors
 
 log = logging.getLogger(__name__)
 KEYS_ENV = "CONVDISP_SECRET_KEYS"
@@ -51,8 +53,13 @@ def _fernet() -> MultiFernet | None:
 def _first_error(exc: ValidationError, *where: str, empty: str = "") -> str:
     """`path: message` of `exc`'s first error, its path after `where` (`empty` if none)."""
     first = exc.errors()[0]
-    path = ".".join(str(part) for part in (*where, *first["loc"]))
+    path = ".".join(masked(str(part)) for part in (*where, *first["loc"]))
     return f"{path or empty}: {first['msg']}"
+
+
+def _a_name(name: object) -> None:
+    if not isinstance(name, str):
+        raise ConfigurationError("a destination id must be text")
 
 
 def new_key() -> str:
@@ -80,6 +87,7 @@ class Registry:
         # why. They take no events; `check` reports them; `update` with a new token and
         # `remove` still reach them.
         self.skipped: dict[str, str] = {}
+        self._bad_routes: set[bytes] = set()
 
     # -- reading ------------------------------------------------------------------------
 
@@ -102,14 +110,21 @@ class Registry:
             for name, blob in sorted(cast(dict[bytes, bytes], raw_dests).items()):
                 try:
                     destinations[name.decode()] = self._load(json.loads(blob))
-                except (ConfigurationError, ValidationError) as exc:  # one bad entry only
+                except (ConfigurationError, ValueError) as exc:  # one bad entry only (not JSON)
                     skipped[name.decode()] = str(exc)
                     if self.skipped.get(name.decode()) != str(exc):  # once, not every sync
                         log.error("registry: destination %s is skipped: %s", name.decode(), exc)
             routes = list(self.declared_routes)
             declared = {(r.event, r.destination) for r in routes}
-            for blob in cast(dict[bytes, bytes], raw_routes).values():
-                route = Route.model_validate_json(blob)
+            for key, blob in cast(dict[bytes, bytes], raw_routes).items():
+                try:
+                    route = Route.model_validate_json(blob)
+                except ValidationError:  # written by hand, not by `add_route`: one route only
+                    if key not in self._bad_routes:
+                        shown = masked(key.decode(errors="replace").replace("\x1f", " -> "))
+                        log.error("registry: route %r is skipped: not a valid route", shown)
+                        self._bad_routes.add(key)
+                    continue
                 if (route.event, route.destination) not in declared:
                     routes.append(route)
             # Assigned whole, so a reader sees the old view or the new one, never half.
@@ -132,6 +147,7 @@ class Registry:
         """Whether `sync` would look at Redis now (for callers that must not block)."""
         return self.clock() - self._checked >= self.settings.registry_refresh_s
 
+    @translate_redis_errors()
     def entries(self) -> list[tuple[str, Destination, str]]:
         """(name, destination, "config" | "registry") of every effective destination."""
         self.sync(force=True)
@@ -143,10 +159,12 @@ class Registry:
 
     # -- changing ------------------------------------------------------------------------
 
+    @translate_redis_errors()
     def add(
         self, name: str, destination: Destination | Mapping[str, Any], replace: bool = False
     ) -> None:
         """Register a destination (validated as the configuration's are)."""
+        _a_name(name)
         dest = self._validated(name, destination)
         blob = json.dumps(self._dump(dest))
         if replace:
@@ -155,8 +173,10 @@ class Registry:
             raise ConfigurationError(f"destination {name!r} is registered already (use update)")
         self._changed()
 
+    @translate_redis_errors()
     def update(self, name: str, **changes: Any) -> Destination:
         """Change fields of a registered (or configured) destination; the new one."""
+        _a_name(name)
         self.sync(force=True)
         if name in self.skipped:  # unreadable: what is stored, but a new token must come
             if changes.get("token") is None and changes.get("token_env") is None:
@@ -180,15 +200,20 @@ class Registry:
         self._changed()
         return dest
 
+    @translate_redis_errors()
     def set_enabled(self, name: str, enabled: bool) -> None:
         """Disable (new events refused, delivery paused) or enable a destination."""
+        if not isinstance(enabled, bool):
+            raise ConfigurationError("enabled must be True or False")
         self.update(name, enabled=enabled)
 
+    @translate_redis_errors()
     def remove(self, name: str, backlog: Literal["drain", "keep"]) -> int:
         """Remove a registered destination; what waits for it is drained first (`drain`:
         new events are refused and the entry goes once the backlog is delivered), or kept
         in Redis as an orphan. Returns the backlog. `Control.remove_destination` can also
         dead-letter it."""
+        _a_name(name)
         if backlog not in ("drain", "keep"):
             raise ConfigurationError(
                 f"backlog must be drain or keep, not {backlog!r} (dead-letter: "
@@ -225,6 +250,7 @@ class Registry:
             self._changed()
         return removed
 
+    @translate_redis_errors()
     def add_route(self, route: Route | Mapping[str, Any]) -> None:
         """Register a route, checked as a configured one is (`route_problem`).
 
@@ -252,6 +278,7 @@ class Registry:
                         chosen.model_dump_json(exclude_none=True))  # fmt: skip
         self._changed()
 
+    @translate_redis_errors()
     def remove_route(self, event: str, destination: str) -> bool:
         """Unregister the route of `event` to `destination`."""
         removed = bool(self.redis.hdel(keys.registry_routes(), f"{event}\x1f{destination}"))
@@ -259,6 +286,7 @@ class Registry:
             self._changed()
         return removed
 
+    @translate_redis_errors()
     def rotate(self) -> int:
         """Re-encrypt every stored token with the first key of `CONVDISP_SECRET_KEYS`; all
         or none: a token no key decrypts is a `ConfigurationError` naming its destination,
@@ -302,7 +330,7 @@ class Registry:
         except ValidationError as exc:
             # The field's path as the configuration file spells it.
             problem = _first_error(exc, "destinations", name)
-            raise ConfigurationError(f"destination {name!r}: {problem}") from None
+            raise ConfigurationError(f"destination {masked(name)!r}: {problem}") from None
         try:
             check_destination_id(name)
         except ValueError as exc:
@@ -325,6 +353,7 @@ class Registry:
             stored["token_enc"] = self._require_keys().encrypt(token).decode()
         return stored
 
+    @translate_redis_errors()
     def platform_of(self, name: str) -> str:
         """The platform of `name`, a skipped entry's too."""
         if name in self.skipped:

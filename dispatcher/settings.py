@@ -20,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -58,13 +59,27 @@ __all__ = [
 ]  # fmt: skip
 
 DAY_S = 86_400.0
+MAX_SECONDS = 3650 * DAY_S  # a longer duration is a mistake (and overflows Redis's expiry)
+MAX_NUMBER = 10**15  # counts and rates: exact in the Lua scripts' numbers (doubles)
 LINKEDIN_VERSION = "202603"  # pinned by peers in late 2026; see README "LinkedIn versions"
+
+
+def _within_bounds(model: BaseModel) -> None:
+    """Refuse a number past its kind's bound: a duration (`*_s`) over `MAX_SECONDS`, any
+    other count or rate over `MAX_NUMBER` (a value Redis or a script would fail on later,
+    at every enqueue or drain)."""
+    for name, value in model:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        limit = MAX_SECONDS if name.endswith("_s") else MAX_NUMBER
+        if value > limit:
+            raise ValueError(f"{name} must be at most {limit:,.0f}")
 
 
 class PlatformSettings(BaseModel):
     """Delivery knobs every platform has; each platform subclass sets its own defaults."""
 
-    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True, allow_inf_nan=False)
 
     base_url: str
     batch_size: int = Field(gt=0)
@@ -82,6 +97,11 @@ class PlatformSettings(BaseModel):
     max_batches_in_flight: int = Field(
         default=2, ge=1, description="Batches of one destination in flight at once."
     )
+
+    @model_validator(mode="after")
+    def _bounded(self) -> PlatformSettings:
+        _within_bounds(self)
+        return self
 
 
 class LinkedInSettings(PlatformSettings):
@@ -189,15 +209,15 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(
         env_prefix="CONVDISP_", env_nested_delimiter="__", extra="forbid",
-        hide_input_in_errors=True,
+        hide_input_in_errors=True, allow_inf_nan=False,
     )  # fmt: skip
 
+    redis_cluster: bool = Field(  # before redis_url, whose check reads it
+        default=False, description="redis_url is a node of a Redis Cluster (needs broker_url)."
+    )
     redis_url: str = "redis://localhost:6379/0"
     broker_url: str | None = Field(
         default=None, description="Celery's broker; default: the event store's redis_url."
-    )
-    redis_cluster: bool = Field(
-        default=False, description="redis_url is a node of a Redis Cluster (needs broker_url)."
     )
     keyspace_shards: int = Field(
         default=16, ge=1, le=16384,
@@ -269,13 +289,15 @@ class Settings(BaseSettings):
             super().__init__(**values)
         except ValidationError as exc:
             first = exc.errors(include_input=False, include_url=False)[0]
-            where = ".".join(str(part) for part in first["loc"]) or "settings"
+            where = ".".join(masked(str(part)) for part in first["loc"]) or "settings"
             more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
             raise ConfigurationError(f"{where}: {first['msg']}{more}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigurationError(f"{config_file()}: not valid TOML: {exc}") from exc
         except UnicodeDecodeError as exc:
             raise ConfigurationError(f"{config_file()}: not UTF-8 text") from exc
+        except OSError as exc:
+            raise ConfigurationError(f"{config_file()}: cannot be read ({exc.strerror})") from exc
         except SettingsError as exc:  # a CONVDISP_ variable that is not JSON
             unreadable = _without_document(exc)
         else:
@@ -285,11 +307,19 @@ class Settings(BaseSettings):
 
     @field_validator("redis_url")
     @classmethod
-    def _a_redis_url(cls, value: str) -> str:
+    def _a_redis_url(cls, value: str, info: ValidationInfo) -> str:
+        from dispatcher.storage import readable  # storage imports this module
+
         scheme, sep, rest = value.partition("://")
         if not sep or scheme.lower() not in ("redis", "rediss", "unix"):
             raise ValueError("must start with redis://, rediss:// or unix://")
-        return scheme.lower() + sep + rest  # a scheme is case-insensitive (RFC 3986)
+        url = scheme.lower() + sep + rest  # a scheme is case-insensitive (RFC 3986)
+        if not readable(url, bool(info.data.get("redis_cluster"))):
+            raise ValueError(
+                "redis-py cannot read it (host, port, database or a query option); "
+                "percent-encode a password holding /, ? or #; several nodes need redis_cluster"
+            )
+        return url
 
     @field_validator("destinations")
     @classmethod
@@ -305,6 +335,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
+        _within_bounds(self)
         for i, route in enumerate(self.routes):
             problem = route_problem(route, self.destinations)
             if problem is not None:
@@ -327,6 +358,8 @@ class Settings(BaseSettings):
         if path is not None:
             if not path.exists():
                 raise ConfigurationError(f"CONVDISP_CONFIG names {path}, which does not exist")
+            if not path.is_file():  # pydantic-settings would quietly read nothing from it
+                raise ConfigurationError(f"{path} is not a file: settings come from a TOML file")
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
         return tuple(sources)
 

@@ -126,6 +126,19 @@ def _every_node(url: str, options: dict[str, Any]) -> list[Any]:
     raise failed
 
 
+def readable(url: str, cluster: bool) -> bool:
+    """Whether redis-py can read `url` (it does not connect here). A cluster's URL may list
+    several nodes and hold the cluster client's own options: each node's URL is parsed."""
+    try:
+        for seed in _seeds(url) if cluster else [url]:
+            pool = redis.ConnectionPool.from_url(seed)
+            if not cluster:
+                pool.make_connection()
+    except (ValueError, TypeError):  # their message may quote a password: not shown
+        return False
+    return True
+
+
 def _seeds(url: str) -> list[str]:
     """One URL per node of a `redis://[auth@]h1:p1,h2:p2[/db]` list (one for a plain URL)."""
     parts = urlsplit(url)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, cast
+
 import pytest
 import redis
 
-from dispatcher import Control, Dispatcher, keys
+from dispatcher import Control, DeadLetters, Dispatcher, Selection, keys
 from dispatcher.errors import ConfigurationError, StorageError
 from tests.pipeline.events import many
 
@@ -68,3 +71,45 @@ def test_a_pause_without_a_reason_is_refused_and_changes_nothing(
     assert not redis_client.hget(keys.state("li-main"), "paused")
     control.pause("li-main", "deploy")
     assert control.status("li-main").pause_reason == "deploy"
+
+
+@pytest.mark.parametrize("wrong", [None, 5, b"li-main"])
+def test_a_destination_that_is_not_text_is_a_configuration_error(
+    dispatcher: Dispatcher, wrong: object
+) -> None:
+    control, bad = Control(dispatcher), cast(Any, wrong)
+    calls: list[Callable[[], object]] = [
+        lambda: control.status(bad),
+        lambda: control.pause(bad),
+        lambda: control.resume(bad),
+        *([lambda: control.trace("ev-1", bad)] if wrong is not None else []),  # None: any
+        lambda: control.trace(bad),
+        lambda: control.dead_letter_orphan(bad),
+    ]
+    for call in calls:
+        with pytest.raises(ConfigurationError):
+            call()
+    with pytest.raises(ConfigurationError, match="a list of destination ids"):
+        control.statuses(cast(Any, "li-main"))
+
+
+@pytest.mark.parametrize(
+    "selection",
+    [{"ids": 5}, {"ids": "1-0"}, {"ids": ["garbage"]}, {"ids": [f"{2**64}-0"]},
+     {"since_ms": -5}, {"since_ms": 1.5}, {"since_ms": "abc"}, {"until_ms": 10**30},
+     {"until_ms": True}, {"reason": 5}, {"destination": 5}],
+)  # fmt: skip
+def test_a_selection_that_cannot_select_is_refused_before_redis_is_asked(
+    selection: dict[str, object],
+) -> None:
+    with pytest.raises(ConfigurationError):
+        Selection(**cast(Any, selection))
+
+
+@pytest.mark.parametrize("wrong", ["garbage", "", "-1", "1-0-0", f"{2**64}-1", "jane@example.com"])
+def test_showing_a_dead_letter_id_that_cannot_be_one_names_it(
+    dispatcher: Dispatcher, wrong: str
+) -> None:
+    with pytest.raises(ConfigurationError, match="is not a dead letter id") as caught:
+        DeadLetters(dispatcher).show("linkedin", wrong)
+    assert "jane" not in str(caught.value)

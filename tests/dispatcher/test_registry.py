@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import random
-from typing import cast
+from collections.abc import Callable
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -12,7 +13,7 @@ import redis
 from cryptography.fernet import Fernet
 
 from dispatcher import ConfigurationError, Control, DeadLetters, Dispatcher, Settings, keys
-from dispatcher.errors import UnknownDestinationError
+from dispatcher.errors import BackpressureError, StorageError, UnknownDestinationError
 from dispatcher.settings import LinkedInSettings
 from tests.pipeline.events import full_conversion, linkedin
 from workers.engine import DrainStatus, Engine
@@ -272,3 +273,132 @@ def test_a_worker_that_has_not_looked_yet_finds_a_just_registered_destination(
     # Then the worker looks it up at once instead of taking it for a removed destination
     assert engine.drain("li-late").delivered == 1
     assert seen == ["Bearer late"]
+
+
+def dead_letter(client: redis.Redis, destination: str, i: int) -> None:
+    body = linkedin(i, destination)
+    client.xadd(keys.deadletters("linkedin"), {
+        "d": destination, "e": body["eventId"], "p": json.dumps(body),
+        "t": body["conversionHappenedAt"], "reason": "400: x", "status": 400,
+        "excerpt": "", "attempts": 1, "at": 0,
+    })  # fmt: skip
+
+
+def test_a_replay_refused_for_one_full_destination_replays_the_others_once(
+    keyed: Settings, redis_client: redis.Redis
+) -> None:
+    # Given two dead letters each of li-full (at its cap of 2) and li-free
+    capped = keyed.linkedin.model_copy(update={"max_backlog": 2})
+    small = keyed.model_copy(update={"linkedin": capped})
+    with Dispatcher(small) as admin:
+        for name in ("li-full", "li-free"):
+            admin.registry.add(name, {"platform": "linkedin", "token": "k"})
+        admin.enqueue_many([linkedin(i, "waiting") for i in range(2)], "li-full")
+        for i in range(2):
+            dead_letter(redis_client, "li-full", i)
+            dead_letter(redis_client, "li-free", i)
+        letters = DeadLetters(admin)
+        # When they are replayed, twice (the caller retries after the refusal)
+        for _ in range(2):
+            with pytest.raises(BackpressureError, match="li-full"):
+                letters.replay("linkedin")
+        # Then li-free's events are back once, and only li-full's letters are left
+        assert redis_client.xlen(keys.stream("li-free")) == 2
+        assert {letter.destination for letter in letters.iter("linkedin")} == {"li-full"}
+        assert letters.count("linkedin") == 2
+
+
+def test_a_replay_sees_destinations_registered_by_another_process(
+    keyed: Settings, redis_client: redis.Redis
+) -> None:
+    unseen = keyed.model_copy(update={"destinations": dict(keyed.destinations)})
+    with Dispatcher(keyed) as admin:
+        admin.registry.add("li-rt", {"platform": "linkedin", "token": "k"})
+    dead_letter(redis_client, "li-rt", 1)
+    # A process that has not looked at the registry yet replays it
+    with Dispatcher(unseen) as fresh:
+        assert DeadLetters(fresh).replay("linkedin") == 1
+    assert redis_client.xlen(keys.stream("li-rt")) == 1
+
+
+def test_dead_lettering_a_configured_name_is_refused_before_its_entry_goes(
+    keyed: Settings, redis_client: redis.Redis
+) -> None:
+    # Given "li-cfg" registered by one process and in the configuration of another
+    with Dispatcher(keyed) as other:
+        other.registry.add("li-cfg", {"platform": "linkedin", "token": "k", "tenant": "t1"})
+    both = dict(keyed.destinations) | {"li-cfg": keyed.destinations["li-main"]}
+    with Dispatcher(keyed.model_copy(update={"destinations": both})) as admin:
+        # When it is removed with dead-letter, Then it is refused and the entry is still there
+        with pytest.raises(ConfigurationError, match="in the configuration"):
+            Control(admin).remove_destination("li-cfg", "dead-letter")
+        assert redis_client.hexists(keys.registry_destinations(), "li-cfg")
+
+
+def test_registry_calls_with_redis_down_raise_storage_error(keyed: Settings) -> None:
+    down = keyed.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
+    with Dispatcher(down) as admin:
+        calls: list[Callable[[], object]] = [
+            lambda: admin.registry.add("li-x", {"platform": "linkedin", "token": "k"}),
+            lambda: admin.registry.entries(),
+            lambda: admin.registry.update("li-x", enabled=False),
+            lambda: admin.registry.remove("li-x", "keep"),
+            lambda: admin.registry.remove_route("purchase", "li-x"),
+            lambda: Control(admin).remove_destination("li-x", "keep"),
+        ]
+        for call in calls:
+            with pytest.raises(StorageError):
+                call()
+
+
+def test_entries_written_by_hand_skip_only_themselves(
+    keyed: Settings, redis_client: redis.Redis
+) -> None:
+    # Given a destination entry that is not JSON and a route that is not a route
+    with Dispatcher(keyed) as admin:
+        admin.registry.add("li-ok", {"platform": "linkedin", "token": "k"})
+    redis_client.hset(keys.registry_destinations(), "li-bad", "{not json")
+    redis_client.hset(keys.registry_routes(), "purchase\x1fli-ok", "[1]")
+    redis_client.incr(keys.registry_version())
+    # When a producer enqueues, Then the good destination takes events, the bad is skipped
+    with Dispatcher(keyed) as producer:
+        producer.enqueue(linkedin(1), "li-ok")
+        assert "li-bad" in producer.registry.skipped
+    assert redis_client.xlen(keys.stream("li-ok")) == 1
+
+
+def test_personal_data_in_a_destination_name_is_masked_in_registry_errors(
+    keyed: Settings, redis_client: redis.Redis
+) -> None:
+    with Dispatcher(keyed) as admin:
+        refusals: list[Callable[[], object]] = [
+            lambda: admin.registry.add("jane@example.com", {"platform": "linkedin", "token": "k"}),
+            lambda: admin.registry.add("jane@example.com", {"platform": "linkedin"}),
+            lambda: Control(admin).dead_letter_orphan("jane@example.com", "linkedin"),
+            lambda: DeadLetters(admin).count("jane@example.com"),
+        ]
+        for call in refusals:
+            with pytest.raises(ConfigurationError) as caught:
+                call()
+            assert "jane" not in str(caught.value)
+            assert "<email address>" in str(caught.value)
+
+
+def test_wrong_types_are_configuration_errors(keyed: Settings, redis_client: redis.Redis) -> None:
+    with Dispatcher(keyed) as admin:
+        admin.registry.add("li-t", {"platform": "linkedin", "token": "k"})
+        version = redis_client.get(keys.registry_version())
+        bad = cast(Any, None)
+        calls: list[Callable[[], object]] = [
+            lambda: admin.registry.add(bad, {"platform": "linkedin", "token": "k"}),
+            lambda: admin.registry.add(cast(Any, 5), {"platform": "linkedin", "token": "k"}),
+            lambda: admin.registry.update(bad, enabled=False),
+            lambda: admin.registry.remove(bad, "keep"),
+            lambda: admin.registry.set_enabled("li-t", bad),  # used to write and bump
+            lambda: Dispatcher(cast(Any, "redis://localhost/0")),
+            lambda: Dispatcher(cast(Any, {})),
+        ]
+        for call in calls:
+            with pytest.raises(ConfigurationError):
+                call()
+        assert redis_client.get(keys.registry_version()) == version

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -57,11 +58,76 @@ def test_a_redis_url_of_another_scheme_is_a_configuration_error(url: str) -> Non
     # redis-py's own ValueError would come only at the first call, outside the contract.
     with pytest.raises(ConfigurationError, match=r"redis_url: .*redis://, rediss:// or unix://"):
         Settings(redis_url=url, destinations={})
-    for good in ("redis://h:6379/0", "rediss://:pw@h/1", "unix:///tmp/r.sock", "redis://a:1,b:2/0"):
+    for good in ("redis://h:6379/0", "rediss://:pw@h/1", "unix:///tmp/r.sock"):
         assert Settings(redis_url=good, destinations={}).redis_url == good
+    nodes = Settings(redis_url="redis://a:1,b:2/0", redis_cluster=True, broker_url="redis://b/0")
+    assert nodes.redis_url == "redis://a:1,b:2/0"  # a cluster's nodes
     # A scheme is case-insensitive (RFC 3986): taken, and written in lower case.
     assert Settings(redis_url="REDIS://h:6379/0", destinations={}).redis_url == "redis://h:6379/0"
     assert Settings(redis_url="Unix:///tmp/r.sock", destinations={}).redis_url.startswith("unix:")
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["redis://default:hunter2?x@127.0.0.1:6379/0",  # a password holding ? or /: read as a port
+     "redis://default:hun/ter2@127.0.0.1:6379/0",
+     "redis://h:notaport/0", "redis://h:99999/0", "redis://h/0?db=x",
+     "redis://h/0?socket_timeout=abc", "redis://h/0?bogus=1", "redis://[::1",
+     "unix:///tmp/r.sock?bogus=1", "redis://a:1,b:2/0"],
+)  # fmt: skip
+def test_a_redis_url_redis_py_cannot_read_is_refused_without_its_text(url: str) -> None:
+    # redis-py would raise its ValueError (quoting the password) or TypeError at every call.
+    with pytest.raises(ConfigurationError, match=r"redis_url: .*redis-py cannot read it") as caught:
+        Settings(redis_url=url, destinations={})
+    chain = [caught.value, caught.value.__cause__, caught.value.__cause__.__context__]
+    assert not any("hunter2" in str(e) or "hun" in repr(e) for e in chain)
+
+
+def test_repr_hides_a_password_holding_a_space() -> None:
+    shown = repr(Settings(redis_url="redis://u:hunter 2@h/0", destinations={}))
+    assert "hunter" not in shown
+    assert "redis://u:***@h/0" in shown
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [({"idempotency_window_s": float("inf")}, "idempotency_window_s"),
+     ({"idempotency_window_s": 1e14}, "idempotency_window_s"),  # PEXPIRE would refuse it
+     ({"lease_s": float("-inf")}, "lease_s"),
+     ({"vnative": {"max_wait_s": float("inf")}}, "max_wait_s"),
+     ({"linkedin": {"rate_per_min": float("inf")}}, "rate_per_min"),
+     ({"yandex": {"acceptance_window_s": 1e300}}, "acceptance_window_s"),
+     ({"pinterest": {"max_backlog": 10**30}}, "max_backlog")],
+)  # fmt: skip
+def test_infinite_and_out_of_range_numbers_are_refused(values: dict[str, Any], field: str) -> None:
+    # Taken, they made every enqueue fail later (OverflowError; a script's error after XADD).
+    with pytest.raises(ConfigurationError, match=field):
+        Settings(**values, destinations={})
+    assert Settings(idempotency_window_s=3650 * 86_400, destinations={}).idempotency_window_s
+
+
+@pytest.mark.parametrize("named", ["/tmp", "/dev/zero"])
+def test_a_config_path_that_is_not_a_file_is_refused(
+    named: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pydantic-settings reads nothing from it: the defaults (localhost) would be used quietly.
+    monkeypatch.setenv("CONVDISP_CONFIG", named)
+    with pytest.raises(ConfigurationError, match="is not a file"):
+        Settings()
+
+
+def test_personal_data_in_a_destination_id_is_masked_in_configuration_errors() -> None:
+    vn = {"platform": "vnative", "token": "x"}
+    with pytest.raises(ConfigurationError, match="<email address>") as caught:
+        Settings(destinations={"jane@example.com": vn})
+    assert "jane" not in str(caught.value)
+    with pytest.raises(ConfigurationError, match="<email address>") as caught:
+        Settings(destinations={"jane@example.com": {"platform": "vnative"}})  # no token
+    assert "jane" not in str(caught.value)
+    route = {"event": "purchase", "destination": "+14155550123"}
+    with pytest.raises(ConfigurationError, match="unknown destination '<phone number>'") as caught:
+        Settings(destinations={"vn": vn}, routes=[route])
+    assert "4155550123" not in str(caught.value)
 
 
 def test_a_token_loses_a_secret_files_newline_and_a_control_character_is_refused(

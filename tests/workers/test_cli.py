@@ -366,8 +366,8 @@ def test_configuration_and_environment_mistakes_are_one_line_and_blame_their_sou
     assert "pw@" not in err
     typo = ok | {"CONVDISP_REDIS_URL": "redis://h:1/0?password=pw&bogus=1"}
     err = one_line_error(run_cli(settings, tmp_path, typo, "status"))
-    assert "cannot be used" in err
-    assert "password=***" in err
+    assert "CONVDISP_REDIS_URL: redis_url: Value error, redis-py cannot read it" in err
+    assert "pw" not in err
     # A whole-settings check blames the variable that set the field it names
     routes = ok | {"CONVDISP_ROUTES": json.dumps([{"event": "x", "destination": "nope"}])}
     err = one_line_error(run_cli(settings, tmp_path, routes, "status"))

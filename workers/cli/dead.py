@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
@@ -10,8 +9,9 @@ from rich.table import Table
 from rich.text import Text
 
 from dispatcher import ConfigurationError, DeadLetters, Selection
-from dispatcher.deadletters import known_platform
+from dispatcher.deadletters import known_platform, valid_letter_id
 from dispatcher.errors import UnknownDestinationError
+from dispatcher.identity import masked
 
 if TYPE_CHECKING:
     pass
@@ -33,25 +33,12 @@ def _selection(
     reason: str | None,
 ) -> Selection:  # fmt: skip
     return Selection(
-        [_letter_id(i) for i in ids] if ids else None,
+        [valid_letter_id(i) for i in ids] if ids else None,
         destination,
         _when(since),
         _when(until),
         reason,
     )
-
-
-_STREAM_ID = re.compile(r"(?:([0-9]+):)?([0-9]+)(?:-([0-9]+))?")  # shard:ms-seq
-_U64 = 2**64 - 1
-
-
-def _letter_id(text: str) -> str:
-    """`text` if it can be a dead letter's id (a stream id, in a cluster with its shard);
-    else the error that names it, before Redis is asked."""
-    found = _STREAM_ID.fullmatch(text)
-    if found is None or any(int(part) > _U64 for part in found.groups()[1:] if part):
-        raise ConfigurationError(f"{text!r} is not a dead letter id (one is like 1700000000000-0)")
-    return text
 
 
 def _when(text: str | None) -> int | None:
@@ -112,7 +99,7 @@ def _dead_letters(platform: str, destination: str | None) -> DeadLetters:
         return letters
     if next(letters.iter(known_platform(platform), destination), None) is None:
         raise UnknownDestinationError(
-            f"unknown destination {destination!r} (configured: {', '.join(sorted(known))}) "
+            f"unknown destination {masked(destination)!r} (configured: {', '.join(sorted(known))}) "
             f"and {platform} holds no dead letters of it"
         )
     return letters
@@ -124,7 +111,7 @@ def dead_show(platform: str, letter_id: str) -> None:
     import json
     from datetime import UTC, datetime
 
-    letter = DeadLetters().show(platform, _letter_id(letter_id))
+    letter = DeadLetters().show(platform, valid_letter_id(letter_id))
     at = datetime.fromtimestamp(letter.failed_at_ms / 1000, UTC)
     rows = {
         "id": letter.id, "destination": letter.destination, "event id": letter.event_id,

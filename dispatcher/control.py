@@ -9,6 +9,7 @@ import redis
 from dispatcher import keys
 from dispatcher.client import Dispatcher
 from dispatcher.deadletters import known_platform
+from dispatcher.destination import destination_id
 from dispatcher.errors import ConfigurationError
 from dispatcher.identity import masked
 from dispatcher.registry import Backlog
@@ -66,10 +67,8 @@ class Control:
 
     def _destination(self, name: str) -> Destination:
         """`name`'s destination: configured, or registered at runtime (`Registry`)."""
-        if not isinstance(name, str):
-            raise ConfigurationError("destination must be a destination id")
         with translate_redis_errors():
-            return self.dispatcher.registry.destination(name)
+            return self.dispatcher.registry.destination(destination_id(name))
 
     def _destinations(self) -> dict[str, Destination]:
         """Every destination, the registry's included."""
@@ -189,10 +188,10 @@ class Control:
             ConfigurationError: `name` comes from the configuration, not the registry.
         """
         registry = self.dispatcher.registry
-        if backlog == "dead-letter" and name in registry.declared:
+        if backlog == "dead-letter" and destination_id(name) in registry.declared:
             raise ConfigurationError(  # checked before the registry entry goes
                 f"destination {masked(name)!r} is in the configuration: its events stay "
-                "(remove it with keep or drain)"
+                "(keep removes only its registry entry; edit the configuration to remove it)"
             )
         platform = registry.platform_of(name)
         waiting = registry.remove(name, "keep" if backlog == "dead-letter" else backlog)
@@ -207,9 +206,7 @@ class Control:
             ConfigurationError: `destination` is still configured; its stream records a
                 platform other than `platform`; `platform` is not one; or neither names one.
         """
-        if not isinstance(destination, str):
-            raise ConfigurationError("destination must be a destination id")
-        shown = masked(destination)
+        shown = masked(destination_id(destination))
         if destination in self._destinations():
             raise ConfigurationError(f"destination {shown!r} is configured: not an orphan")
         r = self.dispatcher.redis

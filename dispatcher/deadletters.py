@@ -226,11 +226,13 @@ class DeadLetters:
         Raises:
             UnknownDestinationError: a chosen letter's destination is not known (checked
                 for every letter before anything is replayed, and by a dry run too).
-            BackpressureError: a destination is at its backlog cap (or Redis past its
-                memory watermark). Its letters stay dead letters and nothing after their
-                chunk of 5,000 is replayed; the letters of other destinations in that
-                chunk, and of earlier chunks, were replayed and left the dead letters, so
-                calling again replays only what is left.
+            BackpressureError: a destination is at its backlog cap. Its letters stay dead
+                letters and nothing after their chunk of 5,000 is replayed; the letters of
+                other destinations in that chunk, and of earlier chunks, were replayed and
+                left the dead letters, so calling again replays only what is left. Redis
+                past its memory watermark refuses the whole chunk before writing any.
+            StorageError: Redis refused a write (out of memory): the chunk's letters all
+                stay, those of destinations already written too (a replay resends them).
         """
         letters = self._select(platform, ids, destination, selection)
         with translate_redis_errors():  # registered destinations too, as they are now

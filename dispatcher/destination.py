@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
     BaseModel,
@@ -92,16 +93,29 @@ class LinkedInRule(BaseModel):
         return list(dict.fromkeys(ids))
 
 
-# A URL's password: in its user part, up to the last @ before the path, query or fragment
-# (a password may hold an @ or a space, as redis-py reads it), or as a `password=` query
-# parameter.
-_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^/?#]*@")
+# A URL's password: in its user part, up to the last @ before the path (a password may
+# hold an @, as redis-py reads it), or as a `password=` query parameter.
+_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^/\s]*@")
 _QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#\s]*", re.IGNORECASE)
 
 
 def redacted(text: str) -> str:
     """`text` with the password of any URL in it replaced by ***."""
     return _QUERY_PASSWORD.sub(r"\1***", _PASSWORD.sub(r"\1***@", text))
+
+
+def redacted_url(url: str) -> str:
+    """One URL with its password as ***, as redis-py reads the password (a space in it
+    too, which `redacted` cannot tell from the text after a URL)."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # not a URL urllib can split (an unclosed [): the text's rules
+        return redacted(url)
+    if password is not None:
+        user = parts.netloc.rpartition("@")[0].partition(":")[0]
+        url = urlunsplit(parts._replace(netloc=f"{user}:***@{parts.netloc.rpartition('@')[2]}"))
+    return redacted(url)
 
 
 def clean_token(value: str, where: str) -> str:
@@ -225,6 +239,14 @@ class Destination(BaseModel):
         except ConfigurationError:  # credentials unset here: nothing can be sent anyway
             return "unset"
         return hashlib.sha256(material.encode()).hexdigest()[:16]
+
+
+def destination_id(name: object) -> str:
+    """`name`, or a `ConfigurationError` when it is not text (a destination id's type)."""
+    if not isinstance(name, str):
+        kind = type(name).__name__
+        raise ConfigurationError(f"destination must be a destination id, not a {kind}")
+    return name
 
 
 def check_destination_id(name: str) -> None:

@@ -30,6 +30,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from pydantic import SecretStr, ValidationError
 
 from dispatcher import keys
+from dispatcher.destination import destination_id
 from dispatcher.errors import ConfigurationError, UnknownDestinationError
 from dispatcher.identity import masked
 from dispatcher.settings import Destination, Route, Settings, check_destination_id, route_problem
@@ -57,9 +58,16 @@ def _first_error(exc: ValidationError, *where: str, empty: str = "") -> str:
     return f"{path or empty}: {first['msg']}"
 
 
-def _a_name(name: object) -> None:
-    if not isinstance(name, str):
-        raise ConfigurationError("a destination id must be text")
+def _fields(blob: bytes) -> dict[str, Any]:
+    """A stored entry's fields, or a `ConfigurationError` for one that is not a JSON object
+    (written by hand, not by this module)."""
+    try:
+        fields = json.loads(blob)
+    except ValueError:
+        fields = None
+    if not isinstance(fields, dict):
+        raise ConfigurationError("the stored entry is not a JSON object")
+    return fields
 
 
 def new_key() -> str:
@@ -107,13 +115,16 @@ class Registry:
             pipe.hgetall(keys.registry_routes())
             version, raw_dests, raw_routes = pipe.execute()
             destinations, skipped = dict(self.declared), {}
-            for name, blob in sorted(cast(dict[bytes, bytes], raw_dests).items()):
+            for key, blob in sorted(cast(dict[bytes, bytes], raw_dests).items()):
+                name = key.decode(errors="replace")
                 try:
-                    destinations[name.decode()] = self._load(json.loads(blob))
-                except (ConfigurationError, ValueError) as exc:  # one bad entry only (not JSON)
-                    skipped[name.decode()] = str(exc)
-                    if self.skipped.get(name.decode()) != str(exc):  # once, not every sync
-                        log.error("registry: destination %s is skipped: %s", name.decode(), exc)
+                    if name.encode() != key:
+                        raise ConfigurationError("its name is not UTF-8 text")
+                    destinations[name] = self._load(_fields(blob))
+                except (ConfigurationError, ValueError) as exc:  # one bad entry only
+                    skipped[name] = str(exc)
+                    if self.skipped.get(name) != str(exc):  # once, not every sync
+                        log.error("registry: destination %r is skipped: %s", masked(name), exc)
             routes = list(self.declared_routes)
             declared = {(r.event, r.destination) for r in routes}
             for key, blob in cast(dict[bytes, bytes], raw_routes).items():
@@ -164,7 +175,7 @@ class Registry:
         self, name: str, destination: Destination | Mapping[str, Any], replace: bool = False
     ) -> None:
         """Register a destination (validated as the configuration's are)."""
-        _a_name(name)
+        destination_id(name)
         dest = self._validated(name, destination)
         blob = json.dumps(self._dump(dest))
         if replace:
@@ -176,7 +187,7 @@ class Registry:
     @translate_redis_errors()
     def update(self, name: str, **changes: Any) -> Destination:
         """Change fields of a registered (or configured) destination; the new one."""
-        _a_name(name)
+        destination_id(name)
         self.sync(force=True)
         if name in self.skipped:  # unreadable: what is stored, but a new token must come
             if changes.get("token") is None and changes.get("token_env") is None:
@@ -213,7 +224,7 @@ class Registry:
         new events are refused and the entry goes once the backlog is delivered), or kept
         in Redis as an orphan. Returns the backlog. `Control.remove_destination` can also
         dead-letter it."""
-        _a_name(name)
+        destination_id(name)
         if backlog not in ("drain", "keep"):
             raise ConfigurationError(
                 f"backlog must be drain or keep, not {backlog!r} (dead-letter: "
@@ -297,7 +308,10 @@ class Registry:
         for name, blob in cast(
             dict[bytes, bytes], self.redis.hgetall(keys.registry_destinations())
         ).items():
-            stored = json.loads(blob)
+            try:
+                stored = _fields(blob)
+            except ConfigurationError:  # written by hand: no token of ours to re-encrypt
+                continue
             if "token_enc" in stored:
                 try:
                     stored["token_enc"] = fernet.rotate(stored["token_enc"].encode()).decode()
@@ -355,14 +369,20 @@ class Registry:
 
     @translate_redis_errors()
     def platform_of(self, name: str) -> str:
-        """The platform of `name`, a skipped entry's too."""
+        """The platform of `name`, a skipped entry's too (as Redis holds it now)."""
+        self.sync(force=True)
         if name in self.skipped:
             return str(self._stored(name).get("platform", ""))
         return self.destination(name).platform
 
     def _stored(self, name: str) -> dict[str, Any]:
+        """What is stored for `name`; nothing (`{}`) for none, or one written by hand that
+        is not a JSON object (`update` then needs every field, `remove` still works)."""
         blob = cast(bytes | None, self.redis.hget(keys.registry_destinations(), name))
-        return {} if blob is None else cast(dict[str, Any], json.loads(blob))
+        try:
+            return {} if blob is None else _fields(blob)
+        except ConfigurationError:
+            return {}
 
     def _load(self, stored: dict[str, Any]) -> Destination:
         sealed = stored.pop("token_enc", None)

@@ -43,6 +43,7 @@ from dispatcher.destination import (
     check_destination_id,
     clean_token,
     redacted,
+    redacted_url,
     route_problem,
 )
 from dispatcher.errors import ConfigurationError, UnknownDestinationError
@@ -331,7 +332,10 @@ class Settings(BaseSettings):
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         """The fields, with any password in a Redis URL shown as ***."""
         for name, value in super().__repr_args__():
-            yield name, redacted(value) if name in ("redis_url", "broker_url") and value else value
+            yield (
+                name,
+                redacted_url(value) if name in ("redis_url", "broker_url") and value else value,
+            )
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:

@@ -134,7 +134,7 @@ def readable(url: str, cluster: bool) -> bool:
             pool = redis.ConnectionPool.from_url(seed)
             if not cluster:
                 pool.make_connection()
-    except (ValueError, TypeError):  # their message may quote a password: not shown
+    except (ValueError, TypeError, redis.RedisError):  # the message may quote a password
         return False
     return True
 

@@ -20,6 +20,7 @@ import redis
 from pydantic_settings import SettingsError
 
 from dispatcher.errors import DispatcherError
+from dispatcher.identity import masked
 from dispatcher.settings import redacted
 
 _ENV_PREFIX = "CONVDISP_"
@@ -66,7 +67,7 @@ def _holds(text: str, loc: Sequence[object]) -> bool:
 
 def _invalid(exc: pydantic.ValidationError) -> str:
     first = exc.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    where = ".".join(masked(str(part)) for part in first["loc"]) or "(top level)"
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     # A check of the whole settings has no location: the field its message starts with
     # (`routes[0]: ...`, `redis_cluster needs ...`) is the one a variable may have set.

@@ -402,3 +402,29 @@ def test_wrong_types_are_configuration_errors(keyed: Settings, redis_client: red
             with pytest.raises(ConfigurationError):
                 call()
         assert redis_client.get(keys.registry_version()) == version
+
+
+@pytest.mark.parametrize("blob", [b"[]", b"null", b"42", b'"text"', b"{not json"])
+def test_an_entry_that_is_not_a_json_object_is_skipped_and_can_be_replaced_or_removed(
+    keyed: Settings, redis_client: redis.Redis, blob: bytes
+) -> None:
+    # Given a hand-written entry that is not an object, and one whose name is not UTF-8
+    redis_client.hset(keys.registry_destinations(), "li-bad", blob)
+    redis_client.hset(keys.registry_destinations(), b"\xff\xfe", b"{}")
+    redis_client.incr(keys.registry_version())
+    with Dispatcher(keyed) as admin:
+        # When the registry is read, rotated, mended and removed, Then each works
+        admin.registry.sync(force=True)
+        assert {"li-bad", "\ufffd\ufffd"} <= set(admin.registry.skipped)
+        assert admin.registry.rotate() == 0
+        admin.registry.update("li-bad", platform="linkedin", token="new")
+        assert "li-bad" in admin.settings.destinations
+        redis_client.hset(keys.registry_destinations(), "li-bad", blob)
+        redis_client.incr(keys.registry_version())
+        assert Control(admin).remove_destination("li-bad", "keep") == 0
+        assert not redis_client.hexists(keys.registry_destinations(), "li-bad")
+
+
+def test_remove_destination_with_a_name_that_is_not_text_is_refused(keyed: Settings) -> None:
+    with Dispatcher(keyed) as admin, pytest.raises(ConfigurationError, match="destination id"):
+        Control(admin).remove_destination(cast(Any, ["li-x"]), "dead-letter")

@@ -10,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from dispatcher import ConfigurationError, Destination, Settings
+from dispatcher.destination import redacted_url
 from dispatcher.settings import redacted
 
 
@@ -197,3 +198,30 @@ def test_a_variable_that_is_not_json_keeps_its_value_out_of_the_error_chain(
     while seen is not None:
         assert "hunter2" not in repr(seen) + repr(vars(seen))
         seen = seen.__cause__ or seen.__context__
+
+
+def test_a_broker_password_with_a_question_mark_stays_hidden_and_text_is_not_overredacted() -> None:
+    shown = repr(Settings(broker_url="redis://:pa?ss@broker:6379/0", destinations={}))
+    assert "pa?ss" not in shown
+    assert "redis://:***@broker:6379/0" in shown
+    text = "Redis at redis://h:6379 is down; mail ops@example.com"
+    assert redacted(text) == text
+
+
+@pytest.mark.parametrize("url", ["redis://h/0?protocol=4", "rediss://h/0?ssl_cert_reqs=CERT_NONE"])
+def test_a_url_redis_py_refuses_with_its_own_error_is_a_configuration_error(url: str) -> None:
+    with pytest.raises(ConfigurationError, match="redis-py cannot read it"):
+        Settings(redis_url=url, destinations={})
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://u:p w@h:1/0", "redis://u:***@h:1/0"),  # a space: only a URL split sees it
+        ("redis://:pa@ss@h/0?x=1", "redis://:***@h/0?x=1"),
+        ("redis://u:pw@[::1:6379", "redis://u:***@[::1:6379"),  # urllib cannot split it
+        ("redis://h:6379/0", "redis://h:6379/0"),
+    ],
+)
+def test_redacted_url_hides_the_password_of_any_url(url: str, shown: str) -> None:
+    assert redacted_url(url) == shown

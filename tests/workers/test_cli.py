@@ -8,9 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import redis
 
-from dispatcher import Destination, Dispatcher, Settings, keys
+from dispatcher import ConfigurationError, Destination, Dispatcher, Settings, keys
 from tests.pipeline.events import linkedin, many
 
 
@@ -410,3 +411,14 @@ def test_configuration_and_environment_mistakes_are_one_line_and_blame_their_sou
     assert listed.returncode == 0, listed.stderr
     # A negative count is a usage error, not a silent "all"
     assert run_cli(settings, tmp_path, ok, "status", "--top", "-1").returncode == 2
+
+
+def test_a_settings_error_line_masks_personal_data_in_its_location() -> None:
+    from workers.errors import user_error
+
+    with pytest.raises(ConfigurationError) as caught:
+        Settings(destinations={"jane@example.com": {"platform": "vnative"}})
+    line = user_error(caught.value)
+    assert line is not None
+    assert "destinations.<email address>" in line
+    assert "jane" not in line

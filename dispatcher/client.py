@@ -240,13 +240,6 @@ class Dispatcher:
             raise
         return out
 
-    def store(self, plan: Plan, *, dedup: bool = True) -> None:
-        """Write a validated plan: all of it, or a `BackpressureError` for a refused
-        destination (the others were written)."""
-        refused = self.write(plan.groups, dedup=dedup)
-        if refused:
-            raise next(iter(refused.values()))
-
     def write(self, groups: Mapping[str, Rows], *, dedup: bool = True) -> Refused:
         """Write validated rows per destination; the destinations refused, with why
         (dead-letter replays pass `dedup=False`)."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dispatcher.conversion import Conversion
+from dispatcher.destination import destination_id
 from dispatcher.errors import ConfigurationError, FieldError, InvalidEventError
 from dispatcher.events import PlatformEvent
 from dispatcher.fanout import fan_out
@@ -137,9 +138,8 @@ def one_chunk(events: object) -> bool:
 
 
 def check_destination(destination: object) -> None:
-    if destination is not None and not isinstance(destination, str):
-        kind = type(destination).__name__
-        raise ConfigurationError(f"destination must be a destination id, not a {kind}")
+    if destination is not None:
+        destination_id(destination)
 
 
 def route(item: object) -> tuple[str, EventInput]:

@@ -14,7 +14,6 @@ import pytest
 from prometheus_client import generate_latest
 
 from dispatcher import BackpressureError, Destination, Dispatcher, keys
-from dispatcher.client import Plan
 from dispatcher.identity import hash_email
 from tests.conftest import wait_for
 from tests.pipeline.conftest import Stack, start_stack
@@ -72,7 +71,7 @@ def test_one_invalid_element_is_dead_lettered_and_the_other_4999_delivered(stack
         user_id = body["user"]["userIds"][0]
         user_id["idValue"] = "not-a-sha256" if i == 1234 else hash_email(user_id["idValue"])
         rows.append((body["eventId"], json.dumps(body).encode(), body["conversionHappenedAt"]))
-    stack.dispatcher.store(Plan(groups={"li-a": rows}))
+    assert not stack.dispatcher.write({"li-a": rows})  # rows past validation, as stored
     # When it is delivered
     wait_for(lambda: stack.dead.count("linkedin") == 1 and stack.backlog("li-a") == 0, 60, "drain")
     # Then exactly element 1234 is a dead letter, with LinkedIn's reason, and the rest arrived

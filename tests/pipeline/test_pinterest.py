@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from dispatcher import Dispatcher, InvalidEventError, keys
-from dispatcher.client import Plan
 from dispatcher.events.pinterest import PinterestConversionEvent
 from dispatcher.identity import hash_email
 from dispatcher.settings import Route
@@ -107,7 +106,7 @@ def test_one_failed_event_is_dead_lettered_and_the_other_999_acknowledged(stack:
         if i == 567:
             payload = json.dumps(json.loads(payload) | {"event_name": "purchase"}).encode()
         rows.append((event_id, payload, model.happened_at_ms()))
-    stack.dispatcher.store(Plan(groups={"pin-a": rows}))
+    assert not stack.dispatcher.write({"pin-a": rows})  # rows past validation, as stored
     # When it is delivered
     wait_for(lambda: stack.dead.count("pinterest") == 1 and stack.backlog("pin-a") == 0, 60)
     # Then exactly event 567 is a dead letter with Pinterest's error_message

@@ -13,7 +13,6 @@ import pytest
 import redis
 
 from dispatcher import ConfigurationError, DeadLetters, Destination, Dispatcher, Settings, keys
-from dispatcher.client import Plan
 from dispatcher.settings import LinkedInSettings, YandexSettings
 from tests.pipeline.events import linkedin
 from workers.engine import Engine
@@ -47,7 +46,7 @@ def test_an_event_past_its_acceptance_window_is_dead_lettered_not_sent(
     # Given an event stored 91 days after it happened (an old producer, a long outage)
     body = linkedin(1, "old")
     old_ms = int(time.time() * 1000) - 91 * 86_400_000
-    Dispatcher(fast).store(Plan(groups={"li-main": [("old-1", json.dumps(body).encode(), old_ms)]}))
+    assert not Dispatcher(fast).write({"li-main": [("old-1", json.dumps(body).encode(), old_ms)]})
     sent: list[httpx.Request] = []
 
     def record(request: httpx.Request) -> httpx.Response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import httpx
+import pytest
 
 from dispatcher import Destination
 from dispatcher.settings import LinkedInSettings
@@ -41,10 +42,20 @@ def test_per_element_statuses_are_read_in_order() -> None:
     assert "bad" in outcome.results[1].reason
 
 
-def test_an_element_list_of_another_length_is_accepted_with_a_warning() -> None:
-    outcome = ADAPTER.parse_response(respond(200, {"elements": [{"status": 201}]}), 3)
-    assert [r.verdict for r in outcome.results] == [Verdict.DELIVERED] * 3
-    assert outcome.warnings == ["1 element results for 3 events"]
+@pytest.mark.parametrize("statuses", [[201], [201, 500, 400]])
+def test_an_element_list_of_another_length_sends_the_batch_again(statuses: list[int]) -> None:
+    # Results that cannot be matched to events (a 500 or 400 among them) are not taken as
+    # delivered: the batch is retried, an attempt counted (eventId deduplicates)
+    body = {"elements": [{"status": s} for s in statuses]}
+    outcome = ADAPTER.parse_response(respond(200, body), 4)
+    assert [r.verdict for r in outcome.results] == [Verdict.RETRY] * 4
+    assert outcome.results[0].reason == f"{len(statuses)} element results for 4 events: sent again"
+
+
+@pytest.mark.parametrize("status", [202, 204])
+def test_any_2xx_without_element_detail_is_delivered(status: int) -> None:
+    outcome = ADAPTER.parse_response(respond(status), 2)
+    assert [r.verdict for r in outcome.results] == [Verdict.DELIVERED] * 2
 
 
 def test_422_index_groups_reject_exactly_those_elements_and_resend_the_rest() -> None:

@@ -141,6 +141,26 @@ def test_a_200_with_a_short_list_but_all_processed_delivers_and_warns() -> None:
     assert outcome.warnings == ["200 with 1 per-event results for 3 events"]
 
 
+def test_a_list_of_another_length_holding_a_failure_rejects_all_for_a_replay() -> None:
+    # The failure cannot be matched to its event: no event is taken as delivered
+    body = {"events": [processed(), failed("bad email")]}  # no num_events_processed
+    outcome = ADAPTER.parse_response(respond(200, body), 3)
+    assert {r.verdict for r in outcome.results} == {Verdict.REJECTED}
+    assert outcome.results[0].reason == (
+        "200 without per-event results: 2 results for 3 events, some not processed"
+    )
+
+
+@pytest.mark.parametrize("status", [201, 204])
+def test_any_2xx_is_read_as_a_200(status: int) -> None:
+    assert verdicts(status, {"events": [processed(), failed("x"), processed()]}) == [
+        Verdict.DELIVERED,
+        Verdict.REJECTED,
+        Verdict.DELIVERED,
+    ]
+    assert verdicts(status, None) == [Verdict.DELIVERED] * 3
+
+
 def test_a_422_without_per_event_detail_rejects_all_with_the_message() -> None:
     outcome = ADAPTER.parse_response(respond(422, {"code": 953, "message": "partial"}), 2)
     assert {r.verdict for r in outcome.results} == {Verdict.REJECTED}

@@ -109,6 +109,15 @@ def test_code_33_duplicated_resource_counts_as_delivered() -> None:
     assert "already imported" in outcome.warnings[0]
 
 
+@pytest.mark.parametrize(("status", "code"), [(503, 50), (503, 51), (429, 51), (420, 50)])
+def test_throttling_or_a_timed_outage_counts_no_attempt_whatever_the_code(
+    status: int, code: int
+) -> None:
+    outcome = ADAPTER.parse_response(respond(status, failure(code), {"Retry-After": "120"}), 2)
+    assert {r.verdict for r in outcome.results} == {Verdict.WAIT}
+    assert outcome.retry_after_s == 120.0
+
+
 def test_code_40_honours_retry_after() -> None:
     outcome = ADAPTER.parse_response(respond(429, failure(40), {"Retry-After": "7"}), 1)
     assert outcome.throttled

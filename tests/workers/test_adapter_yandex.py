@@ -140,6 +140,12 @@ def test_an_accepted_upload_delivers_every_row_and_names_the_job() -> None:
     assert outcome.warnings == []
 
 
+def test_an_upload_accepted_with_another_2xx_is_delivered_too() -> None:
+    outcome = ADAPTER.parse_response(respond(201, uploading()), 3)
+    assert [r.verdict for r in outcome.results] == [Verdict.DELIVERED] * 3
+    assert outcome.job_id == "555"
+
+
 def test_rows_yandex_dropped_are_surfaced_as_a_warning() -> None:
     # Given Yandex kept 2 of the 3 rows of an upload
     # When its answer is read

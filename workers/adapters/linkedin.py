@@ -67,7 +67,7 @@ class LinkedInAdapter:
 
     def parse_response(self, response: httpx.Response, n: int) -> Outcome:
         status = response.status_code
-        if status in (200, 201):
+        if 200 <= status < 300:
             return _batch_results(response, n)
         body = json_body(response)
         if status == 401:
@@ -100,11 +100,15 @@ def version_refused(response: httpx.Response) -> str:
 
 def _batch_results(response: httpx.Response, n: int) -> Outcome:
     elements = json_body(response).get("elements")
-    if not isinstance(elements, list) or len(elements) != n:
+    status = response.status_code
+    if not isinstance(elements, list) or not elements:
         # 201 (single create) or an answer without per-element detail: the call was accepted.
-        given = len(elements) if isinstance(elements, list) else 0
-        said = [f"{given} element results for {n} events"] if given else []
-        return Outcome.every(n, Verdict.DELIVERED, status=response.status_code, warnings=said)
+        return Outcome.every(n, Verdict.DELIVERED, status=status)
+    if len(elements) != n:
+        # Results that cannot be matched to the events (some may say 500 or 400): the batch
+        # is sent again, an attempt counted (eventId deduplicates those already created).
+        reason = f"{len(elements)} element results for {n} events: sent again"
+        return Outcome.every(n, Verdict.RETRY, reason, status=status, excerpt=excerpt(response))
     results = []
     for element in elements:
         code = element.get("status", 201) if isinstance(element, dict) else 201

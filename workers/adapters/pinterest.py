@@ -71,7 +71,7 @@ class PinterestAdapter:
 
     def parse_response(self, response: httpx.Response, n: int) -> Outcome:
         status, body = response.status_code, json_body(response)
-        if status == 200:
+        if 200 <= status < 300:
             return _per_event(body.get("events"), n, response)
         if status == 422:
             details = body.get("details")
@@ -109,7 +109,10 @@ def _per_event(events: object, n: int, response: httpx.Response) -> Outcome:
     if not isinstance(events, list) or len(events) != n:
         processed = json_body(response).get("num_events_processed")
         short = type(processed) is int and processed < n
-        if status == 200 and not short:
+        failed = isinstance(events, list) and any(
+            not isinstance(e, dict) or e.get("status") != "processed" for e in events
+        )  # a failure that cannot be matched to its event
+        if 200 <= status < 300 and not short and not failed:
             # Taken as a whole; Pinterest just did not itemise it.
             given = len(events) if isinstance(events, list) else 0
             odd = [f"200 with {given} per-event results for {n} events"] if given else []
@@ -119,7 +122,9 @@ def _per_event(events: object, n: int, response: httpx.Response) -> Outcome:
         # aside).
         said = (
             f"{processed} of {n} processed"
-            if status == 200
+            if short
+            else f"{len(events)} results for {n} events, some not processed"
+            if failed
             else _message(json_body(response), response)
         )
         reason = f"{status} without per-event results: {said}"

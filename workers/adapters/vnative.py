@@ -41,7 +41,7 @@ pending shows no processed count in `GET /jobs`.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import httpx
@@ -143,6 +143,9 @@ class VNativeAdapter:
             return _queued(body, n, kw)
         code, message = app_error(body)
         said = f": {message}" if message else ""
+        if status in (420, 429) or (status == 503 and retry_after_s(response) is not None):
+            # throttled, or down for a time it names (code 50, 51 too): no attempt counted
+            return cast(Outcome, common_outcome(response, n, said, "vnative.base_url"))
         if code in _AUTH:
             return Outcome.every(n, Verdict.AUTH, f"{_AUTH[code]} (code {code}){said}", **kw)
         if code in _WRONG_URL:

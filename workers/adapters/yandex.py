@@ -80,7 +80,7 @@ class YandexAdapter:
     def parse_response(self, response: httpx.Response, n: int) -> Outcome:
         status, body = response.status_code, json_body(response)
         kw: dict[str, Any] = {"status": status, "excerpt": excerpt(response)}
-        if status == 200:
+        if 200 <= status < 300:
             return _accepted(body, n, kw)
         kind, message = _error(body)
         if status in (420, 429):  # the English docs say 420, the Russian 429: alike

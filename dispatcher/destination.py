@@ -9,12 +9,13 @@ helpers live here too: a token is cleaned once, and a Redis URL is shown redacte
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
 
 from pydantic import (
     BaseModel,
@@ -102,6 +103,21 @@ _QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#\s]*", re.IGNORECASE)
 def redacted(text: str) -> str:
     """`text` with the password of any URL in it replaced by ***."""
     return _QUERY_PASSWORD.sub(r"\1***", _PASSWORD.sub(r"\1***@", text))
+
+
+def without_secrets(data: bytes, secrets: Iterable[str]) -> bytes:
+    """`data` (a platform's answer) with each of `secrets` (the credentials its request
+    carried: a platform may echo them in an error) as ***, raw, percent-encoded or
+    JSON-escaped; a secret under 4 characters is left (it would hide ordinary text)."""
+    for secret in secrets:
+        if len(secret) < 4:
+            continue
+        escaped = json.dumps(secret)[1:-1]
+        forms = {secret, quote(secret, safe=""), quote_plus(secret), escaped}
+        for form in forms | {escaped.replace("/", "\\/")}:  # JSON may escape a "/"
+            if form.encode() in data:
+                data = data.replace(form.encode(), b"***")
+    return data
 
 
 def redacted_url(url: str) -> str:

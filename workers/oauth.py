@@ -31,6 +31,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from redis.typing import EncodableT, FieldT
 
 from dispatcher import keys
+from dispatcher.destination import without_secrets
 from dispatcher.errors import ConfigurationError
 from dispatcher.settings import DAY_S, Destination, LinkedInSettings, Settings
 
@@ -221,12 +222,16 @@ class TokenStore:
             response = self.http.post(table.oauth_url, data=form, timeout=table.timeout_s)
         except httpx.HTTPError as exc:
             raise ConfigurationError(f"OAuth refresh failed: {type(exc).__name__}") from None
-        body = _json(response)
+        body = _json(response.content)
         token, lifetime = body.get("access_token"), body.get("expires_in")
         if response.status_code != 200 or not isinstance(token, str) or not token:
+            # The endpoint may echo the form, or answer a new token with an odd status.
+            secrets = (refresh_token, client_secret, token if isinstance(token, str) else "")
+            shown = without_secrets(response.content, secrets)
+            told = _json(shown)
             said = ": ".join(
-                str(body[k]) for k in ("error", "error_description") if body.get(k)
-            ) or response.text[:200].replace(refresh_token, "***").replace(client_secret, "***")
+                str(told[k]) for k in ("error", "error_description") if told.get(k)
+            ) or shown[:200].decode(errors="replace")
             raise ConfigurationError(f"OAuth refresh refused ({response.status_code}): {said}")
         life_s = float(lifetime) if isinstance(lifetime, int | float) else 3600.0
         margin_s = min(table.refresh_margin_s, life_s / 2)
@@ -251,9 +256,9 @@ def _seconds(value: object) -> float | None:
     return None
 
 
-def _json(response: httpx.Response) -> dict[str, object]:
+def _json(content: bytes) -> dict[str, object]:
     try:
-        body = json.loads(response.content)
+        body = json.loads(content)
     except ValueError:
         return {}
     return body if isinstance(body, dict) else {}

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import httpx
 import redis
 
+from dispatcher.destination import without_secrets
 from dispatcher.errors import ConfigurationError
 from dispatcher.settings import Destination, PlatformSettings
 from workers.adapters import Adapter
@@ -78,6 +79,29 @@ class Failed:
     reason: str
     maybe_sent: bool  # the platform may have taken it (timeout after connecting, unreadable)
     pause: bool = False  # a configuration problem (a token env var unset): pause, not retry
+
+
+# Where a request carries its credential: `Authorization: Bearer <token>` (LinkedIn,
+# Pinterest), `Authorization: OAuth <token>` (Yandex), `X-Api-Key` (vNative).
+_CREDENTIAL_HEADERS = ("authorization", "x-api-key")
+
+
+def _without_credentials(response: httpx.Response) -> httpx.Response:
+    """`response`, or a copy whose body holds *** where the platform echoed the request's
+    credential (`Invalid API key <key>`): no reason, excerpt or log line built from the
+    answer can then carry it."""
+    headers = response.request.headers
+    secrets = [headers[h].split()[-1] for h in _CREDENTIAL_HEADERS if headers.get(h, "").strip()]
+    content = without_secrets(response.content, secrets)
+    if content is response.content:
+        return response
+    kept = [(k, v) for k, v in response.headers.items() if k.lower() not in _DECODED]
+    return httpx.Response(
+        response.status_code, headers=kept, content=content, request=response.request
+    )
+
+
+_DECODED = ("content-encoding", "content-length", "transfer-encoding")
 
 
 class RequestPath:
@@ -178,7 +202,7 @@ class RequestPath:
         self, target: Target, response: httpx.Response, read: Callable[[httpx.Response], T]
     ) -> T | Failed:
         try:
-            return read(response)
+            return read(_without_credentials(response))
         except Exception as exc:
             log.exception("%s: could not read the answer (%s)", target.name, response.status_code)
             return Failed(f"could not read the answer: {type(exc).__name__}: {exc}"[:500], True)

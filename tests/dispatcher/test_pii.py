@@ -25,6 +25,7 @@ from dispatcher import (
 )
 from dispatcher.identity import hash_phone
 from dispatcher.personal_names import hasher_of, names_in_query
+from tests.stored import stored_text
 
 RAW = ("jane@example.com", "jane%40example.com", "+44 20 7946 0958", "442079460958")
 
@@ -46,19 +47,6 @@ def redis_holds_raw(client: redis.Redis) -> list[str]:
     """Every raw personal value found anywhere in Redis (keys, fields, values)."""
     text = stored_text(client).lower()
     return [raw for raw in RAW if raw.lower() in text]
-
-
-def stored_text(client: redis.Redis) -> str:
-    parts: list[bytes] = []
-    for key in client.scan_iter("*"):
-        kind = client.type(key)
-        parts.append(bytes(key))
-        if kind == b"stream":
-            for _, fields in client.xrange(key):
-                parts += [bytes(k) + bytes(v) for k, v in fields.items()]
-        elif kind == b"hash":
-            parts += [bytes(k) + bytes(v) for k, v in client.hgetall(key).items()]
-    return b"".join(parts).decode(errors="replace")
 
 
 def linkedin() -> dict[str, Any]:

@@ -7,14 +7,16 @@ import random
 import time
 from collections.abc import Callable
 from typing import Any, cast
+from urllib.parse import quote
 
 import httpx
 import pytest
 import redis
 
 from dispatcher import ConfigurationError, DeadLetters, Destination, Dispatcher, Settings, keys
-from dispatcher.settings import LinkedInSettings, YandexSettings
+from dispatcher.settings import LinkedInSettings, VNativeSettings, YandexSettings
 from tests.pipeline.events import linkedin
+from tests.stored import stored_text
 from workers.engine import Engine
 
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -101,6 +103,58 @@ def test_a_transport_error_names_where_without_credentials_path_or_query(
     assert b"ConnectError talking to the platform at http://li.test:8443" in error
     assert b"secret" not in error
     assert b"/rest" not in error
+
+
+@pytest.mark.parametrize("form", ["raw", "percent-encoded", "JSON-escaped"])
+def test_a_platform_echoing_the_token_leaves_it_nowhere_in_redis(
+    fast: Settings, redis_client: redis.Redis, form: str
+) -> None:
+    # Given a platform whose error answer quotes the request's token back
+    token = "tok/en+Secret-7731"
+    settings = fast.model_copy(
+        update={"destinations": {"li-main": Destination(platform="linkedin", token=token)}}
+    )
+    Dispatcher(settings).enqueue(linkedin(1), "li-main")
+    echoed = {
+        "raw": token,
+        "percent-encoded": quote(token, safe=""),
+        "JSON-escaped": token.replace("/", "\\/"),  # JSON text tok\/en..., read as tok/en
+    }[form]
+
+    def echo(request: httpx.Request) -> httpx.Response:
+        said = f'{{"message": "invalid token {echoed}", "status": 400}}'
+        return httpx.Response(400, content=said.encode())
+
+    # When a drain reads that answer (a rejection keeps the platform's words)
+    engine_for(settings, redis_client, echo).drain("li-main")
+    # Then no reason, excerpt or dead letter in Redis holds the token, in any form
+    stored = stored_text(redis_client)
+    assert "invalid token ***" in DeadLetters(Dispatcher(settings)).list("linkedin")[0].reason
+    for shown in (token, quote(token, safe=""), "tok\\/en", "Secret-7731"):
+        assert shown not in stored
+
+
+def test_a_vnative_key_echoed_in_a_refusal_is_not_in_the_pause_reason(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    key = "VNkey-qq7731zz"
+    dests = {"vn": Destination(platform="vnative", token=key)}
+    table = VNativeSettings(base_url="http://vn.test", max_wait_s=0)
+    vn = settings.model_copy(update={"destinations": dests, "vnative": table})
+    Dispatcher(vn).enqueue({"click_id": "ck-1"}, "vn")
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        said = {
+            "success": False,
+            "code": 13,
+            "message": f"Invalid API key {request.headers['x-api-key']}",
+        }
+        return httpx.Response(401, json=said)
+
+    assert engine_for(vn, redis_client, refuse).drain("vn").status == "paused"
+    reason = redis_client.hget(keys.state("vn"), "pause_reason")
+    assert reason == b"invalid API key (code 13): Invalid API key ***"
+    assert key not in stored_text(redis_client)
 
 
 def test_retry_after_as_an_http_date_sets_the_backoff(

@@ -19,6 +19,7 @@ from prometheus_client import generate_latest
 from dispatcher import ConfigurationError, Control, Destination, Dispatcher, Settings, keys
 from dispatcher.settings import LinkedInSettings, OAuthRefresh
 from tests.pipeline.events import linkedin
+from tests.stored import stored_text
 from workers.engine import DrainStatus, Engine
 from workers.metrics import registry as metrics_registry
 from workers.oauth import TokenStore
@@ -193,6 +194,28 @@ def test_a_failing_refresh_pauses_with_the_reason_and_resumes_when_it_works(
     report = eng.drain("li-main")
     assert (report.status, report.delivered) == (DrainStatus.SENT, 2)
     assert not redis_client.hget(keys.state("li-main"), "paused")
+
+
+@pytest.mark.parametrize(
+    "description",
+    [f"refresh failed for refresh_token={REFRESH}&client_secret={SECRET}", f"secret {SECRET}"],
+)
+def test_a_token_endpoint_echoing_the_form_leaves_no_secret_in_the_reason(
+    oauth_settings: Settings, redis_client: redis.Redis, platform: Platform, description: str
+) -> None:
+    # Given a token endpoint whose refusal quotes the refresh request back
+    platform.valid = set()
+    platform.refuse = (400, {"error": "invalid_request", "error_description": description})
+    enqueue(oauth_settings, 1, "e")
+    # When a worker drains, and the refresh is refused
+    assert worker(oauth_settings, redis_client, platform).drain("li-main").status == "paused"
+    # Then the pause reason keeps the endpoint's words, the secrets as ***
+    reason = (redis_client.hget(keys.state("li-main"), "pause_reason") or b"").decode()
+    assert "invalid_request" in reason
+    assert "***" in reason
+    stored = stored_text(redis_client)
+    assert REFRESH not in stored
+    assert SECRET not in stored
 
 
 def test_a_token_is_refreshed_before_it_expires(

@@ -109,21 +109,22 @@ def _per_event(events: object, n: int, response: httpx.Response) -> Outcome:
     if not isinstance(events, list) or len(events) != n:
         processed = json_body(response).get("num_events_processed")
         short = type(processed) is int and processed < n
-        failed = isinstance(events, list) and any(
-            not isinstance(e, dict) or e.get("status") != "processed" for e in events
-        )  # a failure that cannot be matched to its event
+        listed = events if isinstance(events, list) else []
+        failed = any(  # a failure that cannot be matched to its event
+            not isinstance(e, dict) or e.get("status") != "processed" for e in listed
+        )
         if 200 <= status < 300 and not short and not failed:
             # Taken as a whole; Pinterest just did not itemise it.
-            given = len(events) if isinstance(events, list) else 0
-            odd = [f"200 with {given} per-event results for {n} events"] if given else []
-            return Outcome.every(n, Verdict.DELIVERED, status=200, warnings=odd)
+            given = len(listed)
+            odd = [f"{status} with {given} per-event results for {n} events"] if given else []
+            return Outcome.every(n, Verdict.DELIVERED, status=status, warnings=odd)
         # Not all were processed and nothing says which: refuse them all, for an operator
         # to replay (event_id deduplicates the ones that did get through, offline events
         # aside).
         said = (
             f"{processed} of {n} processed"
             if short
-            else f"{len(events)} results for {n} events, some not processed"
+            else f"{len(listed)} results for {n} events, some not processed"
             if failed
             else _message(json_body(response), response)
         )

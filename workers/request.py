@@ -7,6 +7,7 @@ reading of the answer, which never raises into the caller.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -119,6 +120,7 @@ class RequestPath:
         self.redis, self.http, self.holder = client, http, holder
         self.max_limiter_wait_s, self.sleep = max_limiter_wait_s, sleep
         self.tokens = tokens
+        self._calls = itertools.count()  # next() is atomic under the GIL: thread-safe
 
     def wait_s(self, target: Target) -> float:
         """How long until a call for `target` could take its tokens (0: now); takes none."""
@@ -132,8 +134,11 @@ class RequestPath:
         holder: str = "",
     ) -> T | NotSent | Failed:
         """Make one call and read its answer with `read`, or say why there is none."""
+        request = self._build(target, build)  # one that cannot be built takes no slot or token
+        if isinstance(request, Failed):
+            return request
         slots = in_flight(self.redis, target.adapter.platform, target.limits, target.table)
-        holder = holder or self.holder
+        holder = f"{holder or self.holder}:{next(self._calls)}"  # a slot per call, not per process
         if not slots.acquire(holder):
             return NotSent(SLOT_WAIT_S)
         try:
@@ -141,7 +146,7 @@ class RequestPath:
             waited = self._token(limiter)
             if waited is not None:
                 return waited
-            response = self._send(target, build)
+            response = self._send(target, request)
             if self._refreshable(target, response):
                 # OAuth: a refused access token is refreshed (once, for every worker) and
                 # the call is made once more with the new one, under a new rate token.
@@ -155,7 +160,8 @@ class RequestPath:
                 waited = self._token(limiter)
                 if waited is not None:
                     return waited
-                response = self._send(target, build)
+                request = self._build(target, build)  # with the new token
+                response = request if isinstance(request, Failed) else self._send(target, request)
             if isinstance(response, Failed):
                 return response
             return self._read(target, response, read)
@@ -180,14 +186,16 @@ class RequestPath:
             and self.tokens is not None
         )
 
-    def _send(self, target: Target, build: Callable[[], httpx.Request]) -> httpx.Response | Failed:
+    def _build(self, target: Target, build: Callable[[], httpx.Request]) -> httpx.Request | Failed:
         try:
-            request = with_timeout(build(), target.table)
+            return with_timeout(build(), target.table)
         except ConfigurationError as exc:
             return Failed(f"configuration: {exc}", False, pause=True)
         except Exception as exc:  # a request that cannot be built was never sent
             log.exception("%s: could not build the request", target.name)
             return Failed(f"could not build the request: {type(exc).__name__}", False)
+
+    def _send(self, target: Target, request: httpx.Request) -> httpx.Response | Failed:
         try:
             return self.http.send(request)
         except httpx.HTTPError as exc:  # the one place transport errors are translated

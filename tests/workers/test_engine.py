@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any, cast
 from urllib.parse import quote
 
@@ -15,9 +18,11 @@ import redis
 
 from dispatcher import ConfigurationError, DeadLetters, Destination, Dispatcher, Settings, keys
 from dispatcher.settings import LinkedInSettings, VNativeSettings, YandexSettings
+from tests.conftest import wait_for
 from tests.pipeline.events import linkedin
 from tests.stored import stored_text
 from workers.engine import Engine
+from workers.request import SLOT_WAIT_S, NotSent
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -266,6 +271,59 @@ def test_a_full_slot_takes_no_rate_token_and_reads_no_batch(
     tokens = redis_client.hget(keys.bucket("linkedin", scope), "tokens")
     assert tokens is None or float(tokens) >= 4.99
     assert redis_client.xlen(keys.stream("li-main")) == 1
+
+
+def test_calls_of_one_process_count_one_slot_each_against_the_cap(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    # Given a platform capped at two calls in flight, and one process making four at once
+    table = LinkedInSettings(base_url="http://li.test", max_in_flight=2, rate_per_min=6e6)
+    capped = settings.model_copy(update={"linkedin": table})
+    inside, release, lock = [0], threading.Event(), threading.Lock()
+    peak = [0]
+
+    def slow(request: httpx.Request) -> httpx.Response:
+        with lock:
+            inside[0] += 1
+            peak[0] = max(peak[0], inside[0])
+        release.wait(10)
+        with lock:
+            inside[0] -= 1
+        return httpx.Response(200, json={})
+
+    engine = engine_for(capped, redis_client, slow)
+    target = engine.target("li-main")
+    build = partial(httpx.Request, "POST", "http://li.test/rest/conversionEvents")
+    with ThreadPoolExecutor(4) as pool:
+        calls = [pool.submit(engine.path.call, target, build, lambda r: r.status_code)]
+        wait_for(lambda: inside[0] == 1, 5, "the first call in flight")
+        calls += [pool.submit(engine.path.call, target, build, lambda r: r.status_code)]
+        wait_for(lambda: inside[0] == 2, 5, "the second call in flight")
+        calls += [pool.submit(engine.path.call, target, build, lambda r: r.status_code)]
+        calls += [pool.submit(engine.path.call, target, build, lambda r: r.status_code)]
+        refused = [calls[2].result(5), calls[3].result(5)]  # answered while two are held
+        release.set()
+        answered = [calls[0].result(5), calls[1].result(5)]
+    # Then the third and fourth found no slot, and at most two were ever in flight
+    assert refused == [NotSent(SLOT_WAIT_S)] * 2
+    assert answered == [200, 200]
+    assert peak[0] == 2
+    # And every slot was given back
+    assert redis_client.zcard(keys.in_flight("linkedin", target.limits[0].scope)) == 0
+
+
+def test_a_request_that_cannot_be_built_takes_no_rate_token(
+    fast: Settings, redis_client: redis.Redis
+) -> None:
+    table = fast.linkedin.model_copy(update={"rate_per_min": 60, "burst": 1})
+    dests = {"li-main": Destination(platform="linkedin", token_env="CONVDISP_TEST_UNSET_TOKEN")}
+    unset = fast.model_copy(update={"linkedin": table, "destinations": dests})
+    Dispatcher(unset).enqueue(linkedin(1), "li-main")
+    engine = engine_for(unset, redis_client, ok)
+    # When a drain cannot build its request (the token's variable is unset)
+    assert engine.drain("li-main").status == "paused"
+    # Then the one token of the bucket is still there for the call that can be made
+    assert engine.path.wait_s(engine.target("li-main")) == 0
 
 
 def test_workers_settle_and_deliver_on_a_redis_that_is_full(

@@ -21,7 +21,9 @@ import httpx
 import redis
 
 from dispatcher import keys
-from dispatcher.settings import Settings
+from dispatcher.errors import UnknownDestinationError
+from dispatcher.registry import Registry
+from dispatcher.settings import Destination
 from dispatcher.storage import run
 from workers.adapters import JobAdapter, JobState, adapter_for
 from workers.adapters.base import retry_after_s
@@ -83,7 +85,7 @@ def recent(client: redis.Redis, platform: str, limit: int = 50) -> list[Job]:
 
 
 def track(
-    settings: Settings,
+    registry: Registry,
     client: redis.Redis,
     path: RequestPath,
     platform: str,
@@ -94,15 +96,25 @@ def track(
     for all of its due jobs, a poll of its own only for a job the listing does not show.
     Each job is finished, failed (its events dead-lettered), expired or rescheduled; a
     destination whose calls must wait is rescheduled without holding up the others.
-    The jobs are those of one shard (the only one on a single node)."""
+    The jobs are those of one shard (the only one on a single node). Destinations are
+    looked up in `registry` (registered at runtime too); a job whose destination is gone
+    from it is ended as failed, its events dead-lettered: nothing can poll it."""
+    settings = registry.settings
     adapter = cast(JobAdapter, adapter_for(platform))
     table = settings.platform(platform)
     poll_ms = int(float(getattr(table, "job_poll_interval_s", 30.0)) * 1000)
     max_age_ms = int(float(getattr(table, "job_max_age_s", 86_400.0)) * 1000)
     counts = dict.fromkeys(("polled", "listed", "finished", "failed", "expired", "waiting"), 0)
     groups: dict[str, list[Job]] = {}
-    for job in _claim_due(settings, client, platform, table.timeout_s, now_ms, shard):
-        if now_ms - job.submitted_at_ms > max_age_ms:
+    for job in _claim_due(client, platform, table.timeout_s, now_ms, shard):
+        if _destination(registry, job.destination) is None:
+            detail = (
+                "its destination is no longer configured, so nobody can poll it; the "
+                "platform may have imported these events: check before replaying them"
+            )
+            _update(client, platform, job, JobState("ORPHANED", True, True, detail), 0)
+            counts["failed"] += 1
+        elif now_ms - job.submitted_at_ms > max_age_ms:
             detail = (
                 f"never finished within job_max_age_s (last state {job.state}); the platform "
                 "may still have imported these events: check before replaying them"
@@ -112,7 +124,7 @@ def track(
         else:
             groups.setdefault(job.destination, []).append(job)
     for name, group in groups.items():
-        dest = settings.destination(name)
+        dest = registry.destination(name)
         target = Target(name, dest, table, adapter, adapter.poll_limits(dest, table))
         listed: dict[str, JobState] = {}
         if len(group) > 1:
@@ -169,8 +181,14 @@ def _unless_throttled(
     return parse(response)
 
 
+def _destination(registry: Registry, name: str) -> Destination | None:
+    try:
+        return registry.destination(name)  # one not known yet: Redis is asked at once
+    except UnknownDestinationError:
+        return None
+
+
 def _claim_due(
-    settings: Settings,
     client: redis.Redis,
     platform: str,
     timeout_s: float,
@@ -189,7 +207,7 @@ def _claim_due(
         ):
             continue  # another tracker has it
         job = load(client, platform, job_id, shard)
-        if job is None or job.destination not in settings.destinations:
+        if job is None:
             client.zrem(open_jobs, job_id)
             continue
         claimed.append(job)

@@ -63,7 +63,7 @@ def track(platform: str, shard: int = 0) -> dict[str, int]:
     eng = engine()
     try:
         result: dict[str, int] = jobs.track(
-            settings, eng.redis, eng.path, platform, eng.now_ms(), shard
+            eng.registry, eng.redis, eng.path, platform, eng.now_ms(), shard
         )
     finally:
         eng.redis.delete(keys.tracker(platform, shard))

@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from dispatcher import DeadLetters, Destination, Dispatcher, Settings, keys
+from dispatcher.registry import Registry
 from dispatcher.settings import YandexSettings
 from workers import jobs
 from workers.engine import Engine
@@ -77,7 +78,7 @@ def test_many_open_uploads_of_a_counter_cost_one_listing_call(
     platform.calls.clear()
     platform.status = "PROCESSED"
     # When they are tracked
-    counts = jobs.track(yandex, redis_client, engine.path, "yandex", engine.now_ms() + 10)
+    counts = jobs.track(engine.registry, redis_client, engine.path, "yandex", engine.now_ms() + 10)
     # Then one listing told the state of all ten, and none was polled on its own
     assert platform.calls == [f"GET {COUNTER}/uploadings"]
     assert counts["finished"] == 10
@@ -92,7 +93,7 @@ def test_an_upload_that_never_finishes_is_dead_lettered_after_its_maximum_age(
     engine = submit(yandex, redis_client, platform, 1)
     # When it is tracked after job_max_age_s
     later = engine.now_ms() + 3600 * 1000 + 1000
-    counts = jobs.track(yandex, redis_client, engine.path, "yandex", later)
+    counts = jobs.track(engine.registry, redis_client, engine.path, "yandex", later)
     # Then its rows are dead-lettered with that reason, and it is followed no more
     assert counts["expired"] == 1
     (letter,) = DeadLetters(Dispatcher(yandex)).list("yandex")
@@ -114,9 +115,54 @@ def test_a_throttled_poll_waits_as_told_without_an_error_or_a_state(
     engine.http._transport = httpx.MockTransport(throttled)
     now = engine.now_ms() + 10
     # When it is tracked
-    counts = jobs.track(yandex, redis_client, engine.path, "yandex", now)
+    counts = jobs.track(engine.registry, redis_client, engine.path, "yandex", now)
     # Then it waits 30 s, keeps its last real state and nothing is logged as an error
     assert counts["waiting"] == 1
     assert (redis_client.zscore(keys.open_jobs("yandex"), "1") or 0) >= now + 30_000
     assert redis_client.hget(keys.job("yandex", "1"), "state") == b"PREPARED"
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+def fresh_engine(settings: Settings, client: redis.Redis, platform: Yandex) -> Engine:
+    """A worker process that has drained nothing yet: it knows only the configuration."""
+    http = httpx.Client(transport=httpx.MockTransport(platform))
+    return Engine(settings.model_copy(deep=True), client, http, consumer="u", sleep=lambda _: None)
+
+
+def test_a_job_of_a_destination_registered_at_runtime_is_followed_by_any_tracker(
+    yandex: Settings, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("YM_TOKEN", "ym-token")
+    # Given a destination registered at runtime, and two of its uploads open
+    configured = yandex.model_copy(update={"destinations": {}})
+    Registry(configured.model_copy(deep=True), redis_client).add(
+        "ym", {"platform": "yandex", "token_env": "YM_TOKEN", "counter_id": "42"}
+    )
+    platform = Yandex()
+    submit(configured.model_copy(deep=True), redis_client, platform, 2)
+    platform.status = "LINKAGE_FAILURE"
+    # When a worker that has not synced the registry yet tracks them
+    tracker = fresh_engine(configured, redis_client, platform)
+    counts = jobs.track(tracker.registry, redis_client, tracker.path, "yandex", tracker.now_ms())
+    # Then it finds the destination, follows both, and dead-letters their rows
+    assert counts["failed"] == 2
+    assert DeadLetters(Dispatcher(configured)).count("yandex") == 2
+
+
+def test_a_job_whose_destination_is_gone_is_ended_and_its_rows_dead_lettered(
+    yandex: Settings, redis_client: redis.Redis
+) -> None:
+    # Given an open upload, and then its destination removed from the configuration
+    platform = Yandex()
+    submit(yandex, redis_client, platform, 1)
+    removed = yandex.model_copy(update={"destinations": {}})
+    tracker = fresh_engine(removed, redis_client, platform)
+    platform.calls.clear()
+    # When it is tracked
+    counts = jobs.track(tracker.registry, redis_client, tracker.path, "yandex", tracker.now_ms())
+    # Then nothing polls it, and its row is a dead letter saying why, not silently dropped
+    assert platform.calls == []
+    assert counts["failed"] == 1
+    (letter,) = DeadLetters(Dispatcher(removed)).list("yandex")
+    assert "no longer configured" in letter.reason
+    assert redis_client.zcard(keys.open_jobs("yandex")) == 0

@@ -36,8 +36,11 @@ from workers.adapters import (
     follows_jobs,
     whole_batch,
 )
+from workers.adapters.base import retry_after_s
 from workers.drains import Drain, DrainReport, DrainStatus
+from workers.jobs import THROTTLE_WAIT_S, Throttled
 from workers.lease import Lease, Start
+from workers.limiter import Limiter
 from workers.oauth import TokenStore
 from workers.request import Failed, NotSent, RequestPath, Target
 from workers.settle import FencedError, Settlement, Settler, fingerprint, mark_sending
@@ -186,24 +189,48 @@ class Engine:
         marks = cast(dict[bytes, bytes], self.redis.hgetall(keys.sending(target.name)))
         delay_ms = int(float(getattr(target.table, "lookup_delay_s", 0.0)) * 1000)
         for raw_id, raw in marks.items():
+            if run.report.stopped:  # a resend, a wait or a pause ends this drain
+                return
             batch_id, record = raw_id.decode(), json.loads(raw)
             if now < record["at"] + delay_ms:  # give the platform time to list the upload
                 run.report.stop(DrainStatus.WAITING, record["at"] + delay_ms)
                 return
+            entries = run.stream.claim_ids([i.encode() for i in record["ids"]])
+            if not entries:  # all ended meanwhile (dead-lettered, expired): nothing to ask
+                self.settler.settle(run, Settlement(forget_batch=batch_id))
+                continue
             request = adapter.lookup_request(target.destination, target.table, batch_id)
             assert request is not None  # only platforms with a look-up are marked
             found = self.path.call(
                 target, partial(_same, request), partial(_found, adapter, batch_id=batch_id)
             )
+            if isinstance(found, Throttled):  # the platform's 429: every worker waits
+                Limiter(self.redis, target.limits).block_until(now + int(found.wait_s * 1000))
+                found = NotSent(found.wait_s)
             if isinstance(found, NotSent):
                 run.report.stop(DrainStatus.WAITING, now + int(found.wait_s * 1000))
                 return
-            if isinstance(found, Failed):  # still unknown: back off, the entries stay pending
+            if isinstance(found, Failed) and found.pause:  # the listing refused the token
                 self.settler.settle(
-                    run, self.settler.back_off(run, [], found.reason, True, None, "")
+                    run,
+                    Settlement(
+                        pause_reason=found.reason, pause_fingerprint=fingerprint(target),
+                        last_error=found.reason,
+                    ),
+                )  # fmt: skip
+                run.report.stop(DrainStatus.PAUSED)
+                return
+            if isinstance(found, Failed):
+                # Still unknown: the entries stay pending and marked, an attempt counted, so
+                # `max_attempts` or their time budget ends them (dead-lettered, saying so).
+                reason = (
+                    f"outcome unknown, the look-up failed ({found.reason}): the upload may "
+                    "have reached the platform, check before replaying"
+                )
+                self.settler.settle(
+                    run, self.settler.back_off(run, entries, reason, True, None, "")
                 )
                 return
-            entries = run.stream.claim_ids([i.encode() for i in record["ids"]])
             if found:
                 log.warning(
                     "%s: batch %s had reached the platform as %s", target.name, batch_id, found
@@ -261,7 +288,7 @@ class Engine:
                 break
         for f in futures:
             f.result()
-        if report.batches == 0 and report.dead == 0 and not report.stopped:
+        if not (report.batches or report.dead or report.delivered or report.stopped):
             report.status = DrainStatus.IDLE
 
     def _drop_expired(self, run: Drain, entries: list[Entry], now: int = 0) -> list[Entry]:
@@ -295,7 +322,7 @@ class Engine:
                         self._deliver(run, [entries[i] for i in part])
                 return
         batch_id = batch_id or batch_id_of(entries)
-        if not marked and _has_lookup(target):
+        if _has_lookup(target):  # a resend too: the look-up then waits from this send
             record = json.dumps({"ids": [e[0].decode() for e in entries], "at": self.now_ms()})
             if not mark_sending(self.redis, target.name, run.lease.token, batch_id, record):
                 raise FencedError(target.name)
@@ -368,8 +395,16 @@ def _same(request: httpx.Request) -> httpx.Request:
     return request
 
 
-def _found(adapter: JobAdapter, response: httpx.Response, batch_id: str) -> str:
-    """The job id of an earlier send of `batch_id`, or "" when the listing shows none."""
+def _found(
+    adapter: JobAdapter, response: httpx.Response, batch_id: str
+) -> str | Failed | Throttled:
+    """The job id of an earlier send of `batch_id`, or "" when the listing shows none; a
+    listing refused for its credentials pauses, a throttled one waits as told."""
+    status = response.status_code
+    if status in (401, 403):
+        return Failed(f"credentials refused ({status}) listing uploads", True, pause=True)
+    if status in (420, 429):
+        return Throttled(retry_after_s(response) or THROTTLE_WAIT_S)
     return adapter.parse_lookup(response, batch_id) or ""
 
 

@@ -581,3 +581,106 @@ def test_rows_of_two_column_sets_go_as_two_uploads_and_a_throttled_first_holds_t
     engine_for(ym, redis_client, accepted).drain("ym")
     assert sorted(u.count("Price") for u in uploads) == [0, 1]
     assert all(",," not in u for u in uploads)
+
+
+class LaggingYandex:
+    """Yandex whose listing shows an upload only `lag_s` after it was stored. The POSTs
+    numbered in `dropped` time out before it stores them, those in `lost` after."""
+
+    def __init__(
+        self, lag_s: float, lost: set[int], dropped: frozenset[int] = frozenset(),
+        listing_status: int = 200,
+    ) -> None:  # fmt: skip
+        self.lag_s, self.lost, self.dropped = lag_s, lost, dropped
+        self.listing_status = listing_status
+        self.stored: list[tuple[str, float]] = []
+        self.posts = 0
+        self.listings = 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        now = time.time()
+        if request.method == "GET":
+            self.listings += 1
+            if self.listing_status != 200:
+                return httpx.Response(self.listing_status, json={"errors": []})
+            shown = [
+                {"id": i + 1, "comment": c, "status": "PREPARED"}
+                for i, (c, at) in enumerate(self.stored)
+                if now - at >= self.lag_s
+            ]
+            return httpx.Response(200, json={"uploadings": shown})
+        self.posts += 1
+        if self.posts in self.dropped:
+            raise httpx.ReadTimeout("lost before it was stored", request=request)
+        self.stored.append((request.url.params["comment"], now))
+        if self.posts in self.lost:
+            raise httpx.ReadTimeout("stored, the answer lost", request=request)
+        uploading = {"id": len(self.stored), "status": "PREPARED"}
+        return httpx.Response(200, json={"uploading": uploading})
+
+
+def yandex_unknown(settings: Settings, **table: Any) -> Settings:
+    values = {"base_url": "http://ym.test", "max_wait_s": 0, "backoff_base_s": 0.05} | table
+    dests = {"ym": Destination(platform="yandex", token="t", counter_id="42")}
+    ym = settings.model_copy(update={"yandex": YandexSettings(**values), "destinations": dests})
+    at = int(time.time()) - 60
+    Dispatcher(ym).enqueue({"ClientId": "1.1", "Target": "paid", "DateTime": at}, "ym")
+    return ym
+
+
+def drain_until(engine: Engine, done: Callable[[], bool], drains: int = 30) -> None:
+    """Drain `ym` as the scheduler would: each time it is due, until `done`."""
+    for _ in range(drains):
+        if done():
+            return
+        report = engine.drain("ym")
+        time.sleep(min(2.0, max(0.0, report.not_before_ms / 1000 - time.time())))  # due
+    assert done(), "not done after the drains"
+
+
+def test_a_resend_whose_answer_is_lost_too_is_looked_up_only_after_the_listing_delay(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    # Given an upload lost before Yandex stored it, then its resend stored with the answer
+    # lost, and a listing that shows an upload only 0.4 s after it was stored
+    ym = yandex_unknown(settings, lookup_delay_s=0.5)
+    platform = LaggingYandex(lag_s=0.4, dropped=frozenset({1}), lost={2})
+    engine = engine_for(ym, redis_client, platform)
+    # When it is drained until the batch is settled
+    drain_until(engine, lambda: redis_client.xlen(keys.stream("ym")) == 0)
+    # Then Yandex holds exactly one upload of the batch: the look-up after the resend
+    # waited lookup_delay_s from the resend, and found it
+    assert len(platform.stored) == 1
+    assert platform.posts == 2
+
+
+def test_a_look_up_that_keeps_failing_ends_in_dead_letters_saying_the_outcome_is_unknown(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    # Given an upload whose answer was lost, and a listing that answers 500 every time
+    ym = yandex_unknown(settings, lookup_delay_s=0, max_attempts=3)
+    platform = LaggingYandex(lag_s=0, lost={1}, listing_status=500)  # 3 attempts: 1 + 2
+    engine = engine_for(ym, redis_client, platform)
+    # When it is drained as it becomes due
+    dead = DeadLetters(Dispatcher(ym))
+    drain_until(engine, lambda: dead.count("yandex") == 1)
+    # Then the row was uploaded once, never again while its outcome was unknown, and its
+    # dead letter says to check before replaying
+    assert platform.posts == 1
+    (letter,) = dead.list("yandex")
+    assert "outcome unknown, the look-up failed" in letter.reason
+    assert "check before replaying" in letter.reason
+    assert platform.listings == 2
+
+
+def test_a_look_up_refused_for_its_credentials_pauses_the_destination(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    ym = yandex_unknown(settings, lookup_delay_s=0)
+    platform = LaggingYandex(lag_s=0, lost={1}, listing_status=403)
+    engine = engine_for(ym, redis_client, platform)
+    drain_until(engine, lambda: bool(redis_client.hget(keys.state("ym"), "paused")), 5)
+    assert platform.posts == 1
+    assert redis_client.xlen(keys.stream("ym")) == 1  # kept for when the token is mended
+    reason = redis_client.hget(keys.state("ym"), "pause_reason") or b""
+    assert b"credentials refused (403) listing uploads" in reason

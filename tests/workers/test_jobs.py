@@ -143,7 +143,9 @@ def test_a_job_of_a_destination_registered_at_runtime_is_followed_by_any_tracker
     platform.status = "LINKAGE_FAILURE"
     # When a worker that has not synced the registry yet tracks them
     tracker = fresh_engine(configured, redis_client, platform)
-    counts = jobs.track(tracker.registry, redis_client, tracker.path, "yandex", tracker.now_ms())
+    counts = jobs.track(
+        tracker.registry, redis_client, tracker.path, "yandex", tracker.now_ms() + 10
+    )
     # Then it finds the destination, follows both, and dead-letters their rows
     assert counts["failed"] == 2
     assert DeadLetters(Dispatcher(configured)).count("yandex") == 2
@@ -159,7 +161,9 @@ def test_a_job_whose_destination_is_gone_is_ended_and_its_rows_dead_lettered(
     tracker = fresh_engine(removed, redis_client, platform)
     platform.calls.clear()
     # When it is tracked
-    counts = jobs.track(tracker.registry, redis_client, tracker.path, "yandex", tracker.now_ms())
+    counts = jobs.track(
+        tracker.registry, redis_client, tracker.path, "yandex", tracker.now_ms() + 10
+    )
     # Then nothing polls it, and its row is a dead letter saying why, not silently dropped
     assert platform.calls == []
     assert counts["failed"] == 1

@@ -7,7 +7,8 @@
 --       6 max attempts, 7 dead-letter retention ms, 8 status, 9 body excerpt,
 --       then: n_ack, ids...;
 --             n_dead, (id, reason, counted)...;
---             n_retry, counted, reason, idle ms, ids...;
+--             n_retry, n_counted (the first n_counted ids count an attempt), reason,
+--             idle ms, ids...;
 --             job id ('' none), job state, job detail, poll ms, job ttl ms;
 --             next_at_ms (0 none), failures ('reset' | 'incr' | ''), last error,
 --             pause reason ('' none), pause fingerprint, warnings, batch id, trace retention ms,
@@ -31,7 +32,7 @@ for i = 1, tonumber(ARGV[p]) do
   dead[i] = {ARGV[q], ARGV[q + 1], tonumber(ARGV[q + 2])}
 end
 p = p + 3 * #dead + 1
-local n_retry, counted, retry_reason, idle_ms = tonumber(ARGV[p]), ARGV[p + 1] == '1', ARGV[p + 2], ARGV[p + 3]
+local n_retry, n_counted, retry_reason, idle_ms = tonumber(ARGV[p]), tonumber(ARGV[p + 1]), ARGV[p + 2], ARGV[p + 3]
 local retry = {}
 for i = 1, n_retry do retry[i] = ARGV[p + 3 + i] end
 p = p + 4 + n_retry
@@ -67,7 +68,8 @@ end
 
 -- Counted retries that reached max_attempts end here, with the last reason.
 local keep = {}
-for _, id in ipairs(retry) do
+for i, id in ipairs(retry) do
+  local counted = i <= n_counted
   local n = tonumber(redis.call('HGET', attempts, id) or '0')
   if counted then n = redis.call('HINCRBY', attempts, id, 1) end
   if counted and n >= max_attempts then

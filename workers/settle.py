@@ -41,8 +41,9 @@ class Settlement:
     acked: list[bytes] = field(default_factory=list)
     dead: list[tuple[bytes, str, bool]] = field(default_factory=list)  # id, reason, attempt?
     retry: list[bytes] = field(default_factory=list)
-    retry_counted: bool = True
+    retry_counted: bool = True  # whether `retry` counts an attempt
     retry_reason: str = ""
+    wait: list[bytes] = field(default_factory=list)  # retried too, never counting an attempt
     forget_batch: str = ""  # the unknown-outcome marker to clear
     status: int | None = None
     excerpt: str = ""
@@ -95,8 +96,9 @@ def settle(
     ]  # fmt: skip
     for entry_id, reason, attempt in s.dead:
         args += [entry_id, reason, int(attempt)]
-    args += [len(s.retry), int(s.retry_counted), s.retry_reason, int(settings.lease_s * 1000)]
-    args += s.retry
+    counted = len(s.retry) if s.retry_counted else 0  # the first `counted` ids count one
+    args += [len(s.retry) + len(s.wait), counted, s.retry_reason, int(settings.lease_s * 1000)]
+    args += s.retry + s.wait
     ttl_ms = int((s.job_max_age_s + JOB_TTL_S) * 1000)
     args += [s.job_id, s.job_state, s.job_detail, int(s.job_poll_s * 1000), ttl_ms]
     args += [s.next_at_ms, s.failures, s.last_error, s.pause_reason, s.pause_fingerprint]
@@ -141,10 +143,14 @@ class Settler:
             by[result.verdict].append((entry, result.reason))
         for warning in outcome.warnings:
             log.warning("destination %s: platform warning: %s", name, warning)
-        retry = by[Verdict.RETRY] + by[Verdict.WAIT]
-        if retry:
-            counted = bool(by[Verdict.RETRY])
-            s = self.back_off(run, [e for e, _ in retry], retry[0][1], counted, outcome, forget)
+        retry, waits = by[Verdict.RETRY], by[Verdict.WAIT]
+        if retry or waits:
+            # Failures count an attempt, throttled events (a per-element 429) never do.
+            first = retry or waits
+            counted, uncounted = [e for e, _ in first], [e for e, _ in waits] if retry else []
+            s = self.back_off(
+                run, counted, first[0][1], bool(retry), outcome, forget, uncounted=uncounted
+            )
         elif by[Verdict.AUTH]:
             reason = by[Verdict.AUTH][0][1]
             log.error("destination %s paused: %s", name, reason)
@@ -156,9 +162,9 @@ class Settler:
             run.report.stop(DrainStatus.PAUSED)
         else:
             s = Settlement(forget_batch=forget, failures="reset", retry_counted=False)
-        if by[Verdict.AUTH] and retry:  # both: keep the paused ones too
-            s.retry += [e[0] for e, _ in by[Verdict.AUTH]]
-        s.retry += [e[0] for e, _ in by[Verdict.RESEND] if e[0] not in s.retry]
+        if by[Verdict.AUTH] and (retry or waits):  # both: keep the paused ones too
+            s.wait += [e[0] for e, _ in by[Verdict.AUTH]]
+        s.wait += [e[0] for e, _ in by[Verdict.RESEND]]  # sent again, no attempt counted
         s.acked = [e[0] for e in entries] if taken else [e[0] for e, _ in by[Verdict.DELIVERED]]
         s.dead += [(e[0], reason, True) for e, reason in by[Verdict.REJECTED]]
         s.status, s.excerpt, s.warnings = outcome.status, outcome.excerpt, len(outcome.warnings)
@@ -181,9 +187,11 @@ class Settler:
         counted: bool,
         outcome: Outcome | None,
         forget: str,
+        uncounted: list[Entry] | None = None,
     ) -> Settlement:
         """Retry `entries` later: counted failures back off exponentially with full jitter;
-        throttling waits as long as the platform says, and counts no attempt."""
+        throttling waits as long as the platform says, and counts no attempt (nor do the
+        `uncounted` entries, retried with them: the throttled events of a failed batch)."""
         table = run.target.table
         ceiling = min(table.backoff_cap_s, table.backoff_base_s * 2**run.failures)
         delay_s = self.rng.uniform(0, ceiling) if counted else min(ceiling, table.backoff_base_s)
@@ -193,13 +201,15 @@ class Settler:
         resume_ms = now + int(delay_s * 1000)
         if outcome is not None and outcome.throttled:
             Limiter(self.redis, run.target.limits).block_until(resume_ms, outcome.block_scopes)
-        over = [e for e in entries if deadline_ms(table, e) <= resume_ms]
+        waits = uncounted or []
+        over = [e for e in entries + waits if deadline_ms(table, e) <= resume_ms]
         ended = f"gave up: the time budget ends before the next try: {reason}"
         log.warning("destination %s: %s; retrying in %.1fs", run.target.name, reason, delay_s)
         run.report.stop(DrainStatus.BACKING_OFF, resume_ms)
         return Settlement(
             retry=[e[0] for e in entries if e not in over], retry_counted=counted,
-            retry_reason=reason, dead=[(e[0], ended, counted) for e in over],
+            retry_reason=reason, wait=[e[0] for e in waits if e not in over],
+            dead=[(e[0], ended, counted and e in entries) for e in over],
             next_at_ms=resume_ms, failures="incr" if counted else "", last_error=reason,
             forget_batch=forget,
         )  # fmt: skip
@@ -218,29 +228,31 @@ class Settler:
             if not run.lease.renew():
                 raise
             acked, dead = settling()
-        if acked or dead or s.retry:
+        # Counted retries that reached max_attempts were dead-lettered by the script.
+        retried = max(0, len(s.retry) + len(s.wait) - max(0, dead - len(s.dead)))
+        if acked or dead or retried:
             # A line per batch is noise in a text log, but what a log pipeline counts
             # batches by: JSON logs keep it at INFO (the README promises it there).
             level = logging.INFO if self.settings.log_format == "json" else logging.DEBUG
             log.log(
                 level,
                 "destination %s batch %s: %d delivered, %d dead, %d to retry (HTTP %s)",
-                target.name, s.batch_id or "-", acked, dead, len(s.retry), s.status or "-",
+                target.name, s.batch_id or "-", acked, dead, retried, s.status or "-",
                 extra={"destination": target.name, "platform": target.destination.platform,
-                       "batch": s.batch_id, "outcome": _outcome(acked, dead, s), "status": s.status,
-                       "events": acked + dead + len(s.retry)},
+                       "batch": s.batch_id, "outcome": _outcome(acked, dead, retried, s),
+                       "status": s.status, "events": acked + dead + retried},
             )  # fmt: skip
         with run.report._lock:
             run.report.delivered += acked
             run.report.dead += dead
-            run.report.retry += len(s.retry)
+            run.report.retry += retried
 
 
-def _outcome(acked: int, dead: int, s: Settlement) -> str:
+def _outcome(acked: int, dead: int, retried: int, s: Settlement) -> str:
     """One word for a settled batch, for the JSON log's `outcome` field."""
     if s.pause_reason:
         return "paused"
-    parts = [w for w, n in (("delivered", acked), ("dead", dead), ("retry", len(s.retry))) if n]
+    parts = [w for w, n in (("delivered", acked), ("dead", dead), ("retry", retried)) if n]
     return "+".join(parts)
 
 

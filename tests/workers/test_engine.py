@@ -89,6 +89,34 @@ def test_retries_end_at_max_attempts_with_the_last_error(
     assert redis_client.xlen(keys.stream("li-main")) == 0
 
 
+def test_throttled_elements_of_a_failing_batch_count_no_attempt(
+    fast: Settings, redis_client: redis.Redis
+) -> None:
+    # Given two events, and LinkedIn answering element 0 with 429 and element 1 with 500
+    # three times (max_attempts = 2), then creating both
+    Dispatcher(fast).enqueue_many([linkedin(0), linkedin(1)], "li-main")
+    answers = [[429, 500]] * 3 + [[201, 201]]
+
+    def mixed(request: httpx.Request) -> httpx.Response:
+        statuses = answers.pop(0)
+        n = len(json.loads(request.content)["elements"])
+        return httpx.Response(200, json={"elements": [{"status": s} for s in statuses[:n]]})
+
+    engine = engine_for(fast, redis_client, mixed)
+    # When it drains as each backoff ends (the fourth drain sends event 0 alone)
+    reports = []
+    for _ in range(4):
+        reports.append(engine.drain("li-main"))
+        redis_client.hdel(keys.state("li-main"), "next_at_ms")
+    # Then the failing element is dead-lettered at max_attempts with its own reason, and
+    # the throttled one, never charged an attempt, is delivered
+    (letter,) = DeadLetters(Dispatcher(fast)).list("linkedin")
+    assert letter.event_id == "ev-1"
+    assert letter.reason == "gave up after 2 attempts: element status 500"
+    assert [r.delivered for r in reports] == [0, 0, 0, 1]
+    assert redis_client.xlen(keys.stream("li-main")) == 0
+
+
 def test_a_transport_error_names_where_without_credentials_path_or_query(
     fast: Settings, redis_client: redis.Redis
 ) -> None:

@@ -12,7 +12,13 @@ import unicodedata
 from collections.abc import Iterator
 
 from dispatcher.national import holds_national_phone, whole_national_phone
-from dispatcher.reading import DATE, NOT_DIGIT, labelled_at, visible_readings
+from dispatcher.reading import (
+    DATE,
+    HTML_REFERENCE,
+    NOT_DIGIT,
+    labelled_at,
+    visible_readings,
+)
 
 _SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
 # local@domain: a local part of visible characters, a domain of letter/digit labels
@@ -106,10 +112,10 @@ _LOCAL_CHAR = re.compile(r"[^\s@<>\"'(),;:/?&=#%]")
 _DOMAIN_AFTER = re.compile(
     r"[\r\n]{0,2}(?P<domain>[^\W_][\w-]{0,62}(?:\.[\w-]{1,63}){0,8}\.(?P<tld>[^\W\d_]{2,63}))"
 )
-# `product@2x.jpg` (an image for high-density screens), `logo@3x.png`: file names.
+# `product@2x.jpg` (an image for high-density screens), `logo@3x.png`: file names, told
+# by their extension (`jane@2x.example.org` is an address).
 _FILE_TLDS = {"jpg", "jpeg", "png", "gif", "webp", "svg", "avif", "bmp", "ico", "tif", "tiff"}
 _FILE_TLDS |= {"pdf", "css", "js", "json", "html", "htm", "txt", "xml", "heic"}
-_DENSITY = re.compile(r"[0-9]+(?:\.[0-9]+)?x\.", re.IGNORECASE)
 # An international number: "+", a country code (never starting with 0: `+0100` is a time
 # zone), then 7 to 15 digits in all with the usual separators between (spaces, tabs,
 # brackets, dots, slashes, hyphens and dashes).
@@ -122,8 +128,11 @@ _PHONE_AT = re.compile(_PHONE.pattern + r"(?![0-9A-Za-z])")
 
 
 _THOUSANDS = re.compile(r"\+ ?[0-9]{1,3}(?:[ ,][0-9]{3})+")
-# `+51.5074 -0.1278`, `+40.7128-074.0060/`: signed coordinates, not a number.
-_COORDINATES = re.compile(r"\+[0-9]{1,3}\.[0-9]{3,}[ ,/]*[+\-]?[0-9]{1,3}\.[0-9]{3,}")
+# `+51.5074 -0.1278`, `+40.7128-074.0060/`: signed coordinates, not a number: exactly two
+# decimals with a separator or a sign between them (`+44.7700.900461` is a number).
+_COORDINATES = re.compile(
+    r"\+[0-9]{1,3}\.[0-9]{3,}(?:[ ,/]+[+\-]?|[+\-])[0-9]{1,3}\.[0-9]{3,}(?![.0-9])"
+)
 
 
 def _phone_like(match: re.Match[str]) -> bool:
@@ -142,8 +151,15 @@ def _phone_like(match: re.Match[str]) -> bool:
 
 
 def _plain(text: str) -> bool:
-    """`text` can hold no email or phone number: no "@", "+" or escape, all ASCII."""
-    return text.isascii() and "@" not in text and "+" not in text and "%" not in text
+    """`text` can hold no email or phone number: no "@", "+", escape or HTML character
+    reference, all ASCII."""
+    return (
+        text.isascii()
+        and "@" not in text
+        and "+" not in text
+        and "%" not in text
+        and ("&" not in text or HTML_REFERENCE.search(text) is None)
+    )
 
 
 def personal_kind(text: str) -> str | None:
@@ -176,7 +192,7 @@ def _addresses(text: str) -> Iterator[re.Match[str]]:
 
 
 def _file_name(match: re.Match[str]) -> bool:
-    return match["tld"].lower() in _FILE_TLDS or _DENSITY.match(match["domain"]) is not None
+    return match["tld"].lower() in _FILE_TLDS
 
 
 def personal_label(kind: str) -> str:

@@ -9,6 +9,7 @@ from urllib.parse import unquote_to_bytes
 from dispatcher.reading import (
     DATE,
     DAY,
+    ESCAPE_DEPTH,
     MONTH,
     NOT_DIGIT,
     PHONE_WORD_LABELS,
@@ -25,7 +26,7 @@ _EXTENSION = r"(?:[ ]?(?:x|ext\.?)[ ]?[0-9]{1,6})?"
 _NATIONAL = re.compile(  # after a comma or a slash too, or a word's full stop (`Doe,555-…`)
     r"(?:(?<![0-9A-Za-z.,/\-])|(?<=[^0-9][,/])|(?<=[A-Za-z][.]))(?P<number>"
     r"(?:1[ .\-])?[0-9]{3}(?P<sep>[.\-])[0-9]{3}(?P=sep)[0-9]{4}"  # North American
-    r"|(?:1 )?[2-9][0-9]{2} [0-9]{3} [0-9]{4}"  # North American with spaces: 555 123 4567
+    r"|(?:1 )?[2-9][0-9]{2} [0-9]{3}[ \-][0-9]{4}"  # North American: 555 123 4567, 555 123-4567
     r"|(?:[0-9]{1,3}[ ]?)?\(0?[0-9]{1,4}\)[ .\-]?[0-9]{2,4}(?:[ .\-]?[0-9]{2,4}){1,3}"  # (area)
     r"|0[0-9]{1,4}(?:[ .\-/][0-9]{2,8}){1,4}"  # a trunk 0, groups after it
     r"|8[ \-]?\(?[0-9]{3}\)?[ \-]?[0-9]{3}[ \-]?[0-9]{2}[ \-]?[0-9]{2}"  # Russian 8
@@ -34,7 +35,9 @@ _NATIONAL = re.compile(  # after a comma or a slash too, or a word's full stop (
     r"|[1-9][0-9][ \-]9?[0-9]{4}-[0-9]{4}"  # Brazil, Japan: 11 91234-5678, 75-6508-8995
     r"|[5-9][0-9]{2} [0-9]{3} [0-9]{3}"  # a Spanish or Polish mobile: 612 345 678
     r"|[1-9][0-9] [0-9]{3} [0-9]{2} [0-9]{2}"  # a Polish landline: 22 657 07 04
-    r"|[6-9][0-9]{4} [0-9]{5}"  # an Indian mobile: 98765 43210
+    r"|[6-9][0-9]{4}[ \-][0-9]{5}"  # an Indian mobile: 98765 43210, 98765-43210
+    r"|3[0-9]{2} [0-9]{6,7}"  # an Italian mobile: 347 1234567
+    r"|[1-9][0-9] [0-9]{4} [0-9]{4}"  # a Mexican number: 55 1234 5678
     r")" + _EXTENSION + r"(?![0-9A-Za-z]|[.,/\-][0-9])"
 )
 _SHAPED = re.compile(r"[ ().\-/]")
@@ -138,7 +141,8 @@ _LABEL_END = re.compile(_DIGITS_LABEL + r"$", re.IGNORECASE)
 # A link that opens a chat or a message to a number, its digits the number: WhatsApp's
 # `https://wa.me/15551234567`, `sms:5551234567` (the same digits after `wa.me/x` or
 # `cms:` are a path's or a scheme's).
-_LINK = r"(?:(?<![\w.\-])wa\.me/|(?<![a-z0-9])sms:(?://)?)"
+_LINK = r"(?:(?<![\w.\-])wa\.me/|(?<![a-z0-9])(?:sms|tel|callto|skype|viber|facetime):(?://)?"
+_LINK += r"(?:[a-z]+\?number=)?)"  # `viber://chat?number=...`
 _LINKED_DIGITS = re.compile(_LINK + r"[0-9]{9,15}(?![0-9])", re.IGNORECASE)
 _LINK_END = re.compile(_LINK + r"$", re.IGNORECASE)
 # A label, then groups that only a label makes a phone number: a local number of 7 or 8
@@ -306,7 +310,7 @@ def _searchable(body: bytes) -> bytes:
     scripts' digits, dashes, spaces and invisible characters read as ASCII (only when
     there is one: accented or Cyrillic text is left as it is)."""
     if b"%" in body:
-        for _ in range(3):  # `%2520`: escaped again, as nested redirect URLs do
+        for _ in range(ESCAPE_DEPTH):  # `%2520`: escaped again, as nested redirects do
             if (decoded := unquote_to_bytes(body)) == body:
                 break
             body = decoded
@@ -339,7 +343,8 @@ def _worth_reading(body: bytes, runs: bytes, start: int, end: int, bare: bool) -
         first = start + len(run) - len(run.lstrip(_SEPARATORS))  # its first digit
         return (
             _label_ends(body, start)
-            or _LINK_END.search(body[max(0, first - 8) : first].decode(errors="ignore")) is not None
+            or _LINK_END.search(body[max(0, first - 24) : first].decode(errors="ignore"))
+            is not None  # (`viber://chat?number=`: 20 characters)
         )
     if b"-00" not in runs[start:end]:  # every national number has 2 digits after a separator
         return False

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import functools
+import html
 import re
 import unicodedata
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ from dispatcher.identity import (
     number_like,
     sha256_hex,
 )
+from dispatcher.reading import HTML_REFERENCE
 
 # Dimension names (compared after `dimension_key`) whose values are personal data, and how
 # each is normalised before hashing. The seed's sample sends first_name and last_name.
@@ -46,7 +48,9 @@ _NAME_WORDS |= {"efternamn", "fornamn", "fornavn", "etternavn", "efternavn", "su
 _NAME_WORDS |= {"etunimi", "ime", "prezime", "soyad", "soyadi", "isim"}
 _NAME_WORDS |= {"contactperson", "fio", "kontaktperson", "ansprechpartner", "kundenname"}
 _NAME_WORDS |= {"namn", "naam", "klantnaam", "お名前", "名字", "客户姓名", "이름", "성명"}
-_NAME_WORDS |= {"고객명"}
+_NAME_WORDS |= {"고객명", "jmeno", "prijmeni", "meno", "priezvisko", "tussenvoegsel"}
+_NAME_WORDS |= {"nomcomplet", "姓", "名", "cardholder", "accountholder", "ccname"}
+_NAME_WORDS |= {"nameoncard", "addressee", "recipient", "attn"}
 _PERSON_WORDS = {"first", "last", "full", "given", "family", "sur", "customer", "client"}
 _PERSON_WORDS |= {"user", "buyer", "contact", "member", "billing", "shipping", "person"}
 _PERSON_WORDS |= {"recipient", "cardholder", "holder", "owner", "payer", "sender", "middle"}
@@ -61,9 +65,11 @@ _PERSON_WORDS |= {"paterno", "materno", "segundo", "usuario", "utilisateur", "be
 _PERSON_WORDS |= {"kunde", "cliente", "titular", "kunden", "volledige", "vor"}
 # a joining word between two others: `nom_de_famille`, `nome_e_cognome`, `nom_et_prenom`,
 # `nombre_y_apellidos`, `imie_i_nazwisko`, `vor_und_nachname`, `name_des_kunden`
-_JOINING = {"de", "del", "da", "do", "du", "des", "e", "et", "y", "i", "und"}
-# Names in two words where neither says "name" alone: Turkish `ad soyad`, `isim soyisim`
-_NAME_KEYS = {"ad_soyad", "adi_soyadi", "isim_soyisim"}
+_JOINING = {"de", "del", "da", "do", "du", "des", "e", "et", "y", "i", "und", "on"}
+# Names in two words where neither says "name" alone: Turkish `ad soyad`, `isim soyisim`,
+# and a card's or an account's holder (`card_holder`, `cc-name`)
+_NAME_KEYS = {"ad_soyad", "adi_soyadi", "isim_soyisim", "card_holder", "account_holder"}
+_NAME_KEYS |= {"cc_name", "cc_holder"}
 
 
 def _email_if_one(text: str) -> str:
@@ -160,7 +166,8 @@ _URL_PERSON_WORDS = {"first", "last", "full", "given", "family", "sur", "middle"
 _URL_PERSON_WORDS |= {"customer", "cust", "user", "buyer", "member", "billing", "shipping"}
 _URL_PERSON_WORDS |= {"bill", "ship", "person", "recipient", "cardholder", "payer", "your"}
 _URL_PERSON_WORDS |= {"patient", "passenger", "traveler", "traveller", "attendee", "contact"}
-_URL_PERSON_WORDS |= {"applicant", "student", "employee", "f", "l", "m"}
+_URL_PERSON_WORDS |= {"applicant", "student", "employee", "f", "l", "m", "holder", "owner"}
+_URL_PERSON_WORDS |= {"cc", "card", "account", "to", "addressee"}  # `ship_to_name=`
 _URL_PERSON_WORDS |= {"completo", "completa", "complet", "vollstandiger", "полное", "famille"}
 _URL_PERSON_WORDS |= {"paterno", "materno"}  # `nombre_completo=`, `nom_de_famille=`
 _URL_CONTAINER_WORDS = {"checkout", "address", "order", "form", "data", "fields", "details"}
@@ -175,6 +182,8 @@ def names_in_query(text: str) -> Iterator[str]:
     `checkout[billing_address][first_name]`; not a bare `name`, `name1` or `client_name`)
     whose value is not empty or a digest: a name there would reach Redis and the platform
     raw. Emails and phone numbers are found by value, whatever the parameter is called."""
+    if "&" in text and HTML_REFERENCE.search(text):  # `first_name&#61;Jane`
+        text = html.unescape(text)
     sources = (text, unquote(text)) if "%" in text else (text,)
     for source in sources:
         for match in _QUERY_PARAMETER.finditer(source):
@@ -186,7 +195,10 @@ def names_in_query(text: str) -> Iterator[str]:
 
 @functools.lru_cache(maxsize=4096)  # parameter names repeat from event to event
 def _names_a_person(parameter: str) -> bool:
-    words = _joined(dimension_key(unquote_plus(parameter)))
+    key = dimension_key(unquote_plus(parameter))
+    if key in _NAME_KEYS:
+        return True
+    words = _joined(key)
     rest = words - _NAME_WORDS - {"name"}
     named = bool(words & _NAME_WORDS - _ON_ITS_OWN) or (
         bool(words & (_ON_ITS_OWN & _NAME_WORDS | {"name"})) and rest & _URL_PERSON_WORDS

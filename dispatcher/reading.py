@@ -5,6 +5,7 @@ words that label a phone, and dates."""
 from __future__ import annotations
 
 import functools
+import html
 import re
 import unicodedata
 from urllib.parse import unquote
@@ -28,17 +29,28 @@ _HIDDEN = {"Cf", "Mn", "Me"}  # format characters, and marks left after composin
 _BLANKS = {"\u2800", "\u115f", "\u1160", "\u3164", "\uffa0"}
 
 
+# How many times an escape may be escaped again and still be read (`%25252540` is "@").
+ESCAPE_DEPTH = 8
+# An HTML character reference: numeric (`&#64;`, `&#x40;`), or a name for a character an
+# email or phone number is written with (`&commat;`, `&plus;`, `&period;`).
+HTML_REFERENCE = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|commat|plus|period|num);?")
+HTML_REFERENCE_BYTES = re.compile(HTML_REFERENCE.pattern.encode())
+
+
 def visible_text(text: str) -> str:
     """`text` as a reader sees it where an email or a phone number could hide: percent-
     escapes decoded (`%2B44%2020...` in a URL), then compatibility forms folded (fullwidth
     plus, digits, at sign), and where a "+" or "@" is left, digits of any script read as
     ASCII digits and invisible characters (zero-width, bidi marks, byte order marks,
     joiners, variation selectors) dropped. Its bare "+" stay "+": `visible_readings` reads
-    them as spaces too."""
-    for _ in range(3):  # `%2540`: an escape escaped again, as nested redirect URLs do
+    them as spaces too. HTML character references that may stand for one (`&#64;`,
+    `&commat;`, `&#43;`) are decoded too."""
+    for _ in range(ESCAPE_DEPTH):  # `%2540`: escaped again, as nested redirect URLs do
         if "%" not in text or (decoded := unquote(text)) == text:
             break
         text = decoded
+    if "&" in text and HTML_REFERENCE.search(text):
+        text = html.unescape(text)
     if text.isascii():
         return text
     folded = unicodedata.normalize("NFKC", text)
@@ -73,6 +85,9 @@ def _visible_char(c: str) -> str:
 
 
 _DOTS = {"\u3002", "\uff61"}  # ideographic full stops: a dot in a domain (IDNA)
+# and middle dots, which some write between a number's groups (`+81 90・1234・5678`):
+# katakana and halfwidth middle dots, the Latin one, hyphenation point, bullets
+_DOTS |= {"\u30fb", "\uff65", "\u00b7", "\u2027", "\u2022", "\u2219"}
 _DASHES = {chr(c) for c in range(0x2010, 0x2016)} | {"\u2212"}
 
 

@@ -17,6 +17,7 @@ from dispatcher.errors import FieldError, InvalidEventError
 from dispatcher.identity import any_personal_kind, masked, personal_kind, personal_label
 from dispatcher.national import national_phone_in_json
 from dispatcher.personal_names import names_in_query
+from dispatcher.reading import HTML_REFERENCE_BYTES
 from dispatcher.validation import Refusing
 
 if TYPE_CHECKING:
@@ -129,14 +130,15 @@ class PlatformEvent(Refusing):
             or b"+" in body
             or not body.isascii()
             or (b"%" in body and _ESCAPED.search(body) is not None)
+            or (b"&" in body and HTML_REFERENCE_BYTES.search(body) is not None)
         ) and personal_kind(body.decode()):
             # One search of the whole text (a match in a string is one in the text); only
             # a match costs the walk that names the fields.
             refuse_personal_text(json.loads(body))
         elif national_phone_in_json(body) or (  # a national number in any field, ids too
             (
-                b"=" in body or (b"%3" in body and b"%3d" in body.lower())
-            )  # or `?first_name=Jane`, escaped too
+                b"=" in body or (b"%3" in body and b"%3d" in body.lower()) or b"&#" in body
+            )  # or `?first_name=Jane`, escaped too (`%3D`, `&#61;`)
             and any(names_in_query(body.decode()))
         ):
             refuse_personal_text(json.loads(body))

@@ -139,7 +139,7 @@ class VNativeConversion(PlatformEvent):
                 elif hasher is None:
                     hashed[name] = raw
                 elif hasher in KEEPING:  # a number too: 447700900123 is a phone number
-                    text = raw if isinstance(raw, str) else str(raw) if type(raw) is int else None
+                    text = _number_text(raw)  # (447700900123.0 too: a spreadsheet's)
                     kept = raw if text is None else hasher(text)
                     hashed[name] = raw if kept == text else kept
                 else:
@@ -163,6 +163,18 @@ class VNativeConversion(PlatformEvent):
     def id_salt(self) -> bytes:
         # Without an id, the content names the event: its time too, which is not sent.
         return b"" if self.conversion_time is None else b"|%d" % self.happened_at_ms()
+
+
+def _number_text(raw: object) -> str | None:
+    """`raw` as text when it is a string or a whole number (an int, or a float holding
+    one as a spreadsheet export gives: 447700900123.0), else None."""
+    if isinstance(raw, str):
+        return raw
+    if type(raw) is int:
+        return str(raw)
+    if type(raw) is float and raw.is_integer() and abs(raw) < 1e16:
+        return str(int(raw))
+    return None
 
 
 EVENT = VNativeConversion

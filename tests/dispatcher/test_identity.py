@@ -66,6 +66,8 @@ NATIONAL = [
     "612 345 678", "22 657 07 04", "98765 43210", "11 91234-5678", "75-6508-8995",
     "(0406)-812415", "(02).4397.2981",
     "\uff10\uff12\uff10 7946 0958",  # fullwidth digits
+    "347 1234567", "55 1234 5678", "98765-43210", "555 123-4567",  # IT, MX, IN, US
+    "090\u30fb1234\u30fb5678",  # katakana middle dots
 ]  # fmt: skip
 NOT_PHONES = [
     "1796306880035", "sku 40063813", "2024-01-15 10:30:00", "05.12.2024 10:30",
@@ -113,6 +115,19 @@ def test_a_whole_national_number_is_hashed_by_value_as_its_digits() -> None:
         ("+(44) 20 7946 0958", "phone"),
         ("+ 44 20 7946 0958", "phone"),
         ("+44\u00b720\u00b77946\u00b70958", "phone"),  # middle dots
+        ("+81 90\u30fb1234\u30fb5678", "phone"),  # katakana middle dots
+        ("+81 90\uff651234\uff655678", "phone"),  # halfwidth
+        ("+44\u20277700\u2027900461", "phone"),  # hyphenation points
+        ("+44 7700\u2022900\u2022461", "phone"),  # bullets
+        ("+44.7700.900461", "phone"),  # dots between groups: no coordinates
+        ("+852.9123.4567", "phone"),
+        ("+49.1512.3456789", "phone"),
+        ("tamsin@2x.larchfield.org", "email"),  # `2x.` before an address's domain
+        ("tamsin.roe&#64;larchfield.org", "email"),  # HTML character references
+        ("tamsin&#x40;larchfield.org", "email"),
+        ("tamsin&commat;larchfield.org", "email"),
+        ("&#43;44 7700 900461", "phone"),
+        ("tamsin.roe%25252540larchfield.org", "email"),  # escaped four times
     ],
 )
 def test_disguised_emails_and_international_numbers_are_found(text: str, kind: str) -> None:
@@ -124,6 +139,7 @@ def test_disguised_emails_and_international_numbers_are_found(text: str, kind: s
     [
         "https://cdn.shop.example/img/product@2x.jpg", "logo@3x.png", "+51.5074 -0.1278",
         "+40.7128-074.0060/", "?offset=+1000000", "score=+1234567", "?sig=%2B1234567%2Fabc",
+        "+51.5074,-0.1278", "+48.8566 +2.3522", "?a=1&copy=2&utm=x", "AT&amp;T",
     ],
 )  # fmt: skip
 def test_file_names_coordinates_and_signed_counts_are_not_personal(text: str) -> None:
@@ -189,6 +205,7 @@ FOUND_IN_ANY_FIELD = [
     "\u0442\u0435\u043b\u0435\u0444\u043e\u043d 5551234567", "Phone: 020 7930 4830",
     "Dave 555-123-4567 before 6pm", "Ask for Bea (555) 123-4567 ext. 12", "Phone:5551234567.",
     "tel:5551234567 (mobile)", ":555-123-4567)fade", "Tel:+(0161) 496 0066",
+    "callto:5551234567", "viber://chat?number=447700900461", "skype:447700900461?call",
     # local numbers of 7 or 8 digits, and 3-3-4 from any digit, right after a label
     "Tel: 555-1234", "Phone: 4656 3414", "тел. 706 69 07", "Tel. 08-60 42 30",
     "Fax: (02) 4656 3414", "Tel: 187 928 2406", "Tel: 555-1234.", "WhatsApp: 465-63-41",

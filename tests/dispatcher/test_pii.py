@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import redis
+from pydantic import ConfigDict
 
 from dispatcher import (
     ConfigurationError,
@@ -95,6 +96,26 @@ def test_models_changed_after_validation_are_validated_again(
     assert redis_holds_raw(redis_client) == []
 
 
+def test_a_subclass_that_turns_revalidation_off_is_validated_as_the_platform_model(
+    producer: Dispatcher, redis_client: redis.Redis
+) -> None:
+    # Given subclasses of the platform models that never revalidate, built unvalidated
+    class NoPin(PinterestConversionEvent):
+        model_config = ConfigDict(revalidate_instances="never")
+
+    class NoVn(VNativeConversion):
+        model_config = ConfigDict(revalidate_instances="never")
+
+    raw = {"em": ["Jane@Example.com"], "client_ip_address": "203.0.113.9"}
+    pin = NoPin.model_construct(**pinterest(user_data=raw))
+    vn = NoVn.model_construct(click_id="c1", custom_dimensions={"email": "Jane@Example.com"})
+    # When they are enqueued
+    producer.enqueue(pin, "pin")
+    producer.enqueue(vn, "vn")
+    # Then the platform model's own validation hashed them
+    assert redis_holds_raw(redis_client) == []
+
+
 @pytest.mark.parametrize(
     ("kind", "fields"),
     [
@@ -136,6 +157,29 @@ def test_vnative_dimensions_holding_personal_data_are_hashed_by_name_or_value(
     producer.enqueue({"click_id": "c1", "custom_dimensions": {key: value, "sku": "A-1"}}, "vn")
     assert redis_holds_raw(redis_client) == []
     assert "jane" not in stored_text(redis_client).lower()
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["cardholder", "card_holder", "name_on_card", "cc-name", "recipient", "addressee", "attn",
+     "jméno", "příjmení", "nomcomplet", "tussenvoegsel", "姓", "名"],
+)  # fmt: skip
+def test_vnative_dimensions_named_for_a_holder_or_in_more_languages_are_hashed(
+    producer: Dispatcher, redis_client: redis.Redis, key: str
+) -> None:
+    producer.enqueue({"click_id": "c1", "custom_dimensions": {key: "Tamsin Roe"}}, "vn")
+    assert "tamsin" not in stored_text(redis_client).lower()
+
+
+def test_a_whole_number_as_a_float_in_a_phone_attribute_dimension_is_hashed() -> None:
+    # a spreadsheet export gives 447700900461.0 for a phone column
+    model = VNativeConversion.model_validate(
+        {"click_id": "c1", "custom_dimensions": {"phone_type": 447700900461.0, "phone_model": 3.5}}
+    )
+    assert model.custom_dimensions == {
+        "phone_type": hash_phone("447700900461"),
+        "phone_model": 3.5,  # not a phone number: kept
+    }
 
 
 def test_a_phone_number_in_a_vnative_dimension_is_hashed_the_phone_way(
@@ -546,6 +590,11 @@ def test_url_parameters_that_name_no_person_are_kept(
         "https://x.example/?Vorname=J%C3%BCrgen", "https://x.example/?fname=Ann",
         "https://x.example/?nombre_completo=Ana", "https://x.example/?nom_de_famille=Roux",
         "https://x.example/?vollst%C3%A4ndiger_name=Jan",
+        "https://x.example/pay?cc-name=Tamsin+Roe", "https://x.example/pay?cardholder=Tamsin",
+        "https://x.example/pay?card_holder=Tamsin", "https://x.example/pay?name_on_card=T",
+        "https://x.example/?holder_name=T", "https://x.example/?ship_to_name=T",
+        "https://x.example/?account_holder=T", "https://x.example/?recipient=Tamsin",
+        "https://x.example/?addressee=T", "https://x.example/?first_name&#61;Tamsin",
     ],
 )  # fmt: skip
 def test_names_in_nested_escaped_and_form_urls_are_found(url: str) -> None:

@@ -249,9 +249,19 @@ class Engine:
     # -- batches -------------------------------------------------------------------------
 
     def _batches(self, run: Drain) -> None:
+        report = run.report
+        futures: list[Future[None]] = []  # the batches in flight, kept by `_read_and_send`
+        try:
+            self._read_and_send(run, futures)
+        except BaseException:
+            wait(futures)  # the batches in flight settle (or are fenced) before the lease goes
+            raise
+        if not (report.batches or report.dead or report.delivered or report.stopped):
+            report.status = DrainStatus.IDLE
+
+    def _read_and_send(self, run: Drain, futures: list[Future[None]]) -> None:
         table, report = run.target.table, run.report
         size, in_flight = table.batch_size, table.max_batches_in_flight
-        futures: list[Future[None]] = []
         first, now = ("none", 0) if run.start is None else (run.start.read, run.start.now_ms)
         if first in ("new", "checked"):  # the lease script saw nothing pending, and looked
             entries = run.stream.read_new(size) if first == "new" else []
@@ -262,7 +272,7 @@ class Engine:
         if young:  # a holder that just lost its lease may still be sending those: come back
             report.not_before_ms = max(report.not_before_ms, self.now_ms() + run.lease.ms)
         for _ in range(self.settings.drain_max_batches):
-            if report.stopped or run.lease.lost.is_set():
+            if report.stopped or not run.lease.held():  # read nothing for a lost lease
                 break
             if not entries and not looked:
                 entries = run.stream.take_new(size, table.max_wait_s, self.now_ms())
@@ -280,16 +290,14 @@ class Engine:
                 report.batches += 1
             entries = []
             if len(futures) >= in_flight:
-                done, pending = wait(futures, return_when=FIRST_COMPLETED)
+                done, _ = wait(futures, return_when=FIRST_COMPLETED)
+                futures[:] = [f for f in futures if f not in done]
                 for f in done:
                     f.result()
-                futures = list(pending)
             if not full:
                 break
-        for f in futures:
-            f.result()
-        if not (report.batches or report.dead or report.delivered or report.stopped):
-            report.status = DrainStatus.IDLE
+        while futures:
+            futures.pop(0).result()
 
     def _drop_expired(self, run: Drain, entries: list[Entry], now: int = 0) -> list[Entry]:
         now = now or self.now_ms()
@@ -328,6 +336,8 @@ class Engine:
                 raise FencedError(target.name)
             marked = True
         n = len(entries)
+        if not run.lease.held():  # taken over: a batch sent now could not be settled
+            raise FencedError(target.name)
         result = self.path.call(
             target,
             lambda: adapter.build_request(dest, table, payloads, batch_id),

@@ -57,6 +57,7 @@ class Lease:
         due = keys.due(platform, keys.shard(name))
         self.keys = [keys.lease(name), due, keys.stream(name), keys.state(name)]
         self.lost = threading.Event()
+        self.valid_until = 0.0  # monotonic: the lease is surely still ours before this
         self._held = False  # renewed by the heartbeat while True
         self._renewing = False  # a renewal is under way (see _Heartbeat.remove)
 
@@ -91,6 +92,7 @@ class Lease:
         )  # fmt: skip
         if not int(reply[0]):
             return None
+        self.valid_until = sent_at + self.ms / 1000
         self._held = True
         _heartbeat().add(self, sent_at)
         raw_state = cast(list[bytes], reply[2])
@@ -101,11 +103,24 @@ class Lease:
     def renew(self) -> bool:
         """Extend the lease by `lease_s`, or take it again if it ran out and no other drain
         has taken it since; False (and `lost` set) if another drain has it."""
+        sent_at = time.monotonic()
         if int(self._op("renew", [])):
+            self.valid_until = sent_at + self.ms / 1000
             return True
         log.error("destination %s: lease lost; this drain settles nothing more", self.name)
         self.lost.set()
         return False
+
+    def held(self) -> bool:
+        """Whether this drain may still send: surely, while the last grant has a third of
+        the lease left (the heartbeat renews every third); past that (a process kept from
+        the CPU, a stalled heartbeat) Redis is asked, so a drain whose lease was taken over
+        sends nothing more."""
+        if self.lost.is_set():
+            return False
+        if time.monotonic() < self.valid_until - self.ms / 3000:
+            return True
+        return self.renew()
 
     def release(
         self, table: PlatformSettings, not_before_ms: int = 0, drain_s: float | None = None
@@ -202,6 +217,7 @@ def _renew_all(leases: list[Lease]) -> list[bool]:
             (leases[i].keys, ("renew", leases[i].token, leases[i].ms, leases[i].name))
             for i in members
         ]
+        sent_at = time.monotonic()
         try:
             replies = run_all(leases[members[0]].redis, "workers", "lease.lua", calls)
         except redis.RedisError as exc:  # Redis away: the leases may run out; settle checks
@@ -221,6 +237,8 @@ def _renew_all(leases: list[Lease]) -> list[bool]:
                 log.error("destination %s: lease lost; this drain settles nothing more", lease.name)
                 lease.lost.set()
                 kept[i] = False
+            if not isinstance(reply, Exception) and int(reply):
+                lease.valid_until = sent_at + lease.ms / 1000
     return [kept[i] for i in range(len(leases))]
 
 

@@ -150,3 +150,27 @@ def test_a_lease_that_ran_out_untaken_is_resumed_by_its_holder(
     # And once released it cannot be resumed
     assert not held.renew()
     assert redis_client.get(keys.lease("li-main")) is None
+
+
+def test_a_holder_past_its_grant_asks_redis_before_sending_and_stops_if_taken_over(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    table = settings.platform("linkedin")
+    first = lease(settings, redis_client)
+    assert first.start(table, []) is not None
+    # Within its grant it may send, whatever Redis says (no round trip is made)
+    redis_client.delete(keys.lease("li-main"))
+    assert first.held()
+    # When its grant has run out (its heartbeat kept from the CPU) and another drain took
+    # the lease over meanwhile
+    second = lease(settings, redis_client)
+    assert second.start(table, []) is not None
+    first.valid_until = time.monotonic() - 1
+    # Then it may send nothing more, and knows its lease is lost
+    assert not first.held()
+    assert first.lost.is_set()
+    # While the holder past its grant, but not taken over, goes on (its grant renewed)
+    second.valid_until = time.monotonic() - 1
+    assert second.held()
+    assert second.valid_until > time.monotonic()
+    assert second.release(table) >= 0

@@ -1,6 +1,6 @@
 """The delivery engine: drain a destination while holding its lease.
 
-Order of a drain (docs/architecture.md): lease -> pause, backoff and limiter checks ->
+Order of a drain (docs/architecture.md): lease -> pause, backoff, limiter and slot checks ->
 batches whose outcome is unknown (look-up first) -> pending entries (a retry, a dead
 holder's batch) -> new entries, full batches or one due partial batch -> drop expired
 events -> the request path -> the fenced settle script. Up to `max_batches_in_flight`
@@ -40,7 +40,7 @@ from workers.adapters.base import retry_after_s
 from workers.drains import Drain, DrainReport, DrainStatus
 from workers.jobs import THROTTLE_WAIT_S, Throttled
 from workers.lease import Lease, Start
-from workers.limiter import Limiter
+from workers.limiter import Limiter, in_flight
 from workers.oauth import TokenStore
 from workers.request import Failed, NotSent, RequestPath, Target
 from workers.settle import FencedError, Settlement, Settler, fingerprint, mark_sending
@@ -54,6 +54,7 @@ from workers.streams import (
 
 log = logging.getLogger(__name__)
 EXPIRED = "expired: past the platform's acceptance window or max_retry_age_s"
+SLOTS_RECHECK_MS = 1000  # every in-flight slot taken: look again this much later
 
 
 class Engine:
@@ -165,6 +166,10 @@ class Engine:
         wait_s = start.limiter_wait_s  # Limiter.peek, read when the lease was taken
         if wait_s > self.settings.max_limiter_wait_s:
             report.stop(DrainStatus.WAITING, now + int(wait_s * 1000))
+            return False
+        slots = in_flight(self.redis, target.adapter.platform, target.limits, target.table)
+        if not slots.free():  # every call slot is taken elsewhere: read no batch for nothing
+            report.stop(DrainStatus.WAITING, now + SLOTS_RECHECK_MS)
             return False
         # The lease script decides no read while an unknown outcome waits for its look-up.
         if follows_jobs(target.adapter) and start.read == "none":

@@ -88,6 +88,12 @@ class InFlight:
         """Give the slot back."""
         run(self.client, "workers", "semaphore.lua", [self.key], "release", self.limit, holder, 0)
 
+    def free(self) -> bool:
+        """Whether a slot is free now (none is taken)."""
+        return bool(
+            run(self.client, "workers", "semaphore.lua", [self.key], "peek", self.limit, "", 0)
+        )
+
 
 class _NoCap:
     """Stands in for `InFlight` where a platform has no concurrency cap."""
@@ -97,6 +103,9 @@ class _NoCap:
 
     def release(self, holder: str) -> None:
         return None
+
+    def free(self) -> bool:
+        return True
 
 
 def in_flight(

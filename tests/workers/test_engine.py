@@ -292,10 +292,15 @@ def test_a_full_slot_takes_no_rate_token_and_reads_no_batch(
     target = engine.target("li-main")
     scope = target.limits[0].scope
     redis_client.zadd(keys.in_flight("linkedin", scope), {"other": time.time() * 1000 + 60_000})
+    redis_client.config_resetstat()
     # When it drains ten times
     reports = [engine.drain("li-main") for _ in range(10)]
-    # Then no token left the bucket and nothing was delivered
-    assert {r.status for r in reports} <= {"waiting", "backing-off"}
+    # Then it waits a second each time without reading a batch, no token left the bucket
+    # and nothing was delivered
+    assert {r.status for r in reports} == {"waiting"}
+    assert all(r.not_before_ms >= time.time() * 1000 + 500 for r in reports)
+    read = ("cmdstat_xreadgroup", "cmdstat_xautoclaim", "cmdstat_xclaim")
+    assert not set(read) & set(redis_client.info("commandstats"))
     tokens = redis_client.hget(keys.bucket("linkedin", scope), "tokens")
     assert tokens is None or float(tokens) >= 4.99
     assert redis_client.xlen(keys.stream("li-main")) == 1

@@ -70,6 +70,18 @@ def _fields(blob: bytes) -> dict[str, Any]:
     return fields
 
 
+def has_open_jobs(client: redis.Redis, platform: str, name: str) -> bool:
+    """Whether destination `name` has a platform job (an upload, an import) still open."""
+    shard = keys.shard(name)
+    job_ids = cast(list[bytes], client.zrange(keys.open_jobs(platform, shard), 0, -1))
+    if not job_ids:
+        return False
+    pipe = client.pipeline(transaction=False)
+    for job_id in job_ids:
+        pipe.hget(keys.job(platform, job_id.decode(), shard), "destination")
+    return name.encode() in pipe.execute()
+
+
 def new_key() -> str:
     """A fresh key for `CONVDISP_SECRET_KEYS`."""
     return Fernet.generate_key().decode()
@@ -245,7 +257,8 @@ class Registry:
                 f"destination {name!r} comes from the configuration: edit it there"
             )
         waiting = int(self.redis.xlen(keys.stream(name)))
-        if backlog == "drain" and waiting:
+        platform = str(self._stored(name).get("platform", ""))
+        if backlog == "drain" and (waiting or has_open_jobs(self.redis, platform, name)):
             self.update(name, draining=True)
             return waiting
         self.redis.hdel(keys.registry_destinations(), name)
@@ -253,8 +266,11 @@ class Registry:
         return waiting
 
     def finish_draining(self, name: str) -> bool:
-        """Remove a draining destination whose backlog is empty (workers call this)."""
+        """Remove a draining destination whose backlog is empty and whose platform jobs
+        have all ended (their tracking needs its credentials); workers call this."""
         if self.redis.xlen(keys.stream(name)):
+            return False
+        if has_open_jobs(self.redis, str(self._stored(name).get("platform", "")), name):
             return False
         removed = bool(self.redis.hdel(keys.registry_destinations(), name))
         if removed:

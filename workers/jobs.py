@@ -97,8 +97,9 @@ def track(
     Each job is finished, failed (its events dead-lettered), expired or rescheduled; a
     destination whose calls must wait is rescheduled without holding up the others.
     The jobs are those of one shard (the only one on a single node). Destinations are
-    looked up in `registry` (registered at runtime too); a job whose destination is gone
-    from it is ended as failed, its events dead-lettered: nothing can poll it."""
+    looked up in `registry` (registered at runtime too); a job whose destination this
+    process does not know (removed, or its token unreadable here) is not polled but looked
+    at again later, until `job_max_age_s` ends it."""
     settings = registry.settings
     adapter = cast(JobAdapter, adapter_for(platform))
     table = settings.platform(platform)
@@ -107,20 +108,16 @@ def track(
     counts = dict.fromkeys(("polled", "listed", "finished", "failed", "expired", "waiting"), 0)
     groups: dict[str, list[Job]] = {}
     for job in _claim_due(client, platform, table.timeout_s, now_ms, shard):
-        if _destination(registry, job.destination) is None:
-            detail = (
-                "its destination is no longer configured, so nobody can poll it; the "
-                "platform may have imported these events: check before replaying them"
-            )
-            _update(client, platform, job, JobState("ORPHANED", True, True, detail), 0)
-            counts["failed"] += 1
-        elif now_ms - job.submitted_at_ms > max_age_ms:
+        if now_ms - job.submitted_at_ms > max_age_ms:
             detail = (
                 f"never finished within job_max_age_s (last state {job.state}); the platform "
                 "may still have imported these events: check before replaying them"
             )
             _update(client, platform, job, JobState("EXPIRED", True, True, detail), 0)
             counts["expired"] += 1
+        elif _destination(registry, job.destination) is None:
+            _later(client, platform, [job], now_ms + poll_ms, counts)  # not dead-lettered:
+            # the platform took these events; a replay would send them twice
         else:
             groups.setdefault(job.destination, []).append(job)
     for name, group in groups.items():
@@ -163,6 +160,9 @@ def track(
             _update(client, platform, job, state, now_ms + poll_ms)
             counts["finished"] += state.finished
             counts["failed"] += state.failed
+        # A draining destination's last job ended: its removal waited for this one.
+        if dest.draining and registry.finish_draining(name):
+            log.warning("destination %s: backlog and jobs done, removed from the registry", name)
     return counts
 
 

@@ -151,22 +151,45 @@ def test_a_job_of_a_destination_registered_at_runtime_is_followed_by_any_tracker
     assert DeadLetters(Dispatcher(configured)).count("yandex") == 2
 
 
-def test_a_job_whose_destination_is_gone_is_ended_and_its_rows_dead_lettered(
+def test_a_job_whose_destination_is_unknown_here_is_kept_not_polled_nor_dead_lettered(
     yandex: Settings, redis_client: redis.Redis
 ) -> None:
-    # Given an open upload, and then its destination removed from the configuration
+    # Given an open upload, and a tracker that does not know its destination (removed from
+    # the configuration, or its token unreadable in this process)
     platform = Yandex()
     submit(yandex, redis_client, platform, 1)
     removed = yandex.model_copy(update={"destinations": {}})
     tracker = fresh_engine(removed, redis_client, platform)
     platform.calls.clear()
     # When it is tracked
-    counts = jobs.track(
-        tracker.registry, redis_client, tracker.path, "yandex", tracker.now_ms() + 10
-    )
-    # Then nothing polls it, and its row is a dead letter saying why, not silently dropped
+    now = tracker.now_ms() + 10
+    counts = jobs.track(tracker.registry, redis_client, tracker.path, "yandex", now)
+    # Then nothing polls it and nothing is dead-lettered (Yandex took those rows: a replay
+    # would send them twice); it stays open, looked at again later
     assert platform.calls == []
-    assert counts["failed"] == 1
-    (letter,) = DeadLetters(Dispatcher(removed)).list("yandex")
-    assert "no longer configured" in letter.reason
-    assert redis_client.zcard(keys.open_jobs("yandex")) == 0
+    assert counts["waiting"] == 1
+    assert DeadLetters(Dispatcher(removed)).count("yandex") == 0
+    assert (redis_client.zscore(keys.open_jobs("yandex"), "1") or 0) > now
+
+
+def test_a_draining_destination_is_removed_only_once_its_last_job_ended(
+    yandex: Settings, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a destination registered at runtime, one upload open, and then set draining
+    monkeypatch.setenv("YM_TOKEN", "ym-token")
+    configured = yandex.model_copy(update={"destinations": {}})
+    registry = Registry(configured.model_copy(deep=True), redis_client)
+    registry.add("ym", {"platform": "yandex", "token_env": "YM_TOKEN", "counter_id": "42"})
+    platform = Yandex()
+    engine = submit(configured.model_copy(deep=True), redis_client, platform, 1)
+    registry.remove("ym", "drain")
+    # When a drain finds its backlog delivered while the upload is still open
+    engine.registry.sync(force=True)
+    assert engine.drain("ym").status == "idle"
+    # Then it is not removed yet: the upload still needs its credentials to be followed
+    assert redis_client.hexists(keys.registry_destinations(), "ym")
+    # And once tracking sees the upload end, it is removed
+    platform.status = "PROCESSED"
+    counts = jobs.track(engine.registry, redis_client, engine.path, "yandex", engine.now_ms() + 10)
+    assert counts["finished"] == 1
+    assert not redis_client.hexists(keys.registry_destinations(), "ym")

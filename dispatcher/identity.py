@@ -113,9 +113,11 @@ _DOMAIN_AFTER = re.compile(
     r"[\r\n]{0,2}(?P<domain>[^\W_][\w-]{0,62}(?:\.[\w-]{1,63}){0,8}\.(?P<tld>[^\W\d_]{2,63}))"
 )
 # `product@2x.jpg` (an image for high-density screens), `logo@3x.png`: file names, told
-# by their extension (`jane@2x.example.org` is an address).
+# by their extension, or by a density label and one more (`icons@2x.woff2`; but
+# `jane@2x.example.org` is an address).
 _FILE_TLDS = {"jpg", "jpeg", "png", "gif", "webp", "svg", "avif", "bmp", "ico", "tif", "tiff"}
 _FILE_TLDS |= {"pdf", "css", "js", "json", "html", "htm", "txt", "xml", "heic"}
+_DENSITY = re.compile(r"[0-9]+(?:\.[0-9]+)?x\.[^.]+", re.IGNORECASE)
 # An international number: "+", a country code (never starting with 0: `+0100` is a time
 # zone), then 7 to 15 digits in all with the usual separators between (spaces, tabs,
 # brackets, dots, slashes, hyphens and dashes).
@@ -131,7 +133,7 @@ _THOUSANDS = re.compile(r"\+ ?[0-9]{1,3}(?:[ ,][0-9]{3})+")
 # `+51.5074 -0.1278`, `+40.7128-074.0060/`: signed coordinates, not a number: exactly two
 # decimals with a separator or a sign between them (`+44.7700.900461` is a number).
 _COORDINATES = re.compile(
-    r"\+[0-9]{1,3}\.[0-9]{3,}(?:[ ,/]+[+\-]?|[+\-])[0-9]{1,3}\.[0-9]{3,}(?![.0-9])"
+    r"\+[0-9]{1,3}\.[0-9]{3,}(?:[ ,/]+[+\-]?|[+\-])[0-9]{1,3}\.[0-9]{3,}(?!\.?[0-9])"
 )
 
 
@@ -192,7 +194,7 @@ def _addresses(text: str) -> Iterator[re.Match[str]]:
 
 
 def _file_name(match: re.Match[str]) -> bool:
-    return match["tld"].lower() in _FILE_TLDS
+    return match["tld"].lower() in _FILE_TLDS or _DENSITY.fullmatch(match["domain"]) is not None
 
 
 def personal_label(kind: str) -> str:

@@ -35,9 +35,9 @@ _NATIONAL = re.compile(  # after a comma or a slash too, or a word's full stop (
     r"|[1-9][0-9][ \-]9?[0-9]{4}-[0-9]{4}"  # Brazil, Japan: 11 91234-5678, 75-6508-8995
     r"|[5-9][0-9]{2} [0-9]{3} [0-9]{3}"  # a Spanish or Polish mobile: 612 345 678
     r"|[1-9][0-9] [0-9]{3} [0-9]{2} [0-9]{2}"  # a Polish landline: 22 657 07 04
-    r"|[6-9][0-9]{4}[ \-][0-9]{5}"  # an Indian mobile: 98765 43210, 98765-43210
+    r"|[6-9][0-9]{4} [0-9]{5}"  # an Indian mobile: 98765 43210
     r"|3[0-9]{2} [0-9]{6,7}"  # an Italian mobile: 347 1234567
-    r"|[1-9][0-9] [0-9]{4} [0-9]{4}"  # a Mexican number: 55 1234 5678
+    r"|(?:55|56|33|81) [0-9]{4} [0-9]{4}"  # Mexico City, Guadalajara, Monterrey: 55 1234 5678
     r")" + _EXTENSION + r"(?![0-9A-Za-z]|[.,/\-][0-9])"
 )
 _SHAPED = re.compile(r"[ ().\-/]")

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import functools
-import html
 import re
 import unicodedata
 from collections.abc import Callable, Iterator
@@ -20,7 +19,7 @@ from dispatcher.identity import (
     number_like,
     sha256_hex,
 )
-from dispatcher.reading import HTML_REFERENCE
+from dispatcher.reading import HTML_REFERENCE, unreferenced
 
 # Dimension names (compared after `dimension_key`) whose values are personal data, and how
 # each is normalised before hashing. The seed's sample sends first_name and last_name.
@@ -69,7 +68,8 @@ _JOINING = {"de", "del", "da", "do", "du", "des", "e", "et", "y", "i", "und", "o
 # Names in two words where neither says "name" alone: Turkish `ad soyad`, `isim soyisim`,
 # and a card's or an account's holder (`card_holder`, `cc-name`)
 _NAME_KEYS = {"ad_soyad", "adi_soyadi", "isim_soyisim", "card_holder", "account_holder"}
-_NAME_KEYS |= {"cc_name", "cc_holder"}
+_NAME_KEYS |= {"cc_name", "cc_holder", "card_holder_name", "account_holder_name"}
+_NAME_KEYS |= {"ship_to_name", "bill_to_name", "name_on_card"}
 
 
 def _email_if_one(text: str) -> str:
@@ -167,7 +167,6 @@ _URL_PERSON_WORDS |= {"customer", "cust", "user", "buyer", "member", "billing", 
 _URL_PERSON_WORDS |= {"bill", "ship", "person", "recipient", "cardholder", "payer", "your"}
 _URL_PERSON_WORDS |= {"patient", "passenger", "traveler", "traveller", "attendee", "contact"}
 _URL_PERSON_WORDS |= {"applicant", "student", "employee", "f", "l", "m", "holder", "owner"}
-_URL_PERSON_WORDS |= {"cc", "card", "account", "to", "addressee"}  # `ship_to_name=`
 _URL_PERSON_WORDS |= {"completo", "completa", "complet", "vollstandiger", "полное", "famille"}
 _URL_PERSON_WORDS |= {"paterno", "materno"}  # `nombre_completo=`, `nom_de_famille=`
 _URL_CONTAINER_WORDS = {"checkout", "address", "order", "form", "data", "fields", "details"}
@@ -183,7 +182,7 @@ def names_in_query(text: str) -> Iterator[str]:
     whose value is not empty or a digest: a name there would reach Redis and the platform
     raw. Emails and phone numbers are found by value, whatever the parameter is called."""
     if "&" in text and HTML_REFERENCE.search(text):  # `first_name&#61;Jane`
-        text = html.unescape(text)
+        text = unreferenced(text)
     sources = (text, unquote(text)) if "%" in text else (text,)
     for source in sources:
         for match in _QUERY_PARAMETER.finditer(source):

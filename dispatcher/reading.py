@@ -33,8 +33,16 @@ _BLANKS = {"\u2800", "\u115f", "\u1160", "\u3164", "\uffa0"}
 ESCAPE_DEPTH = 8
 # An HTML character reference: numeric (`&#64;`, `&#x40;`), or a name for a character an
 # email or phone number is written with (`&commat;`, `&plus;`, `&period;`).
-HTML_REFERENCE = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|commat|plus|period|num);?")
+# A named one needs its ";" (`&num=20` in a query is a parameter).
+HTML_REFERENCE = re.compile(
+    r"&(?:#[0-9]{1,7};?|#[xX][0-9a-fA-F]{1,6};?|(?:commat|plus|period|num);)"
+)
 HTML_REFERENCE_BYTES = re.compile(HTML_REFERENCE.pattern.encode())
+
+
+def unreferenced(text: str) -> str:
+    """`text` with its `HTML_REFERENCE`s decoded, and nothing else (`&para` stays)."""
+    return HTML_REFERENCE.sub(lambda m: html.unescape(m.group()), text)
 
 
 def visible_text(text: str) -> str:
@@ -50,7 +58,7 @@ def visible_text(text: str) -> str:
             break
         text = decoded
     if "&" in text and HTML_REFERENCE.search(text):
-        text = html.unescape(text)
+        text = unreferenced(text)
     if text.isascii():
         return text
     folded = unicodedata.normalize("NFKC", text)

@@ -609,6 +609,7 @@ def test_names_in_nested_escaped_and_form_urls_are_found(url: str) -> None:
         "https://x.example/?product_name=x&campaign_name=y&utm_source=mail&gclid=1&epik=dj0",
         "https://accounts.example/auth?redirect_uri=https%3A%2F%2Fx%2Fcb&scope=email+profile",
         "https://x.example/?nom_de_produit=Tasse&nome_do_produto=x&name_de=Sommer&nom=bleu",
+        "https://x.example/?account_name=Acme%20Corp&card_name=Gold&to_name=Summer%20Sale",
     ],
 )  # fmt: skip
 def test_url_parameters_naming_a_shop_a_product_or_a_search_are_no_names(url: str) -> None:

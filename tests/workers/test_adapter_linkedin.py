@@ -42,14 +42,23 @@ def test_per_element_statuses_are_read_in_order() -> None:
     assert "bad" in outcome.results[1].reason
 
 
-@pytest.mark.parametrize("statuses", [[201], [201, 500, 400]])
-def test_an_element_list_of_another_length_sends_the_batch_again(statuses: list[int]) -> None:
-    # Results that cannot be matched to events (a 500 or 400 among them) are not taken as
-    # delivered: the batch is retried, an attempt counted (eventId deduplicates)
+@pytest.mark.parametrize("statuses", [[201, 500, 400], [429]])
+def test_an_element_list_of_another_length_with_a_failure_sends_the_batch_again(
+    statuses: list[int],
+) -> None:
+    # A failure that cannot be matched to its event is not taken as delivered: the batch
+    # is retried, an attempt counted (eventId deduplicates)
     body = {"elements": [{"status": s} for s in statuses]}
     outcome = ADAPTER.parse_response(respond(200, body), 4)
     assert [r.verdict for r in outcome.results] == [Verdict.RETRY] * 4
-    assert outcome.results[0].reason == f"{len(statuses)} element results for 4 events: sent again"
+    said = f"{len(statuses)} element results for 4 events, not all created: sent again"
+    assert outcome.results[0].reason == said
+
+
+def test_an_element_list_of_another_length_all_created_is_accepted_with_a_warning() -> None:
+    outcome = ADAPTER.parse_response(respond(200, {"elements": [{"status": 201}]}), 3)
+    assert [r.verdict for r in outcome.results] == [Verdict.DELIVERED] * 3
+    assert outcome.warnings == ["1 element results for 3 events"]
 
 
 @pytest.mark.parametrize("status", [202, 204])

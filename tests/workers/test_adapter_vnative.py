@@ -57,8 +57,9 @@ def test_limits_count_calls_per_api_key() -> None:
     assert (limit.platform, limit.rate_per_min, limit.burst) == ("vnative", 90, 3)
 
 
-def test_a_queued_import_delivers_every_event_and_names_the_job() -> None:
-    outcome = ADAPTER.parse_response(respond(200, QUEUED), 3)
+@pytest.mark.parametrize("status", [200, 201, 202])
+def test_a_queued_import_delivers_every_event_and_names_the_job(status: int) -> None:
+    outcome = ADAPTER.parse_response(respond(status, QUEUED), 3)
     assert [r.verdict for r in outcome.results] == [Verdict.DELIVERED] * 3
     assert outcome.job_id == "5c2f5454333446229468a428"
     assert outcome.job_state == "pending"

@@ -105,9 +105,12 @@ def _batch_results(response: httpx.Response, n: int) -> Outcome:
         # 201 (single create) or an answer without per-element detail: the call was accepted.
         return Outcome.every(n, Verdict.DELIVERED, status=status)
     if len(elements) != n:
-        # Results that cannot be matched to the events (some may say 500 or 400): the batch
-        # is sent again, an attempt counted (eventId deduplicates those already created).
-        reason = f"{len(elements)} element results for {n} events: sent again"
+        said = f"{len(elements)} element results for {n} events"
+        if all(_created(e) for e in elements):  # taken as a whole, with a warning
+            return Outcome.every(n, Verdict.DELIVERED, status=status, warnings=[said])
+        # A failure (a 500, a 400) that cannot be matched to its event: the batch is sent
+        # again, an attempt counted (eventId deduplicates those already created).
+        reason = f"{said}, not all created: sent again"
         return Outcome.every(n, Verdict.RETRY, reason, status=status, excerpt=excerpt(response))
     results = []
     for element in elements:
@@ -123,6 +126,11 @@ def _batch_results(response: httpx.Response, n: int) -> Outcome:
             message = error.get("message", "") if isinstance(error, dict) else ""
             results.append(EventResult(Verdict.REJECTED, f"element status {code}: {message}"))
     return Outcome(results, status=response.status_code, excerpt=excerpt(response))
+
+
+def _created(element: object) -> bool:
+    code = element.get("status", 201) if isinstance(element, dict) else 201
+    return isinstance(code, int) and 200 <= code < 300
 
 
 def element_errors(message: str) -> dict[int, str]:

@@ -139,7 +139,7 @@ class VNativeAdapter:
     def parse_response(self, response: httpx.Response, n: int) -> Outcome:
         body, status = json_body(response), response.status_code
         kw: dict[str, Any] = {"status": status, "excerpt": excerpt(response)}
-        if status in (200, 201) and body.get("success") is True:
+        if 200 <= status < 300 and body.get("success") is True:
             return _queued(body, n, kw)
         code, message = app_error(body)
         said = f": {message}" if message else ""

@@ -111,13 +111,19 @@ def hash_name(raw: str) -> str:
 _LOCAL_CHAR = re.compile(r"[^\s@<>\"'(),;:/?&=#%]")
 _DOMAIN_AFTER = re.compile(
     r"[\r\n]{0,2}(?P<domain>[^\W_][\w-]{0,62}(?:\.[\w-]{1,63}){0,8}\.(?P<tld>[^\W\d_]{2,63}))"
+    r"(?![0-9A-Za-z])"  # `clip@hd.mp4`, `a@2x.min.woff2`: no top-level domain has a digit
 )
 # `product@2x.jpg` (an image for high-density screens), `logo@3x.png`: file names, told
 # by their extension, or by a density label and one more (`icons@2x.woff2`; but
 # `jane@2x.example.org` is an address).
 _FILE_TLDS = {"jpg", "jpeg", "png", "gif", "webp", "svg", "avif", "bmp", "ico", "tif", "tiff"}
-_FILE_TLDS |= {"pdf", "css", "js", "json", "html", "htm", "txt", "xml", "heic"}
-_DENSITY = re.compile(r"[0-9]+(?:\.[0-9]+)?x\.[^.]+", re.IGNORECASE)
+_FILE_TLDS |= {"pdf", "css", "js", "json", "html", "htm", "txt", "xml", "heic", "csv"}
+_FILE_TLDS |= {"doc", "docx", "xls", "xlsx", "ppt", "pptx", "odt", "rtf", "eps", "psd"}
+_FILE_TLDS |= {"zip", "gz", "tgz", "br", "zst", "rar", "woff", "ttf", "otf", "eot", "map"}
+_FILE_TLDS |= {"webm", "mov", "avi", "mkv", "wav", "ogg", "flac", "glb", "gltf", "usdz"}
+# A density label (`@2x.`), then one label (`icons@2x.woff2`) or more ending in a file's
+# extension (`bg@2x.webp.br`, `sprite@2x.3f2a1b.woff2`, `hero@2x.min.webm`).
+_DENSITY = re.compile(r"[0-9]+(?:\.[0-9]+)?x\.", re.IGNORECASE)
 # An international number: "+", a country code (never starting with 0: `+0100` is a time
 # zone), then 7 to 15 digits in all with the usual separators between (spaces, tabs,
 # brackets, dots, slashes, hyphens and dashes).
@@ -194,7 +200,10 @@ def _addresses(text: str) -> Iterator[re.Match[str]]:
 
 
 def _file_name(match: re.Match[str]) -> bool:
-    return match["tld"].lower() in _FILE_TLDS or _DENSITY.fullmatch(match["domain"]) is not None
+    if match["tld"].lower() in _FILE_TLDS:
+        return True
+    density = _DENSITY.match(match["domain"])
+    return density is not None and "." not in match["domain"][density.end() :]
 
 
 def personal_label(kind: str) -> str:
@@ -261,7 +270,7 @@ def hash_by_value(text: str) -> str | None:
         return hash_phone(text) if whole_national_phone(text) else None
     for value in visible_readings(text):
         value = value.strip()
-        if is_email(value.lower()):
+        if is_email(value.lower()) and not all(_file_name(m) for m in _addresses(value)):
             return hash_email(value)
         if _whole_phone(value) or whole_national_phone(value):
             return hash_phone(value)

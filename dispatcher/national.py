@@ -23,10 +23,12 @@ from dispatcher.reading import (
 # `8 (066) 907-43-91`, with an extension after it (`x123`, `ext. 12`). Only these shapes:
 # a plain digit string is an id, an order number or an amount, never a phone.
 _EXTENSION = r"(?:[ ]?(?:x|ext\.?)[ ]?[0-9]{1,6})?"
+# A file's extension right after the digits: `Scan 358 231 6269.pdf` names a file.
+_FILE_EXTENSION = r"\.(?:pdf|jpe?g|png|gif|webp|tiff?|docx?|xlsx?|pptx?|csv|txt|zip|xml)\b"
 _NATIONAL = re.compile(  # after a comma or a slash too, or a word's full stop (`Doe,555-…`)
     r"(?:(?<![0-9A-Za-z.,/\-])|(?<=[^0-9][,/])|(?<=[A-Za-z][.]))(?P<number>"
     r"(?:1[ .\-])?[0-9]{3}(?P<sep>[.\-])[0-9]{3}(?P=sep)[0-9]{4}"  # North American
-    r"|(?:1 )?[2-9][0-9]{2} [0-9]{3}[ \-][0-9]{4}"  # North American: 555 123 4567, 555 123-4567
+    r"|(?:1 )?[2-9][0-9]{2} [0-9]{3} [0-9]{4}"  # North American with spaces: 555 123 4567
     r"|(?:[0-9]{1,3}[ ]?)?\(0?[0-9]{1,4}\)[ .\-]?[0-9]{2,4}(?:[ .\-]?[0-9]{2,4}){1,3}"  # (area)
     r"|0[0-9]{1,4}(?:[ .\-/][0-9]{2,8}){1,4}"  # a trunk 0, groups after it
     r"|8[ \-]?\(?[0-9]{3}\)?[ \-]?[0-9]{3}[ \-]?[0-9]{2}[ \-]?[0-9]{2}"  # Russian 8
@@ -36,9 +38,7 @@ _NATIONAL = re.compile(  # after a comma or a slash too, or a word's full stop (
     r"|[5-9][0-9]{2} [0-9]{3} [0-9]{3}"  # a Spanish or Polish mobile: 612 345 678
     r"|[1-9][0-9] [0-9]{3} [0-9]{2} [0-9]{2}"  # a Polish landline: 22 657 07 04
     r"|[6-9][0-9]{4} [0-9]{5}"  # an Indian mobile: 98765 43210
-    r"|3[0-9]{2} [0-9]{6,7}"  # an Italian mobile: 347 1234567
-    r"|(?:55|56|33|81) [0-9]{4} [0-9]{4}"  # Mexico City, Guadalajara, Monterrey: 55 1234 5678
-    r")" + _EXTENSION + r"(?![0-9A-Za-z]|[.,/\-][0-9])"
+    r")" + _EXTENSION + r"(?![0-9A-Za-z]|[.,/\-][0-9]|" + _FILE_EXTENSION + ")"
 )
 _SHAPED = re.compile(r"[ ().\-/]")
 _GROUPS = re.compile(r"[0-9]{2,}")
@@ -166,7 +166,8 @@ _SHORT = (
     r"(?:(?:\(?0[0-9]{1,3}\)?[ .\-/]?)?(?:[0-9]{3}[ .\-][0-9]{2}[ .\-][0-9]{2}"  # 706 69 07
     r"|[0-9]{3,4}[ .\-][0-9]{4})"  # 555-1234, 4656 3414
     r"|\(?0[0-9]{1,3}\)?[ .\-/]?[0-9]{2}[ .\-][0-9]{2} [0-9]{2}"  # 08-60 42 30
-    r"|[0-9]{3} [0-9]{3} [0-9]{4})"  # 187 928 2406
+    r"|[0-9]{3} [0-9]{3} [0-9]{4}"  # 187 928 2406
+    r"|3[0-9]{2} [0-9]{6,7}|[0-9]{2} [0-9]{4} [0-9]{4})"  # Italy 347 1234567, Mexico 55 1234 5678
 )
 _LABELLED_SHORT = re.compile(
     _SHORT_LABEL + r"(?P<number>" + _SHORT + r")(?![0-9A-Za-z]|[.,/\-][0-9])", re.IGNORECASE

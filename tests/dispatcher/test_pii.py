@@ -161,14 +161,20 @@ def test_vnative_dimensions_holding_personal_data_are_hashed_by_name_or_value(
 
 @pytest.mark.parametrize(
     "key",
-    ["cardholder", "card_holder", "name_on_card", "cc-name", "recipient", "addressee", "attn",
-     "jméno", "příjmení", "nomcomplet", "tussenvoegsel", "姓", "名"],
+    ["cardholder", "card_holder", "name_on_card", "cc-name", "recipient_name", "jméno",
+     "příjmení", "nomcomplet", "tussenvoegsel", "姓", "名"],
 )  # fmt: skip
 def test_vnative_dimensions_named_for_a_holder_or_in_more_languages_are_hashed(
     producer: Dispatcher, redis_client: redis.Redis, key: str
 ) -> None:
     producer.enqueue({"click_id": "c1", "custom_dimensions": {key: "Tamsin Roe"}}, "vn")
     assert "tamsin" not in stored_text(redis_client).lower()
+
+
+def test_a_retina_file_name_in_a_vnative_dimension_is_kept_as_it_is() -> None:
+    dims = {"image": "product@2x.jpg", "font": "icons@2x.min.woff2"}
+    model = VNativeConversion.model_validate({"click_id": "c1", "custom_dimensions": dims})
+    assert model.custom_dimensions == dims
 
 
 def test_a_whole_number_as_a_float_in_a_phone_attribute_dimension_is_hashed() -> None:
@@ -593,8 +599,8 @@ def test_url_parameters_that_name_no_person_are_kept(
         "https://x.example/pay?cc-name=Tamsin+Roe", "https://x.example/pay?cardholder=Tamsin",
         "https://x.example/pay?card_holder=Tamsin", "https://x.example/pay?name_on_card=T",
         "https://x.example/?holder_name=T", "https://x.example/?ship_to_name=T",
-        "https://x.example/?account_holder=T", "https://x.example/?recipient=Tamsin",
-        "https://x.example/?addressee=T", "https://x.example/?first_name&#61;Tamsin",
+        "https://x.example/?account_holder=T", "https://x.example/?recipient_name=Tamsin",
+        "https://x.example/?first_name&#61;Tamsin",
     ],
 )  # fmt: skip
 def test_names_in_nested_escaped_and_form_urls_are_found(url: str) -> None:
@@ -610,6 +616,7 @@ def test_names_in_nested_escaped_and_form_urls_are_found(url: str) -> None:
         "https://accounts.example/auth?redirect_uri=https%3A%2F%2Fx%2Fcb&scope=email+profile",
         "https://x.example/?nom_de_produit=Tasse&nome_do_produto=x&name_de=Sommer&nom=bleu",
         "https://x.example/?account_name=Acme%20Corp&card_name=Gold&to_name=Summer%20Sale",
+        "https://shop.example.com/cart?recipient=gift&attn=sales",
     ],
 )  # fmt: skip
 def test_url_parameters_naming_a_shop_a_product_or_a_search_are_no_names(url: str) -> None:

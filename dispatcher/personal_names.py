@@ -165,13 +165,21 @@ _URL_PERSON_WORDS = {"first", "last", "full", "given", "family", "sur", "middle"
 _URL_PERSON_WORDS |= {"customer", "cust", "user", "buyer", "member", "billing", "shipping"}
 _URL_PERSON_WORDS |= {"bill", "ship", "person", "recipient", "cardholder", "payer", "your"}
 _URL_PERSON_WORDS |= {"patient", "passenger", "traveler", "traveller", "attendee", "contact"}
-_URL_PERSON_WORDS |= {"applicant", "student", "employee", "f", "l", "m", "holder", "owner"}
+_URL_PERSON_WORDS |= {"applicant", "student", "employee", "f", "l", "m"}
 _URL_PERSON_WORDS |= {"completo", "completa", "complet", "vollstandiger", "полное", "famille"}
 _URL_PERSON_WORDS |= {"paterno", "materno"}  # `nombre_completo=`, `nom_de_famille=`
 _URL_CONTAINER_WORDS = {"checkout", "address", "order", "form", "data", "fields", "details"}
 # Every word also as `dimension_key` spells it (Hangul decomposed, `й` read as `и`).
 for _words in (_EMAIL_WORDS, _PHONE_WORDS, _NAME_WORDS, _PERSON_WORDS, _ON_ITS_OWN):
     _words |= {dimension_key(w) for w in _words}
+
+
+# A value that ends in a company's legal form names a business (`bill_to_name=Acme GmbH`).
+_COMPANY = re.compile(
+    r"\b(?:inc|llc|ltd|limited|gmbh|ag|kg|corp|corporation|holdings|plc|sa|sas|sarl|bv|nv"
+    r"|oy|ab|srl|spa|pty|co)\.?$",
+    re.IGNORECASE,
+)
 
 
 def names_in_query(text: str) -> Iterator[str]:
@@ -187,7 +195,7 @@ def names_in_query(text: str) -> Iterator[str]:
         for match in _QUERY_PARAMETER.finditer(source):
             if _names_a_person(match[1]):
                 value = unquote_plus(match[2]).strip()
-                if value and not is_sha256(value):
+                if value and not is_sha256(value) and not _COMPANY.search(value):
                     yield match[1]
 
 

@@ -598,7 +598,7 @@ def test_url_parameters_that_name_no_person_are_kept(
         "https://x.example/?vollst%C3%A4ndiger_name=Jan",
         "https://x.example/pay?cc-name=Tamsin+Roe", "https://x.example/pay?cardholder=Tamsin",
         "https://x.example/pay?card_holder=Tamsin", "https://x.example/pay?name_on_card=T",
-        "https://x.example/?holder_name=T", "https://x.example/?ship_to_name=T",
+        "https://x.example/?ship_to_name=T", "https://x.example/?bill_to_name=Jane+Roe",
         "https://x.example/?account_holder=T", "https://x.example/?recipient_name=Tamsin",
         "https://x.example/?first_name&#61;Tamsin",
     ],
@@ -617,6 +617,7 @@ def test_names_in_nested_escaped_and_form_urls_are_found(url: str) -> None:
         "https://x.example/?nom_de_produit=Tasse&nome_do_produto=x&name_de=Sommer&nom=bleu",
         "https://x.example/?account_name=Acme%20Corp&card_name=Gold&to_name=Summer%20Sale",
         "https://shop.example.com/cart?recipient=gift&attn=sales",
+        "https://x.example/?bill_to_name=Acme+GmbH&customer_name=Acme+Ltd.&owner_name=Shopify",
     ],
 )  # fmt: skip
 def test_url_parameters_naming_a_shop_a_product_or_a_search_are_no_names(url: str) -> None:

@@ -143,6 +143,9 @@ _COORDINATES = re.compile(
 )
 
 
+_DECIMAL = re.compile(r"\+[0-9]{1,3}\.[0-9]{3,}")
+
+
 def _phone_like(match: re.Match[str]) -> bool:
     number = match.group()
     digits = len(NOT_DIGIT.sub("", number))
@@ -155,6 +158,7 @@ def _phone_like(match: re.Match[str]) -> bool:
         least <= digits <= 15
         and not DATE.search(number)
         and not _COORDINATES.match(match.string, match.start())
+        and not _DECIMAL.fullmatch(number)  # `-34.4708 +106.4749`: a signed decimal
     )
 
 

@@ -91,9 +91,28 @@ def _national_like(match: re.Match[str]) -> bool:
         and not _YEAR_IN_BRACKETS.search(number)
         and len(_YEARS.findall(number)) < 2
         and not _UNIT.match(match.string, match.end())
-        and (_labelled_phone(match) or not (_labelled_id(match) or _round(number)))
+        and (
+            _labelled_phone(match) or not (_labelled_id(match) or _round(number) or _priced(match))
+        )
         and _starts_freely(match)
     )
+
+
+# A currency right before a number makes it a price (`$597 833 937`, `CHF 521 197 774`)
+# and one right after it too (`765 907 182 ₽`, `310 450 000 EUR`).
+_CURRENCY_BEFORE = re.compile(
+    r"(?:[$€£¥₽₹₩]|[A-Z]{0,2}\$|\b(?:USD|EUR|GBP|CHF|JPY|CNY|RUB|INR|CAD|AUD|HKD|SEK|NOK|DKK|PLN"
+    r"|CZK|BRL|MXN|TRY|ZAR)\b)[ ]?$"
+)
+_CURRENCY_AFTER = re.compile(
+    r"[ ]?(?:[$€£¥₽₹₩]|(?:USD|EUR|GBP|CHF|JPY|CNY|RUB|INR|CAD|AUD|HKD|SEK|NOK|DKK|PLN|CZK"
+    r"|BRL|MXN|TRY|ZAR)\b)"
+)
+
+
+def _priced(match: re.Match[str]) -> bool:
+    before = match.string[max(0, match.start() - 5) : match.start()]
+    return bool(_CURRENCY_BEFORE.search(before) or _CURRENCY_AFTER.match(match.string, match.end()))
 
 
 def _starts_freely(match: re.Match[str]) -> bool:

@@ -79,6 +79,7 @@ NOT_PHONES = [
     "ISO 200 400 3200", "Sizes 500 600 700", "100-200-3000",
     "range 10 1000 2000", "dims 20 1200 1800", "totals 12 1500 2500", "pack 98765-43210",
     "WAYBILL 55 1234 5678", "342 3026509", "Budget 250 500-1000", "Scan 358 231 6269.pdf",
+    "$597 833 937", "C$879 450 148", "CHF 521 197 774", "765 907 182 \u20bd", "310 450 000 EUR",
 ]  # fmt: skip
 
 
@@ -144,6 +145,8 @@ def test_disguised_emails_and_international_numbers_are_found(text: str, kind: s
         "At +40.7128 -74.0060.", "icons@2x.woff2", "hero@2x.mp4", "sprite@1.5x.ttf",
         "https://x.example/?q=a&num=20&period=monthly&plus=1", "bg@2x.webp.br",
         "sprite@2x.3f2a1b.woff2", "video@1080p.mp4", "Spec@Rev3.docx", "archive@v2.zip",
+        "-34.4708 +106.4749", "https://maps.example/?q=+12.61627,+38.35292",
+        "(+31.6722, +117.6330)",
     ],
 )  # fmt: skip
 def test_file_names_coordinates_and_signed_counts_are_not_personal(text: str) -> None:

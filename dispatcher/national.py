@@ -95,7 +95,20 @@ def _national_like(match: re.Match[str]) -> bool:
             _labelled_phone(match) or not (_labelled_id(match) or _round(number) or _priced(match))
         )
         and _starts_freely(match)
+        and _run_digits(match) <= 15
     )
+
+
+def _run_digits(match: re.Match[str]) -> int:
+    """The digits of the whole run of digit groups and spaces the number is part of: more
+    than 15 (no phone number has more) is a longer code written in groups, a parcel's
+    tracking number or an IBAN (`9400 9526 0451 5437 1489 54`)."""
+    text, start, end = match.string, match.start(), match.end()
+    while start and (text[start - 1].isdigit() or text[start - 1] == " "):
+        start -= 1
+    while end < len(text) and (text[end].isdigit() or text[end] == " "):
+        end += 1
+    return sum(c.isdigit() for c in text[start:end])
 
 
 # A currency right before a number makes it a price (`$597 833 937`, `CHF 521 197 774`)

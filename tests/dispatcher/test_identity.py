@@ -80,6 +80,7 @@ NOT_PHONES = [
     "range 10 1000 2000", "dims 20 1200 1800", "totals 12 1500 2500", "pack 98765-43210",
     "WAYBILL 55 1234 5678", "342 3026509", "Budget 250 500-1000", "Scan 358 231 6269.pdf",
     "$597 833 937", "C$879 450 148", "CHF 521 197 774", "765 907 182 \u20bd", "310 450 000 EUR",
+    "9400 9526 0451 5437 1489 54", "IBAN DE89 3704 0044 0532 0130 00",  # > 15 digits in all
 ]  # fmt: skip
 
 
@@ -214,6 +215,7 @@ FOUND_IN_ANY_FIELD = [
     "tel:5551234567 (mobile)", ":555-123-4567)fade", "Tel:+(0161) 496 0066",
     "callto:5551234567", "viber://chat?number=447700900461", "skype:447700900461?call",
     "Tel: 347 1234567", "Tel.: 55 1234 5678",  # an Italian mobile, Mexico: after a label
+    "Flat 2 020 7946 0958",  # a house number before it
     # local numbers of 7 or 8 digits, and 3-3-4 from any digit, right after a label
     "Tel: 555-1234", "Phone: 4656 3414", "тел. 706 69 07", "Tel. 08-60 42 30",
     "Fax: (02) 4656 3414", "Tel: 187 928 2406", "Tel: 555-1234.", "WhatsApp: 465-63-41",

@@ -246,10 +246,8 @@ class Engine:
                 self.settler.settle(
                     run, self.settler.settlement(run, entries, outcome, batch_id, batch_id)
                 )
-            elif entries:
-                self._deliver(run, entries, batch_id, marked=True)
             else:
-                self.settler.settle(run, Settlement(forget_batch=batch_id))
+                self._deliver(run, entries, batch_id, marked=True)
 
     # -- batches -------------------------------------------------------------------------
 

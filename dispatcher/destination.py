@@ -113,9 +113,9 @@ def without_secrets(data: bytes, secrets: Iterable[str]) -> bytes:
     for secret in secrets:
         if len(secret) < 8:
             continue
-        escaped = json.dumps(secret)[1:-1]
-        forms = {secret, quote(secret, safe=""), quote_plus(secret), escaped}
-        for form in forms | {escaped.replace("/", "\\/")}:  # JSON may escape a "/"
+        escaped = json.dumps(secret)[1:-1]  # and with its "/" escaped, as JSON may write it
+        for form in {secret, quote(secret, safe=""), quote_plus(secret), escaped,
+                     escaped.replace("/", "\\/")}:  # fmt: skip
             if form.encode() in data:
                 data = data.replace(form.encode(), b"***")
     return data
@@ -130,8 +130,8 @@ def redacted_url(url: str) -> str:
     except ValueError:  # not a URL urllib can split (an unclosed [): the text's rules
         return redacted(url)
     if password is not None:
-        user = parts.netloc.rpartition("@")[0].partition(":")[0]
-        url = urlunsplit(parts._replace(netloc=f"{user}:***@{parts.netloc.rpartition('@')[2]}"))
+        credentials, _, host = parts.netloc.rpartition("@")
+        url = urlunsplit(parts._replace(netloc=f"{credentials.partition(':')[0]}:***@{host}"))
     return redacted(url)
 
 

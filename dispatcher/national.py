@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote_to_bytes
 
+from dispatcher.currencies import ISO_4217
 from dispatcher.reading import (
     DATE,
     DAY,
@@ -112,20 +113,23 @@ def _run_digits(match: re.Match[str]) -> int:
 
 
 # A currency right before a number makes it a price (`$597 833 937`, `CHF 521 197 774`)
-# and one right after it too (`765 907 182 ₽`, `310 450 000 EUR`).
-_CURRENCY_BEFORE = re.compile(
-    r"(?:[$€£¥₽₹₩]|[A-Z]{0,2}\$|\b(?:USD|EUR|GBP|CHF|JPY|CNY|RUB|INR|CAD|AUD|HKD|SEK|NOK|DKK|PLN"
-    r"|CZK|BRL|MXN|TRY|ZAR)\b)[ ]?$"
-)
-_CURRENCY_AFTER = re.compile(
-    r"[ ]?(?:[$€£¥₽₹₩]|(?:USD|EUR|GBP|CHF|JPY|CNY|RUB|INR|CAD|AUD|HKD|SEK|NOK|DKK|PLN|CZK"
-    r"|BRL|MXN|TRY|ZAR)\b)"
-)
+# and one right after it too (`765 907 182 ₽`, `310 450 000 EUR`): a sign, or an ISO 4217
+# code.
+_CURRENCY = r"(?:[$€£¥₽₹₩]|(?<![A-Za-z])[A-Z]{3}(?![A-Za-z]))"
+_CURRENCY_BEFORE = re.compile(r"(?:" + _CURRENCY + r"|[A-Z]{1,2}\$)[ ]?$")  # or C$, HK$
+_CURRENCY_AFTER = re.compile(r"[ ]?" + _CURRENCY)
 
 
 def _priced(match: re.Match[str]) -> bool:
-    before = match.string[max(0, match.start() - 5) : match.start()]
-    return bool(_CURRENCY_BEFORE.search(before) or _CURRENCY_AFTER.match(match.string, match.end()))
+    start = match.start()
+    for found in (
+        _CURRENCY_BEFORE.search(match.string, max(0, start - 5), start),
+        _CURRENCY_AFTER.match(match.string, match.end()),
+    ):
+        word = found.group().strip() if found else ""
+        if word and (not word.isalpha() or word in ISO_4217):
+            return True
+    return False
 
 
 def _starts_freely(match: re.Match[str]) -> bool:

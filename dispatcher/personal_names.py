@@ -19,7 +19,7 @@ from dispatcher.identity import (
     number_like,
     sha256_hex,
 )
-from dispatcher.reading import HTML_REFERENCE, unreferenced
+from dispatcher.reading import unreferenced
 
 # Dimension names (compared after `dimension_key`) whose values are personal data, and how
 # each is normalised before hashing. The seed's sample sends first_name and last_name.
@@ -188,8 +188,7 @@ def names_in_query(text: str) -> Iterator[str]:
     `checkout[billing_address][first_name]`; not a bare `name`, `name1` or `client_name`)
     whose value is not empty or a digest: a name there would reach Redis and the platform
     raw. Emails and phone numbers are found by value, whatever the parameter is called."""
-    if "&" in text and HTML_REFERENCE.search(text):  # `first_name&#61;Jane`
-        text = unreferenced(text)
+    text = unreferenced(text)  # `first_name&#61;Jane`
     sources = (text, unquote(text)) if "%" in text else (text,)
     for source in sources:
         for match in _QUERY_PARAMETER.finditer(source):

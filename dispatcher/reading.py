@@ -42,6 +42,8 @@ HTML_REFERENCE_BYTES = re.compile(HTML_REFERENCE.pattern.encode())
 
 def unreferenced(text: str) -> str:
     """`text` with its `HTML_REFERENCE`s decoded, and nothing else (`&para` stays)."""
+    if "&" not in text:  # most texts: no regular expression run
+        return text
     return HTML_REFERENCE.sub(lambda m: html.unescape(m.group()), text)
 
 
@@ -57,8 +59,7 @@ def visible_text(text: str) -> str:
         if "%" not in text or (decoded := unquote(text)) == text:
             break
         text = decoded
-    if "&" in text and HTML_REFERENCE.search(text):
-        text = unreferenced(text)
+    text = unreferenced(text)
     if text.isascii():
         return text
     folded = unicodedata.normalize("NFKC", text)

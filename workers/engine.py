@@ -36,11 +36,10 @@ from workers.adapters import (
     follows_jobs,
     whole_batch,
 )
-from workers.adapters.base import retry_after_s
 from workers.drains import Drain, DrainReport, DrainStatus
-from workers.jobs import THROTTLE_WAIT_S, Throttled
+from workers.jobs import call_unless_throttled
 from workers.lease import Lease, Start
-from workers.limiter import Limiter, in_flight
+from workers.limiter import in_flight
 from workers.oauth import TokenStore
 from workers.request import Failed, NotSent, RequestPath, Target
 from workers.settle import FencedError, Settlement, Settler, fingerprint, mark_sending
@@ -206,12 +205,10 @@ class Engine:
                 continue
             request = adapter.lookup_request(target.destination, target.table, batch_id)
             assert request is not None  # only platforms with a look-up are marked
-            found = self.path.call(
-                target, partial(_same, request), partial(_found, adapter, batch_id=batch_id)
-            )
-            if isinstance(found, Throttled):  # the platform's 429: every worker waits
-                Limiter(self.redis, target.limits).block_until(now + int(found.wait_s * 1000))
-                found = NotSent(found.wait_s)
+            found = call_unless_throttled(
+                self.path, target, partial(_same, request),
+                partial(_found, adapter, batch_id=batch_id), now,
+            )  # fmt: skip
             if isinstance(found, NotSent):
                 run.report.stop(DrainStatus.WAITING, now + int(found.wait_s * 1000))
                 return
@@ -408,16 +405,12 @@ def _same(request: httpx.Request) -> httpx.Request:
     return request
 
 
-def _found(
-    adapter: JobAdapter, response: httpx.Response, batch_id: str
-) -> str | Failed | Throttled:
+def _found(adapter: JobAdapter, response: httpx.Response, batch_id: str) -> str | Failed:
     """The job id of an earlier send of `batch_id`, or "" when the listing shows none; a
-    listing refused for its credentials pauses, a throttled one waits as told."""
+    listing refused for its credentials pauses."""
     status = response.status_code
     if status in (401, 403):
         return Failed(f"credentials refused ({status}) listing uploads", True, pause=True)
-    if status in (420, 429):
-        return Throttled(retry_after_s(response) or THROTTLE_WAIT_S)
     return adapter.parse_lookup(response, batch_id) or ""
 
 

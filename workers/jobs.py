@@ -125,14 +125,9 @@ def track(
         target = Target(name, dest, table, adapter, adapter.poll_limits(dest, table))
         listed: dict[str, JobState] = {}
         if len(group) > 1:
-            found = path.call(
-                target,
-                partial(adapter.list_request, dest, table),
-                partial(_unless_throttled, adapter.parse_list),
+            found = call_unless_throttled(
+                path, target, partial(adapter.list_request, dest, table), adapter.parse_list, now_ms
             )
-            if isinstance(found, Throttled):
-                Limiter(client, target.limits).block_until(now_ms + int(found.wait_s * 1000))
-                found = NotSent(found.wait_s)
             if isinstance(found, NotSent):
                 _later(client, platform, group, now_ms + int(found.wait_s * 1000), counts)
                 continue
@@ -140,17 +135,15 @@ def track(
                 listed, counts["listed"] = found, counts["listed"] + 1
         for k, job in enumerate(group):
             seen = listed.get(job.id)
-            state: JobState | NotSent | Failed | Throttled
+            state: JobState | NotSent | Failed
             if seen is None or (seen.finished and not adapter.listing_has_detail):
                 request = partial(adapter.job_request, dest, table, job.id)
-                read = partial(_unless_throttled, adapter.parse_job)
-                state = path.call(target, request, read, holder=f"job-{job.id}")
+                state = call_unless_throttled(
+                    path, target, request, adapter.parse_job, now_ms, holder=f"job-{job.id}"
+                )
                 counts["polled"] += 1
             else:
                 state = seen
-            if isinstance(state, Throttled):  # the platform said wait: no error, no state
-                Limiter(client, target.limits).block_until(now_ms + int(state.wait_s * 1000))
-                state = NotSent(state.wait_s)
             if isinstance(state, NotSent):
                 _later(client, platform, group[k:], now_ms + int(state.wait_s * 1000), counts)
                 break
@@ -171,6 +164,23 @@ class Throttled:
     """A poll or listing the platform answered 420/429: wait, it is not an error."""
 
     wait_s: float
+
+
+def call_unless_throttled(
+    path: RequestPath,
+    target: Target,
+    build: Callable[[], httpx.Request],
+    parse: Callable[[httpx.Response], T],
+    now_ms: int,
+    holder: str = "",
+) -> T | NotSent | Failed:
+    """`path.call` for a poll or a listing: a 420/429 is no error and no state but a wait,
+    for every worker (the scopes are blocked for as long as the platform says)."""
+    got = path.call(target, build, partial(_unless_throttled, parse), holder=holder)
+    if isinstance(got, Throttled):
+        Limiter(path.redis, target.limits).block_until(now_ms + int(got.wait_s * 1000))
+        return NotSent(got.wait_s)
+    return got
 
 
 def _unless_throttled(

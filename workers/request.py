@@ -85,6 +85,7 @@ class Failed:
 # Where a request carries its credential: `Authorization: Bearer <token>` (LinkedIn,
 # Pinterest), `Authorization: OAuth <token>` (Yandex), `X-Api-Key` (vNative).
 _CREDENTIAL_HEADERS = ("authorization", "x-api-key")
+_DECODED = ("content-encoding", "content-length", "transfer-encoding")  # of the old body
 
 
 def _without_credentials(response: httpx.Response) -> httpx.Response:
@@ -100,9 +101,6 @@ def _without_credentials(response: httpx.Response) -> httpx.Response:
     return httpx.Response(
         response.status_code, headers=kept, content=content, request=response.request
     )
-
-
-_DECODED = ("content-encoding", "content-length", "transfer-encoding")
 
 
 class RequestPath:

@@ -147,9 +147,9 @@ class Settler:
         if retry or waits:
             # Failures count an attempt, throttled events (a per-element 429) never do.
             first = retry or waits
-            counted, uncounted = [e for e, _ in first], [e for e, _ in waits] if retry else []
+            uncounted = [e for e, _ in waits] if retry else []
             s = self.back_off(
-                run, counted, first[0][1], bool(retry), outcome, forget, uncounted=uncounted
+                run, [e for e, _ in first], first[0][1], bool(retry), outcome, forget, uncounted
             )
         elif by[Verdict.AUTH]:
             reason = by[Verdict.AUTH][0][1]
@@ -202,14 +202,15 @@ class Settler:
         if outcome is not None and outcome.throttled:
             Limiter(self.redis, run.target.limits).block_until(resume_ms, outcome.block_scopes)
         waits = uncounted or []
-        over = [e for e in entries + waits if deadline_ms(table, e) <= resume_ms]
+        over = {e[0] for e in entries + waits if deadline_ms(table, e) <= resume_ms}  # ids
         ended = f"gave up: the time budget ends before the next try: {reason}"
         log.warning("destination %s: %s; retrying in %.1fs", run.target.name, reason, delay_s)
         run.report.stop(DrainStatus.BACKING_OFF, resume_ms)
         return Settlement(
-            retry=[e[0] for e in entries if e not in over], retry_counted=counted,
-            retry_reason=reason, wait=[e[0] for e in waits if e not in over],
-            dead=[(e[0], ended, counted and e in entries) for e in over],
+            retry=[e[0] for e in entries if e[0] not in over], retry_counted=counted,
+            retry_reason=reason, wait=[e[0] for e in waits if e[0] not in over],
+            dead=[(e[0], ended, counted) for e in entries if e[0] in over]
+            + [(e[0], ended, False) for e in waits if e[0] in over],
             next_at_ms=resume_ms, failures="incr" if counted else "", last_error=reason,
             forget_batch=forget,
         )  # fmt: skip
